@@ -1,0 +1,59 @@
+package common
+
+// DefaultKeyPrefix prefixes every Redis key of a dinp installation.
+const DefaultKeyPrefix = "dinp"
+
+// Keys names every Redis key dinp uses. Components never spell a key
+// themselves. The prefix lets tests and several installations share one Redis.
+type Keys struct {
+	Prefix string
+}
+
+// NewKeys returns the key set for prefix ("" means DefaultKeyPrefix).
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	return Keys{Prefix: prefix}
+}
+
+func (k Keys) p(s string) string {
+	if k.Prefix == "" {
+		return DefaultKeyPrefix + ":" + s
+	}
+	return k.Prefix + ":" + s
+}
+
+// Routes is the hash host → JSON Route.
+func (k Keys) Routes() string { return k.p("routes") }
+
+// RoutesChanged is the pub/sub channel carrying a host whose route changed.
+func (k Keys) RoutesChanged() string { return k.p("routes:changed") }
+
+// RoutesVersion is the counter bumped on every route write.
+func (k Keys) RoutesVersion() string { return k.p("routes:version") }
+
+// Node is the last heartbeat of one node (JSON Heartbeat, with a TTL).
+func (k Keys) Node(id string) string { return k.p("node:" + id) }
+
+// Nodes is the set of node ids that have sent a heartbeat.
+func (k Keys) Nodes() string { return k.p("nodes") }
+
+// Assignments is the hash node → JSON []Assignment, written by the leader.
+func (k Keys) Assignments() string { return k.p("assignments") }
+
+// Health is the hash instance → JSON HealthStatus, written by hm.
+func (k Keys) Health() string { return k.p("health") }
+
+// HealthEvents is the pub/sub channel of JSON HealthStatus changes.
+func (k Keys) HealthEvents() string { return k.p("health:events") }
+
+// DesiredChanged is the pub/sub channel on which dash announces a change of
+// desired state (the app name), so the leader reconciles at once.
+func (k Keys) DesiredChanged() string { return k.p("desired:changed") }
+
+// Logs is the capped stream of an app's log lines (JSON LogEntry in field "e").
+func (k Keys) Logs(app string) string { return k.p("logs:" + app) }
+
+// Leader holds the id of the current leader server, for display.
+func (k Keys) Leader() string { return k.p("leader") }

@@ -1,0 +1,121 @@
+// Package testenv gives integration tests real services, each test isolated:
+// a fresh MySQL database with the schema migrated, and a private Redis key
+// prefix. Without a service a test skips, except under CI=true, where it
+// fails: CI must never pass by skipping.
+package testenv
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db"
+)
+
+// MySQLDSN is the DSN of the test server (any database; tests create their own).
+func MySQLDSN() string {
+	if v := os.Getenv("DINP_TEST_MYSQL_DSN"); v != "" {
+		return v
+	}
+	return "dinp:dinp@tcp(127.0.0.1:3306)/"
+}
+
+// RedisAddr is the address of the test Redis.
+func RedisAddr() string {
+	if v := os.Getenv("DINP_TEST_REDIS_ADDR"); v != "" {
+		return v
+	}
+	return "127.0.0.1:6379"
+}
+
+// Unavailable skips the test, or fails it under CI=true.
+func Unavailable(t testing.TB, what string, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required under CI=true: %v", what, err)
+	}
+	t.Skipf("%s unavailable: %v (run scripts/services.sh)", what, err)
+}
+
+// Name returns a short unique name for t, usable as a database name or prefix.
+func Name(t testing.TB) string {
+	n := strings.ToLower(t.Name())
+	n = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, n)
+	if len(n) > 30 {
+		n = n[:30]
+	}
+	return fmt.Sprintf("t_%s_%s", n, common.RandomToken(4))
+}
+
+// MySQL creates a fresh database with the dinp schema, dropped at the end of
+// the test, and returns its DSN and an open pool.
+func MySQL(t testing.TB) (string, *sql.DB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := mysql.ParseDSN(MySQLDSN())
+	if err != nil {
+		t.Fatalf("test dsn: %v", err)
+	}
+	cfg.DBName = ""
+	root, err := db.Open(ctx, cfg.FormatDSN(), 2*time.Second)
+	if err != nil {
+		Unavailable(t, "MySQL", err)
+	}
+	name := Name(t)
+	if _, err := root.ExecContext(ctx, "CREATE DATABASE `"+name+"` CHARACTER SET utf8mb4"); err != nil {
+		root.Close()
+		t.Fatalf("create database: %v", err)
+	}
+	cfg.DBName = name
+	dsn := cfg.FormatDSN()
+	pool, err := db.Open(ctx, dsn, 5*time.Second)
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		root.Exec("DROP DATABASE IF EXISTS `" + name + "`")
+		root.Close()
+	})
+	if err := db.Migrate(ctx, pool); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return dsn, pool
+}
+
+// Redis returns a client and a private key prefix; every key under the
+// prefix is deleted at the end of the test.
+func Redis(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: RedisAddr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		Unavailable(t, "Redis", err)
+	}
+	prefix := Name(t)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+":*", 500).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		rdb.Close()
+	})
+	return rdb, prefix
+}

@@ -1,0 +1,166 @@
+package common
+
+import "time"
+
+// DefaultAppPort is the port an app listens on inside its container ($PORT).
+const DefaultAppPort = 8080
+
+// Route is the value stored for one host in the routes hash (Keys.Routes).
+// The server is its only writer; routers and hm read it.
+type Route struct {
+	App string `json:"app"`
+	// Release is the app's current release version (N of release N).
+	Release int `json:"release"`
+	// Version is the value of Keys.RoutesVersion when this route was written.
+	Version  int64        `json:"version"`
+	Backends []Backend    `json:"backends"`
+	Health   HealthConfig `json:"health"`
+	// Balance names the balancing algorithm: "" or "round_robin", "least_conn".
+	Balance string `json:"balance,omitempty"`
+	// Sticky, when true, pins a client to an instance with a cookie.
+	Sticky bool `json:"sticky,omitempty"`
+}
+
+// Backend is one running instance of an app in a Route.
+type Backend struct {
+	Addr     string `json:"addr"` // ip:port on the node's advertise address
+	Instance string `json:"instance"`
+	Index    int    `json:"index"`
+	Release  int    `json:"release"`
+	Healthy  bool   `json:"healthy"`
+}
+
+// HealthConfig is an app's health check. The zero value of a field means the
+// platform default (see Defaults).
+type HealthConfig struct {
+	// Path is the HTTP path probed; empty means a TCP connect check.
+	Path       string `json:"path,omitempty"`
+	StatusMin  int    `json:"status_min,omitempty"`
+	StatusMax  int    `json:"status_max,omitempty"`
+	Body       string `json:"body,omitempty"` // substring the body must contain
+	IntervalMS int    `json:"interval_ms,omitempty"`
+	TimeoutMS  int    `json:"timeout_ms,omitempty"`
+	Fall       int    `json:"fall,omitempty"`     // consecutive failures to mark unhealthy
+	Rise       int    `json:"rise,omitempty"`     // consecutive successes to mark healthy
+	GraceMS    int    `json:"grace_ms,omitempty"` // start grace before failures count
+}
+
+// WithDefaults returns h with every zero field set to the platform default.
+func (h HealthConfig) WithDefaults() HealthConfig {
+	if h.StatusMin == 0 {
+		h.StatusMin = 200
+	}
+	if h.StatusMax == 0 {
+		h.StatusMax = 399
+	}
+	if h.IntervalMS == 0 {
+		h.IntervalMS = 2000
+	}
+	if h.TimeoutMS == 0 {
+		h.TimeoutMS = 1000
+	}
+	if h.Fall == 0 {
+		h.Fall = 3
+	}
+	if h.Rise == 0 {
+		h.Rise = 1
+	}
+	if h.GraceMS == 0 {
+		h.GraceMS = 30000
+	}
+	return h
+}
+
+// Health states written by hm into Keys.Health.
+const (
+	Healthy   = "healthy"
+	Unhealthy = "unhealthy"
+)
+
+// HealthStatus is the value stored per instance in Keys.Health and published
+// on Keys.HealthEvents (with App and Instance set).
+type HealthStatus struct {
+	Instance string    `json:"instance"`
+	App      string    `json:"app"`
+	Addr     string    `json:"addr"`
+	Status   string    `json:"status"` // Healthy or Unhealthy
+	Since    time.Time `json:"since"`
+	Error    string    `json:"error,omitempty"` // last probe error
+}
+
+// Capacity is what a node offers to app instances.
+type Capacity struct {
+	MemoryMB int64 `json:"memory_mb"`
+	CPUs     int   `json:"cpus"`
+}
+
+// Heartbeat is what an agent sends to a server every interval. It is
+// authoritative for its node: a container missing from it is gone.
+type Heartbeat struct {
+	Node       string            `json:"node"`
+	Addr       string            `json:"addr"` // advertise IP of the node
+	Capacity   Capacity          `json:"capacity"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Containers []Container       `json:"containers"`
+	At         time.Time         `json:"at"`
+}
+
+// Container states as reported by agents (Docker's own words).
+const (
+	StateCreated    = "created"
+	StateRunning    = "running"
+	StateRestarting = "restarting"
+	StateExited     = "exited"
+	StateDead       = "dead"
+	StatePaused     = "paused"
+	StateRemoving   = "removing"
+)
+
+// Container is one dinp container on a node, read back from its labels.
+type Container struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	App          string    `json:"app"`
+	Instance     string    `json:"instance"`
+	Release      int       `json:"release"`
+	Index        int       `json:"index"`
+	State        string    `json:"state"`
+	HostPort     int       `json:"host_port,omitempty"`
+	RestartCount int       `json:"restart_count"`
+	ExitCode     int       `json:"exit_code,omitempty"`
+	StartedAt    time.Time `json:"started_at,omitempty"`
+	// Error is the agent's last error for this instance (pull, create, start).
+	Error string `json:"error,omitempty"`
+}
+
+// HeartbeatResponse carries the node's complete set of assignments. Known is
+// false when the server could not read them; the agent must then change
+// nothing.
+type HeartbeatResponse struct {
+	Known       bool         `json:"known"`
+	Assignments []Assignment `json:"assignments"`
+	IntervalMS  int          `json:"interval_ms"`
+}
+
+// Assignment is one instance a node must run.
+type Assignment struct {
+	Instance  string            `json:"instance"`
+	App       string            `json:"app"`
+	Release   int               `json:"release"`
+	Index     int               `json:"index"`
+	Image     string            `json:"image"` // pullable reference, pinned by digest
+	MemoryMB  int64             `json:"memory_mb"`
+	CPUShares int64             `json:"cpu_shares"`
+	Port      int               `json:"port"` // container port ($PORT)
+	Env       map[string]string `json:"env,omitempty"`
+}
+
+// LogEntry is one line in an app's log stream (Keys.Logs).
+type LogEntry struct {
+	Source   string    `json:"source"` // "app", "build", "platform"
+	Instance string    `json:"instance,omitempty"`
+	Build    int64     `json:"build,omitempty"`
+	Stream   string    `json:"stream,omitempty"` // stdout or stderr
+	Line     string    `json:"line"`
+	At       time.Time `json:"at"`
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# services.sh — install (if missing) and start the services dinp depends on:
+# MariaDB and Redis on 127.0.0.1, and a MySQL account for dinp.
+# Sourced by up.sh and test.sh; safe to run again and again.
+set -euo pipefail
+
+DINP_MYSQL_USER=${DINP_MYSQL_USER:-dinp}
+DINP_MYSQL_PASSWORD=${DINP_MYSQL_PASSWORD:-dinp}
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+  if [ $apt_updated = 0 ]; then
+    log "apt-get update"
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+wait_for() { # wait_for SECONDS CMD...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+start_mariadb() {
+  apt_install mariadb-server mariadb-client
+  if ! mysqladmin --protocol=socket ping >/dev/null 2>&1; then
+    log "starting mariadb"
+    if command -v service >/dev/null && [ -x /etc/init.d/mariadb ]; then
+      service mariadb start >/dev/null 2>&1 || true
+    fi
+    if ! wait_for 20 mysqladmin --protocol=socket ping; then
+      # No init system: run the server directly.
+      mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+      nohup mysqld_safe --bind-address=127.0.0.1 >/dev/null 2>&1 &
+      wait_for 60 mysqladmin --protocol=socket ping || { log "mariadb did not start"; return 1; }
+    fi
+  fi
+  mysql --protocol=socket -uroot <<SQL
+CREATE USER IF NOT EXISTS '${DINP_MYSQL_USER}'@'127.0.0.1' IDENTIFIED BY '${DINP_MYSQL_PASSWORD}';
+CREATE USER IF NOT EXISTS '${DINP_MYSQL_USER}'@'localhost' IDENTIFIED BY '${DINP_MYSQL_PASSWORD}';
+GRANT ALL PRIVILEGES ON *.* TO '${DINP_MYSQL_USER}'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO '${DINP_MYSQL_USER}'@'localhost';
+CREATE DATABASE IF NOT EXISTS dinp CHARACTER SET utf8mb4;
+SQL
+}
+
+start_redis() {
+  apt_install redis-server redis-tools
+  if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+    log "starting redis"
+    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no \
+      --logfile /tmp/dinp-redis.log >/dev/null
+    wait_for 20 redis-cli -h 127.0.0.1 ping || { log "redis did not start"; return 1; }
+  fi
+}
+
+check_docker() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  if ! command -v dockerd >/dev/null; then
+    apt_install docker.io
+  fi
+  log "starting docker"
+  (service docker start >/dev/null 2>&1) || (nohup dockerd >/tmp/dinp-dockerd.log 2>&1 &)
+  wait_for 60 docker info || { log "docker engine is not answering"; return 1; }
+}
+
+start_services() {
+  start_mariadb
+  start_redis
+  check_docker
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  start_services
+fi
