@@ -1,0 +1,212 @@
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dinp/dinp/common"
+	"github.com/spf13/pflag"
+)
+
+// Defaults of the agent's settings.
+const (
+	DefaultServerURL       = "http://127.0.0.1:1980"
+	DefaultAddr            = "127.0.0.1:1990"
+	DefaultAdvertiseAddr   = "127.0.0.1"
+	DefaultInterval        = 2 * time.Second
+	DefaultStopTimeout     = 10 * time.Second
+	DefaultPullConcurrency = 2
+	DefaultPidsLimit       = 256
+	DefaultRegistryUser    = "dinp"
+	// MemoryReserveMB is kept back from the host's memory for the OS, the
+	// Docker engine and the agent itself when MemoryMB is not set.
+	MemoryReserveMB = 512
+	// defaultInstanceMemoryMB limits an instance whose assignment has no
+	// memory: every container gets a limit, never an unlimited one.
+	defaultInstanceMemoryMB = 256
+)
+
+// Config holds the settings of one agent.
+type Config struct {
+	common.Base
+
+	// NodeID names this node; every container the agent owns is labelled
+	// dinp.node=NodeID, so several agents can share one engine.
+	NodeID string
+	// AdvertiseAddr is the IP on which app ports are published and that
+	// routers and hm use to reach them.
+	AdvertiseAddr string
+	// ServerURL is a comma-separated list of server base URLs; the agent
+	// fails over between them.
+	ServerURL string
+	// Addr is the status listener (GET /health, GET /metrics).
+	Addr string
+	// Interval between heartbeats (the server may override it).
+	Interval time.Duration
+	// StopTimeout is how long a container gets between SIGTERM and SIGKILL.
+	StopTimeout time.Duration
+	// MemoryMB and CPUs are the capacity offered to the scheduler.
+	MemoryMB int64
+	CPUs     int
+	// Labels are reported in heartbeats for placement constraints.
+	Labels map[string]string
+	// RegistryUser and RegistryPassword authenticate pulls (password
+	// defaults to the cluster token).
+	RegistryUser     string
+	RegistryPassword string
+	// PullConcurrency bounds simultaneous image pulls.
+	PullConcurrency int
+	// PidsLimit bounds the processes of each container (fork bombs).
+	PidsLimit int64
+	// ShipLogs copies container output to the app's Redis log stream.
+	ShipLogs bool
+
+	// Log is the agent's logger; nil means common.NewLogger("agent", LogLevel).
+	Log *slog.Logger
+	// Docker is the engine; nil means the engine from the environment
+	// (DOCKER_HOST etc.). Tests put a fake here.
+	Docker Docker
+	// HTTPClient talks to servers; nil means a plain client (timeouts are
+	// set per request).
+	HTTPClient *http.Client
+	// Now is the clock; nil means time.Now. Tests inject one to check backoff.
+	Now func() time.Time
+}
+
+// DefaultConfig returns settings for one machine with everything on 127.0.0.1.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Base:            common.DefaultBase(),
+		NodeID:          host,
+		AdvertiseAddr:   DefaultAdvertiseAddr,
+		ServerURL:       DefaultServerURL,
+		Addr:            DefaultAddr,
+		Interval:        DefaultInterval,
+		StopTimeout:     DefaultStopTimeout,
+		MemoryMB:        hostMemoryMB() - MemoryReserveMB,
+		CPUs:            runtime.NumCPU(),
+		Labels:          map[string]string{},
+		RegistryUser:    DefaultRegistryUser,
+		PullConcurrency: DefaultPullConcurrency,
+		PidsLimit:       DefaultPidsLimit,
+		ShipLogs:        true,
+	}
+}
+
+// AddFlags registers the agent-specific flags (Base's flags are registered
+// by the command).
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "id of this node (default: hostname)")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "IP on which app ports are published and reached by routers")
+	fs.StringVar(&c.ServerURL, "server-url", c.ServerURL, "comma-separated server URLs (fail over in order)")
+	fs.StringVar(&c.Addr, "agent-addr", c.Addr, "agent status listener (/health, /metrics)")
+	fs.DurationVar(&c.Interval, "interval", c.Interval, "heartbeat interval")
+	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "grace period before a removed container is killed")
+	fs.Int64Var(&c.MemoryMB, "memory-mb", c.MemoryMB, "memory offered to apps in MiB (default: host memory minus 512)")
+	fs.IntVar(&c.CPUs, "cpus", c.CPUs, "CPUs offered to apps")
+	fs.StringToStringVar(&c.Labels, "node-labels", c.Labels, "node labels key=value,... for placement")
+	fs.StringVar(&c.RegistryUser, "registry-user", c.RegistryUser, "registry user for image pulls")
+	fs.StringVar(&c.RegistryPassword, "registry-password", c.RegistryPassword, "registry password (default: cluster token)")
+	fs.IntVar(&c.PullConcurrency, "pull-concurrency", c.PullConcurrency, "simultaneous image pulls")
+	fs.Int64Var(&c.PidsLimit, "pids-limit", c.PidsLimit, "max processes per container")
+	fs.BoolVar(&c.ShipLogs, "ship-logs", c.ShipLogs, "ship container output to Redis log streams")
+}
+
+// validate checks c and fills derived defaults, returning the server URLs.
+func (c *Config) validate() ([]string, error) {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node id is empty"))
+	}
+	if ip := net.ParseIP(c.AdvertiseAddr); ip == nil {
+		errs = append(errs, fmt.Errorf("advertise addr %q is not an IP address", c.AdvertiseAddr))
+	}
+	if c.ClusterToken == "" {
+		errs = append(errs, errors.New("cluster token is empty"))
+	}
+	var servers []string
+	for _, s := range strings.Split(c.ServerURL, ",") {
+		s = strings.TrimRight(strings.TrimSpace(s), "/")
+		if s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("server url %q: want http(s)://host[:port]", s))
+			continue
+		}
+		servers = append(servers, s)
+	}
+	if len(servers) == 0 {
+		errs = append(errs, errors.New("no server url"))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, errors.New("interval must be positive"))
+	}
+	if c.StopTimeout < 0 {
+		errs = append(errs, errors.New("stop timeout must not be negative"))
+	}
+	if c.MemoryMB <= 0 {
+		errs = append(errs, fmt.Errorf("memory %d MiB: must be positive", c.MemoryMB))
+	}
+	if c.CPUs <= 0 {
+		errs = append(errs, fmt.Errorf("cpus %d: must be positive", c.CPUs))
+	}
+	if c.PullConcurrency <= 0 {
+		errs = append(errs, errors.New("pull concurrency must be positive"))
+	}
+	if c.PidsLimit <= 0 {
+		errs = append(errs, errors.New("pids limit must be positive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	if c.RegistryUser == "" {
+		c.RegistryUser = DefaultRegistryUser
+	}
+	if c.RegistryPassword == "" {
+		c.RegistryPassword = c.ClusterToken
+	}
+	if c.Log == nil {
+		c.Log = common.NewLogger("agent", c.LogLevel)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{}
+	}
+	return servers, nil
+}
+
+// hostMemoryMB reads MemTotal from /proc/meminfo; it falls back to 2 GiB
+// where that file does not exist so the default is still usable.
+func hostMemoryMB() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 2048
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return 2048
+}

@@ -1,0 +1,176 @@
+package builder
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/pkg/jsonmessage"
+
+	"github.com/dinp/dinp/common"
+)
+
+// DockerClient is the part of the Docker engine API the dockerfile stack
+// uses. *client.Client implements it; tests may fake it.
+type DockerClient interface {
+	ImageBuild(ctx context.Context, buildContext io.Reader, options build.ImageBuildOptions) (build.ImageBuildResponse, error)
+	ImagePush(ctx context.Context, image string, options image.PushOptions) (io.ReadCloser, error)
+	ImageRemove(ctx context.Context, image string, options image.RemoveOptions) ([]image.DeleteResponse, error)
+}
+
+// dockerBuild builds srcDir's Dockerfile with the engine, tags it ref,
+// pushes it and returns the pushed digest and size. The local tag is
+// removed afterwards, whatever happened: images live in the registry.
+func (b *Builder) dockerBuild(ctx context.Context, srcDir, ref string, logf func(string)) (digest string, size int64, err error) {
+	df, err := os.ReadFile(filepath.Join(srcDir, "Dockerfile"))
+	if err != nil {
+		return "", 0, fmt.Errorf("read dockerfile: %w", err)
+	}
+	if err := fromAllowed(df, b.registryHosts()); err != nil {
+		return "", 0, err
+	}
+	docker, err := b.docker()
+	if err != nil {
+		return "", 0, err
+	}
+
+	pr, pw := io.Pipe()
+	tarDone := make(chan struct{})
+	go func() {
+		defer close(tarDone)
+		pw.CloseWithError(tarDir(srcDir, pw))
+	}()
+	// Closing the read side stops the tar writer; wait for it so no
+	// goroutine outlives the build.
+	defer func() {
+		pr.CloseWithError(errors.New("build finished"))
+		<-tarDone
+	}()
+	auth := registry.AuthConfig{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
+	auths := map[string]registry.AuthConfig{}
+	for _, h := range b.registryHosts() {
+		a := auth
+		a.ServerAddress = h
+		auths[h] = a
+	}
+	resp, err := docker.ImageBuild(ctx, pr, build.ImageBuildOptions{
+		Tags:        []string{ref},
+		Dockerfile:  "Dockerfile",
+		Remove:      true,
+		ForceRemove: true,
+		PullParent:  false,
+		Memory:      b.cfg.BuildMemoryBytes,
+		MemorySwap:  b.cfg.BuildMemoryBytes,
+		NetworkMode: "none", // RUN steps get no network: nothing to fetch, nothing to attack
+		AuthConfigs: auths,
+		Version:     build.BuilderV1,
+		Labels:      map[string]string{"dinp.stack": StackDockerfile},
+	})
+	if err != nil {
+		return "", 0, fmt.Errorf("docker build: %w", err)
+	}
+	// Whatever happens from here, the local image must not stay behind.
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCleanupTimeout)
+		defer cancel()
+		if _, rerr := docker.ImageRemove(rctx, ref, image.RemoveOptions{Force: true, PruneChildren: true}); rerr != nil {
+			b.log.Debug("remove build image", "image", ref, "err", rerr)
+		}
+	}()
+	buildErr := readMessages(resp.Body, logf, nil)
+	resp.Body.Close()
+	if buildErr != nil {
+		if ctx.Err() != nil {
+			return "", 0, ctx.Err()
+		}
+		return "", 0, common.Errf(http.StatusUnprocessableEntity, "build_failed", "docker build: "+buildErr.Error())
+	}
+
+	authStr, err := registry.EncodeAuthConfig(auth)
+	if err != nil {
+		return "", 0, fmt.Errorf("encode registry auth: %w", err)
+	}
+	rc, err := docker.ImagePush(ctx, ref, image.PushOptions{RegistryAuth: authStr})
+	if err != nil {
+		return "", 0, fmt.Errorf("docker push: %w", err)
+	}
+	var pushed struct {
+		Digest string `json:"Digest"`
+		Size   int64  `json:"Size"`
+	}
+	err = readMessages(rc, logf, func(aux json.RawMessage) {
+		var p struct {
+			Digest string `json:"Digest"`
+			Size   int64  `json:"Size"`
+		}
+		if json.Unmarshal(aux, &p) == nil && p.Digest != "" {
+			pushed = p
+		}
+	})
+	rc.Close()
+	if err != nil {
+		return "", 0, fmt.Errorf("docker push: %w", err)
+	}
+	if !strings.HasPrefix(pushed.Digest, "sha256:") {
+		return "", 0, errors.New("docker push: engine reported no digest")
+	}
+	return pushed.Digest, pushed.Size, nil
+}
+
+// readMessages reads an engine JSON message stream, passing output lines to
+// logf and aux payloads to aux, and returns the stream's error message.
+func readMessages(r io.Reader, logf func(string), aux func(json.RawMessage)) error {
+	dec := json.NewDecoder(r)
+	for {
+		var m jsonmessage.JSONMessage
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read engine output: %w", err)
+		}
+		if m.Error != nil {
+			return errors.New(m.Error.Message)
+		}
+		if m.ErrorMessage != "" {
+			return errors.New(m.ErrorMessage)
+		}
+		if m.Aux != nil && aux != nil {
+			aux(*m.Aux)
+		}
+		line := strings.TrimRight(m.Stream, "\n")
+		if line == "" && m.Status != "" && m.ID == "" {
+			line = m.Status
+		}
+		if line != "" {
+			for _, l := range strings.Split(line, "\n") {
+				logf(l)
+			}
+		}
+	}
+}
+
+// tarDir writes dir as an uncompressed tar (the build context), keeping
+// modes and symlinks.
+func tarDir(dir string, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	err := walkTree(dir, func(rel string, fi fs.FileInfo, link string) error {
+		hdr := &tar.Header{Name: rel, Mode: int64(fi.Mode().Perm()), ModTime: epoch, Format: tar.FormatPAX}
+		return writeEntry(tw, filepath.Join(dir, filepath.FromSlash(rel)), fi, link, hdr)
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}

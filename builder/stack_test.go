@@ -1,0 +1,87 @@
+package builder
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/dinp/dinp/common"
+)
+
+func TestDetect(t *testing.T) {
+	type f struct {
+		name, body string
+		mode       os.FileMode
+	}
+	tests := []struct {
+		name  string
+		files []f
+		stack string
+		argv  []string
+		code  string
+	}{
+		{"dockerfile wins", []f{{"Dockerfile", "FROM scratch", 0o644}, {"srv", "x", 0o755}}, StackDockerfile, nil, ""},
+		{"procfile", []f{{"Procfile", "worker: ./w\nweb: ./srv -a b\n", 0o644}, {"srv", "x", 0o755}}, StackBinary, []string{"/app/srv", "-a", "b"}, ""},
+		{"procfile bare name", []f{{"Procfile", "web: srv", 0o644}, {"srv", "x", 0o755}}, StackBinary, []string{"/app/srv"}, ""},
+		{"dinp.yaml string", []f{{"dinp.yaml", "command: ./srv --x\n", 0o644}, {"srv", "x", 0o755}}, StackBinary, []string{"/app/srv", "--x"}, ""},
+		{"dinp.yaml list", []f{{"dinp.yaml", "command: [\"./srv\", \"a b\"]\n", 0o644}, {"srv", "x", 0o755}}, StackBinary, []string{"/app/srv", "a b"}, ""},
+		{"sole executable", []f{{"srv", "x", 0o755}, {"README", "x", 0o644}}, StackBinary, []string{"/app/srv"}, ""},
+		{"executable beats index.html", []f{{"srv", "x", 0o755}, {"index.html", "x", 0o644}}, StackBinary, []string{"/app/srv"}, ""},
+		{"static", []f{{"index.html", "x", 0o644}}, "", nil, "stack_unsupported"},
+		{"nothing", []f{{"README", "x", 0o644}}, "", nil, "no_command"},
+		{"not executable", []f{{"Procfile", "web: ./srv", 0o644}, {"srv", "x", 0o644}}, "", nil, "bad_command"},
+		{"escapes app", []f{{"Procfile", "web: ../srv", 0o644}}, "", nil, "bad_command"},
+		{"shell word", []f{{"Procfile", "web: exec", 0o644}}, "", nil, "bad_command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, fl := range tt.files {
+				if err := os.WriteFile(filepath.Join(dir, fl.name), []byte(fl.body), fl.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			det, err := Detect(dir)
+			if tt.code != "" {
+				var ae *common.APIError
+				if !errors.As(err, &ae) || ae.Code != tt.code {
+					t.Fatalf("Detect = %+v, %v; want code %s", det, err, tt.code)
+				}
+				return
+			}
+			if err != nil || det.Stack != tt.stack || !reflect.DeepEqual(det.Argv, tt.argv) {
+				t.Fatalf("Detect = %+v, %v; want %s %q", det, err, tt.stack, tt.argv)
+			}
+		})
+	}
+}
+
+func TestFromAllowed(t *testing.T) {
+	hosts := []string{"127.0.0.1:5000", "reg.internal"}
+	tests := []struct {
+		name, dockerfile string
+		ok               bool
+	}{
+		{"scratch", "FROM scratch\nCOPY a /a", true},
+		{"platform image", "from 127.0.0.1:5000/base@sha256:abc", true},
+		{"platform host alias", "FROM --platform=linux/amd64 reg.internal/base:1 AS b\nFROM b\n", true},
+		{"multi stage", "FROM scratch AS build\nFROM build\n", true},
+		{"internet image", "FROM alpine:3.20", false},
+		{"second stage from internet", "FROM scratch\nFROM docker.io/library/busybox", false},
+		{"lookalike host", "FROM 127.0.0.1:5000.evil.com/x", false},
+		{"continuation", "FROM \\\n  alpine", false},
+		{"variable", "ARG B=scratch\nFROM $B", false},
+		{"stage used before defined", "FROM later\nFROM scratch AS later", false},
+		{"no from", "# nothing\nRUN true", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := fromAllowed([]byte(tt.dockerfile), hosts)
+			if (err == nil) != tt.ok {
+				t.Fatalf("fromAllowed = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}

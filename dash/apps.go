@@ -1,0 +1,457 @@
+package dash
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dinp/dinp/common"
+)
+
+// Limits of an app's desired state.
+const (
+	MaxInstances  = 100
+	MinMemoryMB   = 16
+	MaxMemoryMB   = 65536
+	MinCPUShares  = 2
+	MaxCPUShares  = 262144
+	defaultMemory = 128
+	defaultCPU    = 256
+	maxJSONBody   = 1 << 20
+	maxEnvValue   = 32 << 10
+	listLimit     = 100
+)
+
+// App is an app's desired state as the API shows it.
+type App struct {
+	Name           string              `json:"name"`
+	Team           string              `json:"team"`
+	Instances      int                 `json:"instances"`
+	MemoryMB       int                 `json:"memory_mb"`
+	CPUShares      int                 `json:"cpu_shares"`
+	Health         common.HealthConfig `json:"health"`
+	Env            map[string]string   `json:"env"`
+	CurrentRelease *int                `json:"current_release"`
+	URL            string              `json:"url"`
+}
+
+// AppSummary is one app of GET /api/v1/apps.
+type AppSummary struct {
+	App
+	// Running counts instances reported running; Placed counts every
+	// instance the leader placed (pending, failed, stopping included).
+	Running int `json:"running"`
+	Placed  int `json:"placed"`
+}
+
+// Instance is one placed instance of an app.
+type Instance struct {
+	ID        string     `json:"id"`
+	Index     int        `json:"index"`
+	Release   int        `json:"release"`
+	Node      string     `json:"node"`
+	Addr      string     `json:"addr"`
+	State     string     `json:"state"`
+	Health    string     `json:"health"` // healthy, unhealthy or unknown
+	Restarts  int        `json:"restarts"`
+	Error     string     `json:"error"`
+	StartedAt *time.Time `json:"started_at"`
+}
+
+// AppDetail is the answer of GET /api/v1/apps/{app}.
+type AppDetail struct {
+	App       App        `json:"app"`
+	Release   *Release   `json:"release"`
+	Instances []Instance `json:"instances"`
+}
+
+// CreateAppRequest is the body of POST /api/v1/apps. Nil fields take the
+// defaults (1 instance, 128 MB, 256 CPU shares, the user's first team).
+type CreateAppRequest struct {
+	Name       string            `json:"name"`
+	Team       string            `json:"team,omitempty"`
+	Instances  *int              `json:"instances,omitempty"`
+	MemoryMB   *int              `json:"memory_mb,omitempty"`
+	CPUShares  *int              `json:"cpu_shares,omitempty"`
+	HealthPath string            `json:"health_path,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+}
+
+// ScaleRequest is the body of POST /api/v1/apps/{app}/scale. Nil fields
+// stay as they are.
+type ScaleRequest struct {
+	Instances *int `json:"instances,omitempty"`
+	MemoryMB  *int `json:"memory_mb,omitempty"`
+	CPUShares *int `json:"cpu_shares,omitempty"`
+}
+
+// EnvRequest is the body of PUT /api/v1/apps/{app}/env.
+type EnvRequest struct {
+	Set   map[string]string `json:"set,omitempty"`
+	Unset []string          `json:"unset,omitempty"`
+}
+
+// RollbackRequest is the body of POST /api/v1/apps/{app}/rollback; Version
+// 0 means the release before the current one.
+type RollbackRequest struct {
+	Version int `json:"version,omitempty"`
+}
+
+func (d *Dash) appView(a appRow) App {
+	return App{
+		Name: a.Name, Team: a.Team, Instances: a.Instances, MemoryMB: a.MemoryMB, CPUShares: a.CPUShares,
+		Health: a.Health, Env: a.Env, CurrentRelease: a.CurrentRelease,
+		URL: "http://" + common.AppHost(a.Name, d.cfg.Base.Domain),
+	}
+}
+
+// decodeJSON reads a JSON request body into v. An empty body leaves v as
+// is; unknown fields are rejected so typos do not pass silently.
+func decodeJSON(c *gin.Context, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+		return nil
+	case errors.As(err, &tooBig):
+		return common.Errf(http.StatusRequestEntityTooLarge, "too_large", "request body too large")
+	default:
+		return common.Errf(http.StatusBadRequest, "bad_request", "invalid JSON body: "+err.Error())
+	}
+}
+
+func invalid(code, message string) error {
+	return common.Errf(http.StatusUnprocessableEntity, code, message)
+}
+
+// validateLimits checks the limits that are set.
+func validateLimits(instances, memoryMB, cpuShares *int) error {
+	if instances != nil && (*instances < 0 || *instances > MaxInstances) {
+		return invalid("invalid_instances", "instances must be between 0 and "+strconv.Itoa(MaxInstances))
+	}
+	if memoryMB != nil && (*memoryMB < MinMemoryMB || *memoryMB > MaxMemoryMB) {
+		return invalid("invalid_memory", "memory_mb must be between "+strconv.Itoa(MinMemoryMB)+" and "+strconv.Itoa(MaxMemoryMB))
+	}
+	if cpuShares != nil && (*cpuShares < MinCPUShares || *cpuShares > MaxCPUShares) {
+		return invalid("invalid_cpu_shares", "cpu_shares must be between "+strconv.Itoa(MinCPUShares)+" and "+strconv.Itoa(MaxCPUShares))
+	}
+	return nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// validateEnvName rejects names that are not portable env variables and the
+// names the platform sets itself (PORT, DINP_*), which an app must not
+// override.
+func validateEnvName(k string) error {
+	if !envNameRE.MatchString(k) {
+		return invalid("invalid_env", "invalid env name "+strconv.Quote(k))
+	}
+	if k == "PORT" || strings.HasPrefix(strings.ToUpper(k), "DINP_") {
+		return invalid("invalid_env", "env name "+k+" is reserved by the platform")
+	}
+	return nil
+}
+
+func validateEnv(set map[string]string, unset []string) error {
+	for k, v := range set {
+		if err := validateEnvName(k); err != nil {
+			return err
+		}
+		if len(v) > maxEnvValue || strings.ContainsRune(v, 0) {
+			return invalid("invalid_env", "value of "+k+" is too long or contains NUL")
+		}
+	}
+	for _, k := range unset {
+		if err := validateEnvName(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validHealthPath(p string) bool {
+	return p == "" || (strings.HasPrefix(p, "/") && len(p) <= 512 && !strings.ContainsAny(p, " \t\r\n"))
+}
+
+func (d *Dash) whoami(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"user": currentUser(c)})
+}
+
+func (d *Dash) createApp(c *gin.Context) {
+	u := currentUser(c)
+	var req CreateAppRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if !common.ValidAppName(req.Name) {
+		d.fail(c, invalid("invalid_name", "app name must be a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"))
+		return
+	}
+	if err := validateLimits(req.Instances, req.MemoryMB, req.CPUShares); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if !validHealthPath(req.HealthPath) {
+		d.fail(c, invalid("invalid_health_path", "health_path must start with / and contain no spaces"))
+		return
+	}
+	if err := validateEnv(req.Env, nil); err != nil {
+		d.fail(c, err)
+		return
+	}
+	teamID, team, err := d.store.teamForUser(c.Request.Context(), u, req.Team)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	a := appRow{
+		Name: req.Name, TeamID: teamID, Team: team, Instances: 1, MemoryMB: defaultMemory, CPUShares: defaultCPU,
+		Health: common.HealthConfig{Path: req.HealthPath}, Env: req.Env,
+	}
+	if a.Env == nil {
+		a.Env = map[string]string{}
+	}
+	if req.Instances != nil {
+		a.Instances = *req.Instances
+	}
+	if req.MemoryMB != nil {
+		a.MemoryMB = *req.MemoryMB
+	}
+	if req.CPUShares != nil {
+		a.CPUShares = *req.CPUShares
+	}
+	if err := d.store.createApp(c.Request.Context(), a, u.Name); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("app created", "app", a.Name, "team", team, "user", u.Name)
+	c.JSON(http.StatusCreated, gin.H{"app": d.appView(a)})
+}
+
+func (d *Dash) listApps(c *gin.Context) {
+	rows, err := d.store.apps(c.Request.Context(), currentUser(c))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	out := make([]AppSummary, 0, len(rows))
+	for _, a := range rows {
+		out = append(out, AppSummary{App: d.appView(a), Running: a.Running, Placed: a.Placed})
+	}
+	c.JSON(http.StatusOK, gin.H{"apps": out})
+}
+
+const appKey = "dash.app"
+
+// loadApp resolves :app for the current user; apps of other teams answer
+// 404 exactly like apps that do not exist.
+func (d *Dash) loadApp(c *gin.Context) {
+	a, err := d.store.app(c.Request.Context(), currentUser(c), c.Param("app"))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.Set(appKey, a)
+	c.Next()
+}
+
+func appOf(c *gin.Context) appRow { return c.MustGet(appKey).(appRow) }
+
+func (d *Dash) showApp(c *gin.Context) {
+	ctx := c.Request.Context()
+	a := appOf(c)
+	out := AppDetail{App: d.appView(a), Instances: []Instance{}}
+	if a.CurrentRelease != nil {
+		r, err := d.store.release(ctx, a.ID, *a.CurrentRelease)
+		if err != nil && !errors.Is(err, errNotFound) {
+			d.fail(c, err)
+			return
+		}
+		if err == nil {
+			out.Release = &r
+		}
+	}
+	rows, err := d.store.instances(ctx, a.ID)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	health := d.health(ctx, rows)
+	for i, r := range rows {
+		in := Instance{
+			ID: r.ID, Index: r.Index, Release: r.Release, Node: r.Node, State: r.State, Health: health[i],
+			Restarts: r.Restarts, Error: r.Error, StartedAt: r.StartedAt,
+		}
+		if r.Address != "" && r.HostPort > 0 {
+			in.Addr = r.Address + ":" + strconv.Itoa(r.HostPort)
+		}
+		out.Instances = append(out.Instances, in)
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// health reads the hm verdict of each instance; anything missing or
+// unreadable (Redis down) is "unknown", never an error for the caller.
+func (d *Dash) health(ctx context.Context, rows []instanceRow) []string {
+	out := make([]string, len(rows))
+	for i := range out {
+		out[i] = "unknown"
+	}
+	if len(rows) == 0 {
+		return out
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	hctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	vals, err := d.rdb.HMGet(hctx, d.keys.Health(), ids...).Result()
+	if err != nil {
+		d.log.Debug("read health", "err", err)
+		return out
+	}
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		var hs common.HealthStatus
+		if json.Unmarshal([]byte(s), &hs) == nil && hs.Status != "" {
+			out[i] = hs.Status
+		}
+	}
+	return out
+}
+
+func (d *Dash) scale(c *gin.Context) {
+	var req ScaleRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if req.Instances == nil && req.MemoryMB == nil && req.CPUShares == nil {
+		d.fail(c, invalid("nothing_to_change", "give instances, memory_mb or cpu_shares"))
+		return
+	}
+	if err := validateLimits(req.Instances, req.MemoryMB, req.CPUShares); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.change(c, appChange{Instances: req.Instances, MemoryMB: req.MemoryMB, CPUShares: req.CPUShares}, "scale")
+}
+
+func (d *Dash) getEnv(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"env": appOf(c).Env})
+}
+
+func (d *Dash) putEnv(c *gin.Context) {
+	var req EnvRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if err := validateEnv(req.Set, req.Unset); err != nil {
+		d.fail(c, err)
+		return
+	}
+	for _, k := range req.Unset {
+		if _, ok := req.Set[k]; ok {
+			d.fail(c, invalid("invalid_env", k+" is both set and unset"))
+			return
+		}
+	}
+	d.change(c, appChange{Set: req.Set, Unset: req.Unset}, "env")
+}
+
+// change applies a desired-state change, answers the app (and the new
+// release when one was made) and tells the leader.
+func (d *Dash) change(c *gin.Context, ch appChange, kind string) {
+	a, u := appOf(c), currentUser(c)
+	updated, rel, err := d.store.updateApp(c.Request.Context(), a.ID, ch, u.Name, kind)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.publishDesired(c.Request.Context(), a.Name)
+	d.log.Info("app changed", "app", a.Name, "kind", kind, "user", u.Name)
+	c.JSON(http.StatusOK, gin.H{"app": d.appView(updated), "env": updated.Env, "release": rel})
+}
+
+func (d *Dash) listReleases(c *gin.Context) {
+	rels, err := d.store.releases(c.Request.Context(), appOf(c).ID, listLimit)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"releases": rels})
+}
+
+func (d *Dash) rollback(c *gin.Context) {
+	var req RollbackRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if req.Version < 0 {
+		d.fail(c, invalid("invalid_version", "version must be positive"))
+		return
+	}
+	a, u := appOf(c), currentUser(c)
+	rel, err := d.store.rollback(c.Request.Context(), a.ID, req.Version, u.Name)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.publishDesired(c.Request.Context(), a.Name)
+	d.log.Info("rolled back", "app", a.Name, "release", rel.Version, "user", u.Name)
+	c.JSON(http.StatusCreated, gin.H{"release": rel})
+}
+
+func (d *Dash) deleteApp(c *gin.Context) {
+	a, u := appOf(c), currentUser(c)
+	if err := d.store.deleteApp(c.Request.Context(), a.ID); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.publishDesired(c.Request.Context(), a.Name)
+	d.log.Info("app deleted", "app", a.Name, "user", u.Name)
+	c.JSON(http.StatusOK, gin.H{"deleted": a.Name})
+}
+
+func (d *Dash) listEvents(c *gin.Context) {
+	evs, err := d.store.events(c.Request.Context(), appOf(c).ID, listLimit)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"events": evs})
+}
+
+func joinSorted(s []string) string {
+	s = append([]string(nil), s...)
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}
+
+func joinList(s []string) string { return strings.Join(s, ", ") }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

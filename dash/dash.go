@@ -1,0 +1,198 @@
+// Package dash serves dinp's public JSON API (/api/v1): users, teams and
+// tokens, apps and their desired state, deploys (streamed to the builder),
+// releases, env and rollbacks. MySQL holds everything it writes; Redis is
+// read for health and told about desired-state changes.
+package dash
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db"
+)
+
+// Dash is the dashboard and public API server.
+type Dash struct {
+	cfg     Config
+	log     *slog.Logger
+	ln      net.Listener
+	keys    common.Keys
+	rdb     *redis.Client
+	builder *builderClient
+
+	// db and store are set by Run before it serves; handlers never run
+	// before that.
+	db    *sql.DB
+	store *store
+}
+
+// New validates cfg and opens the listener. MySQL is connected in Run, so
+// dash starts (and keeps retrying) while the database is still coming up.
+func New(cfg Config) (*Dash, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("dash config: %w", err)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = common.NewLogger("dash", cfg.Base.LogLevel)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dash listen: %w", err)
+	}
+	return &Dash{
+		cfg:     cfg,
+		log:     log,
+		ln:      ln,
+		keys:    cfg.Base.Keys(),
+		rdb:     cfg.Base.NewRedis(),
+		builder: newBuilderClient(cfg.BuilderURL, cfg.Base.ClusterToken),
+	}, nil
+}
+
+// Addr is the bound listen address (useful with port 0).
+func (d *Dash) Addr() string { return d.ln.Addr().String() }
+
+// publicURL is the URL users reach dash at.
+func (d *Dash) publicURL() string {
+	if d.cfg.PublicURL != "" {
+		return d.cfg.PublicURL
+	}
+	host, port, err := net.SplitHostPort(d.Addr())
+	if err != nil {
+		return "http://" + d.Addr()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// Run connects to MySQL (retrying until ctx is done), migrates, bootstraps
+// the first admin, then serves until ctx is done and drains.
+func (d *Dash) Run(ctx context.Context) error {
+	defer d.rdb.Close()
+	pool, err := d.connect(ctx)
+	if err != nil {
+		d.ln.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer pool.Close()
+	d.db, d.store = pool, &store{db: pool}
+	if err := db.Migrate(ctx, pool); err != nil {
+		d.ln.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("dash: %w", err)
+	}
+	if err := d.bootstrap(ctx); err != nil {
+		d.ln.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("dash: %w", err)
+	}
+
+	srv := &http.Server{
+		Handler:           d.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No read or write timeout: deploy uploads and builds take minutes.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(d.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	d.log.Info("dash serving", "addr", d.Addr(), "url", d.publicURL())
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		d.log.Warn("shutdown", "err", err)
+		srv.Close()
+	}
+	wg.Wait()
+	if serveErr != nil {
+		return fmt.Errorf("dash serve: %w", serveErr)
+	}
+	return nil
+}
+
+// connect opens the MySQL pool, retrying with a log line until it answers
+// or ctx is done.
+func (d *Dash) connect(ctx context.Context) (*sql.DB, error) {
+	for {
+		pool, err := db.Open(ctx, d.cfg.Base.MySQLDSN, 15*time.Second)
+		if err == nil {
+			return pool, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		d.log.Warn("mysql unavailable, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// handler builds the HTTP routes.
+func (d *Dash) handler() http.Handler {
+	r := common.NewEngine()
+	v1 := r.Group("/api/v1")
+	v1.GET("/health", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+
+	api := v1.Group("", d.authenticate)
+	api.GET("/user", d.whoami)
+	api.GET("/apps", d.listApps)
+	api.POST("/apps", d.createApp)
+	app := api.Group("/apps/:app", d.loadApp)
+	app.GET("", d.showApp)
+	app.DELETE("", d.deleteApp)
+	app.POST("/deploy", d.deploy)
+	app.POST("/scale", d.scale)
+	app.GET("/env", d.getEnv)
+	app.PUT("/env", d.putEnv)
+	app.PATCH("/env", d.putEnv)
+	app.GET("/releases", d.listReleases)
+	app.POST("/rollback", d.rollback)
+	app.GET("/events", d.listEvents)
+	return r
+}
+
+// publishDesired tells the leader server that an app's desired state
+// changed. Best effort: the leader also reconciles periodically.
+func (d *Dash) publishDesired(ctx context.Context, app string) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := d.rdb.Publish(pctx, d.keys.DesiredChanged(), app).Err(); err != nil {
+		d.log.Warn("publish desired change", "app", app, "err", err)
+	}
+}

@@ -1,0 +1,242 @@
+package dash
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dinp/dinp/common"
+)
+
+// Build is the builder's record of one build (the builder API's JSON).
+type Build struct {
+	ID         int64  `json:"id"`
+	App        string `json:"app"`
+	Status     string `json:"status"`
+	Stack      string `json:"stack"`
+	Image      string `json:"image"`
+	Digest     string `json:"digest"`
+	SizeBytes  int64  `json:"size_bytes"`
+	DurationMS int64  `json:"duration_ms"`
+	Reused     bool   `json:"reused"`
+}
+
+// builderClient calls the builder HTTP API with the cluster token.
+type builderClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func newBuilderClient(base, token string) *builderClient {
+	// No overall timeout: a build takes as long as it takes; the caller's
+	// context (the user's request) bounds it.
+	return &builderClient{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
+}
+
+// errBuilderUnavailable means the builder could not be reached or answered
+// nonsense.
+var errBuilderUnavailable = common.Errf(http.StatusBadGateway, "builder_unavailable", "the builder is unavailable; try again")
+
+// build streams a tarball to the builder and returns the finished build.
+// An error answer of the builder comes back as an *common.APIError with the
+// builder's status and code, for the user to see.
+func (b *builderClient) build(r *http.Request, app, by string, body io.Reader, size int64) (Build, error) {
+	u := b.base + "/v1/builds?" + url.Values{"app": {app}, "created_by": {by}}.Encode()
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, u, body)
+	if err != nil {
+		return Build{}, fmt.Errorf("builder request: %w", err)
+	}
+	req.ContentLength = size // -1: unknown, sent chunked
+	req.Header.Set("Content-Type", "application/gzip")
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return Build{}, fmt.Errorf("builder: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Build{}, fmt.Errorf("builder: read answer: %w", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var eb common.ErrorBody
+		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
+			return Build{}, common.Errf(resp.StatusCode, eb.Error.Code, eb.Error.Message)
+		}
+		return Build{}, common.Errf(resp.StatusCode, "build_failed", "builder answered "+resp.Status)
+	}
+	var out Build
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return Build{}, fmt.Errorf("builder: decode build: %w", err)
+	}
+	if out.Image == "" || (out.Status != "" && out.Status != "succeeded") {
+		return Build{}, fmt.Errorf("builder: build %d is %q with image %q", out.ID, out.Status, out.Image)
+	}
+	return out, nil
+}
+
+// errTooLarge is what uploadBody reads return past the limit.
+var errTooLarge = errors.New("upload exceeds the size limit")
+
+// uploadBody caps the bytes read from a client's upload and remembers why
+// reading stopped, so the handler can tell "too large" and "client went
+// away" from a builder failure. The HTTP transport may read it from its own
+// goroutine, hence the atomics.
+type uploadBody struct {
+	r        io.Reader
+	left     int64 // touched only by the single reader
+	tooLarge atomic.Bool
+	closed   atomic.Bool
+	mu       sync.Mutex
+	readErr  error
+}
+
+func (u *uploadBody) Read(p []byte) (int, error) {
+	if u.closed.Load() {
+		return 0, io.ErrClosedPipe
+	}
+	if u.tooLarge.Load() {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > u.left+1 {
+		p = p[:u.left+1]
+	}
+	n, err := u.r.Read(p)
+	if int64(n) > u.left {
+		u.tooLarge.Store(true)
+		n = int(u.left)
+		u.left = 0
+		return n, errTooLarge
+	}
+	u.left -= int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		u.mu.Lock()
+		u.readErr = err
+		u.mu.Unlock()
+	}
+	return n, err
+}
+
+func (u *uploadBody) failed() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.readErr
+}
+
+func tooLarge(limit int64) error {
+	return common.Errf(http.StatusRequestEntityTooLarge, "too_large", "upload larger than "+strconv.FormatInt(limit, 10)+" bytes")
+}
+
+// deploy streams the uploaded tarball to the builder and, when the build
+// succeeds, creates the next release and tells the leader.
+func (d *Dash) deploy(c *gin.Context) {
+	a, u := appOf(c), currentUser(c)
+	limit := d.cfg.MaxUploadBytes
+	if c.Request.ContentLength > limit {
+		d.fail(c, tooLarge(limit))
+		return
+	}
+	body := &uploadBody{r: c.Request.Body, left: limit}
+	defer body.closed.Store(true)
+
+	var src io.Reader
+	size := int64(-1)
+	// Not c.ContentType(): it drops the parameters, and multipart needs
+	// its boundary.
+	ct := c.GetHeader("Content-Type")
+	mt, params, err := mime.ParseMediaType(ct)
+	if ct == "" {
+		mt, err = "application/octet-stream", nil
+	}
+	switch {
+	case err != nil:
+		d.fail(c, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type", "invalid Content-Type"))
+		return
+	case mt == "application/gzip" || mt == "application/x-gzip" || mt == "application/octet-stream":
+		src = body
+		if c.Request.ContentLength > 0 {
+			size = c.Request.ContentLength
+		}
+	case mt == "multipart/form-data":
+		part, err := filePart(multipart.NewReader(body, params["boundary"]))
+		if err != nil {
+			d.fail(c, d.uploadError(body, err))
+			return
+		}
+		src = part
+	default:
+		d.fail(c, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"send the .tar.gz as application/gzip, application/octet-stream or multipart/form-data (part \"file\")"))
+		return
+	}
+
+	build, err := d.builder.build(c.Request, a.Name, u.Name, src, size)
+	if err != nil {
+		d.fail(c, d.uploadError(body, err))
+		return
+	}
+	if body.tooLarge.Load() {
+		d.fail(c, tooLarge(limit))
+		return
+	}
+	id := build.ID
+	rel, err := d.store.deployRelease(c.Request.Context(), a.ID, releaseSpec{
+		Image: build.Image, Stack: build.Stack, BuildID: &id, CreatedBy: u.Name, EventKind: "deploy",
+		Description: fmt.Sprintf("build %d (%s)", build.ID, build.Stack),
+	})
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.publishDesired(c.Request.Context(), a.Name)
+	d.log.Info("deployed", "app", a.Name, "release", rel.Version, "build", build.ID, "user", u.Name)
+	c.JSON(http.StatusCreated, gin.H{"release": rel, "build": build})
+}
+
+// uploadError explains a failed upload: too large and a broken client
+// upload come first, then the builder's own answer.
+func (d *Dash) uploadError(body *uploadBody, err error) error {
+	if body.tooLarge.Load() {
+		return tooLarge(d.cfg.MaxUploadBytes)
+	}
+	if body.failed() != nil {
+		return common.Errf(http.StatusBadRequest, "upload_interrupted", "the upload was interrupted")
+	}
+	var ae *common.APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	d.log.Warn("build request failed", "err", err)
+	return errBuilderUnavailable
+}
+
+// filePart returns the multipart part named "file", skipping others.
+func filePart(mr *multipart.Reader) (*multipart.Part, error) {
+	for {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return nil, common.Errf(http.StatusBadRequest, "missing_file", "multipart upload without a \"file\" part")
+		}
+		if err != nil {
+			return nil, common.Errf(http.StatusBadRequest, "bad_multipart", "invalid multipart body: "+err.Error())
+		}
+		if p.FormName() == "file" {
+			return p, nil
+		}
+		if _, err := io.Copy(io.Discard, p); err != nil {
+			return nil, common.Errf(http.StatusBadRequest, "bad_multipart", "invalid multipart body: "+err.Error())
+		}
+	}
+}

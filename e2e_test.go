@@ -1,0 +1,382 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dinp/dinp/common/testenv"
+)
+
+// platform is one `dinp up` process started by a test, with its own database,
+// Redis prefix, data dir, ports and node id.
+type platform struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	dataDir string
+	node    string
+	dash    string
+	router  string
+	token   string
+	domain  string
+	client  *http.Client
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// buildBinary compiles path (a main package) into dir and returns the file.
+func buildBinary(t *testing.T, dir, name, pkg string) string {
+	t.Helper()
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+func requireDocker(t *testing.T) {
+	t.Helper()
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		testenv.Unavailable(t, "Docker", err)
+	}
+}
+
+func startPlatform(t *testing.T) *platform {
+	t.Helper()
+	requireDocker(t)
+	dsn, _ := testenv.MySQL(t)
+	_, prefix := testenv.Redis(t)
+	bin := buildBinary(t, t.TempDir(), "dinp", ".")
+	p := &platform{
+		t:       t,
+		dataDir: t.TempDir(),
+		node:    "e2e-" + strings.ReplaceAll(prefix, "_", "-")[len(prefix)-8:],
+		dash:    freeAddr(t),
+		router:  freeAddr(t),
+		domain:  "apps.io",
+		client:  &http.Client{Timeout: 10 * time.Second},
+	}
+	logFile, err := os.Create(filepath.Join(p.dataDir, "dinp.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, "up",
+		"--data-dir", p.dataDir,
+		"--mysql-dsn", dsn,
+		"--key-prefix", prefix,
+		"--domain", p.domain,
+		"--node-id", p.node,
+		"--dash-addr", p.dash,
+		"--router-addr", p.router,
+		"--router-status-addr", freeAddr(t),
+		"--registry-addr", freeAddr(t),
+		"--builder-addr", freeAddr(t),
+		"--server-addr", freeAddr(t),
+		"--agent-addr", freeAddr(t),
+		"--hm-addr", freeAddr(t),
+		"--drain-period", "1s",
+		"--log-level", "debug",
+	)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			p.cmd.Process.Kill()
+			<-done
+		}
+		logFile.Close()
+		if ids, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dinp.node="+p.node).Output(); len(bytes.TrimSpace(ids)) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, strings.Fields(string(ids))...)...).Run()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(p.dataDir, "dinp.log"))
+			if len(b) > 20000 {
+				b = b[len(b)-20000:]
+			}
+			t.Logf("dinp log (tail):\n%s", b)
+		}
+	})
+	waitFor(t, 60*time.Second, "dash ready", func() error {
+		resp, err := p.client.Get("http://" + p.dash + "/api/v1/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	waitFor(t, 10*time.Second, "admin token", func() error {
+		var admin struct{ Token string }
+		b, err := os.ReadFile(filepath.Join(p.dataDir, "admin.json"))
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &admin); err != nil || admin.Token == "" {
+			return fmt.Errorf("admin.json: %v", err)
+		}
+		p.token = admin.Token
+		return nil
+	})
+	return p
+}
+
+// waitFor polls cond until it returns nil or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %v", d, what, err)
+}
+
+// api calls the dash API and decodes a JSON answer into out (if not nil).
+func (p *platform) api(method, path string, body io.Reader, contentType string, out any) (int, error) {
+	req, err := http.NewRequest(method, "http://"+p.dash+path, body)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode %s: %w", b, err)
+		}
+	}
+	if resp.StatusCode >= 300 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return resp.StatusCode, nil
+}
+
+var instanceRE = regexp.MustCompile(`instance=([0-9a-f]+)`)
+
+// get sends one request for app through the router and returns the
+// answering instance id.
+func (p *platform) get(app string) (string, error) {
+	req, _ := http.NewRequest("GET", "http://"+p.router+"/", nil)
+	req.Host = app + "." + p.domain
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	m := instanceRE.FindSubmatch(b)
+	if m == nil {
+		return "", fmt.Errorf("unexpected body %q", b)
+	}
+	return string(m[1]), nil
+}
+
+// instancesAnswering returns the set of instances seen over n requests.
+func (p *platform) instancesAnswering(app string, n int) (map[string]bool, error) {
+	seen := map[string]bool{}
+	for range n {
+		id, err := p.get(app)
+		if err != nil {
+			return seen, err
+		}
+		seen[id] = true
+	}
+	return seen, nil
+}
+
+// helloTarball packs the example app for the binary stack.
+func helloTarball(t *testing.T) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	buildBinary(t, dir, "hello", "./scripts/examples/hello")
+	if err := os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: ./hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "hello.tar.gz")
+	if b, err := exec.Command("tar", "-C", dir, "-czf", out, "hello", "Procfile").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEndToEnd drives the real binary: create the example app, deploy it with
+// two instances, check both answer through the router, kill one container
+// and check the app keeps answering while the instance is replaced.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	p := startPlatform(t)
+	tarball := helloTarball(t)
+
+	if _, err := p.api("POST", "/api/v1/apps", strings.NewReader(`{"name":"hello","instances":2,"memory_mb":64,"health_path":"/healthz"}`), "application/json", nil); err != nil {
+		t.Fatal(err)
+	}
+	var deployed struct {
+		Release struct {
+			Version int    `json:"version"`
+			Image   string `json:"image"`
+		} `json:"release"`
+	}
+	if _, err := p.api("POST", "/api/v1/apps/hello/deploy", bytes.NewReader(tarball), "application/gzip", &deployed); err != nil {
+		t.Fatal(err)
+	}
+	if deployed.Release.Version != 1 || !strings.Contains(deployed.Release.Image, "@sha256:") {
+		t.Fatalf("release = %+v, want version 1 pinned by digest", deployed.Release)
+	}
+
+	// Both instances answer through the router.
+	waitFor(t, 90*time.Second, "two instances answering through the router", func() error {
+		seen, err := p.instancesAnswering("hello", 10)
+		if err != nil {
+			return err
+		}
+		if len(seen) != 2 {
+			return fmt.Errorf("answered by %d instances", len(seen))
+		}
+		return nil
+	})
+
+	type instance struct {
+		ID     string `json:"id"`
+		Node   string `json:"node"`
+		Addr   string `json:"addr"`
+		State  string `json:"state"`
+		Health string `json:"health"`
+	}
+	var show struct {
+		Instances []instance `json:"instances"`
+	}
+	waitFor(t, 30*time.Second, "both instances running and healthy in the API", func() error {
+		if _, err := p.api("GET", "/api/v1/apps/hello", nil, "", &show); err != nil {
+			return err
+		}
+		healthy := 0
+		for _, in := range show.Instances {
+			if in.State == "running" && in.Health == "healthy" && in.Node == p.node && in.Addr != "" {
+				healthy++
+			}
+		}
+		if healthy != 2 {
+			return fmt.Errorf("instances %+v", show.Instances)
+		}
+		return nil
+	})
+
+	// Kill one instance's container while a client keeps sending requests.
+	victim := show.Instances[0].ID
+	out, err := exec.Command("docker", "ps", "-q", "--filter", "label=dinp.instance="+victim).Output()
+	if err != nil || len(bytes.TrimSpace(out)) == 0 {
+		t.Fatalf("find container of %s: %v %q", victim, err, out)
+	}
+	containerID := strings.TrimSpace(string(out))
+
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := p.get("hello"); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+			} else {
+				ok.Add(1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	if b, err := exec.Command("docker", "kill", containerID).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill: %v %s", err, b)
+	}
+
+	// The instance comes back (restarted or replaced) and both answer again.
+	waitFor(t, 90*time.Second, "two instances answering after the kill", func() error {
+		out, err := exec.Command("docker", "ps", "-q", "--filter", "label=dinp.node="+p.node, "--filter", "status=running").Output()
+		if err != nil {
+			return err
+		}
+		ids := strings.Fields(string(out))
+		if len(ids) != 2 {
+			return fmt.Errorf("%d running containers", len(ids))
+		}
+		for _, id := range ids {
+			if strings.HasPrefix(containerID, id) {
+				return fmt.Errorf("killed container %s still listed running", id)
+			}
+		}
+		seen, err := p.instancesAnswering("hello", 10)
+		if err != nil {
+			return err
+		}
+		if len(seen) != 2 {
+			return fmt.Errorf("answered by %d instances", len(seen))
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	t.Logf("during the kill: %d requests ok, %d failed", ok.Load(), failed.Load())
+	if ok.Load() == 0 {
+		t.Fatal("no request succeeded while an instance was down")
+	}
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d requests failed while one instance was down; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
+	}
+}

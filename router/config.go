@@ -1,0 +1,92 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/dinp/dinp/common"
+)
+
+// Config holds the router's settings.
+type Config struct {
+	common.Base
+
+	// Addr is where apps are served (80 in production, behind LVS).
+	Addr string
+	// StatusAddr serves /health (for keepalived), /metrics and /routes.
+	StatusAddr string
+	// ResyncInterval is how often the whole table is re-read from Redis, on
+	// top of the per-host pub/sub updates.
+	ResyncInterval time.Duration
+	// DialTimeout bounds connecting to a backend.
+	DialTimeout time.Duration
+	// ResponseTimeout bounds waiting for a backend's response headers.
+	ResponseTimeout time.Duration
+	// MaxConnsPerBackend caps connections to one backend (0 = unlimited).
+	MaxConnsPerBackend int
+	// DrainPeriod is how long the router reports unhealthy but keeps serving
+	// after being told to stop, so LVS takes it out of rotation first.
+	DrainPeriod time.Duration
+	// AccessLog logs one line per request.
+	AccessLog bool
+	// FailMark is how long a backend that refused a connection is skipped.
+	FailMark time.Duration
+
+	Log *slog.Logger
+}
+
+// DefaultConfig returns settings for one machine with everything on 127.0.0.1.
+func DefaultConfig() Config {
+	return Config{
+		Base:            common.DefaultBase(),
+		Addr:            "127.0.0.1:8080",
+		StatusAddr:      "127.0.0.1:8082",
+		ResyncInterval:  5 * time.Second,
+		DialTimeout:     5 * time.Second,
+		ResponseTimeout: 60 * time.Second,
+		DrainPeriod:     5 * time.Second,
+		AccessLog:       true,
+		FailMark:        10 * time.Second,
+	}
+}
+
+// AddFlags registers the router's own flags (Base's are registered by main).
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "address serving apps")
+	fs.StringVar(&c.StatusAddr, "status-addr", c.StatusAddr, "address serving /health, /metrics and /routes")
+	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "full route table re-read interval")
+	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "backend connect timeout")
+	fs.DurationVar(&c.ResponseTimeout, "response-timeout", c.ResponseTimeout, "backend response header timeout")
+	fs.IntVar(&c.MaxConnsPerBackend, "max-conns-per-backend", c.MaxConnsPerBackend, "connections per backend (0 = unlimited)")
+	fs.DurationVar(&c.DrainPeriod, "drain-period", c.DrainPeriod, "time reported unhealthy before shutting down")
+	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "log one line per request")
+	fs.DurationVar(&c.FailMark, "fail-mark", c.FailMark, "how long a refusing backend is skipped")
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"addr": c.Addr, "status-addr": c.StatusAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"resync-interval": c.ResyncInterval, "dial-timeout": c.DialTimeout, "response-timeout": c.ResponseTimeout,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
+		}
+	}
+	if c.DrainPeriod < 0 || c.FailMark < 0 || c.MaxConnsPerBackend < 0 {
+		errs = append(errs, errors.New("drain-period, fail-mark and max-conns-per-backend must not be negative"))
+	}
+	if c.RedisAddr == "" {
+		errs = append(errs, errors.New("redis-addr is required"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,216 @@
+// Package lb chooses the backend of one request among a route's instances:
+// health filtering with fail-open, short-lived failure marks for backends
+// that refuse connections, and a pluggable selection algorithm.
+package lb
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// Backend is one instance of a route as the router sees it. Addr, Instance
+// and Healthy are fixed for the life of a route snapshot; the mutable
+// per-backend state lives in a State shared across snapshots, so a failure
+// mark survives a route update.
+type Backend struct {
+	Addr     string
+	Instance string
+	Healthy  bool
+	state    *State
+}
+
+// State is the mutable, concurrently updated state of one backend address.
+type State struct {
+	failedUntil atomic.Int64 // unix nanos; 0 = not marked
+	active      atomic.Int64 // requests in flight (least-connections)
+}
+
+// Active returns the number of requests in flight to b.
+func (b *Backend) Active() int64 { return b.state.active.Load() }
+
+// Begin counts a request in flight to b; the returned func ends it.
+func (b *Backend) Begin() func() {
+	b.state.active.Add(1)
+	return func() { b.state.active.Add(-1) }
+}
+
+// MarkFailed skips b until now+d, unless every candidate is marked.
+func (b *Backend) MarkFailed(now time.Time, d time.Duration) {
+	b.state.failedUntil.Store(now.Add(d).UnixNano())
+}
+
+// Failed reports whether b carries a failure mark at now.
+func (b *Backend) Failed(now time.Time) bool {
+	return b.state.failedUntil.Load() > now.UnixNano()
+}
+
+// Balancer picks one backend among cands that satisfies ok, or nil when
+// none does. Implementations must be safe for concurrent use and must not
+// retain cands.
+type Balancer interface {
+	Next(cands []*Backend, ok func(*Backend) bool) *Backend
+}
+
+// RandSource is the randomness seam of balancers: a uniform value in [0, n).
+type RandSource func(n uint64) uint64
+
+// RoundRobin cycles through the candidates from a random start, so that many
+// routers restarting together do not all hit the first instance.
+type RoundRobin struct {
+	next atomic.Uint64
+}
+
+var _ Balancer = (*RoundRobin)(nil)
+
+// NewRoundRobin returns a round-robin balancer starting at a position drawn
+// from rnd (nil means math/rand/v2).
+func NewRoundRobin(rnd RandSource) *RoundRobin {
+	if rnd == nil {
+		rnd = rand.Uint64N
+	}
+	rr := &RoundRobin{}
+	rr.next.Store(rnd(1 << 32))
+	return rr
+}
+
+// Next returns the next candidate in turn that satisfies ok.
+func (rr *RoundRobin) Next(cands []*Backend, ok func(*Backend) bool) *Backend {
+	n := uint64(len(cands))
+	if n == 0 {
+		return nil
+	}
+	start := rr.next.Add(1) - 1
+	for i := uint64(0); i < n; i++ {
+		if b := cands[(start+i)%n]; ok(b) {
+			return b
+		}
+	}
+	return nil
+}
+
+// LeastConn picks the candidate with the fewest requests in flight; ties go
+// round-robin so idle backends share the load.
+type LeastConn struct {
+	rr RoundRobin
+}
+
+var _ Balancer = (*LeastConn)(nil)
+
+// NewLeastConn returns a least-connections balancer.
+func NewLeastConn(rnd RandSource) *LeastConn {
+	return &LeastConn{rr: *NewRoundRobin(rnd)}
+}
+
+// Next returns the acceptable candidate with the fewest requests in flight.
+func (lc *LeastConn) Next(cands []*Backend, ok func(*Backend) bool) *Backend {
+	n := uint64(len(cands))
+	if n == 0 {
+		return nil
+	}
+	start := lc.rr.next.Add(1) - 1
+	var best *Backend
+	for i := uint64(0); i < n; i++ {
+		b := cands[(start+i)%n]
+		if !ok(b) {
+			continue
+		}
+		if best == nil || b.Active() < best.Active() {
+			best = b
+		}
+	}
+	return best
+}
+
+// New returns the balancer named by a route's Balance field ("" and unknown
+// names mean round-robin, so a typo never takes an app down).
+func New(name string, rnd RandSource) Balancer {
+	if name == "least_conn" {
+		return NewLeastConn(rnd)
+	}
+	return NewRoundRobin(rnd)
+}
+
+// Spec describes one backend of a route to NewPool.
+type Spec struct {
+	Addr     string
+	Instance string
+	Healthy  bool
+}
+
+// Pool is the immutable set of one route's backends plus its balancer.
+type Pool struct {
+	all     []*Backend
+	healthy []*Backend
+	bal     Balancer
+}
+
+// NewPool builds a pool for specs. States of addresses already in prev are
+// reused so failure marks and in-flight counts survive route updates.
+func NewPool(specs []Spec, bal Balancer, prev *Pool) *Pool {
+	old := map[string]*State{}
+	if prev != nil {
+		for _, b := range prev.all {
+			old[b.Addr] = b.state
+		}
+	}
+	p := &Pool{bal: bal}
+	for _, s := range specs {
+		st := old[s.Addr]
+		if st == nil {
+			st = &State{}
+			old[s.Addr] = st // duplicate addrs share one state
+		}
+		b := &Backend{Addr: s.Addr, Instance: s.Instance, Healthy: s.Healthy, state: st}
+		p.all = append(p.all, b)
+		if s.Healthy {
+			p.healthy = append(p.healthy, b)
+		}
+	}
+	return p
+}
+
+// Len returns the number of backends, healthy or not.
+func (p *Pool) Len() int { return len(p.all) }
+
+// Backends returns every backend of the pool; callers must not modify it.
+func (p *Pool) Backends() []*Backend { return p.all }
+
+// Pick chooses a backend for one attempt of a request: among the healthy
+// backends (all of them when none is healthy — fail open), never one in
+// tried, and skipping backends marked failed unless every remaining one is
+// marked, in which case the marks are cleared (a refusing backend is still
+// better than a certain error). It returns nil when nothing is left.
+func (p *Pool) Pick(now time.Time, tried []*Backend) *Backend {
+	cands := p.healthy
+	if len(cands) == 0 {
+		cands = p.all
+	}
+	if len(tried) == 0 {
+		if b := p.bal.Next(cands, func(b *Backend) bool { return !b.Failed(now) }); b != nil {
+			return b
+		}
+	} else if b := p.bal.Next(cands, func(b *Backend) bool { return !b.Failed(now) && !contains(tried, b) }); b != nil {
+		return b
+	}
+	var untried int
+	for _, b := range cands {
+		if !contains(tried, b) {
+			untried++
+			b.state.failedUntil.Store(0)
+		}
+	}
+	if untried == 0 {
+		return nil
+	}
+	return p.bal.Next(cands, func(b *Backend) bool { return !contains(tried, b) })
+}
+
+func contains(list []*Backend, b *Backend) bool {
+	for _, x := range list {
+		if x == b || x.state == b.state {
+			return true
+		}
+	}
+	return false
+}

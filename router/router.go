@@ -1,0 +1,346 @@
+// Package router is dinp's HTTP reverse proxy: it maps the Host of each
+// request to an app's route (read from Redis, written by the server), picks a
+// healthy instance, and proxies the request, retrying on another instance
+// when a connection is refused.
+package router
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/router/lb"
+	"github.com/dinp/dinp/router/table"
+)
+
+// Error codes of responses the router makes itself, sent in the
+// X-Dinp-Router-Error header so they are never mistaken for an app's answer.
+const (
+	HeaderRouterError = "X-Dinp-Router-Error"
+
+	ErrUnknownRoute    = "unknown_route"
+	ErrNoEndpoints     = "no_endpoints"
+	ErrEndpointFailure = "endpoint_failure"
+	ErrEmptyHost       = "empty_host"
+)
+
+// lvsUserAgent is the User-Agent of keepalived's HTTP checks, answered on the
+// main port so LVS can check the router where it sends traffic.
+const lvsUserAgent = "HTTP-Monitor/1.1"
+
+// maxAttempts bounds how many backends one request may try.
+const maxAttempts = 3
+
+// shutdownTimeout bounds waiting for in-flight requests after the drain.
+const shutdownTimeout = 30 * time.Second
+
+// Router serves apps by Host. Create it with New and start it with Run.
+type Router struct {
+	cfg     Config
+	log     *slog.Logger
+	keys    common.Keys
+	rdb     *redis.Client
+	table   *table.Table[*entry]
+	metrics *metrics
+	proxy   *httputil.ReverseProxy
+	now     func() time.Time
+
+	ln, statusLn net.Listener
+	srv, status  *http.Server
+
+	ready    atomic.Bool  // first full load succeeded
+	draining atomic.Bool  // Run's ctx is done
+	version  atomic.Int64 // highest route version in the table
+
+	hosts  chan string   // hosts announced on pub/sub, applied by syncLoop
+	resync chan struct{} // buffered(1): coalesced full-resync requests
+}
+
+// entry is one host's route, immutable once in the table.
+type entry struct {
+	host  string
+	raw   string // the JSON it was built from, to skip unchanged routes on resync
+	route common.Route
+	pool  *lb.Pool
+	m     *appMetrics
+}
+
+// New validates cfg and opens the router's listeners; Redis is reached in Run.
+func New(cfg Config) (*Router, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = common.NewLogger("router", cfg.LogLevel)
+	}
+	r := &Router{
+		cfg:     cfg,
+		log:     cfg.Log,
+		keys:    cfg.Keys(),
+		table:   table.New[*entry](),
+		metrics: newMetrics(),
+		now:     time.Now,
+		hosts:   make(chan string, 1024),
+		resync:  make(chan struct{}, 1),
+	}
+	r.proxy = &httputil.ReverseProxy{
+		Rewrite:      r.rewrite,
+		Transport:    &retryTransport{r: r, base: newTransport(cfg)},
+		ErrorHandler: r.proxyError,
+		ErrorLog:     slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
+	}
+	var err error
+	if r.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	if r.statusLn, err = net.Listen("tcp", cfg.StatusAddr); err != nil {
+		r.ln.Close()
+		return nil, fmt.Errorf("listen %s: %w", cfg.StatusAddr, err)
+	}
+	r.rdb = newRedis(cfg.Base)
+	errLog := slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second, ErrorLog: errLog}
+	r.status = &http.Server{Handler: r.statusHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	return r, nil
+}
+
+// Addr returns the bound address serving apps.
+func (r *Router) Addr() string { return r.ln.Addr().String() }
+
+// StatusAddr returns the bound address of /health, /metrics and /routes.
+func (r *Router) StatusAddr() string { return r.statusLn.Addr().String() }
+
+// Healthy reports whether the router wants traffic: routes loaded, not draining.
+func (r *Router) Healthy() bool { return r.ready.Load() && !r.draining.Load() }
+
+// Run serves until ctx is done, then reports unhealthy for DrainPeriod,
+// shuts the servers down gracefully and stops reading routes.
+func (r *Router) Run(ctx context.Context) error {
+	syncCtx, stopSync := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.syncLoop(syncCtx) })
+	wg.Go(func() { r.subscribeLoop(syncCtx) })
+
+	errc := make(chan error, 2)
+	serve := func(s *http.Server, ln net.Listener) {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}
+	wg.Go(func() { serve(r.srv, r.ln) })
+	wg.Go(func() { serve(r.status, r.statusLn) })
+	r.log.Info("router started", "addr", r.Addr(), "status_addr", r.StatusAddr())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		r.draining.Store(true)
+		r.log.Info("router draining", "drain_period", r.cfg.DrainPeriod)
+		select {
+		case <-time.After(r.cfg.DrainPeriod):
+		case runErr = <-errc:
+		}
+	case runErr = <-errc:
+		r.draining.Store(true)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := r.srv.Shutdown(sctx); err != nil {
+		r.log.Warn("shutdown", "err", err)
+		r.srv.Close()
+	}
+	r.status.Close()
+	stopSync()
+	wg.Wait()
+	r.rdb.Close()
+	r.log.Info("router stopped")
+	if runErr != nil {
+		return fmt.Errorf("serve: %w", runErr)
+	}
+	return nil
+}
+
+// reqState travels with one proxied request through the context.
+type reqState struct {
+	e       *entry
+	start   time.Time
+	id      string
+	backend *lb.Backend
+	end     func() // ends the backend's in-flight count
+}
+
+type stateKey struct{}
+
+// ServeHTTP routes one request.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.Header.Get("User-Agent") == lvsUserAgent {
+		r.writeHealth(w)
+		return
+	}
+	st := &reqState{start: r.now(), id: req.Header.Get("X-Request-Id")}
+	if st.id == "" {
+		st.id = newRequestID()
+		req.Header.Set("X-Request-Id", st.id)
+	}
+	rec := &recorder{ResponseWriter: w}
+	switch e, ok := r.table.Lookup(req.Host); {
+	case req.Host == "":
+		r.reject(rec, http.StatusBadRequest, ErrEmptyHost, "request has no Host header")
+	case !ok:
+		r.reject(rec, http.StatusNotFound, ErrUnknownRoute, "no app at "+table.NormalizeHost(req.Host))
+	case e.pool.Len() == 0:
+		r.reject(rec, http.StatusServiceUnavailable, ErrNoEndpoints, "app "+e.route.App+" has no running instance")
+		e.m.observe(rec.code())
+		st.e = e
+	default:
+		st.e = e
+		r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)))
+		if st.end != nil {
+			st.end()
+		}
+		e.m.observe(rec.code())
+	}
+	if r.cfg.AccessLog {
+		r.accessLog(req, rec, st)
+	}
+}
+
+func (r *Router) accessLog(req *http.Request, rec *recorder, st *reqState) {
+	var app, backend string
+	if st.e != nil {
+		app = st.e.route.App
+	}
+	if st.backend != nil {
+		backend = st.backend.Addr
+	}
+	r.log.LogAttrs(req.Context(), slog.LevelInfo, "request",
+		slog.String("host", req.Host),
+		slog.String("app", app),
+		slog.String("method", req.Method),
+		slog.String("path", req.URL.Path),
+		slog.Int("status", rec.code()),
+		slog.Int64("bytes", rec.bytes),
+		slog.Float64("duration_ms", float64(r.now().Sub(st.start).Microseconds())/1000),
+		slog.String("backend", backend),
+		slog.String("request_id", st.id),
+	)
+}
+
+// reject answers a request the router cannot route.
+func (r *Router) reject(w http.ResponseWriter, status int, code, msg string) {
+	r.metrics.rejected.WithLabelValues(code).Inc()
+	h := w.Header()
+	h.Set(HeaderRouterError, code)
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "%d %s: %s\n", status, code, msg)
+}
+
+// rewrite builds the outbound request. The backend is chosen later, in the
+// transport, so that a refused connection can be retried on another one.
+func (r *Router) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(stateKey{}).(*reqState)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = "backend.invalid" // replaced per attempt
+	pr.Out.Host = pr.In.Host
+	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
+		pr.Out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
+	}
+	proto := pr.In.Header.Get("X-Forwarded-Proto") // set by a TLS terminator in front
+	pr.SetXForwarded()
+	if proto != "" {
+		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	}
+	if pr.Out.Header.Get("X-Request-Start") == "" {
+		pr.Out.Header.Set("X-Request-Start", strconv.FormatInt(st.start.UnixMilli(), 10))
+	}
+	pr.Out.Header.Set("X-Request-Id", st.id)
+}
+
+// proxyError answers a request no backend could serve.
+func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error) {
+	st, _ := req.Context().Value(stateKey{}).(*reqState)
+	attrs := []any{"host", req.Host, "err", err}
+	if st != nil {
+		attrs = append(attrs, "app", st.e.route.App, "request_id", st.id)
+	}
+	if req.Context().Err() != nil {
+		r.log.Debug("client gone", attrs...)
+	} else {
+		r.log.Warn("backend failure", attrs...)
+	}
+	r.reject(w, http.StatusBadGateway, ErrEndpointFailure, "the app did not answer")
+}
+
+func newRequestID() string {
+	var b [16]byte
+	for i := 0; i < 2; i++ {
+		v := rand.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i*8+j] = byte(v >> (8 * j))
+		}
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// recorder captures status and size for logs and metrics. Unwrap lets
+// http.ResponseController (used by ReverseProxy for flushing and protocol
+// upgrades) reach the real writer.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 || w.status < 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *recorder) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// newRedis is Base.NewRedis without go-redis's own retries: the sync loops
+// already retry on their own schedule, and a read that fails fast lets the
+// router go on serving its last table without stalling updates.
+func newRedis(b common.Base) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:          b.RedisAddr,
+		Password:      b.RedisPassword,
+		DB:            b.RedisDB,
+		DialTimeout:   2 * time.Second,
+		MaxRetries:    -1,
+		DialerRetries: 1,
+	})
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# test.sh — run every test of dinp against real MariaDB, Redis and Docker,
+# starting (and installing) them first if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/services.sh
+start_services
+
+log "go vet"
+go vet ./...
+log "go test"
+# Integration and end-to-end tests never skip under CI=true (see common/testenv).
+go test -count=1 -timeout 25m "$@" ./...

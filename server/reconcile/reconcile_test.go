@@ -1,0 +1,512 @@
+package reconcile
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dinp/dinp/common"
+)
+
+var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+
+const lostAfter = 6 * time.Second
+
+func rel(v int) Release {
+	return Release{Version: v, Image: fmt.Sprintf("127.0.0.1:5000/web@sha256:%d", v), MemoryMB: 128, CPUShares: 256,
+		Env: map[string]string{"V": fmt.Sprint(v)}}
+}
+
+func webApp(instances, current int, releases ...int) App {
+	a := App{ID: 1, Name: "web", Instances: instances, CurrentRelease: current, Releases: map[int]Release{},
+		Health: common.HealthConfig{Path: "/healthz"}}
+	for _, v := range releases {
+		a.Releases[v] = rel(v)
+	}
+	return a
+}
+
+func node(id string, memMB int64, containers ...common.Container) Node {
+	return Node{ID: id, Addr: "10.0.0." + id[len(id)-1:], Capacity: common.Capacity{MemoryMB: memMB, CPUs: 2},
+		LastSeen: t0, Heartbeat: &common.Heartbeat{Node: id, Containers: containers}}
+}
+
+func running(inst string, port int) common.Container {
+	return common.Container{ID: "c-" + inst, Instance: inst, State: common.StateRunning, HostPort: port}
+}
+
+func inst(id string, release, index int, node, state string) Instance {
+	i := Instance{ID: id, AppID: 1, Release: release, Index: index, Node: node, State: state,
+		CreatedAt: t0.Add(-time.Minute), UpdatedAt: t0.Add(-time.Minute)}
+	if state == StateRunning {
+		i.HostPort = 30000 + index
+		i.ContainerID = "c-" + id
+	}
+	return i
+}
+
+func port(i Instance, p int) Instance { i.HostPort = p; return i }
+
+func healthy(ids ...string) map[string]common.HealthStatus {
+	m := map[string]common.HealthStatus{}
+	for _, id := range ids {
+		m[id] = common.HealthStatus{Instance: id, Status: common.Healthy}
+	}
+	return m
+}
+
+func seqIDs() func() string {
+	n := 0
+	return func() string { n++; return fmt.Sprintf("new%d", n) }
+}
+
+func ids(list []Instance) string {
+	var s []string
+	for _, i := range list {
+		s = append(s, i.ID+"@"+i.Node+":"+i.State)
+	}
+	return strings.Join(s, ",")
+}
+
+func assigned(p Plan, node string) string {
+	var s []string
+	for _, a := range p.Assignments[node] {
+		s = append(s, a.Instance)
+	}
+	return strings.Join(s, ",")
+}
+
+func backends(p Plan, host string) string {
+	r, ok := p.Routes[host]
+	if !ok {
+		return "<no route>"
+	}
+	var s []string
+	for _, b := range r.Backends {
+		s = append(s, fmt.Sprintf("%s=%s/%v", b.Instance, b.Addr, b.Healthy))
+	}
+	return strings.Join(s, ",")
+}
+
+func TestCompute(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    Input
+		check func(t *testing.T, p Plan)
+	}{
+		{
+			name: "new app is spread across nodes",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Nodes: []Node{node("n1", 1024), node("n2", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending,new2@n2:pending")
+				eq(t, "n1", assigned(p, "n1"), "new1")
+				eq(t, "n2", assigned(p, "n2"), "new2")
+				a := p.Assignments["n1"][0]
+				if a.Image != rel(1).Image || a.MemoryMB != 128 || a.Port != 8080 || a.Env["V"] != "1" || a.App != "web" {
+					t.Fatalf("assignment %+v", a)
+				}
+				if p.Create[0].Index+p.Create[1].Index != 1 {
+					t.Fatalf("indexes %d %d", p.Create[0].Index, p.Create[1].Index)
+				}
+				eq(t, "route", backends(p, "web.apps.io"), "")
+			},
+		},
+		{
+			name: "pending instances from the previous round count as placed",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StatePending), inst("b", 1, 1, "n2", StatePending)},
+				Nodes:     []Node{node("n1", 1024), node("n2", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "n1", assigned(p, "n1"), "a")
+			},
+		},
+		{
+			name: "pending reservations count against memory",
+			in: Input{Apps: []App{webApp(3, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StatePending)},
+				Nodes:     []Node{node("n1", 256), node("n2", 128)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n2:pending,new2@n1:pending")
+			},
+		},
+		{
+			name: "a failed create marks that instance failed and touches nothing else",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("b", 1, 1, "n2", StatePending)},
+				Nodes: []Node{node("n1", 1024, running("a", 30000)),
+					node("n2", 1024, common.Container{Instance: "b", Error: "pull: manifest unknown"})},
+				Health: healthy("a")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "delete", ids(p.Delete), "")
+				eq(t, "update", ids(p.Update), "b@n2:failed")
+				eq(t, "error", p.Update[0].Error, "pull: manifest unknown")
+				eq(t, "n2", assigned(p, "n2"), "b")
+				eq(t, "route", backends(p, "web.apps.io"), "a=10.0.0.1:30000/true")
+			},
+		},
+		{
+			name: "exited container is failed with its exit code and leaves the route",
+			in: Input{Apps: []App{webApp(1, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning)},
+				Nodes: []Node{node("n1", 1024, common.Container{ID: "c-a", Instance: "a", State: common.StateExited,
+					ExitCode: 2, RestartCount: 3})}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "a@n1:failed")
+				eq(t, "error", p.Update[0].Error, "exited with code 2")
+				if p.Update[0].Restarts != 3 || !p.Update[0].UpdatedAt.Equal(t0) {
+					t.Fatalf("row %+v", p.Update[0])
+				}
+				eq(t, "route", backends(p, "web.apps.io"), "")
+				eq(t, "create", ids(p.Create), "")
+			},
+		},
+		{
+			name: "heartbeat reports running: row updated, routed with health",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StatePending), inst("b", 1, 1, "n2", StatePending)},
+				Nodes: []Node{node("n1", 1024, running("a", 31000)),
+					node("n2", 1024, running("b", 32000))},
+				Health: healthy("a")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "a@n1:running,b@n2:running")
+				if p.Update[0].HostPort != 31000 || p.Update[0].ContainerID != "c-a" {
+					t.Fatalf("row %+v", p.Update[0])
+				}
+				eq(t, "route", backends(p, "web.apps.io"), "a=10.0.0.1:31000/true,b=10.0.0.2:32000/false")
+				r := p.Routes["web.apps.io"]
+				if r.App != "web" || r.Release != 1 || r.Health.Path != "/healthz" {
+					t.Fatalf("route %+v", r)
+				}
+			},
+		},
+		{
+			name: "empty desired set after a successful read changes nothing",
+			in:   Input{Nodes: []Node{node("n1", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "all", ids(p.Create)+ids(p.Update)+ids(p.Delete), "")
+				if len(p.Routes) != 0 || len(p.Events) != 0 {
+					t.Fatalf("routes %v events %v", p.Routes, p.Events)
+				}
+				if l, ok := p.Assignments["n1"]; !ok || l == nil || len(l) != 0 {
+					t.Fatalf("n1 must have an empty, non-nil list: %#v", l)
+				}
+			},
+		},
+		{
+			name: "last app deleted: its instances stop and its route goes",
+			in: Input{Instances: []Instance{inst("a", 1, 0, "n1", StateRunning)},
+				Nodes: []Node{node("n1", 1024, running("a", 30000))}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "a@n1:stopping")
+				if len(p.Routes) != 0 {
+					t.Fatalf("routes %v", p.Routes)
+				}
+			},
+		},
+		{
+			name: "instances = 0 stops everything and drops the route",
+			in: Input{Apps: []App{webApp(0, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("b", 1, 1, "n1", StateFailed)},
+				Nodes:     []Node{node("n1", 1024, running("a", 30000), common.Container{Instance: "b", State: common.StateExited})}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "a@n1:stopping,b@n1:stopping")
+				eq(t, "route", backends(p, "web.apps.io"), "<no route>")
+				eq(t, "n1", assigned(p, "n1"), "a,b") // assigned until drained
+			},
+		},
+		{
+			name: "stopping instance is deleted after the drain period only",
+			in: Input{Apps: []App{webApp(0, 1, 1)},
+				Instances: []Instance{
+					func() Instance {
+						i := inst("old", 1, 0, "n1", StateStopping)
+						i.UpdatedAt = t0.Add(-10 * time.Second)
+						return i
+					}(),
+					func() Instance {
+						i := inst("young", 1, 1, "n1", StateStopping)
+						i.UpdatedAt = t0.Add(-time.Second)
+						return i
+					}(),
+				},
+				Nodes: []Node{node("n1", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "delete", ids(p.Delete), "old@n1:stopping")
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "n1", assigned(p, "n1"), "young")
+			},
+		},
+		{
+			name: "lost node: its instances are deleted and replaced elsewhere",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("b", 1, 1, "n2", StateRunning)},
+				Nodes: []Node{node("n1", 1024, running("a", 30000)),
+					func() Node { n := node("n2", 1024); n.Heartbeat = nil; n.LastSeen = t0.Add(-lostAfter); return n }()}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "delete", ids(p.Delete), "b@n2:running")
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+				eq(t, "index", fmt.Sprint(p.Create[0].Index), "1")
+				eq(t, "lost", strings.Join(p.Lost, ","), "n2")
+				eq(t, "n2", assigned(p, "n2"), "")
+				if _, ok := p.Assignments["n2"]; !ok {
+					t.Fatal("lost node must keep an (empty) assignment list")
+				}
+				eq(t, "route", backends(p, "web.apps.io"), "a=10.0.0.1:30000/false")
+			},
+		},
+		{
+			name: "silent node not yet lost keeps its instances and gets nothing new",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n2", StateRunning)},
+				Nodes: []Node{node("n1", 1024),
+					func() Node {
+						n := node("n2", 4096)
+						n.Heartbeat = nil
+						n.LastSeen = t0.Add(-lostAfter + time.Second)
+						return n
+					}()}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "delete", ids(p.Delete), "")
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+				eq(t, "n2", assigned(p, "n2"), "a")
+			},
+		},
+		{
+			name: "node that comes back after being lost gets an empty list, then new work",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("r", 1, 1, "n1", StateRunning)},
+				// n2 still runs "b", which was replaced by "r" while it was away.
+				Nodes: []Node{node("n1", 1024, running("a", 30000), running("r", 30001)),
+					node("n2", 1024, running("b", 30000))}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "all", ids(p.Create)+ids(p.Update)+ids(p.Delete), "")
+				eq(t, "n2", assigned(p, "n2"), "")
+				eq(t, "route", backends(p, "web.apps.io"), "a=10.0.0.1:30000/false,r=10.0.0.1:30001/false")
+			},
+		},
+		{
+			name: "instance on a node nobody knows is lost",
+			in: Input{Apps: []App{webApp(1, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "ghost", StateRunning)},
+				Nodes:     []Node{node("n1", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "delete", ids(p.Delete), "a@ghost:running")
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+			},
+		},
+		{
+			name: "no capacity: a reason, nothing placed",
+			in: Input{Apps: []App{webApp(1, 1, 1)},
+				Nodes: []Node{node("n1", 100), node("n2", 64)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "reason", p.Unplaced[1], "cannot place 1 instance(s) of release v1: need 128 MB, largest free 100 MB")
+			},
+		},
+		{
+			name: "memory reserve is honoured",
+			in: Input{Apps: []App{webApp(1, 1, 1)}, ReserveMB: 900,
+				Nodes: []Node{node("n1", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "reason", p.Unplaced[1], "cannot place 1 instance(s) of release v1: need 128 MB, largest free 124 MB")
+			},
+		},
+		{
+			name: "partial capacity places what fits and reports the rest",
+			in: Input{Apps: []App{webApp(3, 1, 1)},
+				Nodes: []Node{node("n1", 300)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending,new2@n1:pending")
+				eq(t, "reason", p.Unplaced[1], "cannot place 1 instance(s) of release v1: need 128 MB, largest free 44 MB")
+			},
+		},
+		{
+			name: "drained node gets nothing new but keeps what it runs",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n2", StateRunning)},
+				Nodes: []Node{node("n1", 1024),
+					func() Node { n := node("n2", 8192, running("a", 30000)); n.Drain = true; return n }()}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+				eq(t, "n2", assigned(p, "n2"), "a")
+			},
+		},
+		{
+			name: "constraints restrict placement",
+			in: Input{Apps: []App{func() App { a := webApp(2, 1, 1); a.Constraints = map[string]string{"zone": "b"}; return a }()},
+				Nodes: []Node{node("n1", 1024), func() Node { n := node("n2", 1024); n.Labels = map[string]string{"zone": "b"}; return n }()}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n2:pending,new2@n2:pending")
+			},
+		},
+		{
+			name: "rolling deploy starts new instances and keeps old ones routed",
+			in: Input{Apps: []App{webApp(2, 2, 1, 2)},
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning), inst("o2", 1, 1, "n2", StateRunning)},
+				Nodes:     []Node{node("n1", 1024, running("o1", 30000)), node("n2", 1024, running("o2", 30001))},
+				Health:    healthy("o1", "o2")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending,new2@n2:pending")
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "route", backends(p, "web.apps.io"), "o1=10.0.0.1:30000/true,o2=10.0.0.2:30001/true")
+				eq(t, "release", fmt.Sprint(p.Routes["web.apps.io"].Release), "2")
+				eq(t, "n1", assigned(p, "n1"), "o1,new1")
+				eq(t, "image", p.Assignments["n1"][1].Image, rel(2).Image)
+			},
+		},
+		{
+			name: "rolling deploy keeps old while new are running but not all healthy",
+			in: Input{Apps: []App{webApp(2, 2, 1, 2)},
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning), inst("o2", 1, 1, "n2", StateRunning),
+					port(inst("v1", 2, 0, "n1", StateRunning), 30002), port(inst("v2", 2, 1, "n2", StateRunning), 30003)},
+				Nodes: []Node{node("n1", 1024, running("o1", 30000), running("v1", 30002)),
+					node("n2", 1024, running("o2", 30001), running("v2", 30003))},
+				Health: healthy("o1", "o2", "v1")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "route", backends(p, "web.apps.io"),
+					"o1=10.0.0.1:30000/true,o2=10.0.0.2:30001/true,v1=10.0.0.1:30002/true,v2=10.0.0.2:30003/false")
+			},
+		},
+		{
+			name: "rolling deploy stops old once every new instance is healthy",
+			in: Input{Apps: []App{webApp(2, 2, 1, 2)},
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning), inst("o2", 1, 1, "n2", StateRunning),
+					port(inst("v1", 2, 0, "n1", StateRunning), 30002), port(inst("v2", 2, 1, "n2", StateRunning), 30003)},
+				Nodes: []Node{node("n1", 1024, running("o1", 30000), running("v1", 30002)),
+					node("n2", 1024, running("o2", 30001), running("v2", 30003))},
+				Health: healthy("o1", "o2", "v1", "v2")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "o1@n1:stopping,o2@n2:stopping")
+				eq(t, "route", backends(p, "web.apps.io"), "v1=10.0.0.1:30002/true,v2=10.0.0.2:30003/true")
+				eq(t, "n1", assigned(p, "n1"), "o1,v1") // still assigned while draining
+				if len(p.Events) != 1 || p.Events[0].Kind != EventDeploy {
+					t.Fatalf("events %+v", p.Events)
+				}
+			},
+		},
+		{
+			name: "deploy not healthy within the start timeout is rolled back",
+			in: Input{Apps: []App{webApp(1, 2, 1, 2)}, StartTimeout: 30 * time.Second,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning),
+					func() Instance {
+						i := inst("v1", 2, 0, "n1", StateFailed)
+						i.CreatedAt = t0.Add(-31 * time.Second)
+						return i
+					}()},
+				Nodes:  []Node{node("n1", 1024, running("o1", 30000), common.Container{Instance: "v1", State: common.StateExited, ExitCode: 1})},
+				Health: healthy("o1")},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 1 || p.Rollbacks[0].From != 2 || p.Rollbacks[0].To != 1 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+				eq(t, "reason", p.Rollbacks[0].Reason, "release v2 not healthy after 30s (0/1 healthy); rolling back to v1")
+				eq(t, "route", backends(p, "web.apps.io"), "o1=10.0.0.1:30000/true")
+			},
+		},
+		{
+			name: "deploy still within the start timeout is not rolled back",
+			in: Input{Apps: []App{webApp(1, 2, 1, 2)}, StartTimeout: 30 * time.Second,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning),
+					func() Instance {
+						i := inst("v1", 2, 0, "n1", StatePending)
+						i.CreatedAt = t0.Add(-29 * time.Second)
+						return i
+					}()},
+				Nodes:  []Node{node("n1", 1024, running("o1", 30000))},
+				Health: healthy("o1")},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 0 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+			},
+		},
+		{
+			name: "first deploy has nothing to roll back to",
+			in: Input{Apps: []App{webApp(1, 1, 1)}, StartTimeout: 30 * time.Second,
+				Instances: []Instance{func() Instance { i := inst("v1", 1, 0, "n1", StatePending); i.CreatedAt = t0.Add(-time.Hour); return i }()},
+				Nodes:     []Node{node("n1", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 0 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+			},
+		},
+		{
+			name: "scale down removes unhealthy first, then the highest index",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("b", 1, 1, "n1", StateRunning),
+					inst("c", 1, 2, "n1", StateRunning), inst("d", 1, 3, "n1", StateRunning)},
+				Nodes:  []Node{node("n1", 1024, running("a", 30000), running("b", 30001), running("c", 30002), running("d", 30003))},
+				Health: healthy("a", "c", "d")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "b@n1:stopping,d@n1:stopping")
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "route", backends(p, "web.apps.io"), "a=10.0.0.1:30000/true,c=10.0.0.1:30002/true")
+			},
+		},
+		{
+			name: "scale up fills the lowest free index",
+			in: Input{Apps: []App{webApp(3, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StatePending), inst("c", 1, 2, "n1", StatePending)},
+				Nodes:     []Node{node("n1", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+				eq(t, "index", fmt.Sprint(p.Create[0].Index), "1")
+			},
+		},
+		{
+			name: "running container that vanished from the heartbeat goes back to pending",
+			in: Input{Apps: []App{webApp(1, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning)},
+				Nodes:     []Node{node("n1", 1024)}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "a@n1:pending")
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "route", backends(p, "web.apps.io"), "")
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in
+			in.Now = t0
+			in.Domain = "apps.io"
+			in.LostAfter = lostAfter
+			in.DrainPeriod = 5 * time.Second
+			in.NewID = seqIDs()
+			tt.check(t, Compute(in))
+		})
+	}
+}
+
+// Compute is deterministic: the same input gives the same plan.
+func TestComputeDeterministic(t *testing.T) {
+	in := Input{Now: t0, Domain: "apps.io", LostAfter: lostAfter,
+		Apps:  []App{webApp(5, 1, 1), func() App { a := webApp(3, 1, 1); a.ID, a.Name = 2, "api"; return a }()},
+		Nodes: []Node{node("n3", 2048), node("n1", 1024), node("n2", 4096)}}
+	var first string
+	for i := 0; i < 20; i++ {
+		in.NewID = seqIDs()
+		got := fmt.Sprintf("%v", Compute(in))
+		if i == 0 {
+			first = got
+		} else if got != first {
+			t.Fatalf("round %d differs", i)
+		}
+	}
+}
+
+func eq(t *testing.T, what, got, want string) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s: got %q, want %q", what, got, want)
+	}
+}

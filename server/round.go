@@ -1,0 +1,334 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/server/reconcile"
+)
+
+// nodeRefresh is how often a live node's row in the nodes table is touched
+// even when nothing about it changed (its last_seen_at).
+const nodeRefresh = 30 * time.Second
+
+// leaderState is what the leader remembers between rounds. It is created
+// when leadership is gained and owned by the lead goroutine alone.
+type leaderState struct {
+	since    time.Time            // when this server became leader
+	lastSeen map[string]time.Time // node → when a new heartbeat was last observed
+	lastRaw  map[string]string    // node → last heartbeat JSON observed
+	routes   map[string]string    // host → route JSON (version zeroed) as Redis holds it
+	assigned map[string]string    // node → assignments JSON as Redis holds it
+	unplaced map[int64]string     // app → last placement failure recorded as an event
+	resyncAt time.Time            // when to re-read Redis; zero = now
+}
+
+func newLeaderState(now time.Time) *leaderState {
+	return &leaderState{
+		since:    now,
+		lastSeen: map[string]time.Time{},
+		lastRaw:  map[string]string{},
+		routes:   map[string]string{},
+		assigned: map[string]string{},
+		unplaced: map[int64]string{},
+	}
+}
+
+// lead runs reconcile rounds until ctx is done (leadership lost or stop).
+func (s *Server) lead(ctx context.Context, pool *sql.DB) {
+	st := newLeaderState(time.Now().UTC())
+	tick := time.NewTicker(s.cfg.ReconcileInterval)
+	defer tick.Stop()
+	// Pokes arrive with every heartbeat; a short gap between rounds keeps a
+	// busy cluster from reconciling back to back.
+	gap := min(max(s.cfg.ReconcileInterval/5, 20*time.Millisecond), 200*time.Millisecond)
+	for {
+		s.round(ctx, pool, st)
+		if !sleep(ctx, gap) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.poke:
+		}
+	}
+}
+
+// round reads every input, computes the plan and applies it. Any failed read
+// skips the round: partial data must never look like "nothing wanted".
+func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
+	now := time.Now().UTC()
+	if !now.Before(st.resyncAt) {
+		if err := s.resync(ctx, st); err != nil {
+			s.log.Warn("resync failed; skipping round", "err", err)
+			return
+		}
+		st.resyncAt = now.Add(s.cfg.ResyncInterval)
+	}
+	d, err := readDesired(ctx, pool)
+	if err != nil {
+		s.log.Warn("read desired state failed; skipping round", "err", err)
+		return
+	}
+	nodes, heartbeats, health, err := s.readActual(ctx, st, d, now)
+	if err != nil {
+		s.log.Warn("read actual state failed; skipping round", "err", err)
+		return
+	}
+
+	plan := reconcile.Compute(reconcile.Input{
+		Now: now, Apps: d.apps, Instances: d.instances, Nodes: nodes, Health: health,
+		Domain: s.cfg.Domain, LostAfter: 3 * s.cfg.HeartbeatInterval, DrainPeriod: s.cfg.DrainPeriod,
+		ReserveMB: s.cfg.MemoryReserveMB, StartTimeout: s.cfg.StartTimeout, NewID: func() string { return common.RandomToken(6) },
+	})
+
+	// A placement failure is recorded when its reason changes, not every round.
+	events := plan.Events
+	for app, reason := range plan.Unplaced {
+		if st.unplaced[app] != reason {
+			events = append(events, reconcile.Event{AppID: app, Kind: reconcile.EventPlacement, Message: reason})
+			s.log.Warn("cannot place", "app_id", app, "reason", reason)
+		}
+	}
+	if err := applyRows(ctx, pool, plan, events); err != nil {
+		s.log.Error("apply plan failed; nothing written", "err", err)
+		return
+	}
+	st.unplaced = plan.Unplaced
+	s.logPlan(plan)
+	for _, rb := range plan.Rollbacks {
+		// Tell dash (and this loop) that desired state changed.
+		s.rdb.Publish(ctx, s.keys.DesiredChanged(), rb.App)
+	}
+
+	for _, hb := range heartbeats {
+		row, ok := d.nodes[hb.Node]
+		if ok && row.Addr == hb.Addr && maps.Equal(row.Labels, hb.Labels) && row.MemoryMB == hb.Capacity.MemoryMB &&
+			row.CPUs == hb.Capacity.CPUs && now.Sub(row.LastSeen) < nodeRefresh {
+			continue
+		}
+		if err := upsertNode(ctx, pool, hb, now); err != nil {
+			s.log.Warn("record node", "node", hb.Node, "err", err)
+		}
+	}
+	if err := s.writeAssignments(ctx, st, plan.Assignments); err != nil {
+		s.log.Error("write assignments", "err", err)
+	}
+	if err := s.writeRoutes(ctx, st, plan.Routes); err != nil {
+		s.log.Error("write routes", "err", err)
+	}
+}
+
+// readActual reads node heartbeats and health from Redis and builds the
+// reconciler's view of every node known from Redis, MySQL or an instance.
+func (s *Server) readActual(ctx context.Context, st *leaderState, d *desired, now time.Time) ([]reconcile.Node, []*common.Heartbeat, map[string]common.HealthStatus, error) {
+	pipe := s.rdb.Pipeline()
+	members := pipe.SMembers(ctx, s.keys.Nodes())
+	healthCmd := pipe.HGetAll(ctx, s.keys.Health())
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, nil, nil, fmt.Errorf("read nodes and health: %w", err)
+	}
+	set := map[string]bool{}
+	for _, id := range members.Val() {
+		set[id] = true
+	}
+	for id := range d.nodes {
+		set[id] = true
+	}
+	for _, in := range d.instances {
+		set[in.Node] = true
+	}
+	ids := slices.Sorted(maps.Keys(set))
+
+	raws := make([]any, len(ids))
+	if len(ids) > 0 {
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = s.keys.Node(id)
+		}
+		var err error
+		if raws, err = s.rdb.MGet(ctx, keys...).Result(); err != nil {
+			return nil, nil, nil, fmt.Errorf("read heartbeats: %w", err)
+		}
+	}
+
+	var nodes []reconcile.Node
+	var heartbeats []*common.Heartbeat
+	for i, id := range ids {
+		n := reconcile.Node{ID: id}
+		row, inTable := d.nodes[id]
+		if inTable {
+			n.Addr, n.Labels, n.Drain = row.Addr, row.Labels, row.Drain
+			n.Capacity = common.Capacity{MemoryMB: row.MemoryMB, CPUs: row.CPUs}
+		}
+		if raw, ok := raws[i].(string); ok {
+			var hb common.Heartbeat
+			if err := json.Unmarshal([]byte(raw), &hb); err != nil {
+				s.log.Warn("corrupt heartbeat ignored", "node", id, "err", err)
+			} else {
+				// The leader's own clock decides liveness: a heartbeat counts
+				// when its content changed since the last round.
+				if st.lastRaw[id] != raw {
+					st.lastRaw[id] = raw
+					st.lastSeen[id] = now
+				}
+				hb.Node = id
+				n.Heartbeat = &hb
+				n.Addr, n.Labels, n.Capacity = hb.Addr, hb.Labels, hb.Capacity
+				heartbeats = append(heartbeats, &hb)
+			}
+		}
+		// A node not heard from since this server became leader is given
+		// LostAfter from then: the new leader does not know how long it has
+		// really been silent.
+		n.LastSeen = st.since
+		if t, ok := st.lastSeen[id]; ok {
+			n.LastSeen = t
+		}
+		nodes = append(nodes, n)
+	}
+
+	health := map[string]common.HealthStatus{}
+	for inst, raw := range healthCmd.Val() {
+		var hs common.HealthStatus
+		if err := json.Unmarshal([]byte(raw), &hs); err != nil {
+			continue // unknown counts as unhealthy
+		}
+		health[inst] = hs
+	}
+	return nodes, heartbeats, health, nil
+}
+
+// resync reloads what Redis holds, so the next writes fix any drift (a
+// flushed Redis, a manual edit, another leader's last words).
+func (s *Server) resync(ctx context.Context, st *leaderState) error {
+	pipe := s.rdb.Pipeline()
+	routes := pipe.HGetAll(ctx, s.keys.Routes())
+	assigned := pipe.HGetAll(ctx, s.keys.Assignments())
+	pipe.Set(ctx, s.keys.Leader(), s.cfg.ID, 0)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	st.routes = map[string]string{}
+	for host, raw := range routes.Val() {
+		var r common.Route
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			st.routes[host] = "" // rewritten or deleted below
+			continue
+		}
+		st.routes[host] = routeKey(r)
+	}
+	st.assigned = assigned.Val()
+	return nil
+}
+
+// writeAssignments writes the lists of the nodes whose list changed, all in
+// one HSET.
+func (s *Server) writeAssignments(ctx context.Context, st *leaderState, plan map[string][]common.Assignment) error {
+	changed := map[string]string{}
+	for node, list := range plan {
+		raw, err := json.Marshal(list)
+		if err != nil {
+			return err
+		}
+		if cur, ok := st.assigned[node]; !ok || cur != string(raw) {
+			changed[node] = string(raw)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	if err := s.rdb.HSet(ctx, s.keys.Assignments(), changed).Err(); err != nil {
+		return err
+	}
+	for node, raw := range changed {
+		st.assigned[node] = raw
+		s.log.Debug("assignments written", "node", node)
+	}
+	return nil
+}
+
+// writeRoutes writes the routes whose content changed (each with a new
+// version, then a publish) and deletes the routes no longer wanted.
+func (s *Server) writeRoutes(ctx context.Context, st *leaderState, routes map[string]common.Route) error {
+	for _, host := range slices.Sorted(maps.Keys(routes)) {
+		r := routes[host]
+		key := routeKey(r)
+		if cur, ok := st.routes[host]; ok && cur == key {
+			continue
+		}
+		v, err := s.rdb.Incr(ctx, s.keys.RoutesVersion()).Result()
+		if err != nil {
+			return fmt.Errorf("route %s: %w", host, err)
+		}
+		r.Version = v
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := publishRoute(ctx, s.rdb, s.keys, host, raw); err != nil {
+			return fmt.Errorf("route %s: %w", host, err)
+		}
+		st.routes[host] = key
+		s.log.Info("route written", "app", r.App, "release", r.Release, "backends", len(r.Backends), "version", v)
+	}
+	for _, host := range slices.Sorted(maps.Keys(st.routes)) {
+		if _, ok := routes[host]; ok {
+			continue
+		}
+		if err := publishRoute(ctx, s.rdb, s.keys, host, nil); err != nil {
+			return fmt.Errorf("delete route %s: %w", host, err)
+		}
+		delete(st.routes, host)
+		s.log.Info("route deleted", "host", host)
+	}
+	return nil
+}
+
+// publishRoute sets (raw != nil) or deletes host's route, then announces it.
+func publishRoute(ctx context.Context, rdb *redis.Client, keys common.Keys, host string, raw []byte) error {
+	pipe := rdb.TxPipeline()
+	if raw != nil {
+		pipe.HSet(ctx, keys.Routes(), host, raw)
+	} else {
+		pipe.HDel(ctx, keys.Routes(), host)
+	}
+	pipe.Publish(ctx, keys.RoutesChanged(), host)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// routeKey is a route's content without its version, to detect changes.
+func routeKey(r common.Route) string {
+	r.Version = 0
+	raw, _ := json.Marshal(r)
+	return string(raw)
+}
+
+func (s *Server) logPlan(p reconcile.Plan) {
+	for _, in := range p.Create {
+		s.log.Info("instance placed", "app_id", in.AppID, "instance", in.ID, "release", in.Release, "index", in.Index, "node", in.Node)
+	}
+	for _, in := range p.Delete {
+		s.log.Info("instance removed", "app_id", in.AppID, "instance", in.ID, "release", in.Release, "node", in.Node, "state", in.State)
+	}
+	for _, in := range p.Update {
+		s.log.Debug("instance updated", "app_id", in.AppID, "instance", in.ID, "state", in.State, "node", in.Node)
+	}
+	for _, rb := range p.Rollbacks {
+		s.log.Warn("rolling back", "app", rb.App, "from", rb.From, "to", rb.To, "reason", rb.Reason)
+	}
+	for _, n := range p.Lost {
+		s.log.Warn("node lost", "node", n)
+	}
+}

@@ -1,0 +1,216 @@
+// Package server is dinp's reconciler. Every server takes node heartbeats and
+// answers them with the node's assignments from Redis; exactly one server —
+// the leader, elected with a MySQL named lock — compares desired state
+// (MySQL) with actual state (heartbeats, health) and writes instances,
+// assignments and routes.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/pflag"
+
+	"github.com/dinp/dinp/common"
+)
+
+// Config holds the server's settings.
+type Config struct {
+	common.Base
+	// Addr is the listen address of the heartbeat API.
+	Addr string
+	// HeartbeatInterval is how often agents beat; a node is lost after
+	// 3 intervals without one.
+	HeartbeatInterval time.Duration
+	// ReconcileInterval is how often the leader reconciles without a trigger.
+	ReconcileInterval time.Duration
+	// ResyncInterval is how often the leader re-reads what it wrote to Redis
+	// and rewrites whatever drifted.
+	ResyncInterval time.Duration
+	// MemoryReserveMB is memory of every node kept out of placement.
+	MemoryReserveMB int64
+	// DrainPeriod is how long an instance stays running after it left the
+	// route, before its row (hence its container) is removed.
+	DrainPeriod time.Duration
+	// StartTimeout is how long a new release may take to become healthy
+	// before an automatic rollback (not implemented yet; see README).
+	StartTimeout time.Duration
+	// ID names this server (leader display, logs).
+	ID  string
+	Log *slog.Logger
+}
+
+// DefaultConfig returns settings for one machine.
+func DefaultConfig() Config {
+	return Config{
+		Base:              common.DefaultBase(),
+		Addr:              "127.0.0.1:1980",
+		HeartbeatInterval: 2 * time.Second,
+		ReconcileInterval: time.Second,
+		ResyncInterval:    30 * time.Second,
+		DrainPeriod:       10 * time.Second,
+		StartTimeout:      60 * time.Second,
+	}
+}
+
+// AddFlags registers the server's own flags.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address of the heartbeat API")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "agent heartbeat interval (a node is lost after 3)")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often the leader reconciles")
+	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "how often the leader rewrites drifted Redis state")
+	fs.Int64Var(&c.MemoryReserveMB, "memory-reserve-mb", c.MemoryReserveMB, "memory of every node kept out of placement")
+	fs.DurationVar(&c.DrainPeriod, "drain-period", c.DrainPeriod, "how long old instances keep running after leaving the route")
+	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "how long a new release may take to become healthy")
+	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.ClusterToken == "" {
+		errs = append(errs, errors.New("cluster token is required"))
+	}
+	if c.MySQLDSN == "" {
+		errs = append(errs, errors.New("mysql dsn is required"))
+	}
+	if c.RedisAddr == "" {
+		errs = append(errs, errors.New("redis address is required"))
+	}
+	if c.Domain == "" {
+		errs = append(errs, errors.New("domain is required"))
+	}
+	if c.Addr == "" {
+		errs = append(errs, errors.New("listen address is required"))
+	}
+	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.ResyncInterval <= 0 {
+		errs = append(errs, errors.New("heartbeat, reconcile and resync intervals must be positive"))
+	}
+	if c.DrainPeriod < 0 || c.StartTimeout < 0 || c.MemoryReserveMB < 0 {
+		errs = append(errs, errors.New("drain period, start timeout and memory reserve must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Server takes heartbeats and, while it leads, reconciles.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	keys common.Keys
+	rdb  *redis.Client
+	ln   net.Listener
+	http *http.Server
+
+	leader atomic.Bool
+	// poke coalesces reconcile triggers (heartbeats, pub/sub) into at most
+	// one pending round.
+	poke chan struct{}
+}
+
+// New validates cfg and opens the listener. MySQL and Redis are reached
+// lazily: the server starts while they are down and keeps retrying.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if cfg.Log == nil {
+		cfg.Log = common.NewLogger("server", cfg.LogLevel)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("server listen: %w", err)
+	}
+	s := &Server{
+		cfg:  cfg,
+		log:  cfg.Log.With("server", cfg.ID),
+		keys: cfg.Keys(),
+		rdb:  cfg.NewRedis(),
+		ln:   ln,
+		poke: make(chan struct{}, 1),
+	}
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// Addr is the bound address of the heartbeat API.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// IsLeader reports whether this server currently leads.
+func (s *Server) IsLeader() bool { return s.leader.Load() }
+
+// Run serves heartbeats and campaigns for leadership until ctx is done, then
+// drains and returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Go(func() {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- err
+			cancel()
+		}
+	})
+	wg.Go(func() { s.subscribe(ctx) })
+	wg.Go(func() { s.campaign(ctx) })
+	s.log.Info("server started", "addr", s.Addr())
+
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := s.http.Shutdown(sctx)
+	scancel()
+	wg.Wait()
+	s.rdb.Close()
+	select {
+	case e := <-serveErr:
+		return fmt.Errorf("server serve: %w", e)
+	default:
+	}
+	if err != nil {
+		return fmt.Errorf("server shutdown: %w", err)
+	}
+	s.log.Info("server stopped")
+	return nil
+}
+
+// trigger asks the leader loop for a round soon; extra triggers coalesce.
+func (s *Server) trigger() {
+	if !s.leader.Load() {
+		return
+	}
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// subscribe turns desired-state and health announcements into rounds.
+// go-redis resubscribes by itself after a connection loss.
+func (s *Server) subscribe(ctx context.Context) {
+	ps := s.rdb.Subscribe(ctx, s.keys.DesiredChanged(), s.keys.HealthEvents())
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			s.trigger()
+		}
+	}
+}
