@@ -119,11 +119,18 @@ func startPlatform(t *testing.T) *platform {
 			exec.Command("docker", append([]string{"rm", "-f"}, strings.Fields(string(ids))...)...).Run()
 		}
 		if t.Failed() {
+			// Successful requests are noise; keep everything else.
 			b, _ := os.ReadFile(filepath.Join(p.dataDir, "dinp.log"))
-			if len(b) > 20000 {
-				b = b[len(b)-20000:]
+			var keep []string
+			for _, line := range strings.Split(string(b), "\n") {
+				if !strings.Contains(line, `"msg":"request"`) || !strings.Contains(line, `"status":200`) {
+					keep = append(keep, line)
+				}
 			}
-			t.Logf("dinp log (tail):\n%s", b)
+			if len(keep) > 300 {
+				keep = keep[len(keep)-300:]
+			}
+			t.Logf("dinp log (without successful requests):\n%s", strings.Join(keep, "\n"))
 		}
 	})
 	waitFor(t, 60*time.Second, "dash ready", func() error {

@@ -679,3 +679,71 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// resetter accepts connections, reads the request and closes without
+// answering, as Docker's port proxy does once the container behind it died.
+func resetter(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 4096)
+			c.Read(buf)
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0) // RST instead of FIN
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestRetryIdempotentOnReset: a GET whose backend drops the connection before
+// answering is retried on another backend; a POST is not (the backend may
+// have acted on it).
+func TestRetryIdempotentOnReset(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	keys := common.NewKeys(prefix)
+	live := newBackend(t, "live")
+	cfg := testConfig(testenv.RedisAddr(), prefix)
+	cfg.FailMark = time.Millisecond // keep choosing the broken backend in turn
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := resetter(t)
+	writeRoute(t, rdb, keys, "g.apps.io", route("g", 0, be(broken, "broken", true), be(live.addr(), "live", true)))
+	start(t, r)
+	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; i < 10; i++ {
+		resp, body := get(t, c, r.Addr(), "g.apps.io", "/")
+		if resp.StatusCode != 200 || !strings.HasPrefix(body, "live") {
+			t.Fatalf("get %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	posts502 := 0
+	for i := 0; i < 10; i++ {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+r.Addr()+"/", strings.NewReader("x"))
+		req.Host = "g.apps.io"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusBadGateway {
+			posts502++
+		}
+	}
+	if posts502 == 0 {
+		t.Fatal("a POST dropped by its backend was retried (or never reached it)")
+	}
+}

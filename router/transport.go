@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dinp/dinp/router/lb"
@@ -76,7 +77,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		e.m.failures.Inc()
 		lastErr = err
 		st.backend = b
-		if !isDialError(err) || req.Context().Err() != nil || (body != nil && body.read.Load()) {
+		if !retryable(req, err) || req.Context().Err() != nil || (body != nil && body.read.Load()) {
 			return nil, err
 		}
 		b.MarkFailed(t.r.now(), t.r.cfg.FailMark)
@@ -84,6 +85,23 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			"instance", b.Instance, "request_id", st.id, "err", err)
 	}
 	return nil, lastErr
+}
+
+// retryable reports whether a failed attempt may be sent to another backend:
+// always when the connection was never made, and for idempotent methods also
+// when the connection broke before any response byte arrived (a backend that
+// died while a port proxy in front of it still accepts connections).
+func retryable(req *http.Request, err error) bool {
+	if isDialError(err) {
+		return true
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	default:
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // isDialError reports whether err happened while connecting, before any
