@@ -61,7 +61,7 @@ fi
 log "waiting for both instances to answer through the router"
 seen() {
   for _ in $(seq 20); do
-    curl -fsS -H "Host: $APP.$DOMAIN" "http://$ROUTER/" || true
+    curl -fsS -H "Host: $APP.$DOMAIN" "http://$ROUTER/" 2>/dev/null || true
   done | sed -n 's/.*instance=\([0-9a-f]*\).*/\1/p' | sort -u | wc -l
 }
 deadline=$((SECONDS + 120))
