@@ -1,12 +1,48 @@
 package common
 
-import "github.com/redis/go-redis/v9"
+import (
+	"context"
+	"encoding/json"
+	"time"
 
-// NewRedis returns a Redis client for the installation's settings.
+	"github.com/redis/go-redis/v9"
+)
+
+// NewRedis returns a Redis client for the installation's settings. Every
+// component retries on its own schedule and must notice an outage quickly
+// (to keep serving what it knows), so the client fails fast: a short dial
+// timeout and one retry instead of go-redis's default backoff chain.
 func (b Base) NewRedis() *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr:     b.RedisAddr,
-		Password: b.RedisPassword,
-		DB:       b.RedisDB,
+		Addr:          b.RedisAddr,
+		Password:      b.RedisPassword,
+		DB:            b.RedisDB,
+		DialTimeout:   2 * time.Second,
+		MaxRetries:    1,
+		DialerRetries: 1,
 	})
+}
+
+// ReadHealth returns hm's last word on each of ids (from Keys.Health());
+// instances hm has not judged are absent from the map.
+func ReadHealth(ctx context.Context, rdb redis.Cmdable, keys Keys, ids []string) (map[string]HealthStatus, error) {
+	out := make(map[string]HealthStatus, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	vals, err := rdb.HMGet(ctx, keys.Health(), ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		var hs HealthStatus
+		if json.Unmarshal([]byte(s), &hs) == nil {
+			out[ids[i]] = hs
+		}
+	}
+	return out, nil
 }

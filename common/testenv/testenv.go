@@ -119,3 +119,41 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	})
 	return rdb, prefix
 }
+
+// Runner is a component: Run blocks until ctx is done.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Run runs r until the end of the test, then cancels it and requires a clean
+// stop within 15 seconds.
+func Run(t testing.TB, r Runner) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("component did not stop within 15s")
+		}
+	})
+}
+
+// WaitFor polls cond every 10 ms until it holds, failing the test after
+// timeout.
+func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,123 @@
+package common
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// The route value is read by routers and hm that may run another version:
+// its field names are the ones DESIGN.md fixes.
+func TestRouteEncoding(t *testing.T) {
+	r := Route{
+		App: "hello", Release: 3, Version: 42,
+		Backends: []Backend{{Addr: "10.0.0.5:32768", Instance: "abc", Index: 1, Release: 3, Healthy: true}},
+		Health:   HealthConfig{Path: "/healthz"},
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"app", "release", "version", "backends", "health"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("route JSON lacks %q: %s", k, b)
+		}
+	}
+	be := raw["backends"].([]any)[0].(map[string]any)
+	for _, k := range []string{"addr", "instance", "index", "release", "healthy"} {
+		if _, ok := be[k]; !ok {
+			t.Errorf("backend JSON lacks %q: %s", k, b)
+		}
+	}
+	if raw["health"].(map[string]any)["path"] != "/healthz" {
+		t.Errorf("health path lost: %s", b)
+	}
+	var back Route
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, r) {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+}
+
+func TestValidAppName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"hello": true, "a": true, "a-b": true, "0app": true, strings.Repeat("a", 63): true,
+		"": false, "Hello": false, "-a": false, "a-": false, "a_b": false, "a.b": false,
+		strings.Repeat("a", 64): false, "héllo": false, "a b": false,
+	} {
+		if got := ValidAppName(name); got != want {
+			t.Errorf("ValidAppName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestKeysUsePrefix(t *testing.T) {
+	k := NewKeys("")
+	if k.Routes() != "dinp:routes" || k.Node("n1") != "dinp:node:n1" || k.Logs("hello") != "dinp:logs:hello" {
+		t.Fatalf("default keys: %s %s %s", k.Routes(), k.Node("n1"), k.Logs("hello"))
+	}
+	if got := NewKeys("t1").RoutesChanged(); got != "t1:routes:changed" {
+		t.Fatalf("prefixed key: %s", got)
+	}
+}
+
+func TestContainerName(t *testing.T) {
+	if got := ContainerName("hello", 2, "0123456789ab"); got != "dinp-hello-2-01234567" {
+		t.Fatal(got)
+	}
+}
+
+func TestHealthDefaults(t *testing.T) {
+	h := HealthConfig{Path: "/h", Fall: 5}.WithDefaults()
+	if h.Fall != 5 || h.Rise != 1 || h.IntervalMS != 2000 || h.TimeoutMS != 1000 || h.StatusMin != 200 || h.StatusMax != 399 || h.GraceMS != 30000 {
+		t.Fatalf("%+v", h)
+	}
+}
+
+// Flags win over the environment, which wins over the config file.
+func TestLoadFlagsPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dinp.yaml")
+	os.WriteFile(file, []byte("domain: file.io\nredis-addr: file:1\nlog-level: debug\n"), 0o600)
+	t.Setenv("DINP_REDIS_ADDR", "env:1")
+	t.Setenv("DINP_DOMAIN", "env.io")
+	b := DefaultBase()
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	b.AddFlags(fs)
+	if err := fs.Parse([]string{"--domain", "flag.io"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := LoadFlags(fs, file); err != nil {
+		t.Fatal(err)
+	}
+	if b.Domain != "flag.io" || b.RedisAddr != "env:1" || b.LogLevel != "debug" || b.KeyPrefix != "dinp" {
+		t.Fatalf("%+v", b)
+	}
+
+	os.WriteFile(file, []byte("no-such-setting: 1\n"), 0o600)
+	if err := LoadFlags(pflag.NewFlagSet("t", pflag.ContinueOnError), file); err == nil {
+		t.Fatal("unknown setting in config file accepted")
+	}
+}
+
+func TestEnsureSecretKeepsValue(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sub", "token")
+	a, err := EnsureSecret(file)
+	if err != nil || len(a) < 32 {
+		t.Fatalf("%q %v", a, err)
+	}
+	b, err := EnsureSecret(file)
+	if err != nil || a != b {
+		t.Fatalf("second call: %q %v", b, err)
+	}
+	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", st.Mode())
+	}
+}
