@@ -1,23 +1,22 @@
 package main
 
 import (
-	"archive/tar"
-	"compress/gzip"
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 // clientConfig is what `dinp login` keeps in the user's home.
@@ -26,6 +25,7 @@ type clientConfig struct {
 	Token  string `json:"token"`
 }
 
+// clientConfigPath is ~/.config/dinp/client.json, or $DINP_CLIENT_CONFIG.
 func clientConfigPath() string {
 	if p := os.Getenv("DINP_CLIENT_CONFIG"); p != "" {
 		return p
@@ -37,6 +37,8 @@ func clientConfigPath() string {
 	return filepath.Join(dir, "dinp", "client.json")
 }
 
+// loadClientConfig reads the config file; DINP_TARGET and DINP_TOKEN
+// override it (for scripts and CI).
 func loadClientConfig() (clientConfig, error) {
 	var c clientConfig
 	b, err := os.ReadFile(clientConfigPath())
@@ -52,59 +54,122 @@ func loadClientConfig() (clientConfig, error) {
 		c.Token = v
 	}
 	if err == nil && (c.Target == "" || c.Token == "") {
-		err = errors.New("not logged in: run `dinp login --target URL --token TOKEN`")
+		err = &clientExitError{code: clientExitAuth, err: errors.New("not logged in: run `dinp login`")}
 	}
 	return c, err
 }
 
-// apiError is an error answer of the dash API; its exit code tells scripts
-// what kind of failure it was.
-type apiError struct {
+func (c clientConfig) save() error {
+	p := clientConfigPath()
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(c, "", "  ")
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// Exit codes of the client commands, for scripts.
+const (
+	clientExitFailure = 1 // anything else (network, local files)
+	clientExitUsage   = 2 // the request was refused as invalid (4xx)
+	clientExitServer  = 3 // the platform failed (5xx)
+	clientExitAuth    = 4 // not logged in, or the token is refused (401/403)
+	clientExitMissing = 5 // no such app, release, domain (404)
+	clientExitTimeout = 6 // deploy: not healthy in time
+)
+
+// clientExitError carries an exit code.
+type clientExitError struct {
+	code int
+	err  error
+}
+
+func (e *clientExitError) Error() string { return e.err.Error() }
+func (e *clientExitError) Unwrap() error { return e.err }
+
+// ExitCode implements main's exitCoder.
+func (e *clientExitError) ExitCode() int { return e.code }
+
+// clientAPIError is an error answer of the dash API.
+type clientAPIError struct {
 	Status  int
 	Code    string
 	Message string
 }
 
-func (e *apiError) Error() string {
+func (e *clientAPIError) Error() string {
 	return fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
 }
 
-// ExitCode: 2 for client mistakes (4xx), 3 for server failures.
-func (e *apiError) ExitCode() int {
-	if e.Status >= 400 && e.Status < 500 {
-		return 2
+// ExitCode tells scripts what kind of failure it was.
+func (e *clientAPIError) ExitCode() int {
+	switch {
+	case e.Status == 401 || e.Status == 403:
+		return clientExitAuth
+	case e.Status == 404:
+		return clientExitMissing
+	case e.Status >= 400 && e.Status < 500:
+		return clientExitUsage
 	}
-	return 3
+	return clientExitServer
+}
+
+// clientHTTP has no overall timeout: deploys and log follows last long.
+var clientHTTP = &http.Client{}
+
+// request builds an API request.
+func (c clientConfig) request(method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequest(method, strings.TrimRight(c.Target, "/")+"/api/v1"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	req.Header.Set("User-Agent", "dinp-cli/"+version)
+	return req, nil
+}
+
+// clientCheck turns an error answer into a *clientAPIError.
+func clientCheck(resp *http.Response) error {
+	if resp.StatusCode < 300 {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	json.Unmarshal(b, &e)
+	if e.Error.Message == "" {
+		e.Error.Code, e.Error.Message = "http_error", strings.TrimSpace(string(b))
+	}
+	return &clientAPIError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 }
 
 // call sends one API request and decodes the JSON answer into out.
 func (c clientConfig) call(method, path string, body io.Reader, contentType string, out any) error {
-	req, err := http.NewRequest(method, strings.TrimRight(c.Target, "/")+"/api/v1"+path, body)
+	req, err := c.request(method, path, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := clientHTTP.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if err := clientCheck(resp); err != nil {
+		return err
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		json.Unmarshal(b, &e)
-		if e.Error.Message == "" {
-			e.Error.Code, e.Error.Message = "http_error", strings.TrimSpace(string(b))
-		}
-		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 	}
 	if out != nil && len(b) > 0 {
 		return json.Unmarshal(b, out)
@@ -112,19 +177,45 @@ func (c clientConfig) call(method, path string, body io.Reader, contentType stri
 	return nil
 }
 
-func jsonBody(v any) io.Reader {
+// stream GETs path and copies the body to w as it arrives.
+func (c clientConfig) stream(path string, w io.Writer) error {
+	req, err := c.request("GET", path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := clientHTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := clientCheck(resp); err != nil {
+		return err
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+func clientJSONBody(v any) io.Reader {
 	b, _ := json.Marshal(v)
 	return strings.NewReader(string(b))
 }
 
-func printJSON(w io.Writer, v any) error {
+func clientPrintJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
+func clientTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+// clientIsTTY reports whether f is a terminal (progress bars, prompts).
+func clientIsTTY(f any) bool {
+	file, ok := f.(*os.File)
+	return ok && term.IsTerminal(int(file.Fd()))
+}
+
 // Views of the API's answers that the CLI prints.
-type appView struct {
+type clientApp struct {
 	Name           string            `json:"name"`
 	Team           string            `json:"team"`
 	Instances      int               `json:"instances"`
@@ -136,84 +227,170 @@ type appView struct {
 	Running        int               `json:"running"`
 }
 
-type releaseView struct {
-	Version   int       `json:"version"`
-	Image     string    `json:"image"`
-	Stack     string    `json:"stack"`
-	CreatedBy string    `json:"created_by"`
-	CreatedAt time.Time `json:"created_at"`
+type clientRelease struct {
+	Version     int       `json:"version"`
+	Image       string    `json:"image"`
+	Stack       string    `json:"stack"`
+	Description string    `json:"description"`
+	CreatedBy   string    `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
-type instanceView struct {
-	ID       string `json:"id"`
-	Index    int    `json:"index"`
-	Release  int    `json:"release"`
-	Node     string `json:"node"`
-	Addr     string `json:"addr"`
-	State    string `json:"state"`
-	Health   string `json:"health"`
-	Restarts int    `json:"restarts"`
-	Error    string `json:"error"`
+type clientInstance struct {
+	ID        string     `json:"id"`
+	Index     int        `json:"index"`
+	Release   int        `json:"release"`
+	Node      string     `json:"node"`
+	Addr      string     `json:"addr"`
+	State     string     `json:"state"`
+	Health    string     `json:"health"`
+	Restarts  int        `json:"restarts"`
+	Error     string     `json:"error"`
+	StartedAt *time.Time `json:"started_at"`
 }
 
-type showView struct {
-	App       appView        `json:"app"`
-	Release   *releaseView   `json:"release"`
-	Instances []instanceView `json:"instances"`
+type clientShow struct {
+	App       clientApp        `json:"app"`
+	Release   *clientRelease   `json:"release"`
+	Instances []clientInstance `json:"instances"`
+}
+
+// clientFlags are the flags most commands share.
+type clientFlags struct {
+	asJSON bool
+	app    string
+}
+
+func (f *clientFlags) withApp(cmd *cobra.Command) *cobra.Command {
+	cmd.Flags().StringVarP(&f.app, "app", "a", "", "app name (default: the first argument)")
+	return cmd
+}
+
+func (f *clientFlags) withJSON(cmd *cobra.Command) *cobra.Command {
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// appName is --app, else the first argument.
+func (f *clientFlags) appName(args []string) (string, []string, error) {
+	if f.app != "" {
+		return f.app, args, nil
+	}
+	if len(args) > 0 {
+		return args[0], args[1:], nil
+	}
+	return "", nil, &clientExitError{code: clientExitUsage, err: errors.New("name the app (--app NAME or first argument)")}
 }
 
 func clientCommands() []*cobra.Command {
-	var asJSON bool
-	var app string
-	withApp := func(cmd *cobra.Command) *cobra.Command {
-		cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
-		return cmd
+	f := &clientFlags{}
+	return []*cobra.Command{
+		clientLoginCommand(), clientLogoutCommand(),
+		clientAppsCommand(f), clientCreateCommand(), clientDestroyCommand(f),
+		clientDeployCommand(), clientPsCommand(f), clientScaleCommand(f),
+		clientEnvCommand(f), clientReleasesCommand(f), clientRollbackCommand(f),
+		clientLogsCommand(f), clientEventsCommand(f), clientDomainsCommand(f),
 	}
-	appArg := func(args []string) (string, error) {
-		if len(args) > 0 {
-			return args[0], nil
-		}
-		if app == "" {
-			return "", errors.New("name the app (argument or --app)")
-		}
-		return app, nil
-	}
-	withJSON := func(cmd *cobra.Command) *cobra.Command {
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-		return cmd
-	}
+}
 
-	login := &cobra.Command{
+func clientLoginCommand() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "login",
-		Short: "Store the dash URL and an API token for the other commands",
+		Short: "Log in to dash (user and password, or --token) and keep the token in your config",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			target, _ := cmd.Flags().GetString("target")
 			token, _ := cmd.Flags().GetString("token")
+			user, _ := cmd.Flags().GetString("user")
+			c := clientConfig{Target: strings.TrimRight(target, "/"), Token: token}
 			if token == "" {
-				return errors.New("--token is required (create one in the dashboard, or see admin.json)")
+				in := bufio.NewReader(cmd.InOrStdin())
+				tty := clientIsTTY(cmd.InOrStdin())
+				if user == "" {
+					if tty {
+						fmt.Fprint(cmd.ErrOrStderr(), "User: ")
+					}
+					line, err := in.ReadString('\n')
+					if err != nil && line == "" {
+						return &clientExitError{code: clientExitUsage, err: errors.New("no user name given")}
+					}
+					user = strings.TrimSpace(line)
+				}
+				password, err := clientReadPassword(cmd, in, tty)
+				if err != nil {
+					return err
+				}
+				host, _ := os.Hostname()
+				var out struct {
+					Token string `json:"token"`
+				}
+				body := map[string]string{"user": user, "password": password, "token_name": "cli@" + host}
+				if err := c.call("POST", "/login", clientJSONBody(body), "application/json", &out); err != nil {
+					return err
+				}
+				c.Token = out.Token
 			}
-			c := clientConfig{Target: target, Token: token}
-			var apps struct{}
-			if err := c.call("GET", "/apps", nil, "", &apps); err != nil {
+			var who struct {
+				User struct{ Name string } `json:"user"`
+			}
+			if err := c.call("GET", "/user", nil, "", &who); err != nil {
 				return fmt.Errorf("check token: %w", err)
 			}
-			p := clientConfigPath()
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			if err := c.save(); err != nil {
 				return err
 			}
-			b, _ := json.MarshalIndent(c, "", "  ")
-			if err := os.WriteFile(p, b, 0o600); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "logged in to %s\n", target)
+			fmt.Fprintf(cmd.OutOrStdout(), "logged in to %s as %s\n", c.Target, who.User.Name)
 			return nil
 		},
 	}
-	login.Flags().String("target", "http://127.0.0.1:8000", "dash URL")
-	login.Flags().String("token", "", "API token")
+	cmd.Flags().String("target", "http://127.0.0.1:8000", "dash URL")
+	cmd.Flags().String("token", "", "API token (skips the password prompt)")
+	cmd.Flags().StringP("user", "u", "", "user name (prompted when empty)")
+	return cmd
+}
 
-	apps := withJSON(&cobra.Command{
+// clientReadPassword prompts without echo on a terminal; otherwise it reads
+// one line of stdin (for scripts: `echo $PW | dinp login -u me`).
+func clientReadPassword(cmd *cobra.Command, in *bufio.Reader, tty bool) (string, error) {
+	if tty {
+		fmt.Fprint(cmd.ErrOrStderr(), "Password: ")
+		b, err := term.ReadPassword(int(cmd.InOrStdin().(*os.File).Fd()))
+		fmt.Fprintln(cmd.ErrOrStderr())
+		return string(b), err
+	}
+	line, err := in.ReadString('\n')
+	if err != nil && line == "" {
+		return "", &clientExitError{code: clientExitUsage, err: errors.New("no password on stdin")}
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+func clientLogoutCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Revoke your CLI token and forget it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadClientConfig()
+			if err != nil {
+				return err
+			}
+			var ae *clientAPIError
+			if err := c.call("POST", "/logout", nil, "", nil); err != nil && !(errors.As(err, &ae) && ae.Status == 401) {
+				return err
+			}
+			c.Token = ""
+			if err := c.save(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "logged out")
+			return nil
+		},
+	}
+}
+
+func clientAppsCommand(f *clientFlags) *cobra.Command {
+	return f.withJSON(&cobra.Command{
 		Use:   "apps",
 		Short: "List your apps",
 		Args:  cobra.NoArgs,
@@ -223,28 +400,30 @@ func clientCommands() []*cobra.Command {
 				return err
 			}
 			var out struct {
-				Apps []appView `json:"apps"`
+				Apps []clientApp `json:"apps"`
 			}
 			if err := c.call("GET", "/apps", nil, "", &out); err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), out.Apps)
+			if f.asJSON {
+				return clientPrintJSON(cmd.OutOrStdout(), out.Apps)
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tTEAM\tINSTANCES\tMEMORY\tRELEASE\tURL")
+			w := clientTable(cmd.OutOrStdout())
+			fmt.Fprintln(w, "NAME\tTEAM\tRUNNING\tMEMORY\tRELEASE\tURL")
 			for _, a := range out.Apps {
 				rel := "-"
 				if a.CurrentRelease != nil {
 					rel = "v" + strconv.Itoa(*a.CurrentRelease)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%dM\t%s\t%s\n", a.Name, a.Team, a.Instances, a.MemoryMB, rel, a.URL)
+				fmt.Fprintf(w, "%s\t%s\t%d/%d\t%dM\t%s\t%s\n", a.Name, a.Team, a.Running, a.Instances, a.MemoryMB, rel, a.URL)
 			}
 			return w.Flush()
 		},
 	})
+}
 
-	create := &cobra.Command{
+func clientCreateCommand() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an app",
 		Args:  cobra.ExactArgs(1),
@@ -256,213 +435,55 @@ func clientCommands() []*cobra.Command {
 			instances, _ := cmd.Flags().GetInt("instances")
 			memory, _ := cmd.Flags().GetInt("memory")
 			health, _ := cmd.Flags().GetString("health-path")
+			team, _ := cmd.Flags().GetString("team")
 			body := map[string]any{"name": args[0], "instances": instances, "memory_mb": memory}
 			if health != "" {
 				body["health_path"] = health
 			}
-			if err := c.call("POST", "/apps", jsonBody(body), "application/json", nil); err != nil {
-				return err
+			if team != "" {
+				body["team"] = team
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created %s\n", args[0])
-			return nil
-		},
-	}
-	create.Flags().Int("instances", 1, "number of instances")
-	create.Flags().Int("memory", 128, "memory per instance (MB)")
-	create.Flags().String("health-path", "", "HTTP health check path (TCP check when empty)")
-
-	deploy := withApp(&cobra.Command{
-		Use:   "deploy [DIR|TARBALL]",
-		Short: "Upload a built app (a directory is packed for you) and wait until it serves",
-		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadClientConfig()
-			if err != nil {
-				return err
-			}
-			src := "."
-			if len(args) == 1 {
-				src = args[0]
-			}
-			name := app
-			if name == "" {
-				abs, _ := filepath.Abs(src)
-				name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(abs), ".tar.gz"), ".tgz")
-			}
-			body, err := tarballReader(src)
-			if err != nil {
-				return err
-			}
-			defer body.Close()
 			var out struct {
-				Release releaseView `json:"release"`
+				App clientApp `json:"app"`
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "uploading %s to %s ...\n", src, name)
-			if err := c.call("POST", "/apps/"+name+"/deploy", body, "application/gzip", &out); err != nil {
+			if err := c.call("POST", "/apps", clientJSONBody(body), "application/json", &out); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "release v%d: %s\n", out.Release.Version, out.Release.Image)
-			wait, _ := cmd.Flags().GetDuration("wait")
-			if wait <= 0 {
-				return nil
-			}
-			deadline := time.Now().Add(wait)
-			for {
-				var s showView
-				if err := c.call("GET", "/apps/"+name, nil, "", &s); err != nil {
-					return err
-				}
-				healthy := 0
-				for _, in := range s.Instances {
-					if in.Release == out.Release.Version && in.State == "running" && in.Health == "healthy" {
-						healthy++
-					}
-				}
-				if healthy >= s.App.Instances {
-					fmt.Fprintf(cmd.OutOrStdout(), "%d/%d instances healthy: %s\n", healthy, s.App.Instances, s.App.URL)
-					return nil
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("release v%d: %d/%d instances healthy after %s", out.Release.Version, healthy, s.App.Instances, wait)
-				}
-				time.Sleep(time.Second)
-			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created %s (team %s): %s\n", out.App.Name, out.App.Team, out.App.URL)
+			return nil
 		},
-	})
-	deploy.Flags().Duration("wait", 2*time.Minute, "wait until the release is healthy (0: don't wait)")
+	}
+	cmd.Flags().Int("instances", 1, "number of instances")
+	cmd.Flags().Int("memory", 128, "memory per instance (MB)")
+	cmd.Flags().String("health-path", "", "HTTP health check path (TCP check when empty)")
+	cmd.Flags().String("team", "", "team owning the app (default: your first team)")
+	return cmd
+}
 
-	ps := withJSON(withApp(&cobra.Command{
-		Use:   "ps [APP]",
-		Short: "Show an app's instances",
+func clientDestroyCommand(f *clientFlags) *cobra.Command {
+	cmd := f.withApp(&cobra.Command{
+		Use:   "destroy APP --confirm APP",
+		Short: "Delete an app: its instances stop and its routes go",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, err := appArg(args)
+			name, _, err := f.appName(args)
 			if err != nil {
 				return err
+			}
+			if confirm, _ := cmd.Flags().GetString("confirm"); confirm != name {
+				return &clientExitError{code: clientExitUsage, err: fmt.Errorf("add --confirm %s to delete it", name)}
 			}
 			c, err := loadClientConfig()
 			if err != nil {
 				return err
 			}
-			var s showView
-			if err := c.call("GET", "/apps/"+name, nil, "", &s); err != nil {
+			if err := c.call("DELETE", "/apps/"+url.PathEscape(name), nil, "", nil); err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), s)
-			}
-			sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].Index < s.Instances[j].Index })
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "INDEX\tINSTANCE\tRELEASE\tNODE\tADDR\tSTATE\tHEALTH\tRESTARTS")
-			for _, in := range s.Instances {
-				fmt.Fprintf(w, "%d\t%s\tv%d\t%s\t%s\t%s\t%s\t%d\n", in.Index, in.ID, in.Release, in.Node, in.Addr, in.State, in.Health, in.Restarts)
-			}
-			return w.Flush()
-		},
-	}))
-
-	scale := withApp(&cobra.Command{
-		Use:   "scale [APP]",
-		Short: "Change an app's instances, memory or CPU shares",
-		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, err := appArg(args)
-			if err != nil {
-				return err
-			}
-			c, err := loadClientConfig()
-			if err != nil {
-				return err
-			}
-			body := map[string]any{}
-			for flag, key := range map[string]string{"instances": "instances", "memory": "memory_mb", "cpu-shares": "cpu_shares"} {
-				if cmd.Flags().Changed(flag) {
-					v, _ := cmd.Flags().GetInt(flag)
-					body[key] = v
-				}
-			}
-			if len(body) == 0 {
-				return errors.New("nothing to change: give --instances, --memory or --cpu-shares")
-			}
-			if err := c.call("POST", "/apps/"+name+"/scale", jsonBody(body), "application/json", nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "scaled %s\n", name)
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", name)
 			return nil
 		},
 	})
-	scale.Flags().Int("instances", 0, "number of instances")
-	scale.Flags().Int("memory", 0, "memory per instance (MB)")
-	scale.Flags().Int("cpu-shares", 0, "CPU shares per instance")
-
-	return []*cobra.Command{login, apps, create, deploy, ps, scale}
-}
-
-// tarballReader returns src as a .tar.gz stream: the file itself if src is a
-// file, or a directory packed on the fly (without holding it in memory).
-func tarballReader(src string) (io.ReadCloser, error) {
-	st, err := os.Stat(src)
-	if err != nil {
-		return nil, err
-	}
-	if !st.IsDir() {
-		return os.Open(src)
-	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(packDir(src, pw)) }()
-	return pr, nil
-}
-
-// packDir writes dir as a gzipped tar to w, skipping VCS folders.
-func packDir(dir string, w io.Writer) error {
-	gz := gzip.NewWriter(w)
-	tw := tar.NewWriter(gz)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil || rel == "." {
-			return err
-		}
-		if d.IsDir() && (d.Name() == ".git" || d.Name() == ".hg") {
-			return filepath.SkipDir
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(path); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(tw, f)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return gz.Close()
+	cmd.Flags().String("confirm", "", "the app's name again")
+	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -35,15 +36,35 @@ type platform struct {
 	client  *http.Client
 }
 
+// freeAddr returns a free 127.0.0.1 address for a process the test starts.
+// It picks from below the kernel's ephemeral range (32768+), which outgoing
+// connections and Docker's published ports draw from: a port chosen there
+// could be taken again between this check and the child's bind.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freeAddrMu.Lock()
+	defer freeAddrMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if freeAddrUsed[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		freeAddrUsed[port] = true
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port found")
+	return ""
 }
+
+var (
+	freeAddrMu   sync.Mutex
+	freeAddrUsed = map[int]bool{}
+)
 
 // buildBinary compiles path (a main package) into dir and returns the file.
 func buildBinary(t *testing.T, dir, name, pkg string) string {

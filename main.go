@@ -50,6 +50,7 @@ func newRootCommand() *cobra.Command {
 		Version:       version,
 	}
 	root.AddCommand(componentCommands()...)
+	builderCmdAttach(root)
 	root.AddCommand(newUpCommand())
 	root.AddCommand(clientCommands()...)
 	return root

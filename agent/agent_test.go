@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +38,7 @@ func testConfig(serverURL string, d Docker, now func() time.Time) Config {
 	cfg := DefaultConfig()
 	cfg.ClusterToken = testToken
 	cfg.NodeID = "node-a"
+	cfg.NodeSecret = "node-a-secret"
 	cfg.ServerURL = serverURL
 	cfg.Addr = "127.0.0.1:0"
 	cfg.MemoryMB = 4096
@@ -468,5 +471,49 @@ func TestNewValidates(t *testing.T) {
 				t.Errorf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestNodeSecret checks that the node's identity secret is created once
+// (0600), survives a restart and rides with every heartbeat.
+func TestNodeSecret(t *testing.T) {
+	server, url := startFakeServer(t, testToken)
+	server.set(200, true)
+	cfg := testConfig(url, newFakeDocker(time.Now), time.Now)
+	cfg.NodeSecret = ""
+	cfg.DataDir = t.TempDir()
+
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(cfg.DataDir, "node-node-a.secret")
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatalf("secret file: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("secret file mode %v, want 0600", fi.Mode().Perm())
+	}
+	first := a.cfg.NodeSecret
+	if len(first) < 32 {
+		t.Fatalf("secret %q too short", first)
+	}
+	round(t, a)
+	a.close()
+
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	if b.cfg.NodeSecret != first {
+		t.Errorf("secret changed across restarts")
+	}
+	round(t, b)
+	server.mu.Lock()
+	defer server.mu.Unlock()
+	if len(server.secrets) != 2 || server.secrets[0] != first || server.secrets[1] != first {
+		t.Errorf("heartbeat secrets %q, want twice %q", server.secrets, first)
 	}
 }

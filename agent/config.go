@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -70,6 +71,14 @@ type Config struct {
 	PidsLimit int64
 	// ShipLogs copies container output to the app's Redis log stream.
 	ShipLogs bool
+	// NodeSecret proves this node's identity to the servers, which learn it
+	// on first sight (trust on first use) and then refuse heartbeats for
+	// NodeID carrying another secret. Empty means read it from
+	// NodeSecretFile, creating the file (0600) with a random secret once.
+	NodeSecret string
+	// NodeSecretFile keeps NodeSecret across restarts; empty means
+	// <DataDir>/node-<NodeID>.secret.
+	NodeSecretFile string
 
 	// Log is the agent's logger; nil means common.NewLogger("agent", LogLevel).
 	Log *slog.Logger
@@ -121,6 +130,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.PullConcurrency, "pull-concurrency", c.PullConcurrency, "simultaneous image pulls")
 	fs.Int64Var(&c.PidsLimit, "pids-limit", c.PidsLimit, "max processes per container")
 	fs.BoolVar(&c.ShipLogs, "ship-logs", c.ShipLogs, "ship container output to Redis log streams")
+	fs.StringVar(&c.NodeSecretFile, "node-secret-file", c.NodeSecretFile, "file keeping this node's identity secret (default <data-dir>/node-<node-id>.secret)")
 }
 
 // validate checks c and fills derived defaults, returning the server URLs.
@@ -171,6 +181,17 @@ func (c *Config) validate() ([]string, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	if c.NodeSecret == "" {
+		file := c.NodeSecretFile
+		if file == "" {
+			file = filepath.Join(c.DataDir, "node-"+c.NodeID+".secret")
+		}
+		secret, err := common.EnsureSecret(file)
+		if err != nil {
+			return nil, fmt.Errorf("agent config: node secret %s: %w", file, err)
+		}
+		c.NodeSecret = secret
 	}
 	if c.RegistryUser == "" {
 		c.RegistryUser = DefaultRegistryUser

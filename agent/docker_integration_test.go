@@ -183,6 +183,7 @@ func TestDockerIntegration(t *testing.T) {
 	cfg.ClusterToken = testToken
 	cfg.KeyPrefix = prefix
 	cfg.NodeID = node
+	cfg.DataDir = t.TempDir()
 	cfg.ServerURL = url
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Interval = 200 * time.Millisecond

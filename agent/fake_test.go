@@ -227,11 +227,12 @@ func (f *fakeDocker) byName(name string) *fakeContainer {
 
 // fakeServer answers heartbeats with whatever the test set.
 type fakeServer struct {
-	mu     sync.Mutex
-	status int
-	resp   common.HeartbeatResponse
-	got    []common.Heartbeat
-	token  string
+	mu      sync.Mutex
+	status  int
+	resp    common.HeartbeatResponse
+	got     []common.Heartbeat
+	secrets []string // X-Dinp-Node-Secret of each heartbeat
+	token   string
 }
 
 func (s *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -251,6 +252,7 @@ func (s *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.got = append(s.got, hb)
+	s.secrets = append(s.secrets, r.Header.Get(NodeSecretHeader))
 	if s.status != 0 && s.status != http.StatusOK {
 		http.Error(w, "unavailable", s.status)
 		return

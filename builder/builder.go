@@ -26,7 +26,9 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
@@ -56,7 +58,8 @@ type Config struct {
 	MaxRatio         int64 // extracted bytes per compressed byte
 	Concurrency      int   // builds running at once; the rest queue
 	BuildTimeout     time.Duration
-	BuildMemoryBytes int64 // memory limit of Dockerfile RUN steps
+	BuildMemoryBytes int64   // memory limit of Dockerfile RUN steps
+	BuildCPUs        float64 // CPU limit of Dockerfile RUN steps (0: none)
 
 	// Docker is the engine for Dockerfile builds; nil means a client from
 	// the environment (DOCKER_HOST), created on first use.
@@ -79,6 +82,7 @@ func DefaultConfig() Config {
 		Concurrency:      2,
 		BuildTimeout:     10 * time.Minute,
 		BuildMemoryBytes: 1 << 30,
+		BuildCPUs:        1,
 	}
 }
 
@@ -96,6 +100,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.Concurrency, "builder-concurrency", c.Concurrency, "builds running at once")
 	fs.DurationVar(&c.BuildTimeout, "builder-timeout", c.BuildTimeout, "time limit of one build")
 	fs.Int64Var(&c.BuildMemoryBytes, "builder-memory-bytes", c.BuildMemoryBytes, "memory limit of Dockerfile build steps")
+	fs.Float64Var(&c.BuildCPUs, "builder-cpus", c.BuildCPUs, "CPU limit of Dockerfile build steps (0: none)")
 }
 
 // dockerCleanupTimeout bounds removing a local build image.
@@ -124,6 +129,9 @@ type BuildResult struct {
 	DurationMS int64  `json:"duration_ms"`
 	Reused     bool   `json:"reused"`
 	Error      string `json:"error,omitempty"`
+	// QueuePosition is a queued build's place in this builder's queue
+	// (1 = next); absent once it runs.
+	QueuePosition int `json:"queue_position,omitempty"`
 }
 
 // Builder builds app images. Its methods are safe for concurrent use.
@@ -132,13 +140,23 @@ type Builder struct {
 	log    *slog.Logger
 	db     *sql.DB
 	rdb    *redis.Client
-	sem    chan struct{} // one token per running build
+	slots  *slots // running builds are bounded; the rest queue in order
 	ln     net.Listener
 	server *http.Server
 	now    func() time.Time
 
 	dockerMu  sync.Mutex
 	dockerCli DockerClient // guarded by dockerMu; created on first use
+
+	logsMu sync.Mutex
+	logs   map[int64]*buildLog // builds running here, by id
+
+	// testHookPushed, when set (tests only), runs right after a stack
+	// image is pushed.
+	testHookPushed func(ref string)
+
+	stacksMu  sync.Mutex
+	stackImgs map[string]v1.Image // stack base images, built once
 }
 
 // New validates cfg, connects to MySQL, prepares the build scratch dir and
@@ -170,6 +188,8 @@ func New(cfg Config) (*Builder, error) {
 		return nil, errors.New("builder: concurrency must be positive")
 	case cfg.BuildTimeout <= 0:
 		return nil, errors.New("builder: build timeout must be positive")
+	case cfg.BuildCPUs < 0:
+		return nil, errors.New("builder: build cpus must not be negative")
 	}
 	if err := os.MkdirAll(buildsDir(cfg.DataDir), 0o700); err != nil {
 		return nil, fmt.Errorf("builder: builds dir: %w", err)
@@ -190,7 +210,9 @@ func New(cfg Config) (*Builder, error) {
 		log:       cfg.Log,
 		db:        pool,
 		rdb:       cfg.NewRedis(), // connects lazily; log lines are best effort
-		sem:       make(chan struct{}, cfg.Concurrency),
+		slots:     newSlots(cfg.Concurrency),
+		logs:      map[int64]*buildLog{},
+		stackImgs: map[string]v1.Image{},
 		ln:        ln,
 		now:       time.Now,
 		dockerCli: cfg.Docker,
@@ -215,6 +237,13 @@ func (b *Builder) Run(ctx context.Context) error {
 	b.log.Info("builder listening", "addr", b.Addr(), "registry", b.cfg.RegistryAddr)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.server.Serve(b.ln) }()
+	pctx, stopPush := context.WithCancel(ctx)
+	pushDone := make(chan struct{})
+	go func() {
+		defer close(pushDone)
+		b.pushStacksLoop(pctx)
+	}()
+	defer func() { stopPush(); <-pushDone }()
 	var err error
 	select {
 	case err = <-serveErr:
@@ -307,7 +336,12 @@ func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Read
 	if err != nil {
 		return BuildResult{}, err
 	}
-	logf := func(line string) { b.appendLog(app, res.ID, line) }
+	live := b.startLog(res.ID)
+	defer b.endLog(res.ID, live)
+	logf := func(line string) {
+		live.add(line)
+		b.appendLog(app, res.ID, line)
+	}
 	log := b.log.With("app", app, "build", res.ID)
 	logf(fmt.Sprintf("build %d queued (%s)", res.ID, hash[:12]))
 
@@ -368,12 +402,10 @@ func (b *Builder) receive(body io.Reader, file string) (string, error) {
 // runBuild does the queued → building → pushed part of a build.
 func (b *Builder) runBuild(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *BuildResult, logf func(string)) error {
 	queued := time.Now()
-	select {
-	case b.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for a build slot: %w", ctx.Err())
+	if err := b.slots.acquire(ctx, res.ID); err != nil {
+		return fmt.Errorf("waiting for a build slot: %w", err)
 	}
-	defer func() { <-b.sem }()
+	defer b.slots.release()
 	tm.since("queue", queued)
 	if _, err := b.db.ExecContext(ctx, "UPDATE builds SET status = ?, started_at = ? WHERE id = ?",
 		StatusBuilding, b.now().UTC(), res.ID); err != nil {
@@ -391,7 +423,7 @@ func (b *Builder) runBuild(ctx context.Context, appID int64, work, upload, hash 
 	return err
 }
 
-func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *BuildResult, logf func(string)) error {
+func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *BuildResult, logf func(string)) (err error) {
 	t := time.Now()
 	src := filepath.Join(work, "src")
 	if err := os.Mkdir(src, 0o700); err != nil {
@@ -423,6 +455,8 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 
 	if prev, ok, err := b.reusable(ctx, appID, hash, det.Stack); err != nil {
 		return err
+	} else if ok && !b.inRegistry(ctx, prev.Image) {
+		logf(fmt.Sprintf("same content as build %d, whose image is gone from the registry: building again", prev.ID))
 	} else if ok {
 		res.Image, res.Digest, res.SizeBytes, res.Reused = prev.Image, prev.Digest, prev.SizeBytes, true
 		tm["reused_from"] = prev.ID
@@ -432,10 +466,34 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 
 	ref := fmt.Sprintf("%s/%s:build-%d", b.cfg.RegistryAddr, res.App, res.ID)
 	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
+	// Once something is pushed, a failure after it (or a cancelled build)
+	// must not leave the image behind: delete it by digest.
+	pushed := ""
+	defer func() {
+		if err == nil || pushed == "" {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		// The same files give the same digest: never delete an image that
+		// another build of the app produced (a release may run it).
+		var others int
+		if qerr := b.db.QueryRowContext(dctx, `SELECT COUNT(*) FROM builds WHERE app_id = ? AND id <> ? AND image LIKE ?`,
+			appID, res.ID, "%@"+pushed).Scan(&others); qerr != nil || others > 0 {
+			return
+		}
+		if derr := deleteImage(dctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, pushed), auth); derr != nil {
+			b.log.Warn("delete image of failed build", "app", res.App, "build", res.ID, "err", derr)
+		}
+	}()
 	t = time.Now()
 	switch det.Stack {
-	case StackBinary:
-		img, err := binaryImage(src, work, det.Argv)
+	case StackBinary, StackStatic:
+		base, err := b.stackBase(det.Stack)
+		if err != nil {
+			return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+det.Stack+" is not available on this builder: "+err.Error())
+		}
+		img, err := appImage(base, src, work, det.Argv)
 		if err != nil {
 			return fmt.Errorf("build image: %w", err)
 		}
@@ -443,11 +501,18 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		if err != nil {
 			return fmt.Errorf("build image: %w", err)
 		}
+		d, err := img.Digest()
+		if err != nil {
+			return fmt.Errorf("build image: %w", err)
+		}
 		tm.since("build", t)
 		t = time.Now()
-		d, err := pushImage(ctx, ref, img, auth)
-		if err != nil {
+		pushed = d.String() // a push cut short may still have stored the manifest
+		if _, err := pushImage(ctx, ref, img, auth); err != nil {
 			return err
+		}
+		if b.testHookPushed != nil {
+			b.testHookPushed(ref)
 		}
 		tm.since("push", t)
 		res.Digest, res.SizeBytes = d.String(), size
@@ -456,6 +521,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		if err != nil {
 			return err
 		}
+		pushed = d
 		tm.since("build_push", t)
 		res.Digest = d
 		// The engine reports only the manifest's size; the registry knows
@@ -468,8 +534,44 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	default:
 		return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+det.Stack+" is not supported")
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("build cancelled: %w", err)
+	}
 	res.Image = fmt.Sprintf("%s/%s@%s", b.cfg.RegistryHost, res.App, res.Digest)
 	logf(fmt.Sprintf("pushed %s (%d bytes)", res.Image, res.SizeBytes))
+	return nil
+}
+
+// inRegistry tells whether image (as recorded, under RegistryHost) is still
+// in the registry: registry GC may have deleted an old build's image.
+func (b *Builder) inRegistry(ctx context.Context, image string) bool {
+	d := digestOf(image)
+	if d == "" {
+		return false
+	}
+	repo := strings.TrimPrefix(strings.TrimSuffix(image, "@"+d), b.cfg.RegistryHost+"/")
+	ref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, repo, d), name.Insecure)
+	if err != nil {
+		return false
+	}
+	_, err = remote.Head(ref, remote.WithAuth(&authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}),
+		remote.WithContext(ctx))
+	return err == nil
+}
+
+// deleteImage deletes a manifest (and so its tags) from the registry.
+func deleteImage(ctx context.Context, ref string, auth authn.Authenticator) error {
+	r, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return fmt.Errorf("image reference %s: %w", ref, err)
+	}
+	if err := remote.Delete(r, remote.WithAuth(auth), remote.WithContext(ctx)); err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", ref, err)
+	}
 	return nil
 }
 
@@ -567,6 +669,9 @@ func (b *Builder) Get(ctx context.Context, id int64) (BuildResult, error) {
 	}
 	r.Digest = digestOf(r.Image)
 	r.Error = errText.String
+	if r.Status == StatusQueued {
+		r.QueuePosition = b.slots.position(r.ID)
+	}
 	if finished.Valid {
 		r.DurationMS = finished.Time.Sub(created).Milliseconds()
 	}

@@ -316,7 +316,6 @@ func TestBuildRejects(t *testing.T) {
 		hostileCase{"two executables", func(t testing.TB) []byte {
 			return tarGz(t, file("a", "x", 0o755), file("b", "x", 0o755))
 		}, "no_command", 422},
-		hostileCase{"static site", func(t testing.TB) []byte { return tarGz(t, file("index.html", "x", 0o644)) }, "stack_unsupported", 422},
 		hostileCase{"command not in archive", func(t testing.TB) []byte {
 			return tarGz(t, file("Procfile", "web: ./missing", 0o644))
 		}, "bad_command", 422},
@@ -345,11 +344,13 @@ func TestConcurrencyBound(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.Concurrency = 1 })
 	// Hold the only slot: the next build must wait, then fail on its
 	// deadline while still queued.
-	e.b.sem <- struct{}{}
+	if err := e.b.slots.acquire(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := e.b.Build(ctx, "hello", "bob", bytes.NewReader(tarGz(t, file("server", "x", 0o755))))
-	<-e.b.sem
+	e.b.slots.release()
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Build with no free slot = %v, want deadline exceeded", err)
 	}

@@ -29,6 +29,9 @@ type DockerClient interface {
 	ImageRemove(ctx context.Context, image string, options image.RemoveOptions) ([]image.DeleteResponse, error)
 }
 
+// cpuPeriod is the CFS period Dockerfile RUN steps are limited over (µs).
+const cpuPeriod = 100000
+
 // dockerBuild builds srcDir's Dockerfile with the engine, tags it ref,
 // pushes it and returns the pushed digest and size. The local tag is
 // removed afterwards, whatever happened: images live in the registry.
@@ -64,7 +67,7 @@ func (b *Builder) dockerBuild(ctx context.Context, srcDir, ref string, logf func
 		a.ServerAddress = h
 		auths[h] = a
 	}
-	resp, err := docker.ImageBuild(ctx, pr, build.ImageBuildOptions{
+	opts := build.ImageBuildOptions{
 		Tags:        []string{ref},
 		Dockerfile:  "Dockerfile",
 		Remove:      true,
@@ -76,7 +79,11 @@ func (b *Builder) dockerBuild(ctx context.Context, srcDir, ref string, logf func
 		AuthConfigs: auths,
 		Version:     build.BuilderV1,
 		Labels:      map[string]string{"dinp.stack": StackDockerfile},
-	})
+	}
+	if b.cfg.BuildCPUs > 0 {
+		opts.CPUPeriod, opts.CPUQuota = cpuPeriod, int64(b.cfg.BuildCPUs*cpuPeriod)
+	}
+	resp, err := docker.ImageBuild(ctx, pr, opts)
 	if err != nil {
 		return "", 0, fmt.Errorf("docker build: %w", err)
 	}

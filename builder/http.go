@@ -17,6 +17,8 @@ func (b *Builder) routes() http.Handler {
 	v1 := r.Group("/v1", common.RequireToken(b.cfg.ClusterToken))
 	v1.POST("/builds", b.handleCreate)
 	v1.GET("/builds/:id", b.handleGet)
+	v1.GET("/builds/:id/log", b.handleLog)
+	v1.GET("/stacks", b.handleStacks)
 	return r
 }
 

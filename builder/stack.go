@@ -39,7 +39,7 @@ type Detection struct {
 //   - a Dockerfile at the root: dockerfile;
 //   - a command from Procfile ("web: <cmd>") or dinp.yaml ("command:"), or
 //     exactly one executable regular file at the root: binary;
-//   - an index.html at the root: static (not supported yet);
+//   - otherwise an index.html at the root: static (served by busybox httpd);
 //   - otherwise no_command.
 func Detect(dir string) (Detection, error) {
 	if isRegular(filepath.Join(dir, "Dockerfile")) {
@@ -57,8 +57,7 @@ func Detect(dir string) (Detection, error) {
 	}
 	if cmd == nil {
 		if isRegular(filepath.Join(dir, "index.html")) {
-			return Detection{}, common.Errf(http.StatusUnprocessableEntity, "stack_unsupported",
-				"static sites are not supported yet; add a Procfile with a web command")
+			return Detection{Stack: StackStatic}, nil
 		}
 		return Detection{}, common.Errf(http.StatusUnprocessableEntity, "no_command",
 			"no command: add a Procfile line \"web: ./server\", a dinp.yaml \"command:\", or exactly one executable at the archive root")

@@ -29,7 +29,7 @@ func TestDetect(t *testing.T) {
 		{"dinp.yaml list", []f{{"dinp.yaml", "command: [\"./srv\", \"a b\"]\n", 0o644}, {"srv", "x", 0o755}}, StackBinary, []string{"/app/srv", "a b"}, ""},
 		{"sole executable", []f{{"srv", "x", 0o755}, {"README", "x", 0o644}}, StackBinary, []string{"/app/srv"}, ""},
 		{"executable beats index.html", []f{{"srv", "x", 0o755}, {"index.html", "x", 0o644}}, StackBinary, []string{"/app/srv"}, ""},
-		{"static", []f{{"index.html", "x", 0o644}}, "", nil, "stack_unsupported"},
+		{"static", []f{{"index.html", "x", 0o644}, {"style.css", "x", 0o644}}, StackStatic, nil, ""},
 		{"nothing", []f{{"README", "x", 0o644}}, "", nil, "no_command"},
 		{"not executable", []f{{"Procfile", "web: ./srv", 0o644}, {"srv", "x", 0o644}}, "", nil, "bad_command"},
 		{"escapes app", []f{{"Procfile", "web: ../srv", 0o644}}, "", nil, "bad_command"},

@@ -190,32 +190,36 @@ func (d *Dash) whoami(c *gin.Context) {
 }
 
 func (d *Dash) createApp(c *gin.Context) {
-	u := currentUser(c)
 	var req CreateAppRequest
 	if err := decodeJSON(c, &req); err != nil {
 		d.fail(c, err)
 		return
 	}
-	if !common.ValidAppName(req.Name) {
-		d.fail(c, invalid("invalid_name", "app name must be a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"))
-		return
-	}
-	if err := validateLimits(req.Instances, req.MemoryMB, req.CPUShares); err != nil {
-		d.fail(c, err)
-		return
-	}
-	if !validHealthPath(req.HealthPath) {
-		d.fail(c, invalid("invalid_health_path", "health_path must start with / and contain no spaces"))
-		return
-	}
-	if err := validateEnv(req.Env, nil); err != nil {
-		d.fail(c, err)
-		return
-	}
-	teamID, team, err := d.store.teamForUser(c.Request.Context(), u, req.Team)
+	a, err := d.newApp(c.Request.Context(), currentUser(c), req)
 	if err != nil {
 		d.fail(c, err)
 		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"app": d.appView(a)})
+}
+
+// newApp validates and creates an app (API and web form).
+func (d *Dash) newApp(ctx context.Context, u User, req CreateAppRequest) (appRow, error) {
+	if !common.ValidAppName(req.Name) {
+		return appRow{}, invalid("invalid_name", "app name must be a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")
+	}
+	if err := validateLimits(req.Instances, req.MemoryMB, req.CPUShares); err != nil {
+		return appRow{}, err
+	}
+	if !validHealthPath(req.HealthPath) {
+		return appRow{}, invalid("invalid_health_path", "health_path must start with / and contain no spaces")
+	}
+	if err := validateEnv(req.Env, nil); err != nil {
+		return appRow{}, err
+	}
+	teamID, team, err := d.store.teamForUser(ctx, u, req.Team)
+	if err != nil {
+		return appRow{}, err
 	}
 	a := appRow{
 		Name: req.Name, TeamID: teamID, Team: team, Instances: 1, MemoryMB: defaultMemory, CPUShares: defaultCPU,
@@ -233,12 +237,11 @@ func (d *Dash) createApp(c *gin.Context) {
 	if req.CPUShares != nil {
 		a.CPUShares = *req.CPUShares
 	}
-	if err := d.store.createApp(c.Request.Context(), a, u.Name); err != nil {
-		d.fail(c, err)
-		return
+	if err := d.store.createApp(ctx, a, u.Name); err != nil {
+		return appRow{}, err
 	}
 	d.log.Info("app created", "app", a.Name, "team", team, "user", u.Name)
-	c.JSON(http.StatusCreated, gin.H{"app": d.appView(a)})
+	return a, nil
 }
 
 func (d *Dash) listApps(c *gin.Context) {
@@ -271,14 +274,21 @@ func (d *Dash) loadApp(c *gin.Context) {
 func appOf(c *gin.Context) appRow { return c.MustGet(appKey).(appRow) }
 
 func (d *Dash) showApp(c *gin.Context) {
-	ctx := c.Request.Context()
-	a := appOf(c)
+	out, err := d.appDetail(c.Request.Context(), appOf(c))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// appDetail is an app with its current release and instances.
+func (d *Dash) appDetail(ctx context.Context, a appRow) (AppDetail, error) {
 	out := AppDetail{App: d.appView(a), Instances: []Instance{}}
 	if a.CurrentRelease != nil {
 		r, err := d.store.release(ctx, a.ID, *a.CurrentRelease)
 		if err != nil && !errors.Is(err, errNotFound) {
-			d.fail(c, err)
-			return
+			return AppDetail{}, err
 		}
 		if err == nil {
 			out.Release = &r
@@ -286,8 +296,7 @@ func (d *Dash) showApp(c *gin.Context) {
 	}
 	rows, err := d.store.instances(ctx, a.ID)
 	if err != nil {
-		d.fail(c, err)
-		return
+		return AppDetail{}, err
 	}
 	health := d.health(ctx, rows)
 	for i, r := range rows {
@@ -300,7 +309,7 @@ func (d *Dash) showApp(c *gin.Context) {
 		}
 		out.Instances = append(out.Instances, in)
 	}
-	c.JSON(http.StatusOK, out)
+	return out, nil
 }
 
 // health reads the hm verdict of each instance; anything missing or
@@ -380,15 +389,23 @@ func (d *Dash) putEnv(c *gin.Context) {
 // change applies a desired-state change, answers the app (and the new
 // release when one was made) and tells the leader.
 func (d *Dash) change(c *gin.Context, ch appChange, kind string) {
-	a, u := appOf(c), currentUser(c)
-	updated, rel, err := d.store.updateApp(c.Request.Context(), a.ID, ch, u.Name, kind)
+	updated, rel, err := d.applyChange(c.Request.Context(), appOf(c), currentUser(c), ch, kind)
 	if err != nil {
 		d.fail(c, err)
 		return
 	}
-	d.publishDesired(c.Request.Context(), a.Name)
-	d.log.Info("app changed", "app", a.Name, "kind", kind, "user", u.Name)
 	c.JSON(http.StatusOK, gin.H{"app": d.appView(updated), "env": updated.Env, "release": rel})
+}
+
+// applyChange stores a validated change and tells the leader.
+func (d *Dash) applyChange(ctx context.Context, a appRow, u User, ch appChange, kind string) (appRow, *Release, error) {
+	updated, rel, err := d.store.updateApp(ctx, a.ID, ch, u.Name, kind)
+	if err != nil {
+		return appRow{}, nil, err
+	}
+	d.publishDesired(ctx, a.Name)
+	d.log.Info("app changed", "app", a.Name, "kind", kind, "user", u.Name)
+	return updated, rel, nil
 }
 
 func (d *Dash) listReleases(c *gin.Context) {
@@ -410,26 +427,44 @@ func (d *Dash) rollback(c *gin.Context) {
 		d.fail(c, invalid("invalid_version", "version must be positive"))
 		return
 	}
-	a, u := appOf(c), currentUser(c)
-	rel, err := d.store.rollback(c.Request.Context(), a.ID, req.Version, u.Name)
+	rel, err := d.doRollback(c.Request.Context(), appOf(c), currentUser(c), req.Version)
 	if err != nil {
 		d.fail(c, err)
 		return
 	}
-	d.publishDesired(c.Request.Context(), a.Name)
-	d.log.Info("rolled back", "app", a.Name, "release", rel.Version, "user", u.Name)
 	c.JSON(http.StatusCreated, gin.H{"release": rel})
 }
 
+// doRollback makes a new release from an old one (0: the one before the
+// current) and tells the leader.
+func (d *Dash) doRollback(ctx context.Context, a appRow, u User, version int) (Release, error) {
+	rel, err := d.store.rollback(ctx, a.ID, version, u.Name)
+	if err != nil {
+		return Release{}, err
+	}
+	d.publishDesired(ctx, a.Name)
+	d.log.Info("rolled back", "app", a.Name, "release", rel.Version, "user", u.Name)
+	return rel, nil
+}
+
 func (d *Dash) deleteApp(c *gin.Context) {
-	a, u := appOf(c), currentUser(c)
-	if err := d.store.deleteApp(c.Request.Context(), a.ID); err != nil {
+	a := appOf(c)
+	if err := d.removeApp(c.Request.Context(), a, currentUser(c)); err != nil {
 		d.fail(c, err)
 		return
 	}
-	d.publishDesired(c.Request.Context(), a.Name)
-	d.log.Info("app deleted", "app", a.Name, "user", u.Name)
 	c.JSON(http.StatusOK, gin.H{"deleted": a.Name})
+}
+
+// removeApp deletes an app; the leader then stops its instances and removes
+// its routes.
+func (d *Dash) removeApp(ctx context.Context, a appRow, u User) error {
+	if err := d.store.deleteApp(ctx, a.ID); err != nil {
+		return err
+	}
+	d.publishDesired(ctx, a.Name)
+	d.log.Info("app deleted", "app", a.Name, "user", u.Name)
+	return nil
 }
 
 func (d *Dash) listEvents(c *gin.Context) {

@@ -2,6 +2,7 @@ package dash
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,6 +18,26 @@ import (
 // (secret scanners, logs) and never mistaken for the cluster token.
 const TokenPrefix = "dinp_"
 
+// SessionCookie names the web session cookie. Its value is a token of the
+// tokens table named sessionTokenName, so sessions are stored hashed and
+// logging out (or revoking) ends them at once, like API tokens.
+const SessionCookie = "dinp_session"
+
+// sessionTokenName marks the tokens rows that are web sessions; they are
+// hidden from token lists and expire after sessionDays.
+const (
+	sessionTokenName = "web session"
+	sessionDays      = 7
+	sessionDaysSQL   = "7" // sessionDays in SQL text
+)
+
+// CSRFHeader carries the CSRF token on API calls made with the session
+// cookie (the dashboard's own scripts); forms send field csrfField.
+const (
+	CSRFHeader = "X-CSRF-Token"
+	csrfField  = "csrf"
+)
+
 // newToken returns a fresh API token and the hash stored for it.
 func newToken() (token, hash string) {
 	token = TokenPrefix + common.RandomToken(32)
@@ -30,31 +51,77 @@ func hashToken(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-const userKey = "dash.user"
+// csrfToken derives the CSRF token of a session from its secret: only a
+// page served to the cookie's holder can know it, and it needs no storage.
+func csrfToken(session string) string {
+	m := hmac.New(sha256.New, []byte(session))
+	m.Write([]byte("dinp csrf"))
+	return hex.EncodeToString(m.Sum(nil))
+}
 
-// authenticate admits requests bearing a valid, unrevoked API token and
-// stores its user in the context.
+const (
+	userKey    = "dash.user"
+	sessionKey = "dash.session"
+)
+
+// authenticate admits requests bearing a valid, unrevoked API token, or a
+// session cookie (then unsafe methods need the CSRF header), and stores the
+// user in the context.
 func (d *Dash) authenticate(c *gin.Context) {
 	tok := common.BearerToken(c.Request)
-	if !strings.HasPrefix(tok, TokenPrefix) {
-		common.WriteError(c, common.ErrUnauthorized)
-		return
+	viaCookie := false
+	if tok == "" {
+		if ck, err := c.Cookie(SessionCookie); err == nil {
+			tok, viaCookie = ck, true
+		}
 	}
-	u, err := d.store.userByTokenHash(c.Request.Context(), hashToken(tok))
-	if errors.Is(err, errNotFound) {
-		common.WriteError(c, common.ErrUnauthorized)
-		return
-	}
+	u, err := d.userForToken(c.Request.Context(), tok)
 	if err != nil {
 		d.fail(c, err)
 		return
+	}
+	if viaCookie && !safeMethod(c.Request.Method) && !common.TokenEqual(c.GetHeader(CSRFHeader), csrfToken(tok)) {
+		d.fail(c, errCSRF)
+		return
+	}
+	if viaCookie {
+		c.Set(sessionKey, tok)
 	}
 	c.Set(userKey, u)
 	c.Next()
 }
 
+// errCSRF answers a cookie-authenticated change without its CSRF token.
+var errCSRF = common.Errf(http.StatusForbidden, "csrf", "missing or invalid CSRF token; reload the page")
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// userForToken resolves a token (API or session) to its user; anything
+// unknown, revoked or expired is common.ErrUnauthorized.
+func (d *Dash) userForToken(ctx context.Context, tok string) (User, error) {
+	if !strings.HasPrefix(tok, TokenPrefix) {
+		return User{}, common.ErrUnauthorized
+	}
+	u, err := d.store.userByTokenHash(ctx, hashToken(tok))
+	if errors.Is(err, errNotFound) {
+		return User{}, common.ErrUnauthorized
+	}
+	return u, err
+}
+
 func currentUser(c *gin.Context) User {
 	return c.MustGet(userKey).(User)
+}
+
+// requireAdmin lets only admins through.
+func requireAdmin(c *gin.Context) {
+	if !currentUser(c).IsAdmin {
+		common.WriteError(c, common.Errf(http.StatusForbidden, "forbidden", "only admins may do this"))
+		return
+	}
+	c.Next()
 }
 
 // apiError maps an error to its HTTP answer. It is the only place where

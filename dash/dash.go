@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -30,6 +31,12 @@ type Dash struct {
 	keys    common.Keys
 	rdb     *redis.Client
 	builder *builderClient
+	// verifier proves ownership of custom domains (a seam for tests).
+	verifier verifier
+	// userLimit and ipLimit slow down password guessing.
+	userLimit, ipLimit *loginLimiter
+	// pages are the parsed web templates by page name.
+	pages map[string]*template.Template
 
 	// db and store are set by Run before it serves; handlers never run
 	// before that.
@@ -47,6 +54,10 @@ func New(cfg Config) (*Dash, error) {
 	if log == nil {
 		log = common.NewLogger("dash", cfg.Base.LogLevel)
 	}
+	pages, err := parseTemplates()
+	if err != nil {
+		return nil, fmt.Errorf("dash: %w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dash listen: %w", err)
@@ -58,6 +69,11 @@ func New(cfg Config) (*Dash, error) {
 		keys:    cfg.Base.Keys(),
 		rdb:     cfg.Base.NewRedis(),
 		builder: newBuilderClient(cfg.BuilderURL, cfg.Base.ClusterToken),
+
+		pages:     pages,
+		verifier:  newNetVerifier(),
+		userLimit: newLoginLimiter(5, 5*time.Minute),
+		ipLimit:   newLoginLimiter(30, 5*time.Minute),
 	}, nil
 }
 
@@ -166,15 +182,39 @@ func (d *Dash) connect(ctx context.Context) (*sql.DB, error) {
 // handler builds the HTTP routes.
 func (d *Dash) handler() http.Handler {
 	r := common.NewEngine()
+	d.apiRoutes(r)
+	d.webRoutes(r)
+	return r
+}
+
+// apiRoutes registers /api/v1; openapi.json must describe every one (a
+// test checks).
+func (d *Dash) apiRoutes(r *gin.Engine) {
 	v1 := r.Group("/api/v1")
 	v1.GET("/health", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	v1.GET("/openapi.json", serveOpenAPI)
+	v1.POST("/login", d.login)
 
 	api := v1.Group("", d.authenticate)
+	api.POST("/logout", d.logout)
 	api.GET("/user", d.whoami)
+	api.PUT("/user/password", d.changePassword)
+	api.GET("/users", requireAdmin, d.listUsers)
+	api.POST("/users", requireAdmin, d.createUser)
+	api.GET("/teams", d.listTeams)
+	api.POST("/teams", d.createTeam)
+	api.POST("/teams/:team/members", d.addMember)
+	api.DELETE("/teams/:team/members/:user", d.removeMember)
+	api.GET("/tokens", d.listTokens)
+	api.POST("/tokens", d.createToken)
+	api.DELETE("/tokens/:id", d.revokeToken)
+	api.GET("/builds/:id", d.showBuild)
+	api.GET("/builds/:id/log", d.buildLog)
 	api.GET("/apps", d.listApps)
 	api.POST("/apps", d.createApp)
 	app := api.Group("/apps/:app", d.loadApp)
 	app.GET("", d.showApp)
+	app.PATCH("", d.scale)
 	app.DELETE("", d.deleteApp)
 	app.POST("/deploy", d.deploy)
 	app.POST("/scale", d.scale)
@@ -184,7 +224,14 @@ func (d *Dash) handler() http.Handler {
 	app.GET("/releases", d.listReleases)
 	app.POST("/rollback", d.rollback)
 	app.GET("/events", d.listEvents)
-	return r
+	app.GET("/builds", d.listBuilds)
+	app.GET("/logs", d.appLogs)
+	app.GET("/health", d.getHealth)
+	app.PUT("/health", d.putHealth)
+	app.GET("/domains", d.listDomains)
+	app.POST("/domains", d.addDomain)
+	app.POST("/domains/:domain/verify", d.verifyDomain)
+	app.DELETE("/domains/:domain", d.removeDomain)
 }
 
 // publishDesired tells the leader server that an app's desired state

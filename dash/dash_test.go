@@ -114,6 +114,11 @@ func baseConfig(t *testing.T, dsn, prefix, builderURL string) Config {
 
 func newEnv(t *testing.T, mutate func(*Config)) *env {
 	t.Helper()
+	return newEnvWith(t, mutate, nil)
+}
+
+func newEnvWith(t *testing.T, mutate func(*Config), adjust func(*Dash)) *env {
+	t.Helper()
 	dsn, pool := testenv.MySQL(t)
 	rdb, prefix := testenv.Redis(t)
 	fb := newFakeBuilder(t)
@@ -122,7 +127,7 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 		mutate(&cfg)
 	}
 	e := &env{t: t, cfg: cfg, pool: pool, rdb: rdb, keys: common.NewKeys(prefix), builder: fb}
-	e.url = startDash(t, cfg)
+	e.url = startDashWith(t, cfg, adjust)
 	raw, err := os.ReadFile(AdminFilePath(cfg.Base.DataDir))
 	if err != nil {
 		t.Fatalf("admin.json: %v", err)
@@ -137,9 +142,19 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 // answers /api/v1/health.
 func startDash(t *testing.T, cfg Config) string {
 	t.Helper()
+	return startDashWith(t, cfg, nil)
+}
+
+// startDashWith is startDash with a hook that adjusts the Dash before it
+// runs (fake seams).
+func startDashWith(t *testing.T, cfg Config, adjust func(*Dash)) string {
+	t.Helper()
 	d, err := New(cfg)
 	if err != nil {
 		t.Fatalf("new: %v", err)
+	}
+	if adjust != nil {
+		adjust(d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

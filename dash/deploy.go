@@ -1,6 +1,8 @@
 package dash
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,11 +145,25 @@ func tooLarge(limit int64) error {
 // deploy streams the uploaded tarball to the builder and, when the build
 // succeeds, creates the next release and tells the leader.
 func (d *Dash) deploy(c *gin.Context) {
+	rel, build, err := d.deployUpload(c, "")
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"release": rel, "build": build})
+}
+
+// deployUpload reads the request's upload (raw or multipart), builds it and
+// releases the result (API and web form).
+//
+// wantCSRF, when set, is the CSRF token a multipart form must carry in a
+// "csrf" part before its file (the web form streams, so the token cannot be
+// checked by parsing the whole form first).
+func (d *Dash) deployUpload(c *gin.Context, wantCSRF string) (Release, Build, error) {
 	a, u := appOf(c), currentUser(c)
 	limit := d.cfg.MaxUploadBytes
 	if c.Request.ContentLength > limit {
-		d.fail(c, tooLarge(limit))
-		return
+		return Release{}, Build{}, tooLarge(limit)
 	}
 	body := &uploadBody{r: c.Request.Body, left: limit}
 	defer body.closed.Store(true)
@@ -162,34 +179,33 @@ func (d *Dash) deploy(c *gin.Context) {
 	}
 	switch {
 	case err != nil:
-		d.fail(c, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type", "invalid Content-Type"))
-		return
+		return Release{}, Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type", "invalid Content-Type")
+	case wantCSRF != "" && mt != "multipart/form-data":
+		return Release{}, Build{}, errCSRF
 	case mt == "application/gzip" || mt == "application/x-gzip" || mt == "application/octet-stream":
 		src = body
 		if c.Request.ContentLength > 0 {
 			size = c.Request.ContentLength
 		}
+	case mt == "application/json" && wantCSRF == "":
+		return d.deployImage(c)
 	case mt == "multipart/form-data":
-		part, err := filePart(multipart.NewReader(body, params["boundary"]))
+		part, err := filePart(multipart.NewReader(body, params["boundary"]), wantCSRF)
 		if err != nil {
-			d.fail(c, d.uploadError(body, err))
-			return
+			return Release{}, Build{}, d.uploadError(body, err)
 		}
 		src = part
 	default:
-		d.fail(c, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"send the .tar.gz as application/gzip, application/octet-stream or multipart/form-data (part \"file\")"))
-		return
+		return Release{}, Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"send the .tar.gz as application/gzip, application/octet-stream or multipart/form-data (part \"file\")")
 	}
 
 	build, err := d.builder.build(c.Request, a.Name, u.Name, src, size)
 	if err != nil {
-		d.fail(c, d.uploadError(body, err))
-		return
+		return Release{}, Build{}, d.uploadError(body, err)
 	}
 	if body.tooLarge.Load() {
-		d.fail(c, tooLarge(limit))
-		return
+		return Release{}, Build{}, tooLarge(limit)
 	}
 	id := build.ID
 	rel, err := d.store.deployRelease(c.Request.Context(), a.ID, releaseSpec{
@@ -197,12 +213,11 @@ func (d *Dash) deploy(c *gin.Context) {
 		Description: fmt.Sprintf("build %d (%s)", build.ID, build.Stack),
 	})
 	if err != nil {
-		d.fail(c, err)
-		return
+		return Release{}, Build{}, err
 	}
 	d.publishDesired(c.Request.Context(), a.Name)
 	d.log.Info("deployed", "app", a.Name, "release", rel.Version, "build", build.ID, "user", u.Name)
-	c.JSON(http.StatusCreated, gin.H{"release": rel, "build": build})
+	return rel, build, nil
 }
 
 // uploadError explains a failed upload: too large and a broken client
@@ -222,8 +237,10 @@ func (d *Dash) uploadError(body *uploadBody, err error) error {
 	return errBuilderUnavailable
 }
 
-// filePart returns the multipart part named "file", skipping others.
-func filePart(mr *multipart.Reader) (*multipart.Part, error) {
+// filePart returns the multipart part named "file", skipping others. With
+// wantCSRF set, a "csrf" part equal to it must come first.
+func filePart(mr *multipart.Reader, wantCSRF string) (*multipart.Part, error) {
+	csrfOK := wantCSRF == ""
 	for {
 		p, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -232,11 +249,72 @@ func filePart(mr *multipart.Reader) (*multipart.Part, error) {
 		if err != nil {
 			return nil, common.Errf(http.StatusBadRequest, "bad_multipart", "invalid multipart body: "+err.Error())
 		}
-		if p.FormName() == "file" {
+		switch p.FormName() {
+		case "file":
+			if !csrfOK {
+				return nil, errCSRF
+			}
 			return p, nil
+		case csrfField:
+			v, _ := io.ReadAll(io.LimitReader(p, 256))
+			csrfOK = csrfOK || common.TokenEqual(string(v), wantCSRF)
+			continue
 		}
 		if _, err := io.Copy(io.Discard, p); err != nil {
 			return nil, common.Errf(http.StatusBadRequest, "bad_multipart", "invalid multipart body: "+err.Error())
 		}
 	}
+}
+
+// DeployImageRequest is the JSON body of POST /api/v1/apps/{app}/deploy
+// that releases an image already in the registry instead of building.
+type DeployImageRequest struct {
+	// Image is pinned by digest: <registry>/<name>@sha256:<hex>.
+	Image string `json:"image"`
+}
+
+var imageRefRE = regexp.MustCompile(`^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$`)
+
+// deployImage releases an image by digest without a build. Admins may
+// name any image; others only an image built for this app (a build or an
+// earlier release of it), so no team runs another's image.
+func (d *Dash) deployImage(c *gin.Context) (Release, Build, error) {
+	a, u := appOf(c), currentUser(c)
+	var req DeployImageRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return Release{}, Build{}, err
+	}
+	if !imageRefRE.MatchString(req.Image) {
+		return Release{}, Build{}, invalid("invalid_image", "image must be pinned by digest: <registry>/<name>@sha256:<64 hex>")
+	}
+	stack, err := d.store.knownImage(c.Request.Context(), a.ID, req.Image)
+	var ae *common.APIError
+	if err != nil && !(u.IsAdmin && errors.As(err, &ae)) {
+		return Release{}, Build{}, err
+	}
+	rel, err := d.store.deployRelease(c.Request.Context(), a.ID, releaseSpec{
+		Image: req.Image, Stack: stack, CreatedBy: u.Name, EventKind: "deploy", Description: "image " + req.Image,
+	})
+	if err != nil {
+		return Release{}, Build{}, err
+	}
+	d.publishDesired(c.Request.Context(), a.Name)
+	d.log.Info("deployed image", "app", a.Name, "release", rel.Version, "user", u.Name)
+	return rel, Build{Image: req.Image, Stack: stack, Status: "reused", Reused: true}, nil
+}
+
+// knownImage returns the stack of an image built or released for the app,
+// or an error if the app never had it.
+func (s *store) knownImage(ctx context.Context, appID int64, image string) (string, error) {
+	var stack string
+	err := s.db.QueryRowContext(ctx, `SELECT stack FROM (
+		SELECT stack FROM builds WHERE app_id = ? AND image = ? AND status = 'succeeded'
+		UNION ALL SELECT stack FROM releases WHERE app_id = ? AND image = ?) k LIMIT 1`, appID, image, appID, image).Scan(&stack)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", common.Errf(http.StatusUnprocessableEntity, "unknown_image", "image "+image+" was never built for this app")
+	}
+	if err != nil {
+		return "", fmt.Errorf("find image: %w", err)
+	}
+	return stack, nil
 }

@@ -101,13 +101,15 @@ func (s *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 // --- users, teams, tokens ---
 
-// userByTokenHash returns the user owning an unrevoked token.
+// userByTokenHash returns the user owning an unrevoked (and, for a web
+// session, unexpired) token.
 func (s *store) userByTokenHash(ctx context.Context, hash string) (User, error) {
 	var u User
 	var tokenID int64
 	err := s.db.QueryRowContext(ctx, `
 		SELECT u.id, u.name, u.is_admin, t.id FROM tokens t JOIN users u ON u.id = t.user_id
-		WHERE t.hash = ? AND t.revoked_at IS NULL`, hash).Scan(&u.ID, &u.Name, &u.IsAdmin, &tokenID)
+		WHERE t.hash = ? AND t.revoked_at IS NULL
+		AND (t.name <> ? OR t.created_at > NOW(6) - INTERVAL `+sessionDaysSQL+` DAY)`, hash, sessionTokenName).Scan(&u.ID, &u.Name, &u.IsAdmin, &tokenID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, fmt.Errorf("token: %w", errNotFound)
 	}
@@ -602,4 +604,18 @@ func (s *store) instances(ctx context.Context, appID int64) ([]instanceRow, erro
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// errNoRows is sql.ErrNoRows, for files that need no other database/sql name.
+var errNoRows = sql.ErrNoRows
+
+// sqlNullTime is a nullable time column that converts to a pointer.
+type sqlNullTime struct{ sql.NullTime }
+
+func (t sqlNullTime) ptr() *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	v := t.Time
+	return &v
 }

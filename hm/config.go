@@ -24,6 +24,14 @@ type Config struct {
 	// RefreshInterval is how often routes are re-read (hm also reacts to
 	// Keys.RoutesChanged at once).
 	RefreshInterval time.Duration
+	// ID names this hm among the live hm processes that share the probing
+	// (empty: hostname plus a random suffix, so a restart is a new member).
+	ID string
+	// MemberHeartbeat is how often hm refreshes its membership and reads the
+	// live members; MemberTTL is how long a silent member still owns its
+	// share. A crashed hm's share moves after at most MemberTTL+MemberHeartbeat.
+	MemberHeartbeat time.Duration
+	MemberTTL       time.Duration
 
 	Log *slog.Logger
 }
@@ -33,8 +41,10 @@ func DefaultConfig() Config {
 	return Config{
 		Base:            common.DefaultBase(),
 		StatusAddr:      "127.0.0.1:8083",
-		Workers:         256,
+		Workers:         1024,
 		RefreshInterval: 2 * time.Second,
+		MemberHeartbeat: time.Second,
+		MemberTTL:       5 * time.Second,
 	}
 }
 
@@ -43,6 +53,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StatusAddr, "status-addr", c.StatusAddr, "address serving /health and /metrics")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "maximum concurrent probes")
 	fs.DurationVar(&c.RefreshInterval, "refresh-interval", c.RefreshInterval, "route re-read interval")
+	fs.StringVar(&c.ID, "id", c.ID, "member id among hm processes (default: hostname and a random suffix)")
+	fs.DurationVar(&c.MemberHeartbeat, "member-heartbeat", c.MemberHeartbeat, "membership refresh interval")
+	fs.DurationVar(&c.MemberTTL, "member-ttl", c.MemberTTL, "how long a silent hm keeps its share of instances")
 }
 
 func (c *Config) validate() error {
@@ -55,6 +68,12 @@ func (c *Config) validate() error {
 	}
 	if c.RefreshInterval <= 0 {
 		errs = append(errs, fmt.Errorf("refresh-interval must be positive, got %s", c.RefreshInterval))
+	}
+	if c.MemberHeartbeat <= 0 {
+		errs = append(errs, fmt.Errorf("member-heartbeat must be positive, got %s", c.MemberHeartbeat))
+	}
+	if c.MemberTTL < 2*c.MemberHeartbeat {
+		errs = append(errs, fmt.Errorf("member-ttl (%s) must be at least twice member-heartbeat (%s)", c.MemberTTL, c.MemberHeartbeat))
 	}
 	if c.RedisAddr == "" {
 		errs = append(errs, errors.New("redis-addr is required"))

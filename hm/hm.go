@@ -1,24 +1,28 @@
 // Package hm is dinp's health monitor: it probes every instance listed in the
 // routes, keeps a fall/rise state machine per instance, and writes each
 // change to Keys.Health and Keys.HealthEvents for the server to act on.
+// Several hm processes share the instances by rendezvous hashing over the
+// live members registered in Redis.
 package hm
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"sort"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
@@ -28,14 +32,21 @@ import (
 // redisTimeout bounds one Redis round trip.
 const redisTimeout = 5 * time.Second
 
+// staleScanEvery is how often hm lists the health hash for fields of
+// instances that vanished while no hm was watching; between scans removals
+// are known from the route diff, so the 10,000-field hash is not re-read
+// every refresh.
+const staleScanEvery = 30 * time.Second
+
 // HM is the health monitor. Create it with New and start it with Run.
 type HM struct {
 	cfg    Config
+	id     string
 	log    *slog.Logger
 	keys   common.Keys
 	rdb    *redis.Client
 	prober *prober
-	sem    chan struct{} // bounded worker pool: one token per running probe
+	sched  *scheduler
 	now    func() time.Time
 	met    *hmMetrics
 
@@ -44,18 +55,36 @@ type HM struct {
 
 	routesOK atomic.Bool   // a routes read has succeeded
 	trigger  chan struct{} // buffered(1): coalesced refresh requests
+	members  atomic.Pointer[[]string]
+	beat     chan struct{} // closed after the first heartbeat attempt
 
-	// instances is owned by the refresh loop (no lock).
-	instances map[string]*instance
-	wg        sync.WaitGroup // instance goroutines
+	// Owned by the refresh loop (no lock).
+	instances   map[string]*instance // the instances this hm probes
+	routeRaw    map[string]string    // host → route JSON last parsed
+	routeTarget map[string]map[string]target
+	lastMembers []string
+	lastScan    time.Time
 }
 
-// instance is one probed backend and its goroutine.
+// instance is one probed backend.
 type instance struct {
 	id     string
-	target atomic.Pointer[target]
+	app    string
+	ctx    context.Context // cancelled when hm stops probing it
 	cancel context.CancelFunc
-	done   chan struct{}
+	target atomic.Pointer[target]
+	status atomic.Pointer[string] // last status, for the per-app gauge
+
+	mu      sync.Mutex // held by a worker for one probe and its write
+	tr      *tracker
+	conn    keepConn // kept-alive HTTP connection
+	dirty   bool     // a change not yet written (Redis error)
+	stopped bool     // set under mu: no probe or write starts after
+
+	// next is when the probe is due: written by scheduler.push, read by the
+	// worker after the dispatch hand-off (which orders the two).
+	next  time.Time
+	index int // heap index under scheduler.mu, -1 when not queued
 }
 
 // New validates cfg and opens the status listener; Redis is reached in Run.
@@ -66,17 +95,31 @@ func New(cfg Config) (*HM, error) {
 	if cfg.Log == nil {
 		cfg.Log = common.NewLogger("hm", cfg.LogLevel)
 	}
-	h := &HM{
-		cfg:       cfg,
-		log:       cfg.Log,
-		keys:      cfg.Keys(),
-		prober:    newProber(),
-		sem:       make(chan struct{}, cfg.Workers),
-		now:       time.Now,
-		met:       newHMMetrics(),
-		trigger:   make(chan struct{}, 1),
-		instances: map[string]*instance{},
+	id := cfg.ID
+	if id == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		rand.Read(b[:])
+		id = host + "-" + hex.EncodeToString(b[:])
 	}
+	h := &HM{
+		cfg:         cfg,
+		id:          id,
+		log:         cfg.Log.With("hm", id),
+		keys:        cfg.Keys(),
+		prober:      newProber(id),
+		sched:       newScheduler(),
+		now:         time.Now,
+		met:         newHMMetrics(),
+		trigger:     make(chan struct{}, 1),
+		beat:        make(chan struct{}),
+		instances:   map[string]*instance{},
+		routeRaw:    map[string]string{},
+		routeTarget: map[string]map[string]target{},
+	}
+	// Until the first heartbeat answers, this hm probes everything: alone is
+	// the safe assumption, and writes are idempotent if it is not.
+	h.members.Store(&[]string{id})
 	ln, err := net.Listen("tcp", cfg.StatusAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.StatusAddr, err)
@@ -85,6 +128,7 @@ func New(cfg Config) (*HM, error) {
 	h.rdb = redis.NewClient(&redis.Options{
 		Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB,
 		DialTimeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1,
+		PoolSize: max(10, cfg.Workers/8), // health writes come from the workers
 	})
 	g := common.NewEngine()
 	g.GET("/health", func(c *gin.Context) {
@@ -103,7 +147,11 @@ func New(cfg Config) (*HM, error) {
 // StatusAddr returns the bound address of /health and /metrics.
 func (h *HM) StatusAddr() string { return h.statusLn.Addr().String() }
 
-// Run probes until ctx is done, then stops every prober and returns.
+// ID returns this hm's member id.
+func (h *HM) ID() string { return h.id }
+
+// Run probes until ctx is done, then stops every probe, leaves the member
+// set (so the others take over at once) and returns.
 func (h *HM) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
@@ -113,7 +161,23 @@ func (h *HM) Run(ctx context.Context) error {
 		}
 	})
 	loopCtx, stop := context.WithCancel(ctx)
+	jobs := make(chan *instance)
+	var workers sync.WaitGroup
+	for range h.cfg.Workers {
+		workers.Go(func() {
+			for {
+				select {
+				case <-loopCtx.Done():
+					return
+				case inst := <-jobs:
+					h.probeOnce(inst)
+				}
+			}
+		})
+	}
+	wg.Go(func() { h.sched.dispatch(loopCtx, jobs) })
 	wg.Go(func() { h.subscribeLoop(loopCtx) })
+	wg.Go(func() { h.memberLoop(loopCtx) })
 	wg.Go(func() { h.refreshLoop(loopCtx) })
 	h.log.Info("hm started", "status_addr", h.StatusAddr(), "workers", h.cfg.Workers)
 
@@ -127,7 +191,12 @@ func (h *HM) Run(ctx context.Context) error {
 	defer cancel()
 	h.status.Shutdown(sctx)
 	wg.Wait()
-	h.wg.Wait()
+	workers.Wait()
+	lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := h.rdb.ZRem(lctx, membersKey(h.keys), h.id).Err(); err != nil {
+		h.log.Warn("leave members failed; the others take over after the ttl", "err", err)
+	}
+	lcancel()
 	h.rdb.Close()
 	h.log.Info("hm stopped")
 	if runErr != nil {
@@ -151,18 +220,64 @@ func (h *HM) subscribeLoop(ctx context.Context) {
 			if !ok {
 				return
 			}
-			select {
-			case h.trigger <- struct{}{}:
-			default:
-			}
+			h.poke()
 		}
 	}
 }
 
-// refreshLoop owns the instance set: it reconciles it with the routes at
-// start, every RefreshInterval and on announcements.
+func (h *HM) poke() {
+	select {
+	case h.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// memberLoop keeps this hm registered and the live member list current; a
+// change of members asks for a refresh, which moves instances between
+// shards. A failed heartbeat keeps the last list: an hm cut off from Redis
+// keeps probing its share (its writes fail) while the others, after the TTL,
+// take that share over.
+func (h *HM) memberLoop(ctx context.Context) {
+	tick := time.NewTicker(h.cfg.MemberHeartbeat)
+	defer tick.Stop()
+	first := true
+	for {
+		rctx, cancel := context.WithTimeout(ctx, h.cfg.MemberHeartbeat)
+		ids, err := heartbeat(rctx, h.rdb, h.keys, h.id, h.cfg.MemberTTL)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			h.met.redisErrors.Inc()
+			h.log.Warn("member heartbeat failed, keeping the last member list", "err", err)
+		case err == nil && !slices.Equal(ids, *h.members.Load()):
+			h.log.Info("hm members changed", "members", ids)
+			h.members.Store(&ids)
+			h.met.members.Set(float64(len(ids)))
+			h.poke()
+		}
+		if first {
+			close(h.beat)
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// refreshLoop owns the instance set: it reconciles it with the routes and
+// the members at start, every RefreshInterval and on announcements.
 func (h *HM) refreshLoop(ctx context.Context) {
 	defer h.stopAll()
+	// A joining hm learns the members first, so it does not start probing
+	// everything only to hand most of it back a moment later.
+	select {
+	case <-h.beat:
+	case <-ctx.Done():
+		return
+	}
 	tick := time.NewTicker(h.cfg.RefreshInterval)
 	defer tick.Stop()
 	for {
@@ -170,6 +285,7 @@ func (h *HM) refreshLoop(ctx context.Context) {
 			h.met.redisErrors.Inc()
 			h.log.Warn("refresh failed, changing nothing", "err", err)
 		}
+		h.updateUnhealthy()
 		select {
 		case <-ctx.Done():
 			return
@@ -179,9 +295,10 @@ func (h *HM) refreshLoop(ctx context.Context) {
 	}
 }
 
-// refresh reads the routes and starts, updates and stops probers to match.
-// A failed or empty read changes nothing: "Redis is down" and "Redis lost
-// its data" must never read as "every instance is gone".
+// refresh reads the routes and starts, updates and stops probes to match
+// the instances this hm owns. A failed or empty read changes nothing: "Redis
+// is down" and "Redis lost its data" must never read as "every instance is
+// gone". Only changed routes are parsed again.
 func (h *HM) refresh(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
@@ -193,10 +310,40 @@ func (h *HM) refresh(ctx context.Context) error {
 	if len(raw) == 0 {
 		return nil
 	}
-	want := desiredTargets(raw, h.cfg.Domain, h.log)
+	changed := false
+	for host, js := range raw {
+		if old, ok := h.routeRaw[host]; ok && old == js {
+			continue
+		}
+		changed = true
+		h.routeRaw[host] = js
+		h.routeTarget[host] = parseRoute(host, js, h.cfg.Domain, h.log)
+	}
+	for host := range h.routeRaw {
+		if _, ok := raw[host]; !ok {
+			changed = true
+			delete(h.routeRaw, host)
+			delete(h.routeTarget, host)
+		}
+	}
+	members := *h.members.Load()
+	scanDue := h.now().Sub(h.lastScan) >= staleScanEvery
+	if !changed && slices.Equal(members, h.lastMembers) && !scanDue {
+		return nil
+	}
+	h.lastMembers = members
 
+	want := make(map[string]target) // every instance in any route
+	for _, ts := range h.routeTarget {
+		for id, t := range ts {
+			want[id] = t
+		}
+	}
 	var added []string
 	for id, t := range want {
+		if owner(members, id) != h.id {
+			continue
+		}
 		if inst := h.instances[id]; inst != nil {
 			if *inst.target.Load() != t {
 				inst.target.Store(&t)
@@ -205,37 +352,51 @@ func (h *HM) refresh(ctx context.Context) error {
 		}
 		added = append(added, id)
 	}
-	if len(added) > 0 {
-		known := h.readKnown(rctx, added)
-		now := h.now()
-		for _, id := range added {
-			t := want[id]
-			h.start(ctx, id, t, newTracker(now, known[id]))
-		}
-	}
-	var removed []string
+	var removed []string // gone from every route: their fields go too
+	moved := 0           // now owned by another hm: theirs to write
 	for id, inst := range h.instances {
-		if _, ok := want[id]; !ok {
-			inst.cancel()
-			<-inst.done // no write of it may land after its field is deleted
-			delete(h.instances, id)
+		_, inRoutes := want[id]
+		if inRoutes && owner(members, id) == h.id {
+			continue
+		}
+		h.stop(inst)
+		delete(h.instances, id)
+		if inRoutes {
+			moved++
+		} else {
 			removed = append(removed, id)
 		}
 	}
-	h.met.instances.Set(float64(len(h.instances)))
-	// Fields of instances gone while hm was down are found by listing the hash.
-	fields, err := h.rdb.HKeys(rctx, h.keys.Health()).Result()
-	if err != nil {
-		return fmt.Errorf("list health: %w", err)
+	if len(added) > 0 {
+		// A status already stored (by an earlier run or another hm) seeds the
+		// state, so a takeover or a restart flaps nothing.
+		known := h.readKnown(rctx, added)
+		now := h.now()
+		for _, id := range added {
+			h.start(ctx, id, want[id], newTracker(now, known[id]))
+		}
 	}
-	for _, f := range fields {
-		if _, ok := want[f]; !ok {
-			removed = append(removed, f)
+	if len(added) > 0 || moved > 0 {
+		h.log.Info("instances reassigned", "added", len(added), "moved_away", moved, "owned", len(h.instances), "members", len(members))
+	}
+	h.met.instances.Set(float64(len(h.instances)))
+	if scanDue || len(removed) > 0 {
+		// Fields of instances gone while no hm was watching are found by
+		// listing the hash; every member does it, and HDEL is idempotent.
+		fields, err := h.rdb.HKeys(rctx, h.keys.Health()).Result()
+		if err != nil {
+			return fmt.Errorf("list health: %w", err)
+		}
+		h.lastScan = h.now()
+		for _, f := range fields {
+			if _, ok := want[f]; !ok {
+				removed = append(removed, f)
+			}
 		}
 	}
 	if len(removed) > 0 {
-		sort.Strings(removed)
-		removed = compactStrings(removed)
+		slices.Sort(removed)
+		removed = slices.Compact(removed)
 		if err := h.rdb.HDel(rctx, h.keys.Health(), removed...).Err(); err != nil {
 			return fmt.Errorf("delete health of removed instances: %w", err)
 		}
@@ -244,27 +405,23 @@ func (h *HM) refresh(ctx context.Context) error {
 	return nil
 }
 
-// desiredTargets lists every backend of every route once, keyed by instance.
-// An instance in several routes (custom domains) is probed with its app's
-// main host.
-func desiredTargets(raw map[string]string, domain string, log *slog.Logger) map[string]target {
-	want := make(map[string]target)
-	for host, js := range raw {
-		var rt common.Route
-		if err := json.Unmarshal([]byte(js), &rt); err != nil {
-			log.Warn("bad route", "host", host, "err", err)
+// parseRoute lists a route's backends by instance. An instance in several
+// routes (custom domains) is probed with its app's main host.
+func parseRoute(host, js, domain string, log *slog.Logger) map[string]target {
+	var rt common.Route
+	if err := json.Unmarshal([]byte(js), &rt); err != nil {
+		log.Warn("bad route", "host", host, "err", err)
+		return nil
+	}
+	hc := rt.Health.WithDefaults()
+	out := make(map[string]target, len(rt.Backends))
+	for _, b := range rt.Backends {
+		if b.Instance == "" || b.Addr == "" {
 			continue
 		}
-		hc := rt.Health.WithDefaults()
-		for _, b := range rt.Backends {
-			if b.Instance == "" || b.Addr == "" {
-				continue
-			}
-			t := target{App: rt.App, Addr: b.Addr, Host: common.AppHost(rt.App, domain), HC: hc}
-			want[b.Instance] = t
-		}
+		out[b.Instance] = target{App: rt.App, Addr: b.Addr, Host: common.AppHost(rt.App, domain), HC: hc}
 	}
-	return want
+	return out
 }
 
 // readKnown returns the stored statuses of ids (missing or unreadable → absent).
@@ -288,63 +445,73 @@ func (h *HM) readKnown(ctx context.Context, ids []string) map[string]*common.Hea
 	return out
 }
 
+// start queues a new instance; its first probe is jittered within one
+// interval so thousands of instances do not fire at once.
 func (h *HM) start(ctx context.Context, id string, t target, tr *tracker) {
 	ictx, cancel := context.WithCancel(ctx)
-	inst := &instance{id: id, cancel: cancel, done: make(chan struct{})}
+	inst := &instance{id: id, app: t.App, ctx: ictx, cancel: cancel, tr: tr, index: -1}
 	inst.target.Store(&t)
+	st := tr.status
+	inst.status.Store(&st)
 	h.instances[id] = inst
-	h.wg.Go(func() {
-		defer close(inst.done)
-		h.runInstance(ictx, inst, tr)
-	})
+	iv := time.Duration(t.HC.IntervalMS) * time.Millisecond
+	h.sched.push(inst, time.Now().Add(time.Duration(mrand.Int64N(int64(iv)+1))))
+}
+
+// stop ends an instance's probing and waits for a probe in flight (it is
+// cancelled), so no write of it lands after its field is deleted.
+func (h *HM) stop(inst *instance) {
+	inst.cancel()
+	inst.mu.Lock()
+	inst.stopped = true
+	inst.conn.close()
+	h.sched.remove(inst)
+	inst.mu.Unlock()
 }
 
 func (h *HM) stopAll() {
 	for id, inst := range h.instances {
-		inst.cancel()
-		<-inst.done
+		h.stop(inst)
 		delete(h.instances, id)
 	}
 }
 
-// runInstance probes one instance every interval. The first probe is
-// jittered within one interval so thousands of instances do not fire at once.
-func (h *HM) runInstance(ctx context.Context, inst *instance, tr *tracker) {
-	interval := func() time.Duration { return time.Duration(inst.target.Load().HC.IntervalMS) * time.Millisecond }
-	wait := time.Duration(rand.Int64N(int64(interval()) + 1))
-	dirty := false // a change not yet written (Redis error)
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		started := h.now()
-		t := *inst.target.Load()
-		select {
-		case h.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		err := h.prober.probe(ctx, t)
-		<-h.sem
-		if ctx.Err() != nil {
-			return
-		}
-		h.met.observe(err)
-		if tr.observe(h.now(), t.HC, err) {
-			h.met.transitions.WithLabelValues(tr.status).Inc()
-			h.log.Info("health changed", "app", t.App, "instance", inst.id, "addr", t.Addr,
-				"status", tr.status, "err", tr.lastErr)
-			dirty = true
-		}
-		if dirty {
-			dirty = !h.write(ctx, inst.id, t, tr)
-		}
-		timer.Reset(max(0, interval()-h.now().Sub(started)))
+// probeOnce runs one probe of inst on a worker, records it, writes a change
+// and queues the next probe one interval after this one started.
+func (h *HM) probeOnce(inst *instance) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.stopped {
+		return
 	}
+	t := *inst.target.Load()
+	started := time.Now()
+	h.met.lag.Observe(max(0, started.Sub(inst.next).Seconds()))
+	err := h.prober.probe(inst.ctx, t, &inst.conn)
+	if inst.ctx.Err() != nil {
+		return // stopped meanwhile: the result belongs to nobody
+	}
+	h.met.observe(time.Since(started), err)
+	if inst.tr.observe(h.now(), t.HC, err) {
+		st := inst.tr.status
+		inst.status.Store(&st)
+		h.met.transitions.WithLabelValues(st).Inc()
+		h.log.Info("health changed", "app", t.App, "instance", inst.id, "addr", t.Addr,
+			"status", st, "err", inst.tr.lastErr)
+		inst.dirty = true
+	}
+	if inst.dirty {
+		inst.dirty = !h.write(inst.ctx, inst.id, t, inst.tr)
+	}
+	// The next probe is one interval after this one was due, not after it
+	// started, so dispatch delays do not add up and every instance is probed
+	// at its rate. More than an interval behind (overload): probe as soon as
+	// a worker is free, without a burst to catch up.
+	next := inst.next.Add(time.Duration(t.HC.IntervalMS) * time.Millisecond)
+	if now := time.Now(); next.Before(now) {
+		next = now
+	}
+	h.sched.push(inst, next)
 }
 
 // write stores and announces an instance's status; false means retry later.
@@ -364,53 +531,16 @@ func (h *HM) write(ctx context.Context, id string, t target, tr *tracker) bool {
 	return true
 }
 
-func compactStrings(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
+// updateUnhealthy sets the per-app gauge of unhealthy instances this hm
+// probes (sum over hm processes for the whole picture).
+func (h *HM) updateUnhealthy() {
+	counts := map[string]int{}
+	for _, inst := range h.instances {
+		n := counts[inst.app]
+		if *inst.status.Load() == common.Unhealthy {
+			n++
 		}
+		counts[inst.app] = n
 	}
-	return out
-}
-
-// hmMetrics are hm's Prometheus series.
-type hmMetrics struct {
-	reg         *prometheus.Registry
-	probesOK    prometheus.Counter
-	probesFail  prometheus.Counter
-	transitions *prometheus.CounterVec
-	instances   prometheus.Gauge
-	redisErrors prometheus.Counter
-}
-
-func newHMMetrics() *hmMetrics {
-	probes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dinp_hm_probes_total", Help: "Health probes by result.",
-	}, []string{"result"})
-	m := &hmMetrics{
-		reg:        prometheus.NewRegistry(),
-		probesOK:   probes.WithLabelValues("ok"),
-		probesFail: probes.WithLabelValues("fail"),
-		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dinp_hm_transitions_total", Help: "Health status changes by new status.",
-		}, []string{"status"}),
-		instances: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dinp_hm_instances", Help: "Instances being probed.",
-		}),
-		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dinp_hm_redis_errors_total", Help: "Failed Redis reads and writes.",
-		}),
-	}
-	m.reg.MustRegister(probes, m.transitions, m.instances, m.redisErrors,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	return m
-}
-
-func (m *hmMetrics) observe(err error) {
-	if err == nil {
-		m.probesOK.Inc()
-	} else {
-		m.probesFail.Inc()
-	}
+	h.met.setUnhealthy(counts)
 }

@@ -67,13 +67,25 @@ func fastHealth() common.HealthConfig {
 
 func startHM(t *testing.T, prefix string, workers int) *HM {
 	t.Helper()
+	h, _ := startHMWith(t, prefix, func(c *Config) { c.Workers = workers })
+	return h
+}
+
+// startHMWith runs an hm with test settings changed by mod; stop ends it
+// (and is also called at cleanup).
+func startHMWith(t *testing.T, prefix string, mod func(*Config)) (h *HM, stop func()) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.StatusAddr = "127.0.0.1:0"
 	cfg.RedisAddr = testenv.RedisAddr()
 	cfg.KeyPrefix = prefix
-	cfg.Workers = workers
 	cfg.RefreshInterval = 100 * time.Millisecond
+	cfg.MemberHeartbeat = 100 * time.Millisecond
+	cfg.MemberTTL = time.Second
 	cfg.Log = common.DiscardLogger()
+	if mod != nil {
+		mod(&cfg)
+	}
 	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -81,18 +93,22 @@ func startHM(t *testing.T, prefix string, workers int) *HM {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("hm did not stop")
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("hm did not stop")
-		}
-	})
-	return h
+		})
+	}
+	t.Cleanup(stop)
+	return h, stop
 }
 
 func healthOf(t *testing.T, rdb *redis.Client, keys common.Keys, inst string) (common.HealthStatus, bool) {
@@ -189,12 +205,29 @@ func TestHealthAndUnhealthy(t *testing.T) {
 		putRoute(t, rdb, keys, common.Route{App: "hello", Health: fastHealth(), Backends: []common.Backend{
 			{Addr: good.addr(), Instance: "good"},
 		}})
-		rdb.HSet(context.Background(), keys.Health(), "stale-from-before", `{"status":"healthy"}`)
-		waitFor(t, "bad and stale fields removed", 2*time.Second, func() bool {
+		waitFor(t, "bad field removed", 2*time.Second, func() bool {
 			n, _ := rdb.HLen(context.Background(), keys.Health()).Result()
 			_, goodOK := healthOf(t, rdb, keys, "good")
 			return n == 1 && goodOK
 		})
+	})
+}
+
+// TestStaleFieldsRemovedAtStart: fields of instances that vanished while no
+// hm ran are found by listing the hash, without waiting for a route change.
+func TestStaleFieldsRemovedAtStart(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	keys := common.NewKeys(prefix)
+	good := newApp(t, 200)
+	rdb.HSet(context.Background(), keys.Health(), "stale-from-before", `{"status":"healthy"}`)
+	putRoute(t, rdb, keys, common.Route{App: "hello", Health: fastHealth(), Backends: []common.Backend{
+		{Addr: good.addr(), Instance: "good"},
+	}})
+	startHM(t, prefix, 2)
+	waitFor(t, "stale field removed, good kept", 2*time.Second, func() bool {
+		_, stale := healthOf(t, rdb, keys, "stale-from-before")
+		hs, _ := healthOf(t, rdb, keys, "good")
+		return !stale && hs.Status == common.Healthy
 	})
 }
 

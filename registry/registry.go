@@ -21,8 +21,11 @@ import (
 	"sync"
 	"time"
 
+	"database/sql"
+
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
 	"golang.org/x/crypto/bcrypt"
@@ -53,6 +56,24 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run waits for in-flight pushes and pulls.
 	ShutdownTimeout time.Duration
 
+	// GCInterval is how often unused app images are deleted and their blobs
+	// swept (0 disables; GC needs Base.MySQLDSN). Only one registry process
+	// may serve a storage when GC is on: the collector blocks this
+	// process's requests while it runs, not another's.
+	GCInterval time.Duration
+	// GCKeepReleases is how many of each app's latest releases keep their
+	// images (besides the current one and those instances run).
+	GCKeepReleases int
+	// GCAfterDeletes starts a collection early after that many DELETE
+	// requests (0: only on GCInterval).
+	GCAfterDeletes int
+	// GCQuiet is how long no push may have written before a collection
+	// starts: a push's blobs are unreferenced until its manifest arrives.
+	GCQuiet time.Duration
+	// GCGrace keeps the images of builds finished this recently, whose
+	// release may not be recorded yet.
+	GCGrace time.Duration
+
 	Log *slog.Logger
 }
 
@@ -63,6 +84,11 @@ func DefaultConfig() Config {
 		Addr:            "127.0.0.1:5000",
 		Username:        "dinp",
 		ShutdownTimeout: 30 * time.Second,
+		GCInterval:      time.Hour,
+		GCKeepReleases:  10,
+		GCAfterDeletes:  100,
+		GCQuiet:         10 * time.Second,
+		GCGrace:         time.Hour,
 	}
 }
 
@@ -71,6 +97,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "registry-addr", c.Addr, "listen address of the image registry")
 	fs.StringVar(&c.StorageDir, "registry-storage-dir", c.StorageDir, "registry blob directory (default <data-dir>/registry)")
 	fs.StringVar(&c.Username, "registry-username", c.Username, "registry user (its password is the cluster token)")
+	fs.DurationVar(&c.GCInterval, "registry-gc-interval", c.GCInterval, "how often unused app images are garbage-collected (0 disables; one registry process per storage)")
+	fs.IntVar(&c.GCKeepReleases, "registry-gc-keep-releases", c.GCKeepReleases, "latest releases per app whose images GC keeps")
+	fs.IntVar(&c.GCAfterDeletes, "registry-gc-after-deletes", c.GCAfterDeletes, "run GC early after this many image deletions (0: never)")
 }
 
 // Registry is an embedded Docker registry bound to its listener.
@@ -80,6 +109,12 @@ type Registry struct {
 	app    *handlers.App
 	ln     net.Listener
 	server *http.Server
+
+	gate     *gate                // GC runs alone, between pushes
+	gcDriver driver.StorageDriver // the collector's view of the storage
+
+	gcMu   sync.Mutex
+	gcPool *sql.DB // guarded by gcMu; opened by the first collection
 
 	runOnce sync.Once
 }
@@ -113,6 +148,9 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.GCInterval < 0 || cfg.GCKeepReleases < 1 || cfg.GCAfterDeletes < 0 || cfg.GCQuiet < 0 || cfg.GCGrace < 0 {
+		return nil, errors.New("registry: gc interval, quiet and grace must not be negative, keep releases at least 1")
 	}
 	// distribution initialises OpenTelemetry from the environment; there is no
 	// collector here, and an exporter trying to reach one only adds noise.
@@ -160,16 +198,19 @@ func New(cfg Config) (*Registry, error) {
 		ln.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
+	g := &gate{next: app, kick: make(chan struct{}, 1), afterN: int64(cfg.GCAfterDeletes)}
 	r := &Registry{
-		cfg: cfg,
-		log: cfg.Log,
-		app: app,
-		ln:  ln,
+		cfg:      cfg,
+		log:      cfg.Log,
+		app:      app,
+		ln:       ln,
+		gate:     g,
+		gcDriver: newGCDriver(storageDir),
 		// registry.NewRegistry would open its own listener (so Addr would be
 		// unknown with port 0) and registers health checks globally (so only
 		// one per process): serving handlers.App ourselves avoids both.
 		server: &http.Server{
-			Handler:           app,
+			Handler:           g,
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
@@ -193,7 +234,7 @@ func newApp(cfg *configuration.Configuration) (app *handlers.App, err error) {
 func (r *Registry) Addr() string { return r.ln.Addr().String() }
 
 // Handler returns the registry's HTTP handler (e.g. to mount it elsewhere).
-func (r *Registry) Handler() http.Handler { return r.app }
+func (r *Registry) Handler() http.Handler { return r.gate }
 
 // Run serves until ctx is done, then drains in-flight requests and stops the
 // registry's background work (upload purging).
@@ -206,6 +247,23 @@ func (r *Registry) Run(ctx context.Context) error {
 	r.log.Info("registry listening", "addr", r.Addr(), "storage", r.cfg.StorageDir, "auth", r.cfg.ClusterToken != "")
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- r.server.Serve(r.ln) }()
+	gcCtx, stopGC := context.WithCancel(ctx)
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		if r.cfg.GCInterval > 0 {
+			r.gcLoop(gcCtx)
+		}
+	}()
+	defer func() {
+		stopGC()
+		<-gcDone
+		r.gcMu.Lock()
+		if r.gcPool != nil {
+			r.gcPool.Close()
+		}
+		r.gcMu.Unlock()
+	}()
 
 	var err error
 	select {
@@ -285,7 +343,10 @@ func httpSecret(token string) string {
 // writeHtpasswd atomically writes a one-user bcrypt htpasswd file (0600).
 // It is rewritten on every start so a changed cluster token takes effect.
 func writeHtpasswd(path, user, password string) error {
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	// distribution checks the hash on every request (a push is a dozen),
+	// so the cost shows in every build. The password is the cluster token,
+	// a long random secret that no guessing reaches at any cost factor.
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}

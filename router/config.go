@@ -18,6 +18,11 @@ type Config struct {
 
 	// Addr is where apps are served (80 in production, behind LVS).
 	Addr string
+	// TLSAddr, when set, serves apps over TLS (443 in production) with
+	// TLSCerts, chosen per request by SNI.
+	TLSAddr  string
+	TLSCerts []TLSCert
+	tlsFlags []string // --tls-cert values, parsed into TLSCerts by validate
 	// StatusAddr serves /health (for keepalived), /metrics and /routes.
 	StatusAddr string
 	// ResyncInterval is how often the whole table is re-read from Redis, on
@@ -36,6 +41,11 @@ type Config struct {
 	AccessLog bool
 	// FailMark is how long a backend that refused a connection is skipped.
 	FailMark time.Duration
+	// StickyCookies are the session cookies that, set by an app whose route
+	// is sticky, make the router pin the client to the answering instance.
+	StickyCookies []string
+	// Metrics counts requests per app for /metrics; off only to measure its cost.
+	Metrics bool
 
 	Log *slog.Logger
 }
@@ -52,12 +62,16 @@ func DefaultConfig() Config {
 		DrainPeriod:     5 * time.Second,
 		AccessLog:       true,
 		FailMark:        10 * time.Second,
+		Metrics:         true,
+		StickyCookies:   []string{"JSESSIONID", "PHPSESSID", "ASP.NET_SessionId", "session", "sessionid", "_session_id", "connect.sid", "laravel_session"},
 	}
 }
 
 // AddFlags registers the router's own flags (Base's are registered by main).
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address serving apps")
+	fs.StringVar(&c.TLSAddr, "tls-addr", c.TLSAddr, "address serving apps over TLS (empty = no TLS)")
+	fs.StringArrayVar(&c.tlsFlags, "tls-cert", nil, "certificate of --tls-addr as cert.pem:key.pem (repeat; wildcard certificates allowed)")
 	fs.StringVar(&c.StatusAddr, "status-addr", c.StatusAddr, "address serving /health, /metrics and /routes")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "full route table re-read interval")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "backend connect timeout")
@@ -66,6 +80,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.DrainPeriod, "drain-period", c.DrainPeriod, "time reported unhealthy before shutting down")
 	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "log one line per request")
 	fs.DurationVar(&c.FailMark, "fail-mark", c.FailMark, "how long a refusing backend is skipped")
+	fs.StringSliceVar(&c.StickyCookies, "sticky-cookies", c.StickyCookies, "session cookies that pin a client of a sticky app to its instance")
+	fs.BoolVar(&c.Metrics, "metrics", c.Metrics, "count requests per app (off only to measure its cost)")
 }
 
 func (c *Config) validate() error {
@@ -73,6 +89,23 @@ func (c *Config) validate() error {
 	for name, addr := range map[string]string{"addr": c.Addr, "status-addr": c.StatusAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	for _, f := range c.tlsFlags {
+		tc, err := parseTLSCert(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.TLSCerts = append(c.TLSCerts, tc)
+	}
+	c.tlsFlags = nil
+	if c.TLSAddr != "" {
+		if _, _, err := net.SplitHostPort(c.TLSAddr); err != nil {
+			errs = append(errs, fmt.Errorf("tls-addr %q: %w", c.TLSAddr, err))
+		}
+		if len(c.TLSCerts) == 0 {
+			errs = append(errs, errors.New("tls-addr needs at least one tls-cert"))
 		}
 	}
 	for name, d := range map[string]time.Duration{

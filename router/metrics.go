@@ -2,6 +2,8 @@ package router
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -12,6 +14,7 @@ import (
 type metrics struct {
 	reg       *prometheus.Registry
 	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
 	failures  *prometheus.CounterVec
 	retries   *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
@@ -23,11 +26,37 @@ type metrics struct {
 	apps map[string]*appMetrics // guarded by mu
 }
 
-// appMetrics holds one app's resolved counters.
+// appMetrics holds one app's series. They are created on the app's first
+// request, not with its route: a router with 10,000 routes mostly idle would
+// otherwise spend ~5 KB per app on series nobody reads. After creation a
+// request costs a few atomic operations, no label lookup.
 type appMetrics struct {
-	byClass  [6]prometheus.Counter // index status/100; 0 = other
+	m       *metrics
+	name    string
+	once    sync.Once
+	s       *appSeries                      // set by once
+	byClass [6]atomic.Pointer[classCounter] // index status/100; 0 = other
+}
+
+type appSeries struct {
+	latency  prometheus.Observer
 	failures prometheus.Counter
 	retries  prometheus.Counter
+}
+
+type classCounter struct{ prometheus.Counter }
+
+var classNames = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+func (a *appMetrics) series() *appSeries {
+	a.once.Do(func() {
+		a.s = &appSeries{
+			latency:  a.m.latency.WithLabelValues(a.name),
+			failures: a.m.failures.WithLabelValues(a.name),
+			retries:  a.m.retries.WithLabelValues(a.name),
+		}
+	})
+	return a.s
 }
 
 func newMetrics() *metrics {
@@ -36,6 +65,10 @@ func newMetrics() *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dinp_router_requests_total", Help: "Proxied requests by app and status class.",
 		}, []string{"app", "class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dinp_router_request_duration_seconds", Help: "Time to answer proxied requests, by app.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"app"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dinp_router_backend_failures_total", Help: "Failed attempts to reach a backend.",
 		}, []string{"app"}),
@@ -56,32 +89,52 @@ func newMetrics() *metrics {
 		}),
 		apps: map[string]*appMetrics{},
 	}
-	m.reg.MustRegister(m.requests, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails,
+	m.reg.MustRegister(m.requests, m.latency, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 
+// app returns the (lazily filled) series holder of app name.
 func (m *metrics) app(name string) *appMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if a := m.apps[name]; a != nil {
 		return a
 	}
-	a := &appMetrics{
-		failures: m.failures.WithLabelValues(name),
-		retries:  m.retries.WithLabelValues(name),
-	}
-	for i, class := range []string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"} {
-		a.byClass[i] = m.requests.WithLabelValues(name, class)
-	}
+	a := &appMetrics{m: m, name: name}
 	m.apps[name] = a
 	return a
 }
 
-func (a *appMetrics) observe(status int) {
+// observe counts one answered request (nil a: metrics off).
+func (a *appMetrics) observe(status int, d time.Duration) {
+	if a == nil {
+		return
+	}
+	a.series().latency.Observe(d.Seconds())
 	c := status / 100
 	if c < 1 || c > 5 {
 		c = 0
 	}
-	a.byClass[c].Inc()
+	cc := a.byClass[c].Load()
+	if cc == nil {
+		// Racing creators get the same series from the vec.
+		cc = &classCounter{a.m.requests.WithLabelValues(a.name, classNames[c])}
+		a.byClass[c].Store(cc)
+	}
+	cc.Inc()
+}
+
+// failure counts a failed attempt (nil a: metrics off).
+func (a *appMetrics) failure() {
+	if a != nil {
+		a.series().failures.Inc()
+	}
+}
+
+// retry counts a retried attempt (nil a: metrics off).
+func (a *appMetrics) retry() {
+	if a != nil {
+		a.series().retries.Inc()
+	}
 }

@@ -6,6 +6,7 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +37,12 @@ const (
 	ErrNoEndpoints     = "no_endpoints"
 	ErrEndpointFailure = "endpoint_failure"
 	ErrEmptyHost       = "empty_host"
+	// ErrEndpointsFull: every instance is at MaxConnsPerBackend.
+	ErrEndpointsFull = "endpoints_full"
 )
+
+// StickyCookie is the cookie naming the instance a sticky client is pinned to.
+const StickyCookie = "__dinp_instance"
 
 // lvsUserAgent is the User-Agent of keepalived's HTTP checks, answered on the
 // main port so LVS can check the router where it sends traffic.
@@ -56,10 +63,11 @@ type Router struct {
 	table   *table.Table[*entry]
 	metrics *metrics
 	proxy   *httputil.ReverseProxy
+	conns   *connPool // fast-path backend connections
 	now     func() time.Time
 
-	ln, statusLn net.Listener
-	srv, status  *http.Server
+	ln, statusLn, tlsLn net.Listener // tlsLn nil without TLSAddr
+	srv, status, tlsSrv *http.Server
 
 	ready    atomic.Bool  // first full load succeeded
 	draining atomic.Bool  // Run's ctx is done
@@ -95,12 +103,15 @@ func New(cfg Config) (*Router, error) {
 		now:     time.Now,
 		hosts:   make(chan string, 1024),
 		resync:  make(chan struct{}, 1),
+		conns:   newConnPool(cfg),
 	}
 	r.proxy = &httputil.ReverseProxy{
-		Rewrite:      r.rewrite,
-		Transport:    &retryTransport{r: r, base: newTransport(cfg)},
-		ErrorHandler: r.proxyError,
-		ErrorLog:     slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
+		Rewrite:        r.rewrite,
+		Transport:      &retryTransport{r: r, base: newTransport(cfg)},
+		ModifyResponse: r.modifyResponse,
+		ErrorHandler:   r.proxyError,
+		BufferPool:     proxyBufferPool{},
+		ErrorLog:       slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
 	}
 	var err error
 	if r.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
@@ -110,8 +121,27 @@ func New(cfg Config) (*Router, error) {
 		r.ln.Close()
 		return nil, fmt.Errorf("listen %s: %w", cfg.StatusAddr, err)
 	}
-	r.rdb = newRedis(cfg.Base)
 	errLog := slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)
+	if cfg.TLSAddr != "" {
+		certs, err := loadCerts(cfg.TLSCerts)
+		if err != nil {
+			r.ln.Close()
+			r.statusLn.Close()
+			return nil, err
+		}
+		if r.tlsLn, err = net.Listen("tcp", cfg.TLSAddr); err != nil {
+			r.ln.Close()
+			r.statusLn.Close()
+			return nil, fmt.Errorf("listen %s: %w", cfg.TLSAddr, err)
+		}
+		r.tlsSrv = &http.Server{
+			Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second, ErrorLog: errLog,
+			// HTTP/1.1 only: WebSocket upgrades need it, and backends speak it.
+			TLSConfig:    &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no h2
+		}
+	}
+	r.rdb = newRedis(cfg.Base)
 	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second, ErrorLog: errLog}
 	r.status = &http.Server{Handler: r.statusHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	return r, nil
@@ -119,6 +149,14 @@ func New(cfg Config) (*Router, error) {
 
 // Addr returns the bound address serving apps.
 func (r *Router) Addr() string { return r.ln.Addr().String() }
+
+// TLSAddr returns the bound TLS address, "" without TLS.
+func (r *Router) TLSAddr() string {
+	if r.tlsLn == nil {
+		return ""
+	}
+	return r.tlsLn.Addr().String()
+}
 
 // StatusAddr returns the bound address of /health, /metrics and /routes.
 func (r *Router) StatusAddr() string { return r.statusLn.Addr().String() }
@@ -133,15 +171,36 @@ func (r *Router) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.syncLoop(syncCtx) })
 	wg.Go(func() { r.subscribeLoop(syncCtx) })
+	wg.Go(func() {
+		tick := time.NewTicker(r.conns.idleTimeout / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-syncCtx.Done():
+				return
+			case now := <-tick.C:
+				r.conns.sweep(now)
+			}
+		}
+	})
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	serve := func(s *http.Server, ln net.Listener) {
-		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.TLSConfig != nil {
+			err = s.ServeTLS(ln, "", "")
+		} else {
+			err = s.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}
 	wg.Go(func() { serve(r.srv, r.ln) })
 	wg.Go(func() { serve(r.status, r.statusLn) })
+	if r.tlsSrv != nil {
+		wg.Go(func() { serve(r.tlsSrv, r.tlsLn) })
+	}
 	r.log.Info("router started", "addr", r.Addr(), "status_addr", r.StatusAddr())
 
 	var runErr error
@@ -158,11 +217,22 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := r.srv.Shutdown(sctx); err != nil {
-		r.log.Warn("shutdown", "err", err)
-		r.srv.Close()
+	// Stop accepting, then wait for in-flight requests (both servers at once).
+	var swg sync.WaitGroup
+	for _, s := range []*http.Server{r.srv, r.tlsSrv} {
+		if s == nil {
+			continue
+		}
+		swg.Go(func() {
+			if err := s.Shutdown(sctx); err != nil {
+				r.log.Warn("shutdown", "err", err)
+				s.Close()
+			}
+		})
 	}
+	swg.Wait()
 	r.status.Close()
+	r.conns.close()
 	stopSync()
 	wg.Wait()
 	r.rdb.Close()
@@ -180,6 +250,8 @@ type reqState struct {
 	id      string
 	backend *lb.Backend
 	end     func() // ends the backend's in-flight count
+	sticky  string // instance named by the client's StickyCookie (sticky routes)
+	aborted bool   // the backend broke mid-body: abort the client connection
 }
 
 type stateKey struct{}
@@ -203,19 +275,73 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.reject(rec, http.StatusNotFound, ErrUnknownRoute, "no app at "+table.NormalizeHost(req.Host))
 	case e.pool.Len() == 0:
 		r.reject(rec, http.StatusServiceUnavailable, ErrNoEndpoints, "app "+e.route.App+" has no running instance")
-		e.m.observe(rec.code())
+		e.m.observe(rec.code(), r.now().Sub(st.start))
 		st.e = e
 	default:
 		st.e = e
-		r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)))
-		if st.end != nil {
-			st.end()
+		if e.route.Sticky {
+			if c, err := req.Cookie(StickyCookie); err == nil {
+				st.sticky = c.Value
+			}
 		}
-		e.m.observe(rec.code())
+		if fastPathOK(req) {
+			r.fastProxy(rec, req, st)
+		} else {
+			r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)))
+			if st.end != nil {
+				st.end()
+			}
+		}
+		e.m.observe(rec.code(), r.now().Sub(st.start))
 	}
 	if r.cfg.AccessLog {
 		r.accessLog(req, rec, st)
 	}
+	if st.aborted {
+		// Like httputil.ReverseProxy: a truncated body must not look complete.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// modifyResponse is the ReverseProxy path's hook for sticky sessions.
+func (r *Router) modifyResponse(resp *http.Response) error {
+	if st, ok := resp.Request.Context().Value(stateKey{}).(*reqState); ok {
+		r.stick(resp.Header, st, resp)
+	}
+	return nil
+}
+
+// stick pins a client of a sticky route to the instance that answered: when
+// the app's response sets one of its session cookies, or when the client's
+// pinned instance is gone and another one answered, dst (the headers sent to
+// the client) gets a StickyCookie naming the instance.
+func (r *Router) stick(dst http.Header, st *reqState, resp *http.Response) {
+	if !st.e.route.Sticky || st.backend == nil || st.backend.Instance == "" {
+		return
+	}
+	if st.sticky == st.backend.Instance || (st.sticky == "" && !r.setsSessionCookie(resp.Header["Set-Cookie"])) {
+		return
+	}
+	c := http.Cookie{Name: StickyCookie, Value: st.backend.Instance, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	if resp.Request != nil && resp.Request.TLS != nil {
+		c.Secure = true
+	}
+	dst.Add("Set-Cookie", c.String())
+}
+
+// setsSessionCookie reports whether Set-Cookie values set one of the
+// configured session cookies.
+func (r *Router) setsSessionCookie(setCookies []string) bool {
+	for _, sc := range setCookies {
+		name, _, _ := strings.Cut(sc, "=")
+		name = strings.TrimSpace(name)
+		for _, want := range r.cfg.StickyCookies {
+			if name == want {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (r *Router) accessLog(req *http.Request, rec *recorder, st *reqState) {
@@ -274,13 +400,22 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 // proxyError answers a request no backend could serve.
 func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error) {
 	st, _ := req.Context().Value(stateKey{}).(*reqState)
+	r.backendError(w, req, st, err)
+}
+
+// backendError answers a request no backend could serve (both proxy paths).
+func (r *Router) backendError(w http.ResponseWriter, req *http.Request, st *reqState, err error) {
 	attrs := []any{"host", req.Host, "err", err}
 	if st != nil {
 		attrs = append(attrs, "app", st.e.route.App, "request_id", st.id)
 	}
-	if req.Context().Err() != nil {
+	switch {
+	case errors.Is(err, errAllFull):
+		r.reject(w, http.StatusServiceUnavailable, ErrEndpointsFull, "every instance is at its connection limit")
+		return
+	case req.Context().Err() != nil:
 		r.log.Debug("client gone", attrs...)
-	} else {
+	default:
 		r.log.Warn("backend failure", attrs...)
 	}
 	r.reject(w, http.StatusBadGateway, ErrEndpointFailure, "the app did not answer")
@@ -323,6 +458,14 @@ func (w *recorder) Write(p []byte) (int, error) {
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush sends buffered data to the client (streams, server-sent events).
+func (w *recorder) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
 
 func (w *recorder) code() int {
 	if w.status == 0 {

@@ -51,7 +51,7 @@ func testConfig(redisAddr, prefix string) Config {
 }
 
 // start runs r until the test ends.
-func start(t *testing.T, r *Router) {
+func start(t testing.TB, r *Router) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -69,7 +69,7 @@ func start(t *testing.T, r *Router) {
 	})
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -345,7 +345,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Fatalf("request %d: status %d backend %q body %q", i, resp.StatusCode, resp.Header.Get("X-Backend"), body)
 			}
 		}
-		if n := counterValue(r.metrics.app("hello").retries); n < 1 {
+		if n := counterValue(r.metrics.app("hello").series().retries); n < 1 {
 			t.Fatalf("retries metric %v, want ≥ 1", n)
 		}
 	})
@@ -357,8 +357,13 @@ func TestEndToEnd(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if !strings.Contains(string(body), `dinp_router_requests_total{app="hello",class="2xx"}`) {
-			t.Fatalf("metrics lack per-app counter:\n%s", body)
+		for _, want := range []string{`dinp_router_requests_total{app="hello",class="2xx"}`, `dinp_router_request_duration_seconds_count{app="hello"}`} {
+			if !strings.Contains(string(body), want) {
+				t.Fatalf("metrics lack %s:\n%s", want, body)
+			}
+		}
+		if strings.Contains(string(body), `class="1xx"`) {
+			t.Fatal("series created for a status class never seen")
 		}
 		resp, err = http.Get("http://" + r.StatusAddr() + "/routes")
 		if err != nil {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -45,7 +47,18 @@ func (r *Router) syncLoop(ctx context.Context) {
 		case <-r.resync:
 			err = r.fullLoad(ctx)
 		case host := <-r.hosts:
-			err = r.loadHost(ctx, host)
+			// Apply everything already announced in one table copy.
+			hosts := []string{host}
+		more:
+			for len(hosts) < maxBatch {
+				select {
+				case h := <-r.hosts:
+					hosts = append(hosts, h)
+				default:
+					break more
+				}
+			}
+			err = r.loadHosts(ctx, hosts)
 		}
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("route sync failed, serving last table", "err", err)
@@ -149,40 +162,51 @@ func (r *Router) fullLoad(ctx context.Context) error {
 	return nil
 }
 
-// loadHost re-reads one host's route: present → set, missing → delete.
-func (r *Router) loadHost(ctx context.Context, host string) error {
+// maxBatch bounds the hosts re-read and applied together.
+const maxBatch = 256
+
+// loadHosts re-reads some hosts' routes: present → set, missing → delete.
+func (r *Router) loadHosts(ctx context.Context, hosts []string) error {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	js, err := r.rdb.HGet(ctx, r.keys.Routes(), host).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		r.metrics.syncFails.Inc()
-		return fmt.Errorf("read route %s: %w", host, err)
+	pipe := r.rdb.Pipeline()
+	cmds := make(map[string]*redis.StringCmd, len(hosts))
+	for _, h := range hosts {
+		h = table.NormalizeHost(h)
+		if cmds[h] == nil {
+			cmds[h] = pipe.HGet(ctx, r.keys.Routes(), h)
+		}
 	}
-	missing := errors.Is(err, redis.Nil)
-	var buildErr error
-	r.table.Update(host, func(old *entry, had bool) (*entry, bool) {
-		if missing {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		r.metrics.syncFails.Inc()
+		return fmt.Errorf("read routes of %d hosts: %w", len(cmds), err)
+	}
+	var errs []error
+	ver := r.version.Load()
+	r.table.UpdateMany(slices.Collect(maps.Keys(cmds)), func(host string, old *entry, had bool) (*entry, bool) {
+		js, err := cmds[host].Result()
+		if errors.Is(err, redis.Nil) {
 			return nil, false
 		}
-		e, err := r.buildEntry(table.NormalizeHost(host), js, old)
 		if err != nil {
-			buildErr = err
+			errs = append(errs, fmt.Errorf("route %s: %w", host, err))
 			return old, had
 		}
+		e, err := r.buildEntry(host, js, old)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("route %s: %w", host, err))
+			return old, had
+		}
+		ver = max(ver, e.route.Version)
 		return e, true
 	})
-	if buildErr != nil {
-		return fmt.Errorf("route %s: %w", host, buildErr)
-	}
-	if !missing {
-		if e, ok := r.table.Lookup(host); ok && e.route.Version > r.version.Load() {
-			r.version.Store(e.route.Version)
-			r.metrics.version.Set(float64(e.route.Version))
-		}
+	if ver > r.version.Load() {
+		r.version.Store(ver)
+		r.metrics.version.Set(float64(ver))
 	}
 	r.metrics.routes.Set(float64(r.table.Len()))
-	r.log.Debug("route updated", "host", host, "deleted", missing)
-	return nil
+	r.log.Debug("routes updated", "hosts", len(cmds))
+	return errors.Join(errs...)
 }
 
 // buildEntry decodes one route, reusing prev when nothing changed and its
@@ -210,8 +234,8 @@ func (r *Router) buildEntry(host, js string, prev *entry) (*entry, error) {
 		host:  host,
 		raw:   js,
 		route: rt,
-		pool:  lb.NewPool(specs, lb.New(rt.Balance, nil), prevPool),
-		m:     r.metrics.app(rt.App),
+		pool:  lb.NewPool(specs, lb.New(rt.Balance, nil), prevPool).WithLimit(r.cfg.MaxConnsPerBackend),
+		m:     r.appMetrics(rt.App),
 	}, nil
 }
 
@@ -225,4 +249,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// appMetrics returns app's counters, or nil when per-app metrics are off.
+func (r *Router) appMetrics(app string) *appMetrics {
+	if !r.cfg.Metrics {
+		return nil
+	}
+	return r.metrics.app(app)
 }

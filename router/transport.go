@@ -17,11 +17,12 @@ import (
 func newTransport(cfg Config) *http.Transport {
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                  nil,
-		DialContext:            d.DialContext,
-		MaxIdleConns:           0, // no global cap; per host below
-		MaxIdleConnsPerHost:    256,
-		MaxConnsPerHost:        cfg.MaxConnsPerBackend,
+		Proxy:               nil,
+		DialContext:         d.DialContext,
+		MaxIdleConns:        0, // no global cap; per host below
+		MaxIdleConnsPerHost: 256,
+		// MaxConnsPerBackend is enforced by lb.Pool (503 when all are full),
+		// not here, where requests would queue instead.
 		IdleConnTimeout:        90 * time.Second,
 		ResponseHeaderTimeout:  cfg.ResponseTimeout,
 		ExpectContinueTimeout:  time.Second,
@@ -32,6 +33,9 @@ func newTransport(cfg Config) *http.Transport {
 
 // errNoBackend is returned when every backend was tried.
 var errNoBackend = errors.New("no backend left to try")
+
+// errAllFull is returned when every backend is at MaxConnsPerBackend.
+var errAllFull = errors.New("every backend is at its connection limit")
 
 // retryTransport picks the backend of each attempt and retries on another one
 // when the connection could not be established — the request never left the
@@ -55,13 +59,16 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var tried [maxAttempts]*lb.Backend
 	lastErr := errNoBackend
 	for n := 0; n < maxAttempts; n++ {
-		b := e.pool.Pick(t.r.now(), tried[:n])
+		b := e.pool.Pick(t.r.now(), tried[:n], st.sticky)
 		if b == nil {
+			if n == 0 && e.pool.Full() {
+				return nil, errAllFull
+			}
 			break
 		}
 		tried[n] = b
 		if n > 0 {
-			e.m.retries.Inc()
+			e.m.retry()
 		}
 		out := req.WithContext(req.Context())
 		u := *req.URL
@@ -74,7 +81,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		end()
-		e.m.failures.Inc()
+		e.m.failure()
 		lastErr = err
 		st.backend = b
 		if !retryable(req, err) || req.Context().Err() != nil || (body != nil && body.read.Load()) {

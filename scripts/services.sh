@@ -19,11 +19,11 @@ apt_install() {
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
   if [ $apt_updated = 0 ]; then
     log "apt-get update"
-    $SUDO apt-get update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt_updated=1
   fi
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 wait_for() { # wait_for SECONDS CMD...

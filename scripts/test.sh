@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
 start_services
+# The dashboard's browser test drives headless Chromium.
+command -v chromium >/dev/null || apt_install chromium
 
 log "go vet"
 go vet ./...

@@ -41,9 +41,17 @@ type Config struct {
 	// DrainPeriod is how long an instance stays running after it left the
 	// route, before its row (hence its container) is removed.
 	DrainPeriod time.Duration
-	// StartTimeout is how long a new release may take to become healthy
-	// before an automatic rollback (not implemented yet; see README).
+	// StartTimeout is how long a new instance of a release being deployed
+	// may take to become healthy before an automatic rollback (0 disables).
 	StartTimeout time.Duration
+	// MaxSurge bounds a rolling deploy: at most instances+MaxSurge run at
+	// once and each new healthy instance retires an old one. 0 starts the
+	// whole new release at once (fastest; needs room for both releases).
+	MaxSurge int
+	// LivenessLimit is how long a running instance may stay unhealthy
+	// before it is replaced (replacement first, then the old one stops).
+	// 0 disables replacement.
+	LivenessLimit time.Duration
 	// ID names this server (leader display, logs).
 	ID  string
 	Log *slog.Logger
@@ -59,6 +67,7 @@ func DefaultConfig() Config {
 		ResyncInterval:    30 * time.Second,
 		DrainPeriod:       10 * time.Second,
 		StartTimeout:      60 * time.Second,
+		LivenessLimit:     60 * time.Second,
 	}
 }
 
@@ -71,6 +80,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.MemoryReserveMB, "memory-reserve-mb", c.MemoryReserveMB, "memory of every node kept out of placement")
 	fs.DurationVar(&c.DrainPeriod, "drain-period", c.DrainPeriod, "how long old instances keep running after leaving the route")
 	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "how long a new release may take to become healthy")
+	fs.IntVar(&c.MaxSurge, "max-surge", c.MaxSurge, "rolling deploy: extra instances at once (0 = the whole new release at once)")
+	fs.DurationVar(&c.LivenessLimit, "liveness-limit", c.LivenessLimit, "replace an instance unhealthy for this long (0 = never)")
 	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
 }
 
@@ -94,8 +105,8 @@ func (c *Config) validate() error {
 	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.ResyncInterval <= 0 {
 		errs = append(errs, errors.New("heartbeat, reconcile and resync intervals must be positive"))
 	}
-	if c.DrainPeriod < 0 || c.StartTimeout < 0 || c.MemoryReserveMB < 0 {
-		errs = append(errs, errors.New("drain period, start timeout and memory reserve must not be negative"))
+	if c.DrainPeriod < 0 || c.StartTimeout < 0 || c.MemoryReserveMB < 0 || c.MaxSurge < 0 || c.LivenessLimit < 0 {
+		errs = append(errs, errors.New("drain period, start timeout, memory reserve, max surge and liveness limit must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -105,9 +116,11 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	keys common.Keys
-	rdb  *redis.Client
-	ln   net.Listener
-	http *http.Server
+	// secretsKey is the hash of node identity secrets (see NodeSecretHeader).
+	secretsKey string
+	rdb        *redis.Client
+	ln         net.Listener
+	http       *http.Server
 
 	leader atomic.Bool
 	// poke coalesces reconcile triggers (heartbeats, pub/sub) into at most
@@ -133,12 +146,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server listen: %w", err)
 	}
 	s := &Server{
-		cfg:  cfg,
-		log:  cfg.Log.With("server", cfg.ID),
-		keys: cfg.Keys(),
-		rdb:  cfg.NewRedis(),
-		ln:   ln,
-		poke: make(chan struct{}, 1),
+		cfg:        cfg,
+		log:        cfg.Log.With("server", cfg.ID),
+		keys:       cfg.Keys(),
+		secretsKey: nodeSecretsKey(cfg.Keys()),
+		rdb:        cfg.NewRedis(),
+		ln:         ln,
+		poke:       make(chan struct{}, 1),
 	}
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil

@@ -99,12 +99,13 @@ type fakeAgent struct {
 	url, token, id, addr string
 	memMB                int64
 
-	mu      sync.Mutex
-	running bool
-	paused  bool
-	ports   map[string]int
-	last    common.HeartbeatResponse
-	status  int
+	mu       sync.Mutex
+	running  bool
+	paused   bool
+	restarts int // restart count reported for every container
+	ports    map[string]int
+	last     common.HeartbeatResponse
+	status   int
 }
 
 func newFakeAgent(url, id, addr string, memMB int64) *fakeAgent {
@@ -138,11 +139,13 @@ func (a *fakeAgent) beat() {
 				a.ports[as.Instance] = p
 			}
 			hb.Containers = append(hb.Containers, common.Container{ID: "c" + as.Instance, App: as.App,
-				Instance: as.Instance, Release: as.Release, Index: as.Index, State: common.StateRunning, HostPort: p})
+				Instance: as.Instance, Release: as.Release, Index: as.Index, State: common.StateRunning, HostPort: p,
+				RestartCount: a.restarts})
 		}
 	}
+	url := a.url
 	a.mu.Unlock()
-	status, resp, err := postHeartbeat(a.url, a.token, hb)
+	status, resp, err := postHeartbeat(url, a.token, hb)
 	if err != nil {
 		return
 	}
@@ -173,11 +176,22 @@ func (a *fakeAgent) start(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// nodeSecret is the identity secret the test agent of node id uses.
+func nodeSecret(id string) string { return "test-secret-of-node-" + id }
+
 func postHeartbeat(url, token string, hb common.Heartbeat) (int, common.HeartbeatResponse, error) {
+	return postHeartbeatAs(url, token, nodeSecret(hb.Node), hb)
+}
+
+// postHeartbeatAs posts hb with a given node secret ("" sends none).
+func postHeartbeatAs(url, token, secret string, hb common.Heartbeat) (int, common.HeartbeatResponse, error) {
 	body, _ := json.Marshal(hb)
 	req, _ := http.NewRequest(http.MethodPost, url+"/v1/heartbeat", bytes.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if secret != "" {
+		req.Header.Set(NodeSecretHeader, secret)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -420,15 +434,21 @@ func TestHeartbeatAPI(t *testing.T) {
 	tests := []struct {
 		name   string
 		token  string
+		secret string // "" = nodeSecret(node), "-" = none
 		mutate func(h *common.Heartbeat)
 		status int
 	}{
-		{"wrong token", "nope", nil, http.StatusUnauthorized},
-		{"no token", "", nil, http.StatusUnauthorized},
-		{"empty node", testToken, func(h *common.Heartbeat) { h.Node = "" }, http.StatusBadRequest},
-		{"insane node", testToken, func(h *common.Heartbeat) { h.Node = "../etc" }, http.StatusBadRequest},
-		{"addr not an ip", testToken, func(h *common.Heartbeat) { h.Addr = "example.com" }, http.StatusBadRequest},
-		{"unknown node", testToken, nil, http.StatusOK},
+		{"wrong token", "nope", "", nil, http.StatusUnauthorized},
+		{"no token", "", "", nil, http.StatusUnauthorized},
+		{"no node secret", testToken, "-", nil, http.StatusForbidden},
+		{"short node secret", testToken, "short", nil, http.StatusForbidden},
+		{"empty node", testToken, "", func(h *common.Heartbeat) { h.Node = "" }, http.StatusBadRequest},
+		{"insane node", testToken, "", func(h *common.Heartbeat) { h.Node = "../etc" }, http.StatusBadRequest},
+		{"addr not an ip", testToken, "", func(h *common.Heartbeat) { h.Addr = "example.com" }, http.StatusBadRequest},
+		{"unknown node", testToken, "", nil, http.StatusOK},
+		{"same node again", testToken, "", nil, http.StatusOK},
+		{"another node's id", testToken, nodeSecret("n2"), nil, http.StatusForbidden},
+		{"other node", testToken, "", func(h *common.Heartbeat) { h.Node = "n2" }, http.StatusOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -436,7 +456,14 @@ func TestHeartbeatAPI(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(&h)
 			}
-			status, resp, err := postHeartbeat(url, tt.token, h)
+			secret := tt.secret
+			switch secret {
+			case "":
+				secret = nodeSecret(h.Node)
+			case "-":
+				secret = ""
+			}
+			status, resp, err := postHeartbeatAs(url, tt.token, secret, h)
 			if err != nil || status != tt.status {
 				t.Fatalf("status %d err %v, want %d", status, err, tt.status)
 			}
@@ -600,5 +627,123 @@ func TestServerRollsBackUnhealthyRelease(t *testing.T) {
 	e.pool.QueryRow(`SELECT message FROM events WHERE kind = 'rollback'`).Scan(&msg)
 	if !strings.Contains(msg, "rolling back to v1") {
 		t.Fatalf("rollback event %q", msg)
+	}
+}
+
+// A node id is bound to the first secret heard for it; an impostor is
+// refused without touching the node's stored heartbeat, and an operator
+// resets the identity by deleting the hash field.
+func TestHeartbeatNodeIdentity(t *testing.T) {
+	e := newEnv(t)
+	s := startServer(t, e.cfg)
+	url := "http://" + s.Addr()
+	ctx := context.Background()
+	hb := common.Heartbeat{Node: "n1", Addr: "127.0.0.11", Capacity: common.Capacity{MemoryMB: 512, CPUs: 1}}
+
+	if status, _, err := postHeartbeatAs(url, testToken, "first-secret-0123456789", hb); err != nil || status != http.StatusOK {
+		t.Fatalf("first beat: %d %v", status, err)
+	}
+	stored := e.rdb.HGet(ctx, nodeSecretsKey(e.keys), "n1").Val()
+	if stored != hashSecret("first-secret-0123456789") || strings.Contains(stored, "first-secret") {
+		t.Fatalf("stored secret %q, want its sha-256", stored)
+	}
+
+	impostor := hb
+	impostor.Addr = "127.0.0.66"
+	body, _ := json.Marshal(impostor)
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/heartbeat", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set(NodeSecretHeader, "other-secret-0123456789")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apiErr struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	json.NewDecoder(res.Body).Decode(&apiErr)
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden || apiErr.Error.Code != "node_identity" {
+		t.Fatalf("impostor: %d %q, want 403 node_identity", res.StatusCode, apiErr.Error.Code)
+	}
+	var got common.Heartbeat
+	if err := json.Unmarshal([]byte(e.rdb.Get(ctx, e.keys.Node("n1")).Val()), &got); err != nil || got.Addr != "127.0.0.11" {
+		t.Fatalf("stored heartbeat %+v %v: the impostor overwrote it", got, err)
+	}
+
+	// Operator reset: the next secret heard is trusted.
+	e.rdb.HDel(ctx, nodeSecretsKey(e.keys), "n1")
+	if status, _, err := postHeartbeatAs(url, testToken, "other-secret-0123456789", impostor); err != nil || status != http.StatusOK {
+		t.Fatalf("after reset: %d %v", status, err)
+	}
+	if status, _, _ := postHeartbeatAs(url, testToken, "first-secret-0123456789", hb); status != http.StatusForbidden {
+		t.Fatalf("old secret after reset: %d, want 403", status)
+	}
+}
+
+func TestStampHeartbeat(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	for _, body := range []string{`{"node":"n1","at":"2020-01-01T00:00:00Z"}`, "{\"node\":\"n1\"} \n", `{ }`} {
+		raw := stampHeartbeat([]byte(body), at)
+		var hb common.Heartbeat
+		if err := json.Unmarshal(raw, &hb); err != nil || !hb.At.Equal(at) {
+			t.Errorf("%q → %s: at %v err %v", body, raw, hb.At, err)
+		}
+		if got := unchangedReport(string(raw)); body != "{ }" && !strings.HasPrefix(body, got) {
+			t.Errorf("report %q is not a prefix of %q", got, body)
+		}
+		if body != "{ }" && !strings.HasPrefix(string(raw[len(raw)-atSuffixLen:]), atField) {
+			t.Errorf("%s: suffix is not %d bytes", raw, atSuffixLen)
+		}
+	}
+}
+
+func TestHeartbeatHead(t *testing.T) {
+	tests := []struct {
+		body, node, addr string
+		ok               bool
+	}{
+		{`{"node":"n1","addr":"127.0.0.1","containers":[{"id":"x"}]}`, "n1", "127.0.0.1", true},
+		{`{"containers":[],"labels":{"node":"x"},"addr":"10.0.0.1","node":"n2"}`, "n2", "10.0.0.1", true},
+		{`{"node":"n1"`, "", "", false},
+		{`{"node":"n1"} {}`, "", "", false},
+		{`["node"]`, "", "", false},
+		{`{"node":7}`, "", "", false},
+	}
+	for _, tt := range tests {
+		var h heartbeatHead
+		err := h.read([]byte(tt.body))
+		if (err == nil) != tt.ok || (tt.ok && (h.Node != tt.node || h.Addr != tt.addr)) {
+			t.Errorf("%s: %+v %v", tt.body, h, err)
+		}
+	}
+}
+
+// The heartbeat script tells a changed report from a mere proof of life.
+func TestBeatScriptChanged(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	keys := []string{nodeSecretsKey(e.keys), e.keys.Node("n1"), e.keys.Nodes(), e.keys.Assignments()}
+	beat := func(body string, at time.Time) []any {
+		res, err := beatScript.Run(ctx, e.rdb, keys, "n1", hashSecret("s"), stampHeartbeat([]byte(body), at), 1000, atSuffixLen).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, tt := range []struct {
+		body    string
+		changed int64
+	}{
+		{`{"node":"n1","containers":[]}`, 1},
+		{`{"node":"n1","containers":[]}`, 0},
+		{`{"node":"n1","containers":[{"id":"x"}]}`, 1},
+		{`{"node":"n1","containers":[{"id":"x"}]}`, 0},
+	} {
+		res := beat(tt.body, t0.Add(time.Duration(i)*1234567*time.Microsecond))
+		if len(res) < 2 || res[1] != tt.changed {
+			t.Errorf("beat %d: %v, want changed=%d", i, res, tt.changed)
+		}
 	}
 }

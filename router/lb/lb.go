@@ -143,7 +143,39 @@ type Pool struct {
 	all     []*Backend
 	healthy []*Backend
 	bal     Balancer
+	limit   int64 // requests in flight per backend; 0 = unlimited
 }
+
+// WithLimit caps the requests in flight (each holding one connection) per
+// backend; Pick skips full backends. The check and the count are not one
+// atomic step, so concurrent picks may overshoot by a few. Call it before the
+// pool is shared.
+func (p *Pool) WithLimit(n int) *Pool {
+	p.limit = int64(n)
+	return p
+}
+
+// Full reports whether every candidate backend is at the limit.
+func (p *Pool) Full() bool {
+	if p.limit == 0 {
+		return false
+	}
+	for _, b := range p.cands() {
+		if b.Active() < p.limit {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Pool) cands() []*Backend {
+	if len(p.healthy) == 0 {
+		return p.all
+	}
+	return p.healthy
+}
+
+func (p *Pool) hasRoom(b *Backend) bool { return p.limit == 0 || b.Active() < p.limit }
 
 // NewPool builds a pool for specs. States of addresses already in prev are
 // reused so failure marks and in-flight counts survive route updates.
@@ -178,24 +210,33 @@ func (p *Pool) Backends() []*Backend { return p.all }
 
 // Pick chooses a backend for one attempt of a request: among the healthy
 // backends (all of them when none is healthy — fail open), never one in
-// tried, and skipping backends marked failed unless every remaining one is
-// marked, in which case the marks are cleared (a refusing backend is still
-// better than a certain error). It returns nil when nothing is left.
-func (p *Pool) Pick(now time.Time, tried []*Backend) *Backend {
-	cands := p.healthy
-	if len(cands) == 0 {
-		cands = p.all
+// tried nor one at the pool's limit, and skipping backends marked failed
+// unless every remaining one is marked, in which case the marks are cleared
+// (a refusing backend is still better than a certain error). A non-empty
+// sticky names the instance a client is pinned to: it is chosen on the first
+// attempt when it is a candidate, unmarked and not full. Pick returns nil
+// when nothing is left.
+func (p *Pool) Pick(now time.Time, tried []*Backend, sticky string) *Backend {
+	cands := p.cands()
+	if sticky != "" && len(tried) == 0 {
+		for _, b := range cands {
+			if b.Instance == sticky && !b.Failed(now) && p.hasRoom(b) {
+				return b
+			}
+		}
 	}
 	if len(tried) == 0 {
-		if b := p.bal.Next(cands, func(b *Backend) bool { return !b.Failed(now) }); b != nil {
+		if b := p.bal.Next(cands, func(b *Backend) bool { return !b.Failed(now) && p.hasRoom(b) }); b != nil {
 			return b
 		}
-	} else if b := p.bal.Next(cands, func(b *Backend) bool { return !b.Failed(now) && !contains(tried, b) }); b != nil {
+	} else if b := p.bal.Next(cands, func(b *Backend) bool {
+		return !b.Failed(now) && !contains(tried, b) && p.hasRoom(b)
+	}); b != nil {
 		return b
 	}
 	var untried int
 	for _, b := range cands {
-		if !contains(tried, b) {
+		if !contains(tried, b) && p.hasRoom(b) {
 			untried++
 			b.state.failedUntil.Store(0)
 		}
@@ -203,7 +244,7 @@ func (p *Pool) Pick(now time.Time, tried []*Backend) *Backend {
 	if untried == 0 {
 		return nil
 	}
-	return p.bal.Next(cands, func(b *Backend) bool { return !contains(tried, b) })
+	return p.bal.Next(cands, func(b *Backend) bool { return !contains(tried, b) && p.hasRoom(b) })
 }
 
 func contains(list []*Backend, b *Backend) bool {

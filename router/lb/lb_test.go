@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -18,7 +19,7 @@ func specs(healthy ...bool) []Spec {
 func picks(p *Pool, n int) []string {
 	var out []string
 	for i := 0; i < n; i++ {
-		b := p.Pick(time.Unix(100, 0), nil)
+		b := p.Pick(time.Unix(100, 0), nil, "")
 		if b == nil {
 			out = append(out, "-")
 			continue
@@ -70,24 +71,24 @@ func TestFailureMarksAndTried(t *testing.T) {
 	bs[0].MarkFailed(now, 5*time.Second)
 
 	for i := 0; i < 6; i++ {
-		if b := p.Pick(now, nil); b == bs[0] {
+		if b := p.Pick(now, nil, ""); b == bs[0] {
 			t.Fatal("picked a backend marked failed")
 		}
 	}
 	// Never the same backend twice within one request.
 	tried := []*Backend{bs[1]}
-	if b := p.Pick(now, tried); b != bs[2] {
+	if b := p.Pick(now, tried, ""); b != bs[2] {
 		t.Fatalf("got %v, want c", b)
 	}
 	// Only a marked one left: marks are cleared rather than failing.
 	tried = []*Backend{bs[1], bs[2]}
-	if b := p.Pick(now, tried); b != bs[0] {
+	if b := p.Pick(now, tried, ""); b != bs[0] {
 		t.Fatalf("got %v, want a (marks reset)", b)
 	}
 	if bs[0].Failed(now) {
 		t.Fatal("mark not cleared")
 	}
-	if b := p.Pick(now, []*Backend{bs[0], bs[1], bs[2]}); b != nil {
+	if b := p.Pick(now, []*Backend{bs[0], bs[1], bs[2]}, ""); b != nil {
 		t.Fatalf("all tried: got %v, want nil", b)
 	}
 	// Marks expire.
@@ -112,12 +113,54 @@ func TestLeastConn(t *testing.T) {
 	bs := p.Backends()
 	endA := bs[0].Begin()
 	endB := bs[1].Begin()
-	if b := p.Pick(time.Now(), nil); b != bs[2] {
+	if b := p.Pick(time.Now(), nil, ""); b != bs[2] {
 		t.Fatalf("got %s, want c (idle)", b.Instance)
 	}
 	endA()
 	endB()
 	if New("least_conn", nil) == nil || New("", nil) == nil {
 		t.Fatal("New returned nil")
+	}
+}
+
+func TestStickyAndLimit(t *testing.T) {
+	now := time.Unix(100, 0)
+	p := NewPool(specs(true, true, false), NewRoundRobin(zero), nil).WithLimit(1)
+	bs := p.Backends()
+	tests := []struct {
+		name   string
+		setup  func() func()
+		sticky string
+		want   string
+	}{
+		{"pinned instance", nil, "b", "b"},
+		{"unknown pin falls back", nil, "zz", "a|b"},
+		{"unhealthy pin ignored", nil, "c", "a|b"},
+		{"marked pin ignored", func() func() {
+			bs[1].MarkFailed(now, time.Second)
+			return func() { bs[1].MarkFailed(now, 0) }
+		}, "b", "a"},
+		{"full pin ignored", func() func() { return bs[1].Begin() }, "b", "a"},
+		{"all full", func() func() {
+			endA, endB := bs[0].Begin(), bs[1].Begin()
+			return func() { endA(); endB() }
+		}, "", "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.setup != nil {
+				defer tt.setup()()
+			}
+			got := "-"
+			if b := p.Pick(now, nil, tt.sticky); b != nil {
+				got = b.Instance
+			}
+			if !strings.Contains("|"+tt.want+"|", "|"+got+"|") {
+				t.Fatalf("picked %s, want %s", got, tt.want)
+			}
+			if full := got == "-"; full != p.Full() {
+				t.Fatalf("Full() = %v", p.Full())
+			}
+		})
 	}
 }

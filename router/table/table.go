@@ -11,19 +11,63 @@ import (
 )
 
 // Table maps normalized hosts to entries of type E. Lookups are lock-free;
-// writers are serialized and copy the map (copy-on-write), which costs a few
-// hundred microseconds at 10k routes — fine for updates that arrive at human
-// or reconcile speed.
+// writers are serialized. A snapshot is an immutable base map plus a small
+// overlay of recent changes: a single-host update copies only the overlay
+// (not 10,000 routes), and the overlay is folded into a new base once it
+// reaches maxOverlay hosts.
 type Table[E any] struct {
 	mu   sync.Mutex // serializes writers
-	snap atomic.Pointer[map[string]E]
+	snap atomic.Pointer[snapshot[E]]
+}
+
+// maxOverlay bounds the overlay: lookups stay two map reads at most, and
+// the fold (a full copy) happens once per maxOverlay changes.
+const maxOverlay = 64
+
+type snapshot[E any] struct {
+	base map[string]E
+	over map[string]slot[E] // recent changes; nil when none
+	n    int                // number of hosts
+}
+
+type slot[E any] struct {
+	e       E
+	deleted bool
+}
+
+func (s *snapshot[E]) get(host string) (E, bool) {
+	if s.over != nil {
+		if sl, ok := s.over[host]; ok {
+			return sl.e, !sl.deleted
+		}
+	}
+	e, ok := s.base[host]
+	return e, ok
+}
+
+// merged returns base with the overlay applied (a copy when there is one).
+func (s *snapshot[E]) merged() map[string]E {
+	if len(s.over) == 0 {
+		return s.base
+	}
+	m := make(map[string]E, s.n)
+	for k, v := range s.base {
+		m[k] = v
+	}
+	for k, sl := range s.over {
+		if sl.deleted {
+			delete(m, k)
+		} else {
+			m[k] = sl.e
+		}
+	}
+	return m
 }
 
 // New returns an empty table.
 func New[E any]() *Table[E] {
 	t := &Table[E]{}
-	m := map[string]E{}
-	t.snap.Store(&m)
+	t.snap.Store(&snapshot[E]{base: map[string]E{}})
 	return t
 }
 
@@ -46,45 +90,65 @@ func NormalizeHost(host string) string {
 
 // Lookup returns the entry of host (any case, with or without port).
 func (t *Table[E]) Lookup(host string) (E, bool) {
-	e, ok := (*t.snap.Load())[NormalizeHost(host)]
-	return e, ok
+	return t.snap.Load().get(NormalizeHost(host))
 }
 
 // Snapshot returns the current map; callers must not modify it.
-func (t *Table[E]) Snapshot() map[string]E { return *t.snap.Load() }
+func (t *Table[E]) Snapshot() map[string]E { return t.snap.Load().merged() }
 
 // Len returns the number of hosts.
-func (t *Table[E]) Len() int { return len(*t.snap.Load()) }
+func (t *Table[E]) Len() int { return t.snap.Load().n }
 
 // Replace swaps in a whole new table built by build from the current one
 // (so the builder can carry per-host state over). Keys must be normalized.
 func (t *Table[E]) Replace(build func(old map[string]E) map[string]E) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m := build(*t.snap.Load())
-	t.snap.Store(&m)
+	m := build(t.snap.Load().merged())
+	t.snap.Store(&snapshot[E]{base: m, n: len(m)})
 }
 
 // Update sets (ok) or deletes (!ok) one host, with the entry computed from the
 // current one by fn.
 func (t *Table[E]) Update(host string, fn func(old E, had bool) (E, bool)) {
-	host = NormalizeHost(host)
+	t.UpdateMany([]string{host}, func(_ string, old E, had bool) (E, bool) { return fn(old, had) })
+}
+
+// UpdateMany sets or deletes several hosts in one new snapshot.
+func (t *Table[E]) UpdateMany(hosts []string, fn func(host string, old E, had bool) (E, bool)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	cur := *t.snap.Load()
-	old, had := cur[host]
-	e, keep := fn(old, had)
-	if !keep && !had {
-		return
+	cur := t.snap.Load()
+	next := &snapshot[E]{base: cur.base, n: cur.n}
+	for _, host := range hosts {
+		host = NormalizeHost(host)
+		old, had := next.get(host)
+		if next.over == nil {
+			old, had = cur.get(host)
+		}
+		e, keep := fn(host, old, had)
+		if !keep && !had {
+			continue
+		}
+		if next.over == nil {
+			next.over = make(map[string]slot[E], len(cur.over)+len(hosts))
+			for k, v := range cur.over {
+				next.over[k] = v
+			}
+		}
+		next.over[host] = slot[E]{e: e, deleted: !keep}
+		switch {
+		case keep && !had:
+			next.n++
+		case !keep:
+			next.n--
+		}
 	}
-	m := make(map[string]E, len(cur)+1)
-	for k, v := range cur {
-		m[k] = v
+	if next.over == nil {
+		return // nothing changed
 	}
-	if keep {
-		m[host] = e
-	} else {
-		delete(m, host)
+	if len(next.over) > maxOverlay {
+		next = &snapshot[E]{base: next.merged(), n: next.n}
 	}
-	t.snap.Store(&m)
+	t.snap.Store(next)
 }

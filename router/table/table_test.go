@@ -83,3 +83,73 @@ func TestConcurrentLookups(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestUpdateMany(t *testing.T) {
+	tb := New[int]()
+	tb.Update("a.apps.io", func(int, bool) (int, bool) { return 1, true })
+	before := tb.Snapshot()
+	tb.UpdateMany([]string{"A.apps.io", "b.apps.io:80", "gone.apps.io"}, func(host string, old int, had bool) (int, bool) {
+		switch host {
+		case "a.apps.io":
+			return old + 10, true
+		case "b.apps.io":
+			return 2, true
+		}
+		return 0, false
+	})
+	if v, _ := tb.Lookup("a.apps.io"); v != 11 {
+		t.Fatalf("a = %d", v)
+	}
+	if v, _ := tb.Lookup("b.apps.io"); v != 2 || tb.Len() != 2 {
+		t.Fatalf("b = %d, len %d", v, tb.Len())
+	}
+	if before["a.apps.io"] != 1 || len(before) != 1 {
+		t.Fatal("an earlier snapshot changed")
+	}
+}
+
+// TestOverlayMatchesMap: any sequence of updates, deletes and replaces
+// (crossing overlay folds) reads like a plain map.
+func TestOverlayMatchesMap(t *testing.T) {
+	tb := New[int]()
+	ref := map[string]int{}
+	host := func(i int) string { return string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + ".apps.io" }
+	for i := 0; i < 5000; i++ {
+		h := host(i * 7919 % 500)
+		switch {
+		case i%997 == 0:
+			tb.Replace(func(old map[string]int) map[string]int {
+				m := map[string]int{}
+				for k, v := range old {
+					if v%2 == 0 {
+						m[k] = v
+					}
+				}
+				return m
+			})
+			for k, v := range ref {
+				if v%2 != 0 {
+					delete(ref, k)
+				}
+			}
+		case i%3 == 0:
+			tb.Update(h, func(int, bool) (int, bool) { return 0, false })
+			delete(ref, h)
+		default:
+			tb.Update(h, func(old int, had bool) (int, bool) { return old + i, true })
+			ref[h] += i
+		}
+		if tb.Len() != len(ref) {
+			t.Fatalf("step %d: len %d, want %d", i, tb.Len(), len(ref))
+		}
+	}
+	snap := tb.Snapshot()
+	if len(snap) != len(ref) {
+		t.Fatalf("snapshot has %d hosts, want %d", len(snap), len(ref))
+	}
+	for k, v := range ref {
+		if got, ok := tb.Lookup(k); !ok || got != v || snap[k] != v {
+			t.Fatalf("%s = %d %v, want %d", k, got, ok, v)
+		}
+	}
+}

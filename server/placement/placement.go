@@ -5,6 +5,7 @@
 package placement
 
 import (
+	"container/heap"
 	"fmt"
 	"sort"
 )
@@ -41,36 +42,73 @@ func (e *NoFitError) Error() string {
 type nodeState struct {
 	Node
 	usedMB int64
-	apps   map[string]int // app → instances on this node
+	// pos is the node's index in the free-memory heap, -1 when it is not
+	// there (unschedulable).
+	pos int
 }
 
 func (n *nodeState) freeMB(reserveMB int64) int64 {
 	return n.CapacityMB - reserveMB - n.usedMB
 }
 
-// Cluster is the reservation ledger of one reconcile round. Not safe for
+// Cluster is the earlyRes ledger of one reconcile round. Not safe for
 // concurrent use; a round owns it.
+//
+// Placing is O(k log n) for n nodes, k being the nodes skipped because they
+// already hold the app or miss its labels: schedulable nodes sit in a heap
+// ordered by free memory, and the few nodes already running the app are
+// known per app. A cluster of 1,000 nodes places tens of thousands of
+// instances a second.
 type Cluster struct {
 	reserveMB int64
-	nodes     []*nodeState
+	nodes     []*nodeState // sorted by id
 	byID      map[string]*nodeState
+	free      freeHeap // valid once built
+	built     bool
+	// apps is app → node → instances of the app on the node (spread),
+	// built on first Place from early; a round that places nothing (the
+	// steady state) never builds it.
+	apps  map[string]map[*nodeState]int
+	early []earlyRes
+}
+
+type earlyRes struct {
+	app   string
+	node  *nodeState
+	count int
 }
 
 // New returns a ledger over nodes, keeping reserveMB of every node's memory
 // for the system.
 func New(nodes []Node, reserveMB int64) *Cluster {
-	c := &Cluster{reserveMB: reserveMB, byID: map[string]*nodeState{}}
+	c := &Cluster{reserveMB: reserveMB, byID: make(map[string]*nodeState, len(nodes))}
 	for _, n := range nodes {
 		if _, dup := c.byID[n.ID]; dup {
 			continue
 		}
-		ns := &nodeState{Node: n, apps: map[string]int{}}
+		ns := &nodeState{Node: n, pos: -1}
 		c.nodes = append(c.nodes, ns)
 		c.byID[n.ID] = ns
 	}
 	// Deterministic order: ties are broken by node id.
 	sort.Slice(c.nodes, func(i, j int) bool { return c.nodes[i].ID < c.nodes[j].ID })
 	return c
+}
+
+// heap returns the free-memory heap, built on first use so that the
+// reservations of a whole round cost no heap fixes.
+func (c *Cluster) heap() *freeHeap {
+	if !c.built {
+		c.built = true
+		for _, n := range c.nodes {
+			if n.Schedulable {
+				n.pos = len(c.free.nodes)
+				c.free.nodes = append(c.free.nodes, n)
+			}
+		}
+		heap.Init(&c.free)
+	}
+	return &c.free
 }
 
 // Reserve records an instance of app already placed on node (whatever its
@@ -81,8 +119,7 @@ func (c *Cluster) Reserve(node, app string, memoryMB int64) {
 	if !ok {
 		return
 	}
-	n.usedMB += memoryMB
-	n.apps[app]++
+	c.add(n, app, memoryMB, 1)
 }
 
 // Release undoes a Reserve (an instance removed this round).
@@ -91,9 +128,30 @@ func (c *Cluster) Release(node, app string, memoryMB int64) {
 	if !ok {
 		return
 	}
-	n.usedMB -= memoryMB
-	if n.apps[app] > 0 {
-		n.apps[app]--
+	c.add(n, app, -memoryMB, -1)
+}
+
+func (c *Cluster) add(n *nodeState, app string, memoryMB int64, count int) {
+	n.usedMB += memoryMB
+	if c.built && n.pos >= 0 {
+		heap.Fix(&c.free, n.pos)
+	}
+	if c.apps == nil {
+		c.early = append(c.early, earlyRes{app, n, count})
+		return
+	}
+	c.count(app, n, count)
+}
+
+// count adds count instances of app on n to the spread index.
+func (c *Cluster) count(app string, n *nodeState, count int) {
+	m := c.apps[app]
+	if m == nil {
+		m = map[*nodeState]int{}
+		c.apps[app] = m
+	}
+	if m[n] += count; m[n] <= 0 {
+		delete(m, n)
 	}
 }
 
@@ -105,13 +163,68 @@ func (c *Cluster) FreeMB(node string) int64 {
 	return 0
 }
 
+// Load is the share of node's usable memory reserved (0 for an unknown or
+// empty node); scale-down takes instances from the most loaded nodes first.
+func (c *Cluster) Load(node string) float64 {
+	n, ok := c.byID[node]
+	if !ok || n.CapacityMB-c.reserveMB <= 0 {
+		return 0
+	}
+	return float64(n.usedMB) / float64(n.CapacityMB-c.reserveMB)
+}
+
 // Place picks a node for one instance of app needing memoryMB, whose node
 // labels must match constraints, and reserves it. Among the nodes that fit it
 // prefers the one with the fewest instances of app (spread), then the most
 // free memory, then the smallest id.
 func (c *Cluster) Place(app string, memoryMB int64, constraints map[string]string) (string, error) {
+	if c.apps == nil {
+		c.apps = map[string]map[*nodeState]int{}
+		for _, r := range c.early {
+			c.count(r.app, r.node, r.count)
+		}
+		c.early = nil
+	}
+	has := c.apps[app]
+	// Best node without the app: walk the heap from the most free node,
+	// setting aside those that hold the app or miss a label. Once the top
+	// does not fit, nothing below does.
 	var best *nodeState
-	largest := int64(-1)
+	var aside []*nodeState
+	free := c.heap()
+	for free.Len() > 0 {
+		top := free.nodes[0]
+		if top.freeMB(c.reserveMB) < memoryMB {
+			break
+		}
+		if has[top] == 0 && matches(top.Labels, constraints) {
+			best = top
+			break
+		}
+		aside = append(aside, heap.Pop(free).(*nodeState))
+	}
+	for _, n := range aside {
+		heap.Push(free, n)
+	}
+	if best == nil {
+		// Every fitting node already runs the app: the fewest instances win.
+		for n := range has {
+			if n.Schedulable && matches(n.Labels, constraints) && n.freeMB(c.reserveMB) >= memoryMB &&
+				(best == nil || better(n, best, has, c.reserveMB)) {
+				best = n
+			}
+		}
+	}
+	if best == nil {
+		return "", c.noFit(memoryMB, constraints)
+	}
+	c.add(best, app, memoryMB, 1)
+	return best.ID, nil
+}
+
+// noFit explains a failed placement (a rare path: a full scan is fine).
+func (c *Cluster) noFit(memoryMB int64, constraints map[string]string) error {
+	e := &NoFitError{NeedMB: memoryMB, LargestFreeMB: -1}
 	schedulable, matching := 0, 0
 	for _, n := range c.nodes {
 		if !n.Schedulable {
@@ -122,36 +235,22 @@ func (c *Cluster) Place(app string, memoryMB int64, constraints map[string]strin
 			continue
 		}
 		matching++
-		free := n.freeMB(c.reserveMB)
-		if free > largest {
-			largest = free
-		}
-		if free < memoryMB {
-			continue
-		}
-		if best == nil || better(n, best, app, c.reserveMB) {
-			best = n
-		}
+		e.LargestFreeMB = max(e.LargestFreeMB, n.freeMB(c.reserveMB))
 	}
-	if best == nil {
-		e := &NoFitError{NeedMB: memoryMB, LargestFreeMB: largest}
-		switch {
-		case schedulable == 0:
-			e.Reason = "no schedulable node"
-		case matching == 0:
-			e.Reason = fmt.Sprintf("no node matches constraints %v", constraints)
-		}
-		return "", e
+	switch {
+	case schedulable == 0:
+		e.Reason = "no schedulable node"
+	case matching == 0:
+		e.Reason = fmt.Sprintf("no node matches constraints %v", constraints)
 	}
-	best.usedMB += memoryMB
-	best.apps[app]++
-	return best.ID, nil
+	return e
 }
 
-// better reports whether a is a better home than b for an instance of app.
-func better(a, b *nodeState, app string, reserveMB int64) bool {
-	if a.apps[app] != b.apps[app] {
-		return a.apps[app] < b.apps[app]
+// better reports whether a is a better home than b for an instance of the
+// app whose per-node counts are has.
+func better(a, b *nodeState, has map[*nodeState]int, reserveMB int64) bool {
+	if has[a] != has[b] {
+		return has[a] < has[b]
 	}
 	fa, fb := a.freeMB(reserveMB), b.freeMB(reserveMB)
 	if fa != fb {
@@ -168,4 +267,38 @@ func matches(labels, constraints map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// freeHeap orders schedulable nodes by free memory, most first, then id
+// (the reserve is the same on every node, so it does not change the order).
+type freeHeap struct {
+	nodes []*nodeState
+}
+
+func (h *freeHeap) Len() int { return len(h.nodes) }
+
+func (h *freeHeap) Less(i, j int) bool {
+	a, b := h.nodes[i], h.nodes[j]
+	if fa, fb := a.CapacityMB-a.usedMB, b.CapacityMB-b.usedMB; fa != fb {
+		return fa > fb
+	}
+	return a.ID < b.ID
+}
+
+func (h *freeHeap) Swap(i, j int) {
+	h.nodes[i], h.nodes[j] = h.nodes[j], h.nodes[i]
+	h.nodes[i].pos, h.nodes[j].pos = i, j
+}
+
+func (h *freeHeap) Push(x any) {
+	n := x.(*nodeState)
+	n.pos = len(h.nodes)
+	h.nodes = append(h.nodes, n)
+}
+
+func (h *freeHeap) Pop() any {
+	n := h.nodes[len(h.nodes)-1]
+	h.nodes = h.nodes[:len(h.nodes)-1]
+	n.pos = -1
+	return n
 }

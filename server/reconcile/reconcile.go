@@ -7,7 +7,10 @@ package reconcile
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dinp/dinp/common"
@@ -30,6 +33,10 @@ const (
 	EventDeploy    = "deploy"
 	EventScale     = "scale"
 	EventRollback  = "rollback"
+	// EventFailed: a pull, create or start failed (the agent retries).
+	EventFailed = "instance_failed"
+	// EventReplace: an instance is replaced (drained node, liveness limit).
+	EventReplace = "replace"
 )
 
 // maxErrorLen bounds error text copied from heartbeats into rows.
@@ -77,6 +84,10 @@ type Instance struct {
 	// UpdatedAt is when the row last changed; for a stopping instance it is
 	// when the drain started.
 	UpdatedAt time.Time
+
+	// healthy and sick cache hm's verdict for this round (Compute's own
+	// use; neither is set while hm has no verdict).
+	healthy, sick bool
 }
 
 // Node is a node as the leader knows it this round.
@@ -117,6 +128,14 @@ type Input struct {
 	// healthy on every wanted instance while an older release still serves;
 	// after it the app is rolled back. 0 disables rollbacks.
 	StartTimeout time.Duration
+	// MaxSurge bounds a rolling deploy: at most Instances+MaxSurge instances
+	// of the app run at once, and each new instance that turns healthy
+	// retires one old one. 0 starts every new instance at once and stops
+	// the old release when all of them are healthy.
+	MaxSurge int
+	// LivenessLimit is how long a running instance may stay unhealthy
+	// before it is replaced (the replacement is placed first). 0 disables.
+	LivenessLimit time.Duration
 	// NewID returns a fresh instance id.
 	NewID func() string
 }
@@ -148,7 +167,15 @@ type Plan struct {
 	// Rollbacks lists apps whose current release must go back to an older
 	// one because it did not become healthy in time.
 	Rollbacks []Rollback
+	// LivenessSuspended says why unhealthy instances are not replaced this
+	// round ("" when they are): most of the cluster looks unhealthy.
+	LivenessSuspended string
 }
+
+// massMinInstances is the smallest cluster (running instances) in which
+// "most instances unhealthy" suspends liveness replacement; below it one
+// bad app is most of the cluster.
+const massMinInstances = 10
 
 // Rollback moves an app's current release from From back to To. The writer
 // must apply it only if the app is still at From (a new deploy wins).
@@ -163,19 +190,23 @@ type Rollback struct {
 // Compute returns the plan that moves the actual state toward the desired
 // state. Callers must only call it with complete inputs: a failed read must
 // skip the round, never look like "no apps".
+//
+// It runs in O(n log n) of instances and nodes (maps by id, one pass per
+// concern, placement through a heap): a converged cluster of 50,000
+// instances on 1,000 nodes is a no-op plan in tens of milliseconds.
 func Compute(in Input) Plan {
 	plan := Plan{
 		Unplaced:    map[int64]string{},
-		Assignments: map[string][]common.Assignment{},
-		Routes:      map[string]common.Route{},
+		Assignments: make(map[string][]common.Assignment, len(in.Nodes)),
+		Routes:      make(map[string]common.Route, len(in.Apps)),
 	}
 	apps := append([]App(nil), in.Apps...)
 	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
-	appByID := map[int64]*App{}
+	appByID := make(map[int64]*App, len(apps))
 	for i := range apps {
 		appByID[apps[i].ID] = &apps[i]
 	}
-	nodes := map[string]*Node{}
+	nodes := make(map[string]*Node, len(in.Nodes))
 	var nodeIDs []string
 	for i := range in.Nodes {
 		n := &in.Nodes[i]
@@ -193,13 +224,22 @@ func Compute(in Input) Plan {
 		}
 	}
 
-	orig := map[string]Instance{}
-	var work []*Instance // rows that survive this round, sorted by id
-	instances := append([]Instance(nil), in.Instances...)
-	sort.Slice(instances, func(i, j int) bool { return instances[i].ID < instances[j].ID })
+	// orig holds the rows as read; work[i] is what survives of
+	// orig[origOf[i]] after this round (created rows are separate). Rows
+	// are not sorted (50,000 string compares over scattered rows cost more
+	// than the rest of a quiet round): every decision below is
+	// order-independent, and the plan's lists are sorted at the end.
+	orig := make([]*Instance, len(in.Instances))
+	for i := range in.Instances {
+		orig[i] = &in.Instances[i]
+	}
+	rows := make([]Instance, 0, len(orig))
+	var origOf []int
 	lostSeen := map[string]bool{}
-	for _, inst := range instances {
-		orig[inst.ID] = inst
+	// Each node's containers by instance, built once per node.
+	reported := map[string]map[string]*common.Container{}
+	for oi, o := range orig {
+		inst := *o
 		n, known := nodes[inst.Node]
 		switch {
 		case !known || lost[inst.Node]:
@@ -222,15 +262,37 @@ func Compute(in Input) Plan {
 				continue
 			}
 		case n.Heartbeat != nil:
-			inst = observe(inst, n.Heartbeat, in.Now)
+			cs, ok := reported[inst.Node]
+			if !ok {
+				cs = make(map[string]*common.Container, len(n.Heartbeat.Containers))
+				for i := range n.Heartbeat.Containers {
+					cs[n.Heartbeat.Containers[i].Instance] = &n.Heartbeat.Containers[i]
+				}
+				reported[inst.Node] = cs
+			}
+			observe(&inst, cs[inst.ID], in.Now)
+			// A failed pull, create or start is shown on the app once per
+			// distinct reason (exits are the crash-loop detector's business).
+			if c := cs[inst.ID]; c != nil && c.Error != "" && inst.State == StateFailed &&
+				(o.State != StateFailed || o.Error != inst.Error) && appByID[inst.AppID] != nil {
+				plan.Events = append(plan.Events, Event{AppID: inst.AppID, Kind: EventFailed,
+					Message: fmt.Sprintf("instance %s (index %d, release v%d) on node %s failed: %s; retrying",
+						inst.ID, inst.Index, inst.Release, inst.Node, inst.Error)})
+			}
 		}
-		cp := inst
-		work = append(work, &cp)
+		status := in.Health[inst.ID].Status
+		inst.healthy, inst.sick = status == common.Healthy, status == common.Unhealthy
+		rows = append(rows, inst)
+		origOf = append(origOf, oi)
+	}
+	work := make([]*Instance, len(rows)) // rows that survive this round, sorted by id
+	for i := range rows {
+		work[i] = &rows[i]
 	}
 
 	// The reservation ledger counts every surviving row, pending ones
 	// included: what was placed a moment ago is not placed twice.
-	var pnodes []placement.Node
+	pnodes := make([]placement.Node, 0, len(nodeIDs))
 	for _, id := range nodeIDs {
 		n := nodes[id]
 		pnodes = append(pnodes, placement.Node{
@@ -244,11 +306,79 @@ func Compute(in Input) Plan {
 	}
 
 	healthy := func(inst *Instance) bool {
-		return inst.State == StateRunning && in.Health[inst.ID].Status == common.Healthy
+		return inst.State == StateRunning && inst.healthy
 	}
 	stop := func(inst *Instance) {
 		inst.State = StateStopping
 		inst.UpdatedAt = in.Now
+	}
+	// Liveness replacement is suspended while most of the cluster looks
+	// unhealthy: that is far likelier a monitoring failure (hm cut off from
+	// the nodes) than every app failing at once, and replacing everything
+	// would only churn — never a false mass eviction.
+	liveness := in.LivenessLimit
+	if liveness > 0 {
+		runningN, sick := 0, 0
+		for _, inst := range work {
+			if inst.State == StateRunning {
+				runningN++
+				if inst.sick {
+					sick++
+				}
+			}
+		}
+		if runningN >= massMinInstances && sick*2 > runningN {
+			liveness = 0
+			plan.LivenessSuspended = fmt.Sprintf("%d of %d running instances unhealthy", sick, runningN)
+		}
+	}
+	// retiring: an instance that must be replaced before it is stopped —
+	// on a drained node, or running but unhealthy beyond the liveness limit.
+	retiring := func(inst *Instance) bool {
+		if n := nodes[inst.Node]; n != nil && n.Drain {
+			return true
+		}
+		if liveness <= 0 || inst.State != StateRunning || inst.healthy {
+			return false
+		}
+		hs, ok := in.Health[inst.ID]
+		return ok && hs.Status == common.Unhealthy && !hs.Since.IsZero() && in.Now.Sub(hs.Since) >= liveness
+	}
+	// pickStops moves the k least useful instances of list to its front
+	// and returns them: not serving first, then older releases, then the
+	// most loaded node (counting the picks made so far, so a scale-down
+	// evens nodes out), then the highest index.
+	pickStops := func(list []*Instance, k int) []*Instance {
+		freed := map[string]int64{}
+		load := func(inst *Instance) float64 {
+			return ledger.Load(inst.Node) - float64(freed[inst.Node])/float64(max(nodes[inst.Node].Capacity.MemoryMB-in.ReserveMB, 1))
+		}
+		worse := func(x, y *Instance) bool {
+			if hx, hy := healthy(x), healthy(y); hx != hy {
+				return !hx
+			}
+			if x.Release != y.Release {
+				return x.Release < y.Release
+			}
+			if lx, ly := load(x), load(y); lx != ly {
+				return lx > ly
+			}
+			if x.Index != y.Index {
+				return x.Index > y.Index
+			}
+			return x.ID < y.ID
+		}
+		for i := 0; i < k && i < len(list); i++ {
+			w := i
+			for j := i + 1; j < len(list); j++ {
+				if worse(list[j], list[w]) {
+					w = j
+				}
+			}
+			list[i], list[w] = list[w], list[i]
+			freed[list[i].Node] += memoryOf(appByID, list[i])
+		}
+		return list[:min(k, len(list))]
 	}
 
 	byApp := map[int64][]*Instance{}
@@ -278,49 +408,82 @@ func Compute(in Input) Plan {
 			}
 			continue
 		}
-		var cur, old []*Instance
+		var cur, old, retire []*Instance
 		for _, inst := range live {
-			if inst.Release == app.CurrentRelease {
-				cur = append(cur, inst)
-			} else {
+			switch {
+			case inst.Release != app.CurrentRelease:
 				old = append(old, inst)
+			case retiring(inst):
+				retire = append(retire, inst)
+			default:
+				cur = append(cur, inst)
 			}
 		}
 
-		// Scale down: the least useful go first — not serving (failed,
-		// pending, unhealthy), then the highest index.
+		// Scale down: the least useful go first.
 		if extra := len(cur) - app.Instances; extra > 0 {
-			sort.SliceStable(cur, func(a, b int) bool {
-				ha, hb := healthy(cur[a]), healthy(cur[b])
-				if ha != hb {
-					return !ha
-				}
-				if cur[a].Index != cur[b].Index {
-					return cur[a].Index > cur[b].Index
-				}
-				return cur[a].ID < cur[b].ID
-			})
-			for _, inst := range cur[:extra] {
+			for _, inst := range pickStops(cur, extra) {
 				stop(inst)
 			}
 			plan.Events = append(plan.Events, Event{AppID: app.ID, Kind: EventScale,
 				Message: fmt.Sprintf("scaling down to %d: stopping %d instance(s)", app.Instances, extra)})
 			cur = cur[extra:]
 		}
+		n := 0
+		for _, inst := range cur {
+			if healthy(inst) {
+				n++
+			}
+		}
 
-		// Place what is missing, one instance per free index.
-		used := map[int]bool{}
+		// Rolling deploy: an old instance stops only when a healthy new one
+		// took its place; the old release keeps serving until then.
+		keep := len(old)
+		switch {
+		case n >= app.Instances:
+			keep = 0
+		case in.MaxSurge > 0:
+			// One step at a time: each healthy new instance retires an old one.
+			keep = min(keep, app.Instances-n)
+		}
+		if len(old) > keep {
+			for _, inst := range pickStops(old, len(old)-keep) {
+				stop(inst)
+			}
+			plan.Events = append(plan.Events, Event{AppID: app.ID, Kind: EventDeploy,
+				Message: fmt.Sprintf("release v%d healthy on %d instance(s); stopping %d old instance(s)",
+					app.CurrentRelease, n, len(old)-keep)})
+			old = old[len(old)-keep:]
+		}
+		// Retiring instances go the same way once their replacements serve.
+		if keep := max(app.Instances-n, 0); len(retire) > keep {
+			for _, inst := range pickStops(retire, len(retire)-keep) {
+				stop(inst)
+				plan.Events = append(plan.Events, Event{AppID: app.ID, Kind: EventReplace,
+					Message: fmt.Sprintf("instance %s (index %d) on node %s replaced: %s", inst.ID, inst.Index, inst.Node, retireReason(nodes[inst.Node], in.Health[inst.ID]))})
+			}
+			retire = retire[len(retire)-keep:]
+		}
+
+		// Place what is missing, one instance per free index. During a
+		// rolling deploy at most Instances+MaxSurge run at once.
+		want := app.Instances
+		if len(old) > 0 && in.MaxSurge > 0 {
+			want = min(want, max(app.Instances+in.MaxSurge-len(old), 1))
+		}
+		used := make(map[int]bool, len(cur))
 		for _, inst := range cur {
 			used[inst.Index] = true
 		}
-		for idx := 0; len(cur) < app.Instances; idx++ {
+		placed := 0
+		for idx := 0; len(cur) < want; idx++ {
 			if used[idx] {
 				continue
 			}
 			node, err := ledger.Place(app.Name, rel.MemoryMB, app.Constraints)
 			if err != nil {
 				plan.Unplaced[app.ID] = fmt.Sprintf("cannot place %d instance(s) of release v%d: %v",
-					app.Instances-len(cur), app.CurrentRelease, err)
+					want-len(cur), app.CurrentRelease, err)
 				break
 			}
 			inst := &Instance{ID: in.NewID(), AppID: app.ID, Release: app.CurrentRelease, Index: idx,
@@ -328,59 +491,63 @@ func Compute(in Input) Plan {
 			used[idx] = true
 			cur = append(cur, inst)
 			created = append(created, inst)
+			placed++
 		}
-
-		// Rolling deploy: older releases keep serving until the current one
-		// has every wanted instance running and healthy.
-		if len(old) > 0 {
-			n := 0
-			for _, inst := range cur {
-				if healthy(inst) {
-					n++
-				}
+		if placed > 0 && len(retire) > 0 {
+			var why []string
+			for _, inst := range retire {
+				why = append(why, inst.ID+": "+retireReason(nodes[inst.Node], in.Health[inst.ID]))
 			}
-			if n >= app.Instances {
-				for _, inst := range old {
-					stop(inst)
-				}
-				plan.Events = append(plan.Events, Event{AppID: app.ID, Kind: EventDeploy,
-					Message: fmt.Sprintf("release v%d healthy on %d instance(s); stopping %d old instance(s)", app.CurrentRelease, n, len(old))})
-			} else if rb, ok := rollback(app, cur, old, n, in.Now, in.StartTimeout); ok {
+			sort.Strings(why)
+			plan.Events = append(plan.Events, Event{AppID: app.ID, Kind: EventReplace,
+				Message: fmt.Sprintf("placing %d replacement(s) before stopping %s", placed, strings.Join(why, "; "))})
+		}
+		if len(old) > 0 {
+			// Retiring new instances count: replacing one does not restart the clock.
+			if rb, ok := rollback(app, append(cur, retire...), old, n, in.Now, in.StartTimeout, healthy); ok {
 				plan.Rollbacks = append(plan.Rollbacks, rb)
 			}
 		}
 	}
 
 	// Diff the surviving rows against what was read.
-	for _, inst := range work {
-		if o := orig[inst.ID]; !sameRow(o, *inst) {
+	for i, inst := range work {
+		if !sameRow(*orig[origOf[i]], *inst) {
 			plan.Update = append(plan.Update, *inst)
 		}
 	}
+	byID := func(a, b Instance) int { return strings.Compare(a.ID, b.ID) }
+	slices.SortFunc(plan.Update, byID)
+	slices.SortFunc(plan.Delete, byID)
+	sort.Strings(plan.Lost)
+	plan.Create = make([]Instance, 0, len(created))
 	for _, inst := range created {
 		plan.Create = append(plan.Create, *inst)
 	}
-	all := append(append([]*Instance(nil), work...), created...)
+	all := append(work, created...)
 
 	// Routes: every running instance with a host port, stopping ones out.
+	running := map[int64][]*Instance{}
+	for _, inst := range all {
+		if inst.State == StateRunning && inst.HostPort > 0 {
+			running[inst.AppID] = append(running[inst.AppID], inst)
+		}
+	}
 	for i := range apps {
 		app := &apps[i]
 		if _, ok := app.Releases[app.CurrentRelease]; app.CurrentRelease == 0 || app.Instances <= 0 || !ok {
 			continue
 		}
-		backends := []common.Backend{}
-		for _, inst := range all {
-			if inst.AppID != app.ID || inst.State != StateRunning || inst.HostPort <= 0 {
-				continue
-			}
+		backends := make([]common.Backend, 0, len(running[app.ID]))
+		for _, inst := range running[app.ID] {
 			n := nodes[inst.Node]
 			if n == nil || n.Addr == "" {
 				continue
 			}
 			backends = append(backends, common.Backend{
-				Addr:     fmt.Sprintf("%s:%d", n.Addr, inst.HostPort),
+				Addr:     n.Addr + ":" + strconv.Itoa(inst.HostPort),
 				Instance: inst.ID, Index: inst.Index, Release: inst.Release,
-				Healthy: in.Health[inst.ID].Status == common.Healthy,
+				Healthy: inst.healthy,
 			})
 		}
 		sort.Slice(backends, func(a, b int) bool {
@@ -400,8 +567,12 @@ func Compute(in Input) Plan {
 	}
 
 	// Assignments: every row on a node, stopping ones until they are deleted.
+	perNode := make(map[string]int, len(nodeIDs))
+	for _, inst := range all {
+		perNode[inst.Node]++
+	}
 	for _, id := range nodeIDs {
-		plan.Assignments[id] = []common.Assignment{}
+		plan.Assignments[id] = make([]common.Assignment, 0, perNode[id])
 	}
 	for _, inst := range all {
 		app := appByID[inst.AppID]
@@ -412,47 +583,49 @@ func Compute(in Input) Plan {
 		if !ok {
 			continue
 		}
-		if _, ok := plan.Assignments[inst.Node]; !ok {
+		list, ok := plan.Assignments[inst.Node]
+		if !ok {
 			continue
 		}
-		plan.Assignments[inst.Node] = append(plan.Assignments[inst.Node], common.Assignment{
+		plan.Assignments[inst.Node] = append(list, common.Assignment{
 			Instance: inst.ID, App: app.Name, Release: inst.Release, Index: inst.Index,
 			Image: rel.Image, MemoryMB: rel.MemoryMB, CPUShares: rel.CPUShares,
 			Port: common.DefaultAppPort, Env: rel.Env,
 		})
 	}
 	for _, list := range plan.Assignments {
-		sort.Slice(list, func(a, b int) bool {
-			x, y := list[a], list[b]
-			if x.App != y.App {
-				return x.App < y.App
+		slices.SortFunc(list, func(x, y common.Assignment) int {
+			if c := strings.Compare(x.App, y.App); c != 0 {
+				return c
 			}
 			if x.Release != y.Release {
-				return x.Release < y.Release
+				return x.Release - y.Release
 			}
 			if x.Index != y.Index {
-				return x.Index < y.Index
+				return x.Index - y.Index
 			}
-			return x.Instance < y.Instance
+			return strings.Compare(x.Instance, y.Instance)
 		})
 	}
 	return plan
 }
 
-// rollback decides whether a deploy that is still not healthy has run out of
-// time. The target is the newest older release that still has instances (it
-// is serving, so going back to it is safe).
-func rollback(app *App, cur, old []*Instance, healthy int, now time.Time, timeout time.Duration) (Rollback, bool) {
-	if timeout <= 0 || len(cur) == 0 {
+// rollback decides whether a deploy has run out of time: one of the current
+// release's instances has existed for the start timeout without becoming
+// healthy. The target is the newest older release that still has instances
+// (it is serving, so going back to it is safe).
+func rollback(app *App, cur, old []*Instance, healthy int, now time.Time, timeout time.Duration, isHealthy func(*Instance) bool) (Rollback, bool) {
+	if timeout <= 0 {
 		return Rollback{}, false
 	}
-	started := cur[0].CreatedAt
-	for _, inst := range cur[1:] {
-		if inst.CreatedAt.Before(started) {
-			started = inst.CreatedAt
+	late := false
+	for _, inst := range cur {
+		if !isHealthy(inst) && now.Sub(inst.CreatedAt) >= timeout {
+			late = true
+			break
 		}
 	}
-	if now.Sub(started) < timeout {
+	if !late {
 		return Rollback{}, false
 	}
 	to := 0
@@ -469,17 +642,23 @@ func rollback(app *App, cur, old []*Instance, healthy int, now time.Time, timeou
 			app.CurrentRelease, timeout, healthy, app.Instances, to)}, true
 }
 
-// observe folds the node's heartbeat into an instance row. The heartbeat is
-// authoritative: a container missing from it is gone.
-func observe(inst Instance, hb *common.Heartbeat, now time.Time) Instance {
-	before := inst
-	var c *common.Container
-	for i := range hb.Containers {
-		if hb.Containers[i].Instance == inst.ID {
-			c = &hb.Containers[i]
-			break
-		}
+// retireReason says why a retiring instance is replaced.
+func retireReason(n *Node, hs common.HealthStatus) string {
+	if n != nil && n.Drain {
+		return "node " + n.ID + " is draining"
 	}
+	msg := "unhealthy since " + hs.Since.UTC().Format(time.RFC3339)
+	if hs.Error != "" {
+		msg += " (" + hs.Error + ")"
+	}
+	return msg
+}
+
+// observe folds what the node's heartbeat reports of an instance (c, nil
+// when the heartbeat does not list it) into its row. The heartbeat is
+// authoritative: a container missing from it is gone.
+func observe(inst *Instance, c *common.Container, now time.Time) {
+	before := *inst
 	switch {
 	case c == nil:
 		// Not created yet, or gone: the agent (re)creates it.
@@ -518,10 +697,9 @@ func observe(inst Instance, hb *common.Heartbeat, now time.Time) Instance {
 	if len(inst.Error) > maxErrorLen {
 		inst.Error = inst.Error[:maxErrorLen]
 	}
-	if !sameRow(before, inst) {
+	if !sameRow(before, *inst) {
 		inst.UpdatedAt = now
 	}
-	return inst
 }
 
 // sameRow reports whether two rows hold the same content (UpdatedAt aside).

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,28 @@ func healthy(ids ...string) map[string]common.HealthStatus {
 		m[id] = common.HealthStatus{Instance: id, Status: common.Healthy}
 	}
 	return m
+}
+
+func unhealthy(id string, since time.Time) map[string]common.HealthStatus {
+	return map[string]common.HealthStatus{id: {Instance: id, Status: common.Unhealthy, Since: since, Error: "connection refused"}}
+}
+
+func merge(ms ...map[string]common.HealthStatus) map[string]common.HealthStatus {
+	out := map[string]common.HealthStatus{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func kinds(p Plan) string {
+	var s []string
+	for _, e := range p.Events {
+		s = append(s, e.Kind)
+	}
+	return strings.Join(s, ",")
 }
 
 func seqIDs() func() string {
@@ -328,14 +351,193 @@ func TestCompute(t *testing.T) {
 			},
 		},
 		{
-			name: "drained node gets nothing new but keeps what it runs",
+			name: "drained node gets nothing new; its instance is replaced elsewhere first",
 			in: Input{Apps: []App{webApp(2, 1, 1)},
 				Instances: []Instance{inst("a", 1, 0, "n2", StateRunning)},
 				Nodes: []Node{node("n1", 1024),
-					func() Node { n := node("n2", 8192, running("a", 30000)); n.Drain = true; return n }()}},
+					func() Node { n := node("n2", 8192, running("a", 30000)); n.Drain = true; return n }()},
+				Health: healthy("a")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending,new2@n1:pending")
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "n2", assigned(p, "n2"), "a")
+				eq(t, "route", backends(p, "web.apps.io"), "a=10.0.0.2:30000/true")
+				eq(t, "events", kinds(p), EventReplace)
+			},
+		},
+		{
+			name: "drained node's instance stops once its replacements serve",
+			in: Input{Apps: []App{webApp(1, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n2", StateRunning), port(inst("b", 1, 0, "n1", StateRunning), 30005)},
+				Nodes: []Node{node("n1", 1024, running("b", 30005)),
+					func() Node { n := node("n2", 8192, running("a", 30000)); n.Drain = true; return n }()},
+				Health: healthy("a", "b")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "update", ids(p.Update), "a@n2:stopping")
+				eq(t, "route", backends(p, "web.apps.io"), "b=10.0.0.1:30005/true")
+				eq(t, "events", kinds(p), EventReplace)
+			},
+		},
+		{
+			name: "instance unhealthy beyond the liveness limit gets a replacement first",
+			in: Input{Apps: []App{webApp(1, 1, 1)}, LivenessLimit: time.Minute,
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning)},
+				Nodes:     []Node{node("n1", 1024, running("a", 30000))},
+				Health:    unhealthy("a", t0.Add(-61*time.Second))},
 			check: func(t *testing.T, p Plan) {
 				eq(t, "create", ids(p.Create), "new1@n1:pending")
-				eq(t, "n2", assigned(p, "n2"), "a")
+				eq(t, "index", fmt.Sprint(p.Create[0].Index), "0")
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "n1", assigned(p, "n1"), "a,new1")
+				eq(t, "events", kinds(p), EventReplace)
+				if !strings.Contains(p.Events[0].Message, "connection refused") {
+					t.Fatalf("event %q lacks the last error", p.Events[0].Message)
+				}
+			},
+		},
+		{
+			name: "unhealthy instance stops when its replacement is healthy",
+			in: Input{Apps: []App{webApp(1, 1, 1)}, LivenessLimit: time.Minute,
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), port(inst("b", 1, 0, "n1", StateRunning), 30005)},
+				Nodes:     []Node{node("n1", 1024, running("a", 30000), running("b", 30005))},
+				Health:    merge(unhealthy("a", t0.Add(-2*time.Minute)), healthy("b"))},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "update", ids(p.Update), "a@n1:stopping")
+			},
+		},
+		{
+			name: "unhealthy within the liveness limit, or limit off: nothing replaced",
+			in: Input{Apps: []App{webApp(2, 1, 1)}, LivenessLimit: time.Minute,
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("b", 1, 1, "n1", StateRunning)},
+				Nodes:     []Node{node("n1", 1024, running("a", 30000), running("b", 30001))},
+				Health:    merge(unhealthy("a", t0.Add(-59*time.Second)), healthy("b"))},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "update", ids(p.Update), "")
+			},
+		},
+		{
+			name: "most of the cluster unhealthy: liveness replacement is suspended",
+			in: Input{Apps: []App{webApp(10, 1, 1)}, LivenessLimit: time.Minute,
+				Instances: func() []Instance {
+					var l []Instance
+					for i := range 10 {
+						l = append(l, inst(fmt.Sprint("i", i), 1, i, "n1", StateRunning))
+					}
+					return l
+				}(),
+				Nodes: []Node{func() Node {
+					n := node("n1", 8192)
+					for i := range 10 {
+						n.Heartbeat.Containers = append(n.Heartbeat.Containers, running(fmt.Sprint("i", i), 30000+i))
+					}
+					return n
+				}()},
+				Health: func() map[string]common.HealthStatus {
+					m := map[string]common.HealthStatus{}
+					for i := range 10 {
+						m = merge(m, unhealthy(fmt.Sprint("i", i), t0.Add(-time.Hour)))
+					}
+					return m
+				}()},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "")
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "suspended", p.LivenessSuspended, "10 of 10 running instances unhealthy")
+			},
+		},
+		{
+			name: "a broken app's replacements never pile up",
+			in: Input{Apps: []App{webApp(1, 1, 1)}, LivenessLimit: time.Minute,
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), port(inst("b", 1, 0, "n1", StateRunning), 30005)},
+				Nodes:     []Node{node("n1", 1024, running("a", 30000), running("b", 30005))},
+				Health:    merge(unhealthy("a", t0.Add(-3*time.Minute)), unhealthy("b", t0.Add(-2*time.Minute)))},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+				eq(t, "update", ids(p.Update), "a@n1:stopping")
+			},
+		},
+		{
+			name: "a failed pull is an event once per reason",
+			in: Input{Apps: []App{webApp(1, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StatePending)},
+				Nodes:     []Node{node("n1", 1024, common.Container{Instance: "a", State: "pending", Error: "pull: manifest unknown"})}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "a@n1:failed")
+				eq(t, "error", p.Update[0].Error, "pull: manifest unknown")
+				eq(t, "events", kinds(p), EventFailed)
+			},
+		},
+		{
+			name: "the same failure again is not a new event",
+			in: Input{Apps: []App{webApp(1, 1, 1)},
+				Instances: []Instance{func() Instance {
+					i := inst("a", 1, 0, "n1", StateFailed)
+					i.Error = "pull: manifest unknown"
+					return i
+				}()},
+				Nodes: []Node{node("n1", 1024, common.Container{Instance: "a", State: "pending", Error: "pull: manifest unknown"})}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "")
+				eq(t, "events", kinds(p), "")
+			},
+		},
+		{
+			name: "surge 1: one new instance at a time beside the old release",
+			in: Input{Apps: []App{webApp(3, 2, 1, 2)}, MaxSurge: 1,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning), inst("o2", 1, 1, "n1", StateRunning), inst("o3", 1, 2, "n1", StateRunning)},
+				Nodes:     []Node{node("n1", 4096, running("o1", 30000), running("o2", 30001), running("o3", 30002))},
+				Health:    healthy("o1", "o2", "o3")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+				eq(t, "update", ids(p.Update), "")
+			},
+		},
+		{
+			name: "surge 1: a healthy new instance retires one old and makes room for the next",
+			in: Input{Apps: []App{webApp(3, 2, 1, 2)}, MaxSurge: 1,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning), inst("o2", 1, 1, "n1", StateRunning),
+					inst("o3", 1, 2, "n1", StateRunning), port(inst("v1", 2, 0, "n1", StateRunning), 30010)},
+				Nodes:  []Node{node("n1", 4096, running("o1", 30000), running("o2", 30001), running("o3", 30002), running("v1", 30010))},
+				Health: healthy("o1", "o2", "o3", "v1")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "update", ids(p.Update), "o3@n1:stopping")
+				eq(t, "create", ids(p.Create), "new1@n1:pending")
+				eq(t, "index", fmt.Sprint(p.Create[0].Index), "1")
+			},
+		},
+		{
+			name: "surge 1: a new instance late to turn healthy rolls back although others are fine",
+			in: Input{Apps: []App{webApp(2, 2, 1, 2)}, MaxSurge: 1, StartTimeout: 30 * time.Second,
+				Instances: []Instance{inst("o2", 1, 1, "n1", StateRunning), port(inst("v1", 2, 0, "n1", StateRunning), 30010),
+					func() Instance {
+						i := port(inst("v2", 2, 1, "n1", StateRunning), 30011)
+						i.CreatedAt = t0.Add(-31 * time.Second)
+						return i
+					}()},
+				Nodes:  []Node{node("n1", 4096, running("o2", 30001), running("v1", 30010), running("v2", 30011))},
+				Health: healthy("o2", "v1")},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 1 || p.Rollbacks[0].To != 1 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+				eq(t, "update", ids(p.Update), "") // o2 keeps serving
+			},
+		},
+		{
+			name: "scale down: unhealthy, then old releases, then the most loaded node",
+			in: Input{Apps: []App{webApp(2, 1, 1)},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("b", 1, 1, "n2", StateRunning),
+					inst("c", 1, 2, "n2", StateRunning), inst("d", 1, 3, "n1", StateRunning), inst("e", 1, 4, "n1", StateRunning)},
+				Nodes: []Node{node("n1", 1024, running("a", 30000), running("d", 30003), running("e", 30004)),
+					node("n2", 1024, running("b", 30001), running("c", 30002))},
+				Health: healthy("a", "b", "c", "d")},
+			check: func(t *testing.T, p Plan) {
+				// e is unhealthy; then n1 and n2 hold two each: highest index (d);
+				// then n2 is the most loaded: c. One instance per node remains.
+				eq(t, "update", ids(p.Update), "c@n2:stopping,d@n1:stopping,e@n1:stopping")
 			},
 		},
 		{
@@ -508,5 +710,40 @@ func eq(t *testing.T, what, got, want string) {
 	t.Helper()
 	if got != want {
 		t.Fatalf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+// The order rows arrive in does not change the plan (Compute does not sort
+// them; every decision is order-independent and its lists are sorted).
+func TestComputeIgnoresRowOrder(t *testing.T) {
+	lost := node("n9", 4096)
+	lost.LastSeen = t0.Add(-time.Hour)
+	base := Input{Now: t0, Domain: "apps.io", LostAfter: lostAfter, DrainPeriod: time.Second, MaxSurge: 1,
+		Apps: []App{webApp(3, 2, 1, 2), func() App { a := webApp(2, 1, 1); a.ID, a.Name = 2, "api"; return a }()},
+		Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning), inst("o2", 1, 1, "n2", StateRunning),
+			inst("o3", 1, 2, "n9", StateRunning), port(inst("v1", 2, 0, "n2", StateRunning), 30010),
+			func() Instance { i := inst("a1", 1, 0, "n1", StateRunning); i.AppID = 2; return i }(),
+			func() Instance { i := inst("a2", 1, 1, "n1", StateRunning); i.AppID = 2; return i }(),
+			func() Instance { i := inst("a3", 1, 2, "n2", StateRunning); i.AppID = 2; return i }()},
+		Nodes: []Node{node("n1", 4096, running("o1", 30000), running("a1", 30000), running("a2", 30001)),
+			node("n2", 4096, running("o2", 30001), running("v1", 30010), running("a3", 30002)), lost},
+		Health: healthy("o1", "o2", "v1", "a1", "a2")}
+	var first string
+	for i := 0; i < 20; i++ {
+		in := base
+		in.Instances = append([]Instance(nil), base.Instances...)
+		rand.New(rand.NewPCG(uint64(i), 1)).Shuffle(len(in.Instances), func(a, b int) {
+			in.Instances[a], in.Instances[b] = in.Instances[b], in.Instances[a]
+		})
+		in.NewID = seqIDs()
+		p := Compute(in)
+		got := fmt.Sprint(ids(p.Create), ids(p.Update), ids(p.Delete), p.Assignments, p.Routes, p.Lost, p.Rollbacks, len(p.Events))
+		if i == 0 {
+			first = got
+			continue
+		}
+		if got != first {
+			t.Fatalf("order %d:\n%s\nwant\n%s", i, got, first)
+		}
 	}
 }

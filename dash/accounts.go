@@ -1,0 +1,437 @@
+package dash
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/dinp/dinp/common"
+)
+
+var (
+	errForbiddenTeam = common.Errf(http.StatusForbidden, "forbidden", "only the team's owners and admins may change it")
+	errLastOwner     = common.Errf(http.StatusConflict, "last_owner", "a team keeps at least one owner")
+	errBadLogin      = common.Errf(http.StatusUnauthorized, "bad_login", "wrong user name or password")
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+func validName(kind, s string) error {
+	if !nameRE.MatchString(s) {
+		return invalid("invalid_name", kind+" name must be 1-64 of a-z, 0-9, '.', '_' and '-'")
+	}
+	return nil
+}
+
+// validPassword keeps passwords within what bcrypt hashes whole (72 bytes).
+func validPassword(p string) error {
+	if len(p) < 8 || len(p) > 72 {
+		return invalid("invalid_password", "password must be 8 to 72 bytes long")
+	}
+	return nil
+}
+
+// loginLimiter counts failed logins per user name and per client IP in a
+// sliding window; past the limit, logins are refused without checking the
+// password, which makes guessing slow without locking anyone out for long.
+type loginLimiter struct {
+	now    func() time.Time
+	window time.Duration
+	max    int
+
+	mu    sync.Mutex
+	fails map[string][]time.Time // guarded by mu
+}
+
+func newLoginLimiter(max int, window time.Duration) *loginLimiter {
+	return &loginLimiter{now: time.Now, window: window, max: max, fails: map[string][]time.Time{}}
+}
+
+// recent drops failures older than the window; mu must be held.
+func (l *loginLimiter) recent(key string, now time.Time) []time.Time {
+	ts := l.fails[key]
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) >= l.window {
+		i++
+	}
+	ts = ts[i:]
+	if len(ts) == 0 {
+		delete(l.fails, key)
+		return nil
+	}
+	l.fails[key] = ts
+	return ts
+}
+
+// retryAfter is zero when every key may try, else how long to wait.
+func (l *loginLimiter) retryAfter(keys ...string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	var wait time.Duration
+	for _, k := range keys {
+		if ts := l.recent(k, now); len(ts) >= l.max {
+			if w := l.window - now.Sub(ts[len(ts)-l.max]); w > wait {
+				wait = w
+			}
+		}
+	}
+	return wait
+}
+
+func (l *loginLimiter) fail(keys ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if len(l.fails) > 100000 {
+		// Bound memory under a flood of distinct names: forget the expired.
+		for k := range l.fails {
+			l.recent(k, now)
+		}
+	}
+	for _, k := range keys {
+		l.fails[k] = append(l.recent(k, now), now)
+	}
+}
+
+func (l *loginLimiter) reset(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.fails, key)
+}
+
+// checkPassword verifies a login, rate-limited per user and per IP.
+func (d *Dash) checkPassword(ctx context.Context, ip, name, password string) (User, error) {
+	userKey, ipKey := "user:"+name, "ip:"+ip
+	if wait := d.userLimit.retryAfter(userKey); wait > 0 {
+		return User{}, tooManyLogins(wait)
+	}
+	if wait := d.ipLimit.retryAfter(ipKey); wait > 0 {
+		return User{}, tooManyLogins(wait)
+	}
+	u, hash, err := d.store.userByName(ctx, name)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return User{}, err
+	}
+	if err != nil {
+		// Same cost as a real check, so timing does not reveal names.
+		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+	}
+	if err != nil || bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		d.userLimit.fail(userKey)
+		d.ipLimit.fail(ipKey)
+		return User{}, errBadLogin
+	}
+	d.userLimit.reset(userKey)
+	return u, nil
+}
+
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dinp dummy password"), bcrypt.DefaultCost)
+
+func tooManyLogins(wait time.Duration) error {
+	secs := int(wait.Seconds()) + 1
+	return &retryError{APIError: common.Errf(http.StatusTooManyRequests, "too_many_logins",
+		"too many failed logins; try again in "+strconv.Itoa(secs)+"s"), seconds: secs}
+}
+
+// retryError is an API error with a Retry-After.
+type retryError struct {
+	*common.APIError
+	seconds int
+}
+
+func (e *retryError) Unwrap() error { return e.APIError }
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// LoginRequest is the body of POST /api/v1/login.
+type LoginRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+	// TokenName names the API token created (default "cli").
+	TokenName string `json:"token_name,omitempty"`
+}
+
+// login checks a password and answers a new API token (shown once).
+func (d *Dash) login(c *gin.Context) {
+	var req LoginRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	u, err := d.checkPassword(c.Request.Context(), clientIP(c.Request), req.User, req.Password)
+	if err != nil {
+		d.failLogin(c, err)
+		return
+	}
+	name := req.TokenName
+	if name == "" {
+		name = "cli"
+	}
+	if len(name) > 64 || name == sessionTokenName {
+		d.fail(c, invalid("invalid_name", "token name must be at most 64 characters"))
+		return
+	}
+	tok, hash := newToken()
+	id, err := d.store.createToken(c.Request.Context(), u.ID, name, hash)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("login", "user", u.Name, "via", "api")
+	c.JSON(http.StatusCreated, gin.H{"token": tok, "token_id": id, "user": u})
+}
+
+func (d *Dash) failLogin(c *gin.Context, err error) {
+	var re *retryError
+	if errors.As(err, &re) {
+		c.Header("Retry-After", strconv.Itoa(re.seconds))
+	}
+	if errors.Is(err, errBadLogin) {
+		d.log.Info("login failed", "ip", clientIP(c.Request))
+	}
+	d.fail(c, err)
+}
+
+// logout revokes the token (or session) the request came with.
+func (d *Dash) logout(c *gin.Context) {
+	tok := common.BearerToken(c.Request)
+	if s, ok := c.Get(sessionKey); ok {
+		tok = s.(string)
+	}
+	if err := d.store.revokeTokenHash(c.Request.Context(), hashToken(tok)); err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"logged_out": true})
+}
+
+// CreateUserRequest is the body of POST /api/v1/users (admins only).
+type CreateUserRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+	IsAdmin  bool   `json:"is_admin,omitempty"`
+	// Team, when set, is created if needed and the user made a member.
+	Team string `json:"team,omitempty"`
+}
+
+func (d *Dash) listUsers(c *gin.Context) {
+	us, err := d.store.users(c.Request.Context())
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"users": us})
+}
+
+func (d *Dash) createUser(c *gin.Context) {
+	var req CreateUserRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	u, err := d.addUser(c.Request.Context(), req)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("user created", "user", u.Name, "by", currentUser(c).Name)
+	c.JSON(http.StatusCreated, gin.H{"user": u})
+}
+
+// addUser validates and creates a user (API and web form).
+func (d *Dash) addUser(ctx context.Context, req CreateUserRequest) (User, error) {
+	if err := validName("user", req.Name); err != nil {
+		return User{}, err
+	}
+	if err := validPassword(req.Password); err != nil {
+		return User{}, err
+	}
+	if req.Team != "" {
+		if err := validName("team", req.Team); err != nil {
+			return User{}, err
+		}
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(req.Password), bcrypt.DefaultCost)
+	if err != nil {
+		return User{}, err
+	}
+	return d.store.addUser(ctx, req.Name, string(hash), req.IsAdmin, req.Team)
+}
+
+// PasswordRequest is the body of PUT /api/v1/user/password.
+type PasswordRequest struct {
+	Current string `json:"current"`
+	New     string `json:"new"`
+}
+
+func (d *Dash) changePassword(c *gin.Context) {
+	var req PasswordRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	u := currentUser(c)
+	if _, err := d.checkPassword(c.Request.Context(), clientIP(c.Request), u.Name, req.Current); err != nil {
+		d.failLogin(c, err)
+		return
+	}
+	if err := d.setUserPassword(c.Request.Context(), u, req.New); err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"changed": true})
+}
+
+func (d *Dash) listTeams(c *gin.Context) {
+	ts, err := d.store.teams(c.Request.Context(), currentUser(c))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"teams": ts})
+}
+
+// TeamRequest is the body of POST /api/v1/teams.
+type TeamRequest struct {
+	Name string `json:"name"`
+}
+
+func (d *Dash) createTeam(c *gin.Context) {
+	var req TeamRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if err := validName("team", req.Name); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if err := d.store.createTeam(c.Request.Context(), currentUser(c), req.Name); err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"team": req.Name})
+}
+
+// MemberRequest is the body of POST /api/v1/teams/{team}/members.
+type MemberRequest struct {
+	User string `json:"user"`
+	Role string `json:"role,omitempty"` // member (default) or owner
+}
+
+func (d *Dash) addMember(c *gin.Context) {
+	var req MemberRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if err := d.setMember(c.Request.Context(), currentUser(c), c.Param("team"), req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"team": c.Param("team"), "user": req.User})
+}
+
+func (d *Dash) setMember(ctx context.Context, u User, team string, req MemberRequest) error {
+	if req.Role == "" {
+		req.Role = "member"
+	}
+	if req.Role != "member" && req.Role != "owner" {
+		return invalid("invalid_role", "role must be member or owner")
+	}
+	id, err := d.store.manageableTeam(ctx, u, team)
+	if err != nil {
+		return err
+	}
+	return d.store.setMember(ctx, id, req.User, req.Role)
+}
+
+func (d *Dash) removeMember(c *gin.Context) {
+	ctx := c.Request.Context()
+	id, err := d.store.manageableTeam(ctx, currentUser(c), c.Param("team"))
+	if err == nil {
+		err = d.store.removeMember(ctx, id, c.Param("user"))
+	}
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"removed": c.Param("user")})
+}
+
+func (d *Dash) listTokens(c *gin.Context) {
+	ts, err := d.store.tokens(c.Request.Context(), currentUser(c).ID)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"tokens": ts})
+}
+
+// TokenRequest is the body of POST /api/v1/tokens.
+type TokenRequest struct {
+	Name string `json:"name"`
+}
+
+func (d *Dash) createToken(c *gin.Context) {
+	var req TokenRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	tok, id, err := d.newAPIToken(c.Request.Context(), currentUser(c), req.Name)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"token": tok, "id": id, "name": req.Name})
+}
+
+func (d *Dash) newAPIToken(ctx context.Context, u User, name string) (string, int64, error) {
+	if name == "" || len(name) > 64 || name == sessionTokenName {
+		return "", 0, invalid("invalid_name", "token name must be 1-64 characters")
+	}
+	tok, hash := newToken()
+	id, err := d.store.createToken(ctx, u.ID, name, hash)
+	return tok, id, err
+}
+
+func (d *Dash) revokeToken(c *gin.Context) {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil {
+		d.fail(c, common.Errf(http.StatusNotFound, "not_found", "no such token"))
+		return
+	}
+	if err := d.store.revokeToken(c.Request.Context(), currentUser(c).ID, id); err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"revoked": id})
+}
+
+// setUserPassword validates and stores a new password.
+func (d *Dash) setUserPassword(ctx context.Context, u User, password string) error {
+	if err := validPassword(password); err != nil {
+		return err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	return d.store.setPassword(ctx, u.ID, string(hash))
+}

@@ -1,0 +1,258 @@
+package dash
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dinp/dinp/common/db"
+)
+
+// Team is a team with its members, as the API shows it.
+type Team struct {
+	ID      int64    `json:"id"`
+	Name    string   `json:"name"`
+	Members []Member `json:"members"`
+}
+
+// Member is one user's membership of a team.
+type Member struct {
+	User string `json:"user"`
+	Role string `json:"role"` // owner or member
+}
+
+// Token is an API token as listed (never its secret).
+type Token struct {
+	ID         int64      `json:"id"`
+	Name       string     `json:"name"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+}
+
+// userByName returns a user and its bcrypt hash.
+func (s *store) userByName(ctx context.Context, name string) (User, string, error) {
+	var u User
+	var hash string
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, is_admin, password_hash FROM users WHERE name = ?`, name).
+		Scan(&u.ID, &u.Name, &u.IsAdmin, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, "", fmt.Errorf("user %s: %w", name, errNotFound)
+	}
+	if err != nil {
+		return User{}, "", fmt.Errorf("read user: %w", err)
+	}
+	return u, hash, nil
+}
+
+// users lists every user.
+func (s *store) users(ctx context.Context) ([]User, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, is_admin FROM users ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	defer rows.Close()
+	out := []User{}
+	for rows.Next() {
+		var u User
+		if err := rows.Scan(&u.ID, &u.Name, &u.IsAdmin); err != nil {
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// addUser creates a user and, when team is set, makes it a member.
+func (s *store) addUser(ctx context.Context, name, hash string, isAdmin bool, team string) (User, error) {
+	u := User{Name: name, IsAdmin: isAdmin}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		id, err := createUser(ctx, tx, name, hash, isAdmin)
+		if err != nil {
+			return err
+		}
+		u.ID = id
+		if team == "" {
+			return nil
+		}
+		tid, err := ensureTeam(ctx, tx, team)
+		if err != nil {
+			return err
+		}
+		return addMember(ctx, tx, id, tid, "member")
+	})
+	return u, err
+}
+
+// setPassword replaces a user's bcrypt hash.
+func (s *store) setPassword(ctx context.Context, userID int64, hash string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE users SET password_hash = ? WHERE id = ?`, hash, userID); err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	return nil
+}
+
+// teams lists the teams u belongs to (every team for admins) with members.
+func (s *store) teams(ctx context.Context, u User) ([]Team, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT t.id, t.name, COALESCE(us.name, ''), COALESCE(m.role, '')
+		FROM teams t LEFT JOIN memberships m ON m.team_id = t.id LEFT JOIN users us ON us.id = m.user_id
+		WHERE ? OR EXISTS (SELECT 1 FROM memberships me WHERE me.team_id = t.id AND me.user_id = ?)
+		ORDER BY t.name, us.name`, u.IsAdmin, u.ID)
+	if err != nil {
+		return nil, fmt.Errorf("list teams: %w", err)
+	}
+	defer rows.Close()
+	out := []Team{}
+	for rows.Next() {
+		var t Team
+		var m Member
+		if err := rows.Scan(&t.ID, &t.Name, &m.User, &m.Role); err != nil {
+			return nil, fmt.Errorf("list teams: %w", err)
+		}
+		if n := len(out); n == 0 || out[n-1].ID != t.ID {
+			t.Members = []Member{}
+			out = append(out, t)
+		}
+		if m.User != "" {
+			out[len(out)-1].Members = append(out[len(out)-1].Members, m)
+		}
+	}
+	return out, rows.Err()
+}
+
+// createTeam creates a team owned by u.
+func (s *store) createTeam(ctx context.Context, u User, name string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO teams (name) VALUES (?)`, name)
+		if db.IsDuplicate(err) {
+			return fmt.Errorf("team %s: %w", name, errExists)
+		}
+		if err != nil {
+			return fmt.Errorf("insert team: %w", err)
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		return addMember(ctx, tx, u.ID, id, "owner")
+	})
+}
+
+// manageableTeam returns the id of a team u may manage (owner or admin).
+// A team u cannot see is errNotFound; one u only belongs to is forbidden.
+func (s *store) manageableTeam(ctx context.Context, u User, name string) (int64, error) {
+	var id int64
+	var role sql.NullString
+	err := s.db.QueryRowContext(ctx, `SELECT t.id, m.role FROM teams t
+		LEFT JOIN memberships m ON m.team_id = t.id AND m.user_id = ? WHERE t.name = ?`, u.ID, name).Scan(&id, &role)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !u.IsAdmin && !role.Valid) {
+		return 0, fmt.Errorf("team %s: %w", name, errNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read team: %w", err)
+	}
+	if !u.IsAdmin && role.String != "owner" {
+		return 0, errForbiddenTeam
+	}
+	return id, nil
+}
+
+// setMember adds (or changes the role of) a member.
+func (s *store) setMember(ctx context.Context, teamID int64, user, role string) error {
+	var uid int64
+	err := s.db.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, user).Scan(&uid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("user %s: %w", user, errNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("read user: %w", err)
+	}
+	return addMember(ctx, s.db, uid, teamID, role)
+}
+
+// removeMember removes a member; the last owner stays, so a team is never
+// left without anyone able to manage it.
+func (s *store) removeMember(ctx context.Context, teamID int64, user string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var role string
+		err := tx.QueryRowContext(ctx, `SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id
+			WHERE m.team_id = ? AND u.name = ? FOR UPDATE`, teamID, user).Scan(&role)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("member %s: %w", user, errNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read member: %w", err)
+		}
+		if role == "owner" {
+			var owners int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM memberships WHERE team_id = ? AND role = 'owner' FOR UPDATE`, teamID).Scan(&owners); err != nil {
+				return fmt.Errorf("count owners: %w", err)
+			}
+			if owners <= 1 {
+				return errLastOwner
+			}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE m FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.team_id = ? AND u.name = ?`, teamID, user)
+		if err != nil {
+			return fmt.Errorf("remove member: %w", err)
+		}
+		return nil
+	})
+}
+
+// createToken stores a new token for a user and returns its id.
+func (s *store) createToken(ctx context.Context, userID int64, name, hash string) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash) VALUES (?, ?, ?)`, userID, name, hash)
+	if err != nil {
+		return 0, fmt.Errorf("insert token: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// tokens lists a user's API tokens (web sessions left out).
+func (s *store) tokens(ctx context.Context, userID int64) ([]Token, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at, last_used_at, revoked_at FROM tokens
+		WHERE user_id = ? AND name <> ? ORDER BY id DESC LIMIT 200`, userID, sessionTokenName)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []Token{}
+	for rows.Next() {
+		var t Token
+		var used, revoked sql.NullTime
+		if err := rows.Scan(&t.ID, &t.Name, &t.CreatedAt, &used, &revoked); err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		if used.Valid {
+			t.LastUsedAt = &used.Time
+		}
+		if revoked.Valid {
+			t.RevokedAt = &revoked.Time
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// revokeToken revokes one of a user's tokens by id.
+func (s *store) revokeToken(ctx context.Context, userID, id int64) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked_at = NOW(6) WHERE id = ? AND user_id = ? AND revoked_at IS NULL`, id, userID)
+	if err != nil {
+		return fmt.Errorf("revoke token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("token %d: %w", id, errNotFound)
+	}
+	return nil
+}
+
+// revokeTokenHash revokes a token by its hash (logout).
+func (s *store) revokeTokenHash(ctx context.Context, hash string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked_at = NOW(6) WHERE hash = ? AND revoked_at IS NULL`, hash); err != nil {
+		return fmt.Errorf("revoke token: %w", err)
+	}
+	return nil
+}

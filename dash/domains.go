@@ -1,0 +1,276 @@
+package dash
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db"
+)
+
+// Domain is a custom domain of an app. Until Verified, the domain is only
+// claimed: the server routes verified domains only.
+type Domain struct {
+	Name      string    `json:"name"`
+	App       string    `json:"app"`
+	Verified  bool      `json:"verified"`
+	CreatedAt time.Time `json:"created_at"`
+	// Challenge tells a team how to prove ownership (unverified only).
+	Challenge *Challenge `json:"challenge,omitempty"`
+}
+
+// Challenge is the proof of ownership a team must publish: a TXT record or
+// a file the app serves on the domain.
+type Challenge struct {
+	Token     string `json:"token"`
+	TXTRecord string `json:"txt_record"` // the name; its value is Token
+	FilePath  string `json:"file_path"`  // served at http://<domain><FilePath> with Token in the body
+}
+
+const challengePrefix = "_dinp-challenge."
+
+func challengeFor(domain, token string) *Challenge {
+	return &Challenge{Token: token, TXTRecord: challengePrefix + domain, FilePath: "/.well-known/dinp-challenge/" + token}
+}
+
+// verifier proves a team controls a domain. A seam: tests fake DNS and HTTP.
+type verifier interface {
+	// Verify reports nil when domain publishes token (TXT record or file).
+	Verify(ctx context.Context, domain, token string) error
+}
+
+// netVerifier checks the TXT record with the system resolver, then the file
+// over HTTP on the domain itself.
+type netVerifier struct {
+	resolver *net.Resolver
+	client   *http.Client
+}
+
+func newNetVerifier() netVerifier {
+	return netVerifier{resolver: net.DefaultResolver, client: &http.Client{
+		Timeout: 5 * time.Second,
+		// A challenge must be served by the domain itself, not elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+func (v netVerifier) Verify(ctx context.Context, domain, token string) error {
+	txts, dnsErr := v.resolver.LookupTXT(ctx, challengePrefix+domain)
+	for _, t := range txts {
+		if strings.TrimSpace(t) == token {
+			return nil
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+domain+"/.well-known/dinp-challenge/"+token, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("no TXT record %s (%v) and no challenge file: %w", challengePrefix+domain, dnsErr, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusOK && strings.Contains(string(body), token) {
+		return nil
+	}
+	return fmt.Errorf("no TXT record %s and the challenge file answered %d", challengePrefix+domain, resp.StatusCode)
+}
+
+var domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validateDomain accepts lowercase DNS names outside the platform's own
+// domain (whose hosts are the apps' own names).
+func (d *Dash) validateDomain(name string) error {
+	if len(name) > 253 || !domainRE.MatchString(name) {
+		return invalid("invalid_domain", "domain must be a lowercase DNS name like www.example.com")
+	}
+	base := strings.ToLower(d.cfg.Base.Domain)
+	if name == base || strings.HasSuffix(name, "."+base) {
+		return invalid("invalid_domain", "hosts under "+base+" belong to the platform")
+	}
+	return nil
+}
+
+// DomainRequest is the body of POST /api/v1/apps/{app}/domains.
+type DomainRequest struct {
+	Name string `json:"name"`
+}
+
+func (d *Dash) listDomains(c *gin.Context) {
+	ds, err := d.store.domains(c.Request.Context(), appOf(c))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"domains": ds})
+}
+
+func (d *Dash) addDomain(c *gin.Context) {
+	var req DomainRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	dom, err := d.bindDomain(c.Request.Context(), appOf(c), currentUser(c), strings.ToLower(strings.TrimSpace(req.Name)))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"domain": dom})
+}
+
+// bindDomain binds a domain to an app: at once for admins, as an unverified
+// claim with a challenge for everyone else.
+func (d *Dash) bindDomain(ctx context.Context, a appRow, u User, name string) (Domain, error) {
+	if err := d.validateDomain(name); err != nil {
+		return Domain{}, err
+	}
+	dom := Domain{Name: name, App: a.Name, Verified: u.IsAdmin}
+	token := ""
+	if !u.IsAdmin {
+		token = common.RandomToken(16)
+		dom.Challenge = challengeFor(name, token)
+	}
+	msg := "domain " + name + " bound by " + u.Name
+	if !u.IsAdmin {
+		msg = "domain " + name + " claimed by " + u.Name + " (awaiting proof of ownership)"
+	}
+	var err error
+	dom.CreatedAt, err = d.store.addDomain(ctx, a.ID, name, dom.Verified, token, msg)
+	if err != nil {
+		return Domain{}, err
+	}
+	if dom.Verified {
+		d.publishDesired(ctx, a.Name)
+	}
+	return dom, nil
+}
+
+func (d *Dash) verifyDomain(c *gin.Context) {
+	dom, err := d.checkDomain(c.Request.Context(), appOf(c), c.Param("domain"))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"domain": dom})
+}
+
+// checkDomain verifies a claimed domain's challenge and marks it verified.
+func (d *Dash) checkDomain(ctx context.Context, a appRow, name string) (Domain, error) {
+	dom, token, err := d.store.domain(ctx, a, name)
+	if err != nil || dom.Verified {
+		return dom, err
+	}
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.verifier.Verify(vctx, name, token); err != nil {
+		dom.Challenge = challengeFor(name, token)
+		return dom, common.Errf(http.StatusUnprocessableEntity, "not_verified", "ownership of "+name+" not proven: "+err.Error())
+	}
+	if err := d.store.verifyDomain(ctx, a.ID, name); err != nil {
+		return dom, err
+	}
+	d.publishDesired(ctx, a.Name)
+	dom.Verified, dom.Challenge = true, nil
+	return dom, nil
+}
+
+func (d *Dash) removeDomain(c *gin.Context) {
+	a := appOf(c)
+	if err := d.store.removeDomain(c.Request.Context(), a.ID, c.Param("domain"), "domain "+c.Param("domain")+" removed by "+currentUser(c).Name); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.publishDesired(c.Request.Context(), a.Name)
+	c.JSON(http.StatusOK, gin.H{"removed": c.Param("domain")})
+}
+
+// --- store ---
+
+// addDomain inserts a domain; the UNIQUE name means a domain is never bound
+// to two apps, whatever the race.
+func (s *store) addDomain(ctx context.Context, appID int64, name string, verified bool, token, msg string) (time.Time, error) {
+	var at time.Time
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO domains (name, app_id, verified, token) VALUES (?, ?, ?, ?)`, name, appID, verified, token)
+		if db.IsDuplicate(err) {
+			return common.Errf(http.StatusConflict, "domain_taken", "domain "+name+" is already bound or claimed")
+		}
+		if err != nil {
+			return fmt.Errorf("insert domain: %w", err)
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT created_at FROM domains WHERE name = ?`, name).Scan(&at); err != nil {
+			return fmt.Errorf("read domain: %w", err)
+		}
+		return insertEvent(ctx, tx, appID, "domain", msg)
+	})
+	return at, err
+}
+
+func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, verified, token, created_at FROM domains WHERE app_id = ? ORDER BY name`, a.ID)
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	defer rows.Close()
+	out := []Domain{}
+	for rows.Next() {
+		dm := Domain{App: a.Name}
+		var token string
+		if err := rows.Scan(&dm.Name, &dm.Verified, &token, &dm.CreatedAt); err != nil {
+			return nil, fmt.Errorf("list domains: %w", err)
+		}
+		if !dm.Verified {
+			dm.Challenge = challengeFor(dm.Name, token)
+		}
+		out = append(out, dm)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) domain(ctx context.Context, a appRow, name string) (Domain, string, error) {
+	dm := Domain{Name: name, App: a.Name}
+	var token string
+	err := s.db.QueryRowContext(ctx, `SELECT verified, token, created_at FROM domains WHERE app_id = ? AND name = ?`, a.ID, name).
+		Scan(&dm.Verified, &token, &dm.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Domain{}, "", fmt.Errorf("domain %s: %w", name, errNotFound)
+	}
+	if err != nil {
+		return Domain{}, "", fmt.Errorf("read domain: %w", err)
+	}
+	return dm, token, nil
+}
+
+func (s *store) verifyDomain(ctx context.Context, appID int64, name string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE domains SET verified = TRUE WHERE app_id = ? AND name = ?`, appID, name); err != nil {
+			return fmt.Errorf("verify domain: %w", err)
+		}
+		return insertEvent(ctx, tx, appID, "domain", "domain "+name+" verified")
+	})
+}
+
+func (s *store) removeDomain(ctx context.Context, appID int64, name, msg string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM domains WHERE app_id = ? AND name = ?`, appID, name)
+		if err != nil {
+			return fmt.Errorf("remove domain: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("domain %s: %w", name, errNotFound)
+		}
+		return insertEvent(ctx, tx, appID, "domain", msg)
+	})
+}

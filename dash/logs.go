@@ -1,0 +1,406 @@
+package dash
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dinp/dinp/common"
+)
+
+const (
+	defaultLogLines = 100
+	maxLogLines     = 10000
+	// logBlock bounds one XREAD BLOCK, so a follower notices a closed
+	// client or a finished build within that time.
+	logBlock = 2 * time.Second
+)
+
+var errLogsUnavailable = common.Errf(http.StatusServiceUnavailable, "logs_unavailable", "the log store is unavailable; try again")
+
+// logFilter selects entries of an app's stream.
+type logFilter struct {
+	Source string // "" for every source
+	Build  int64  // 0 for every build
+}
+
+func (f logFilter) match(e common.LogEntry) bool {
+	return (f.Source == "" || e.Source == f.Source) && (f.Build == 0 || e.Build == f.Build)
+}
+
+// logWriter writes entries as text lines or NDJSON and flushes each batch.
+type logWriter struct {
+	c    *gin.Context
+	json bool
+	// bare writes only the line (a build log reads like the builder's).
+	bare bool
+}
+
+func (w logWriter) start() {
+	if w.json {
+		w.c.Header("Content-Type", "application/x-ndjson")
+	} else {
+		w.c.Header("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.c.Header("Cache-Control", "no-cache")
+	w.c.Header("X-Content-Type-Options", "nosniff")
+	// Tell proxies (nginx) not to buffer the stream.
+	w.c.Header("X-Accel-Buffering", "no")
+	w.c.Status(http.StatusOK)
+}
+
+func (w logWriter) write(es []common.LogEntry) error {
+	var b strings.Builder
+	for _, e := range es {
+		switch {
+		case w.json:
+			raw, _ := json.Marshal(e)
+			b.Write(raw)
+		case w.bare:
+			b.WriteString(e.Line)
+		default:
+			b.WriteString(formatLogLine(e))
+		}
+		b.WriteByte('\n')
+	}
+	if _, err := io.WriteString(w.c.Writer, b.String()); err != nil {
+		return err
+	}
+	w.c.Writer.Flush()
+	return nil
+}
+
+// formatLogLine is how a log entry reads in text form: time, origin, line.
+func formatLogLine(e common.LogEntry) string {
+	origin := e.Source
+	switch {
+	case e.Instance != "":
+		id := e.Instance
+		if len(id) > 8 {
+			id = id[:8]
+		}
+		origin += "/" + id
+	case e.Build != 0:
+		origin += "/" + strconv.FormatInt(e.Build, 10)
+	}
+	return e.At.UTC().Format("2006-01-02T15:04:05.000Z") + " " + origin + " " + e.Line
+}
+
+// decodeEntries turns stream messages into entries matching f.
+func decodeEntries(msgs []redis.XMessage, f logFilter) []common.LogEntry {
+	out := make([]common.LogEntry, 0, len(msgs))
+	for _, m := range msgs {
+		raw, ok := m.Values["e"].(string)
+		if !ok {
+			continue
+		}
+		var e common.LogEntry
+		if json.Unmarshal([]byte(raw), &e) != nil || !f.match(e) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// recentLogs returns up to n entries matching f (oldest first) and the id
+// of the newest stream entry, to follow from.
+func (d *Dash) recentLogs(ctx context.Context, app string, n int, f logFilter) ([]common.LogEntry, string, error) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	key := d.keys.Logs(app)
+	// "0-0" follows an empty stream from its start, losing nothing written
+	// between this read and the first XREAD.
+	last := "0-0"
+	var rev []common.LogEntry // newest first
+	end := "+"
+	page := int64(max(n, 1))
+	// Read backwards in pages until n matching entries are found; a filter
+	// (build lines among app lines) may need more than one page.
+	for {
+		msgs, err := d.rdb.XRevRangeN(rctx, key, end, "-", page).Result()
+		if err != nil {
+			return nil, "", err
+		}
+		if len(msgs) == 0 {
+			break
+		}
+		if end == "+" {
+			last = msgs[0].ID
+		}
+		for i := 0; i < len(msgs) && len(rev) < n; i++ {
+			rev = append(rev, decodeEntries(msgs[i:i+1], f)...)
+		}
+		if len(rev) >= n || int64(len(msgs)) < page {
+			break
+		}
+		end = "(" + msgs[len(msgs)-1].ID
+		page = max(page, 500)
+	}
+	out := make([]common.LogEntry, len(rev))
+	for i, e := range rev {
+		out[len(rev)-1-i] = e
+	}
+	return out, last, nil
+}
+
+// followLogs streams new entries after id last until ctx ends or done()
+// reports true (checked after each quiet block).
+func (d *Dash) followLogs(ctx context.Context, app, last string, f logFilter, w logWriter, done func() bool) {
+	for ctx.Err() == nil {
+		res, err := d.rdb.XRead(ctx, &redis.XReadArgs{
+			Streams: []string{d.keys.Logs(app), last}, Count: 500, Block: logBlock,
+		}).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			if done != nil && done() {
+				return
+			}
+			continue
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			d.log.Debug("follow logs", "app", app, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for _, s := range res {
+			if len(s.Messages) == 0 {
+				continue
+			}
+			last = s.Messages[len(s.Messages)-1].ID
+			if es := decodeEntries(s.Messages, f); len(es) > 0 {
+				if w.write(es) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// appLogs answers GET /api/v1/apps/{app}/logs: the last lines of the app's
+// log stream (every instance, builds too, kept across redeploys), then new
+// lines as they come with follow=1.
+func (d *Dash) appLogs(c *gin.Context) {
+	a := appOf(c)
+	n := defaultLogLines
+	if s := c.Query("lines"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 || v > maxLogLines {
+			d.fail(c, invalid("invalid_lines", "lines must be between 0 and "+strconv.Itoa(maxLogLines)))
+			return
+		}
+		n = v
+	}
+	f := logFilter{Source: c.Query("source")}
+	if f.Source != "" && f.Source != "app" && f.Source != "build" && f.Source != "platform" {
+		d.fail(c, invalid("invalid_source", "source must be app, build or platform"))
+		return
+	}
+	w := logWriter{c: c, json: c.Query("format") == "json"}
+	ctx := c.Request.Context()
+	es, last, err := d.recentLogs(ctx, a.Name, n, f)
+	if err != nil {
+		d.log.Warn("read logs", "app", a.Name, "err", err)
+		d.fail(c, errLogsUnavailable)
+		return
+	}
+	w.start()
+	if len(es) > 0 && w.write(es) != nil {
+		return
+	}
+	if !isTrue(c.Query("follow")) {
+		return
+	}
+	c.Writer.Flush()
+	d.followLogs(ctx, a.Name, last, f, w, nil)
+}
+
+func isTrue(s string) bool { return s == "1" || s == "true" || s == "yes" }
+
+// --- builds ---
+
+// BuildInfo is one build as the API lists it (from the builds table).
+type BuildInfo struct {
+	ID         int64      `json:"id"`
+	App        string     `json:"app"`
+	Status     string     `json:"status"`
+	Stack      string     `json:"stack"`
+	Image      string     `json:"image"`
+	SizeBytes  int64      `json:"size_bytes"`
+	Error      string     `json:"error,omitempty"`
+	CreatedBy  string     `json:"created_by"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	DurationMS int64      `json:"duration_ms"`
+}
+
+func (b BuildInfo) finished() bool { return b.Status == "succeeded" || b.Status == "failed" }
+
+func (d *Dash) listBuilds(c *gin.Context) {
+	bs, err := d.store.builds(c.Request.Context(), appOf(c), listLimit)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"builds": bs})
+}
+
+// loadBuild resolves :id to a build of an app the user may see (others'
+// builds are 404 like missing ones).
+func (d *Dash) loadBuild(c *gin.Context) (BuildInfo, bool) {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id <= 0 {
+		d.fail(c, common.Errf(http.StatusNotFound, "not_found", "no such build"))
+		return BuildInfo{}, false
+	}
+	b, err := d.store.build(c.Request.Context(), currentUser(c), id)
+	if err != nil {
+		d.fail(c, err)
+		return BuildInfo{}, false
+	}
+	return b, true
+}
+
+func (d *Dash) showBuild(c *gin.Context) {
+	if b, ok := d.loadBuild(c); ok {
+		c.JSON(http.StatusOK, gin.H{"build": b})
+	}
+}
+
+// buildLog answers GET /api/v1/builds/{id}/log[?follow=1] as plain text:
+// proxied from the builder (streamed, flushed per chunk); when the builder
+// cannot serve it, read from the app's log stream instead.
+func (d *Dash) buildLog(c *gin.Context) {
+	b, ok := d.loadBuild(c)
+	if !ok {
+		return
+	}
+	follow := isTrue(c.Query("follow"))
+	ctx := c.Request.Context()
+	if d.proxyBuildLog(c, b.ID, follow) {
+		return
+	}
+	f := logFilter{Source: "build", Build: b.ID}
+	es, last, err := d.recentLogs(ctx, b.App, maxLogLines, f)
+	if err != nil {
+		d.log.Warn("read build log", "build", b.ID, "err", err)
+		d.fail(c, errLogsUnavailable)
+		return
+	}
+	w := logWriter{c: c, bare: true}
+	w.start()
+	if len(es) > 0 && w.write(es) != nil {
+		return
+	}
+	if !follow || b.finished() {
+		return
+	}
+	c.Writer.Flush()
+	d.followLogs(ctx, b.App, last, f, w, func() bool {
+		cur, err := d.store.build(ctx, currentUser(c), b.ID)
+		return err == nil && cur.finished()
+	})
+}
+
+// proxyBuildLog streams the builder's log of build id to c. It reports
+// false, having written nothing, when the builder does not answer it.
+func (d *Dash) proxyBuildLog(c *gin.Context, id int64, follow bool) bool {
+	u := d.builder.base + "/v1/builds/" + strconv.FormatInt(id, 10) + "/log"
+	if follow {
+		u += "?follow=1"
+	}
+	req, err := http.NewRequestWithContext(c.Request.Context(), http.MethodGet, u, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Authorization", "Bearer "+d.builder.token)
+	resp, err := d.builder.http.Do(req)
+	if err != nil {
+		d.log.Debug("builder log unavailable", "build", id, "err", err)
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	w := logWriter{c: c}
+	w.start()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := c.Writer.Write(buf[:n]); werr != nil {
+				return true
+			}
+			c.Writer.Flush()
+		}
+		if err != nil {
+			return true
+		}
+	}
+}
+
+// --- store ---
+
+const buildColumns = `b.id, a.name, b.status, b.stack, b.image, b.size_bytes, COALESCE(b.error, ''), b.created_by,
+	b.created_at, b.started_at, b.finished_at`
+
+func scanBuild(sc scanner) (BuildInfo, error) {
+	var b BuildInfo
+	var started, finished sqlNullTime
+	if err := sc.Scan(&b.ID, &b.App, &b.Status, &b.Stack, &b.Image, &b.SizeBytes, &b.Error, &b.CreatedBy,
+		&b.CreatedAt, &started, &finished); err != nil {
+		return BuildInfo{}, err
+	}
+	b.StartedAt, b.FinishedAt = started.ptr(), finished.ptr()
+	if b.StartedAt != nil && b.FinishedAt != nil {
+		b.DurationMS = b.FinishedAt.Sub(*b.StartedAt).Milliseconds()
+	}
+	return b, nil
+}
+
+func (s *store) builds(ctx context.Context, a appRow, limit int) ([]BuildInfo, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+buildColumns+` FROM builds b JOIN apps a ON a.id = b.app_id
+		WHERE b.app_id = ? ORDER BY b.id DESC LIMIT ?`, a.ID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list builds: %w", err)
+	}
+	defer rows.Close()
+	out := []BuildInfo{}
+	for rows.Next() {
+		b, err := scanBuild(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list builds: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) build(ctx context.Context, u User, id int64) (BuildInfo, error) {
+	b, err := scanBuild(s.db.QueryRowContext(ctx, `SELECT `+buildColumns+` FROM builds b JOIN apps a ON a.id = b.app_id
+		WHERE b.id = ? AND `+visible, id, u.IsAdmin, u.ID))
+	if errors.Is(err, errNoRows) {
+		return BuildInfo{}, fmt.Errorf("build %d: %w", id, errNotFound)
+	}
+	if err != nil {
+		return BuildInfo{}, fmt.Errorf("read build: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,119 @@
+// dinp dashboard: progressive enhancements only; every page works without it.
+"use strict";
+
+// streamInto appends a followed text stream (fetch + ReadableStream) to a
+// <pre>, keeping the view at the bottom unless the reader scrolled up.
+function streamInto(url, pre, signal) {
+  return fetch(url, { credentials: "same-origin", signal: signal }).then(function (resp) {
+    if (!resp.ok || !resp.body) { return; }
+    var reader = resp.body.getReader();
+    var dec = new TextDecoder();
+    function pump() {
+      return reader.read().then(function (r) {
+        if (r.done) { return; }
+        var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+        pre.appendChild(document.createTextNode(dec.decode(r.value, { stream: true })));
+        if (atEnd) { pre.scrollTop = pre.scrollHeight; }
+        return pump();
+      });
+    }
+    return pump();
+  }).catch(function () {});
+}
+
+// Live log tail on the app page.
+function initLogTail() {
+  var pre = document.getElementById("log");
+  if (!pre || !pre.dataset.follow) { return; }
+  pre.scrollTop = pre.scrollHeight;
+  streamInto(pre.dataset.follow, pre);
+}
+
+// Instances refresh on the app page: re-render the table from the API.
+function initInstances() {
+  var card = document.getElementById("instances-card");
+  if (!card) { return; }
+  var app = card.dataset.app;
+  var tbody = document.querySelector("#instances tbody");
+  function cell(tr, text, cls) {
+    var td = document.createElement("td");
+    if (cls) { var s = document.createElement("span"); s.className = "badge " + text; s.textContent = text; td.appendChild(s); }
+    else { td.textContent = text; }
+    tr.appendChild(td);
+  }
+  function refresh() {
+    fetch("/api/v1/apps/" + encodeURIComponent(app), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) {
+        if (!d) { return; }
+        tbody.textContent = "";
+        d.instances.forEach(function (i) {
+          var tr = document.createElement("tr");
+          cell(tr, String(i.index)); cell(tr, i.id.slice(0, 12)); cell(tr, "v" + i.release); cell(tr, i.node);
+          cell(tr, i.addr); cell(tr, i.state, true); cell(tr, i.health, true); cell(tr, String(i.restarts));
+          cell(tr, i.started_at ? new Date(i.started_at).toLocaleTimeString() : "");
+          tbody.appendChild(tr);
+        });
+        if (!d.instances.length) {
+          var tr = document.createElement("tr"); var td = document.createElement("td");
+          td.colSpan = 9; td.className = "muted"; td.textContent = "No instances."; tr.appendChild(td); tbody.appendChild(tr);
+        }
+      }).catch(function () {});
+  }
+  setInterval(refresh, 3000);
+}
+
+// Deploy page: upload with a progress bar (XHR upload events) while the
+// build log streams in; without JS the form posts and the page reloads.
+function initDeploy() {
+  var form = document.getElementById("deploy-form");
+  if (!form) { return; }
+  form.addEventListener("submit", function (ev) {
+    var file = document.getElementById("tarball").files[0];
+    if (!file) { return; }
+    ev.preventDefault();
+    var bar = document.getElementById("progress"), status = document.getElementById("status");
+    var log = document.getElementById("build-log"), button = document.getElementById("upload");
+    button.disabled = true; bar.hidden = false; bar.value = 0; log.textContent = "";
+    var ctrl = new AbortController();
+    streamInto(form.dataset.log, log, ctrl.signal);
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", form.dataset.api);
+    xhr.setRequestHeader("Content-Type", "application/gzip");
+    xhr.setRequestHeader("X-CSRF-Token", form.dataset.csrf);
+    xhr.upload.onprogress = function (e) {
+      if (e.lengthComputable) { bar.value = Math.round(100 * e.loaded / e.total); status.textContent = "Uploading… " + bar.value + "%"; }
+    };
+    xhr.upload.onload = function () { bar.value = 100; status.textContent = "Uploaded; building…"; };
+    xhr.onload = function () {
+      var body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (e) {}
+      // Give the log stream a moment to deliver the last build lines.
+      setTimeout(function () { ctrl.abort(); }, 1500);
+      button.disabled = false;
+      if (xhr.status === 201 && body.release) {
+        status.className = "flash ok";
+        status.innerHTML = "";
+        status.appendChild(document.createTextNode("Release v" + body.release.version + " created. "));
+        var a = document.createElement("a"); a.href = form.dataset.done; a.id = "deployed"; a.textContent = "Watch it roll out →";
+        status.appendChild(a);
+      } else {
+        status.className = "flash err";
+        status.textContent = (body.error && body.error.message) || ("Deploy failed: HTTP " + xhr.status);
+      }
+    };
+    xhr.onerror = function () { ctrl.abort(); button.disabled = false; status.className = "flash err"; status.textContent = "Upload failed: network error"; };
+    xhr.send(file);
+  });
+}
+
+// Forms with data-confirm ask first.
+function initConfirm() {
+  document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+    f.addEventListener("submit", function (ev) { if (!window.confirm(f.dataset.confirm)) { ev.preventDefault(); } });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  initLogTail(); initInstances(); initDeploy(); initConfirm();
+});
