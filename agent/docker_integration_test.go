@@ -121,17 +121,6 @@ func nodeContainers(t *testing.T, dc *client.Client, node string) []container.Su
 	return list
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // startAgent runs an agent until the returned stop function is called.
 func startAgent(t *testing.T, cfg Config) (a *Agent, stop func()) {
 	t.Helper()
@@ -139,27 +128,7 @@ func startAgent(t *testing.T, cfg Config) (a *Agent, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("agent did not stop")
-		}
-	}
-	t.Cleanup(stop)
-	return a, stop
+	return a, testenv.Start(t, a)
 }
 
 func TestDockerIntegration(t *testing.T) {
@@ -195,7 +164,7 @@ func TestDockerIntegration(t *testing.T) {
 
 	// The heartbeat reports the instance running with a host port.
 	var reported common.Container
-	waitFor(t, "instance running in a heartbeat", 30*time.Second, func() bool {
+	testenv.WaitFor(t, "instance running in a heartbeat", 30*time.Second, func() bool {
 		server.mu.Lock()
 		defer server.mu.Unlock()
 		if n := len(server.got); n > 0 {
@@ -230,7 +199,7 @@ func TestDockerIntegration(t *testing.T) {
 
 	// The app answers on the reported address.
 	var body string
-	waitFor(t, "app answering", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "app answering", 10*time.Second, func() bool {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ping", reported.HostPort))
 		if err != nil {
 			return false
@@ -246,7 +215,7 @@ func TestDockerIntegration(t *testing.T) {
 
 	// Its output reaches the app's log stream.
 	keys := common.NewKeys(prefix)
-	waitFor(t, "request logged in redis", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "request logged in redis", 10*time.Second, func() bool {
 		msgs, err := rdb.XRange(context.Background(), keys.Logs(as.App), "-", "+").Result()
 		if err != nil {
 			return false
@@ -278,7 +247,7 @@ func TestDockerIntegration(t *testing.T) {
 	stop1()
 	before := len(server.got)
 	_, _ = startAgent(t, cfg)
-	waitFor(t, "heartbeats of the new agent", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "heartbeats of the new agent", 10*time.Second, func() bool {
 		server.mu.Lock()
 		defer server.mu.Unlock()
 		return len(server.got) >= before+3
@@ -294,5 +263,5 @@ func TestDockerIntegration(t *testing.T) {
 
 	// Unassigned: stopped and removed.
 	server.set(200, true)
-	waitFor(t, "container removed", 20*time.Second, func() bool { return len(nodeContainers(t, dc, node)) == 0 })
+	testenv.WaitFor(t, "container removed", 20*time.Second, func() bool { return len(nodeContainers(t, dc, node)) == 0 })
 }

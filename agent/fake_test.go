@@ -252,7 +252,7 @@ func (s *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.got = append(s.got, hb)
-	s.secrets = append(s.secrets, r.Header.Get(NodeSecretHeader))
+	s.secrets = append(s.secrets, r.Header.Get(common.HeaderNodeSecret))
 	if s.status != 0 && s.status != http.StatusOK {
 		http.Error(w, "unavailable", s.status)
 		return

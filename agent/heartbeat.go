@@ -12,10 +12,6 @@ import (
 	"github.com/dinp/dinp/common"
 )
 
-// NodeSecretHeader carries the node's identity secret with every heartbeat
-// (the server spells the same name; it belongs in common).
-const NodeSecretHeader = "X-Dinp-Node-Secret"
-
 // send posts hb to the servers, starting with the last one that answered
 // and failing over in order. Any answer other than a 200 with a decodable
 // body is an error: the caller then changes nothing.
@@ -51,7 +47,7 @@ func (a *Agent) post(ctx context.Context, server string, body []byte) (common.He
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+a.cfg.ClusterToken)
-	req.Header.Set(NodeSecretHeader, a.cfg.NodeSecret)
+	req.Header.Set(common.HeaderNodeSecret, a.cfg.NodeSecret)
 	resp, err := a.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return out, fmt.Errorf("heartbeat %s: %w", server, err)

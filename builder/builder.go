@@ -117,23 +117,6 @@ const (
 	StatusFailed    = "failed"
 )
 
-// BuildResult is a build as the API reports it.
-type BuildResult struct {
-	ID         int64  `json:"id"`
-	App        string `json:"app"`
-	Status     string `json:"status"`
-	Stack      string `json:"stack"`
-	Image      string `json:"image"`
-	Digest     string `json:"digest"`
-	SizeBytes  int64  `json:"size_bytes"`
-	DurationMS int64  `json:"duration_ms"`
-	Reused     bool   `json:"reused"`
-	Error      string `json:"error,omitempty"`
-	// QueuePosition is a queued build's place in this builder's queue
-	// (1 = next); absent once it runs.
-	QueuePosition int `json:"queue_position,omitempty"`
-}
-
 // Builder builds app images. Its methods are safe for concurrent use.
 type Builder struct {
 	cfg    Config
@@ -304,22 +287,22 @@ func (t timings) since(step string, start time.Time) {
 // Build receives body (a .tar.gz), builds it as an image of app and pushes
 // it. Errors the client caused are *common.APIError. Whatever happens, the
 // build's scratch files are removed; a failed build is recorded as failed.
-func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Reader) (BuildResult, error) {
+func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Reader) (common.Build, error) {
 	if !common.ValidAppName(app) {
-		return BuildResult{}, common.Errf(http.StatusBadRequest, "invalid_app", "invalid app name")
+		return common.Build{}, common.Errf(http.StatusBadRequest, "invalid_app", "invalid app name")
 	}
 	var appID int64
 	err := b.db.QueryRowContext(ctx, "SELECT id FROM apps WHERE name = ?", app).Scan(&appID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return BuildResult{}, common.Errf(http.StatusNotFound, "not_found", "no such app: "+app)
+		return common.Build{}, common.Errf(http.StatusNotFound, "not_found", "no such app: "+app)
 	}
 	if err != nil {
-		return BuildResult{}, fmt.Errorf("look up app: %w", err)
+		return common.Build{}, fmt.Errorf("look up app: %w", err)
 	}
 
 	work, err := os.MkdirTemp(buildsDir(b.cfg.DataDir), "build-")
 	if err != nil {
-		return BuildResult{}, fmt.Errorf("build dir: %w", err)
+		return common.Build{}, fmt.Errorf("build dir: %w", err)
 	}
 	defer os.RemoveAll(work)
 
@@ -328,13 +311,13 @@ func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Read
 	upload := filepath.Join(work, "upload.tar.gz")
 	hash, err := b.receive(body, upload)
 	if err != nil {
-		return BuildResult{}, err
+		return common.Build{}, err
 	}
 	tm.since("upload", start)
 
 	res, err := b.insertBuild(ctx, appID, app, hash, createdBy)
 	if err != nil {
-		return BuildResult{}, err
+		return common.Build{}, err
 	}
 	live := b.startLog(res.ID)
 	defer b.endLog(res.ID, live)
@@ -364,11 +347,11 @@ func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Read
 	if uerr := b.finishBuild(ctx, res, tm); uerr != nil {
 		log.Error("record build", "err", uerr)
 		if err == nil {
-			return BuildResult{}, uerr
+			return common.Build{}, uerr
 		}
 	}
 	if err != nil {
-		return BuildResult{}, err
+		return common.Build{}, err
 	}
 	return res, nil
 }
@@ -400,7 +383,7 @@ func (b *Builder) receive(body io.Reader, file string) (string, error) {
 }
 
 // runBuild does the queued → building → pushed part of a build.
-func (b *Builder) runBuild(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *BuildResult, logf func(string)) error {
+func (b *Builder) runBuild(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *common.Build, logf func(string)) error {
 	queued := time.Now()
 	if err := b.slots.acquire(ctx, res.ID); err != nil {
 		return fmt.Errorf("waiting for a build slot: %w", err)
@@ -423,7 +406,7 @@ func (b *Builder) runBuild(ctx context.Context, appID int64, work, upload, hash 
 	return err
 }
 
-func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *BuildResult, logf func(string)) (err error) {
+func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *common.Build, logf func(string)) (err error) {
 	t := time.Now()
 	src := filepath.Join(work, "src")
 	if err := os.Mkdir(src, 0o700); err != nil {
@@ -589,8 +572,8 @@ func remoteSize(ctx context.Context, ref string, auth authn.Authenticator) (int6
 
 // reusable finds an earlier succeeded build of the app with the same
 // content and stack, whose image can be used as is.
-func (b *Builder) reusable(ctx context.Context, appID int64, hash, stack string) (BuildResult, bool, error) {
-	var r BuildResult
+func (b *Builder) reusable(ctx context.Context, appID int64, hash, stack string) (common.Build, bool, error) {
+	var r common.Build
 	err := b.db.QueryRowContext(ctx, `SELECT id, image, size_bytes FROM builds
 		WHERE app_id = ? AND content_hash = ? AND stack = ? AND status = ? AND image <> ''
 		ORDER BY id DESC LIMIT 1`, appID, hash, stack, StatusSucceeded).Scan(&r.ID, &r.Image, &r.SizeBytes)
@@ -611,25 +594,25 @@ func digestOf(image string) string {
 	return ""
 }
 
-func (b *Builder) insertBuild(ctx context.Context, appID int64, app, hash, createdBy string) (BuildResult, error) {
+func (b *Builder) insertBuild(ctx context.Context, appID int64, app, hash, createdBy string) (common.Build, error) {
 	if len(createdBy) > 64 {
 		createdBy = createdBy[:64]
 	}
 	r, err := b.db.ExecContext(ctx, `INSERT INTO builds (app_id, status, content_hash, created_by, created_at)
 		VALUES (?, ?, ?, ?, ?)`, appID, StatusQueued, hash, createdBy, b.now().UTC())
 	if err != nil {
-		return BuildResult{}, fmt.Errorf("record build: %w", err)
+		return common.Build{}, fmt.Errorf("record build: %w", err)
 	}
 	id, err := r.LastInsertId()
 	if err != nil {
-		return BuildResult{}, fmt.Errorf("record build: %w", err)
+		return common.Build{}, fmt.Errorf("record build: %w", err)
 	}
-	return BuildResult{ID: id, App: app, Status: StatusQueued}, nil
+	return common.Build{ID: id, App: app, Status: StatusQueued}, nil
 }
 
 // finishBuild records the outcome. It runs even when ctx was cancelled (the
 // client went away): a build must never stay "building" forever.
-func (b *Builder) finishBuild(ctx context.Context, res BuildResult, tm timings) error {
+func (b *Builder) finishBuild(ctx context.Context, res common.Build, tm timings) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	tj, err := json.Marshal(tm)
@@ -650,9 +633,9 @@ func (b *Builder) finishBuild(ctx context.Context, res BuildResult, tm timings) 
 }
 
 // Get returns a recorded build.
-func (b *Builder) Get(ctx context.Context, id int64) (BuildResult, error) {
+func (b *Builder) Get(ctx context.Context, id int64) (common.Build, error) {
 	var (
-		r        BuildResult
+		r        common.Build
 		errText  sql.NullString
 		tj       sql.NullString
 		created  time.Time

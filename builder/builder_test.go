@@ -56,7 +56,7 @@ func startEnv(t *testing.T, mutate func(*Config)) *env {
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}
-	runUntilCleanup(t, "registry", reg.Run)
+	testenv.Run(t, reg)
 
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
@@ -74,7 +74,7 @@ func startEnv(t *testing.T, mutate func(*Config)) *env {
 	if err != nil {
 		t.Fatalf("builder: %v", err)
 	}
-	runUntilCleanup(t, "builder", b.Run)
+	testenv.Run(t, b)
 
 	if _, err := pool.Exec("INSERT INTO teams (name) VALUES ('t')"); err != nil {
 		t.Fatal(err)
@@ -88,25 +88,8 @@ func startEnv(t *testing.T, mutate func(*Config)) *env {
 	return &env{b: b, db: pool, rdb: rdb, keys: common.NewKeys(prefix), regAddr: reg.Addr(), dataDir: cfg.DataDir}
 }
 
-func runUntilCleanup(t *testing.T, what string, run func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s Run: %v", what, err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("%s Run did not return", what)
-		}
-	})
-}
-
 // post uploads archive over the HTTP API and decodes the answer.
-func (e *env) post(t *testing.T, app string, archive []byte, token string) (int, BuildResult, common.ErrorBody) {
+func (e *env) post(t *testing.T, app string, archive []byte, token string) (int, common.Build, common.ErrorBody) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+e.b.Addr()+"/v1/builds?app="+app+"&created_by=alice", bytes.NewReader(archive))
 	if token != "" {
@@ -118,7 +101,7 @@ func (e *env) post(t *testing.T, app string, archive []byte, token string) (int,
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var res BuildResult
+	var res common.Build
 	var eb common.ErrorBody
 	if resp.StatusCode == http.StatusCreated {
 		if err := json.Unmarshal(raw, &res); err != nil {
@@ -278,7 +261,7 @@ func TestBinaryBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got BuildResult
+	var got common.Build
 	json.NewDecoder(resp.Body).Decode(&got)
 	resp.Body.Close()
 	if got.ID != second.ID || got.Image != second.Image || !got.Reused || got.Status != StatusSucceeded || got.Digest != first.Digest {

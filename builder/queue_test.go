@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/dinp/dinp/common/testenv"
 )
 
 func TestSlotsOrderAndCancel(t *testing.T) {
@@ -16,14 +18,14 @@ func TestSlotsOrderAndCancel(t *testing.T) {
 	got := make(chan int64, 3)
 	errA := make(chan error, 1)
 	go func() { errA <- s.acquire(ctxA, 2) }()
-	waitFor(t, "2 queued", time.Second, func() bool { return s.position(2) == 1 })
+	testenv.WaitFor(t, "2 queued", time.Second, func() bool { return s.position(2) == 1 })
 	for _, id := range []int64{3, 4} {
 		go func() {
 			if s.acquire(context.Background(), id) == nil {
 				got <- id
 			}
 		}()
-		waitFor(t, "queued", time.Second, func() bool { return s.position(id) > 0 })
+		testenv.WaitFor(t, "queued", time.Second, func() bool { return s.position(id) > 0 })
 	}
 	if p3, p4 := s.position(3), s.position(4); p3 != 2 || p4 != 3 {
 		t.Fatalf("positions 3, 4 = %d, %d; want 2, 3", p3, p4)

@@ -108,9 +108,7 @@ func (b *Builder) pushStacksLoop(ctx context.Context) {
 			return
 		}
 		b.log.Debug("push stack base images", "err", err)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
+		if !common.Sleep(ctx, delay) {
 			return
 		}
 		delay = min(2*delay, time.Minute)

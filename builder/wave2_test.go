@@ -20,6 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/testenv"
 )
 
 func (e *env) get(t *testing.T, path string, out any) int {
@@ -37,18 +40,6 @@ func (e *env) get(t *testing.T, path string, out any) int {
 		}
 	}
 	return resp.StatusCode
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func staticSite(t testing.TB, marker string) []byte {
@@ -157,7 +148,7 @@ func TestQueuePosition(t *testing.T) {
 	defer release()
 
 	type out struct {
-		res BuildResult
+		res common.Build
 		err error
 	}
 	done := make(chan out, 2)
@@ -168,7 +159,7 @@ func TestQueuePosition(t *testing.T) {
 			done <- out{r, err}
 		}()
 		// One at a time, so the queue order is known.
-		waitFor(t, "build queued", 5*time.Second, func() bool {
+		testenv.WaitFor(t, "build queued", 5*time.Second, func() bool {
 			var id int64
 			e.db.QueryRow("SELECT COALESCE(MAX(id), 0) FROM builds").Scan(&id)
 			if id > 0 && (len(ids) == 0 || id > ids[len(ids)-1]) && e.b.slots.position(id) > 0 {
@@ -179,7 +170,7 @@ func TestQueuePosition(t *testing.T) {
 		})
 	}
 	for i, id := range ids {
-		var got BuildResult
+		var got common.Build
 		if code := e.get(t, "/v1/builds/"+itoa(id), &got); code != http.StatusOK {
 			t.Fatalf("GET build %d = %d", id, code)
 		}
@@ -194,7 +185,7 @@ func TestQueuePosition(t *testing.T) {
 			t.Fatalf("queued build: %+v %v", o.res, o.err)
 		}
 	}
-	var got BuildResult
+	var got common.Build
 	e.get(t, "/v1/builds/"+itoa(ids[0]), &got)
 	if got.Status != StatusSucceeded || got.QueuePosition != 0 {
 		t.Errorf("after the build: %+v", got)
@@ -212,7 +203,7 @@ func TestLogFollow(t *testing.T) {
 		done <- err
 	}()
 	var id int64
-	waitFor(t, "build queued", 5*time.Second, func() bool {
+	testenv.WaitFor(t, "build queued", 5*time.Second, func() bool {
 		e.db.QueryRow("SELECT COALESCE(MAX(id), 0) FROM builds").Scan(&id)
 		return id > 0 && e.b.slots.position(id) > 0
 	})
@@ -286,7 +277,7 @@ func TestCancelledBuildsLeaveNothing(t *testing.T) {
 		if _, err := pw.Write(half); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "upload file", 5*time.Second, func() bool {
+		testenv.WaitFor(t, "upload file", 5*time.Second, func() bool {
 			left, _ := os.ReadDir(buildsDir(e.dataDir))
 			return len(left) == 1
 		})
@@ -295,7 +286,7 @@ func TestCancelledBuildsLeaveNothing(t *testing.T) {
 		if err := <-errc; err == nil {
 			t.Fatal("request answered, want it aborted")
 		}
-		waitFor(t, "scratch dir removed", 5*time.Second, func() bool {
+		testenv.WaitFor(t, "scratch dir removed", 5*time.Second, func() bool {
 			left, _ := os.ReadDir(buildsDir(e.dataDir))
 			return len(left) == 0
 		})
@@ -388,7 +379,7 @@ func TestDockerPullAndRun(t *testing.T) {
 	}
 	addr := strings.Split(port, "\n")[0]
 	var body string
-	waitFor(t, "static site answering", 20*time.Second, func() bool {
+	testenv.WaitFor(t, "static site answering", 20*time.Second, func() bool {
 		resp, err := http.Get("http://" + addr + "/")
 		if err != nil {
 			return false

@@ -1,12 +1,14 @@
 package common
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -66,6 +68,37 @@ func TestKeysUsePrefix(t *testing.T) {
 	}
 	if got := NewKeys("t1").RoutesChanged(); got != "t1:routes:changed" {
 		t.Fatalf("prefixed key: %s", got)
+	}
+}
+
+// The key strings are shared with running components of other versions:
+// moving a key into Keys must not change its spelling.
+func TestKeysSpelling(t *testing.T) {
+	for _, k := range []Keys{NewKeys(""), {}} {
+		if got := k.NodeSecrets(); got != "dinp:node-secrets" {
+			t.Errorf("NodeSecrets() = %q", got)
+		}
+		if got := k.HMMembers(); got != "dinp:hm:members" {
+			t.Errorf("HMMembers() = %q", got)
+		}
+	}
+	if got := NewKeys("t1").HMMembers(); got != "t1:hm:members" {
+		t.Errorf("HMMembers() with prefix = %q", got)
+	}
+}
+
+func TestSleep(t *testing.T) {
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Error("Sleep with a live context reported it done")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep with a done context reported it live")
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Error("Sleep waited although the context was done")
 	}
 }
 

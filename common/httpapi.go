@@ -87,3 +87,7 @@ func RequireToken(token string) gin.HandlerFunc {
 		c.Next()
 	}
 }
+
+// HeaderNodeSecret carries a node's identity secret with every heartbeat
+// (agent sends it, server checks it).
+const HeaderNodeSecret = "X-Dinp-Node-Secret"

@@ -57,3 +57,11 @@ func (k Keys) Logs(app string) string { return k.p("logs:" + app) }
 
 // Leader holds the id of the current leader server, for display.
 func (k Keys) Leader() string { return k.p("leader") }
+
+// NodeSecrets is the hash node id → the node's identity secret, written by
+// the server on a node's first heartbeat.
+func (k Keys) NodeSecrets() string { return k.p("node-secrets") }
+
+// HMMembers is the sorted set of live hm ids scored by their last heartbeat
+// (Redis server time, ms); hm instances shard the probes among its members.
+func (k Keys) HMMembers() string { return k.p("hm:members") }

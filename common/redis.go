@@ -13,14 +13,20 @@ import (
 // (to keep serving what it knows), so the client fails fast: a short dial
 // timeout and one retry instead of go-redis's default backoff chain.
 func (b Base) NewRedis() *redis.Client {
-	return redis.NewClient(&redis.Options{
+	return redis.NewClient(RedisOptions(b))
+}
+
+// RedisOptions returns the options NewRedis uses, for a component that must
+// adjust one of them (pool size, retries) before calling redis.NewClient.
+func RedisOptions(b Base) *redis.Options {
+	return &redis.Options{
 		Addr:          b.RedisAddr,
 		Password:      b.RedisPassword,
 		DB:            b.RedisDB,
 		DialTimeout:   2 * time.Second,
 		MaxRetries:    1,
 		DialerRetries: 1,
-	})
+	}
 }
 
 // ReadHealth returns hm's last word on each of ids (from Keys.Health());

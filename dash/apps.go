@@ -328,18 +328,13 @@ func (d *Dash) health(ctx context.Context, rows []instanceRow) []string {
 	}
 	hctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	vals, err := d.rdb.HMGet(hctx, d.keys.Health(), ids...).Result()
+	known, err := common.ReadHealth(hctx, d.rdb, d.keys, ids)
 	if err != nil {
 		d.log.Debug("read health", "err", err)
 		return out
 	}
-	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok {
-			continue
-		}
-		var hs common.HealthStatus
-		if json.Unmarshal([]byte(s), &hs) == nil && hs.Status != "" {
+	for i, id := range ids {
+		if hs, ok := known[id]; ok && hs.Status != "" {
 			out[i] = hs.Status
 		}
 	}

@@ -171,10 +171,8 @@ func (d *Dash) connect(ctx context.Context) (*sql.DB, error) {
 			return nil, ctx.Err()
 		}
 		d.log.Warn("mysql unavailable, retrying", "err", err)
-		select {
-		case <-ctx.Done():
+		if !common.Sleep(ctx, 2*time.Second) {
 			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -77,7 +76,7 @@ func (fb *fakeBuilder) serve(w http.ResponseWriter, r *http.Request) {
 	digest := "sha256:" + hex.EncodeToString(sum[:])
 	app := r.URL.Query().Get("app")
 	w.WriteHeader(http.StatusCreated)
-	json.NewEncoder(w).Encode(Build{ID: fb.nextID, App: app, Status: "succeeded", Stack: "binary",
+	json.NewEncoder(w).Encode(common.Build{ID: fb.nextID, App: app, Status: "succeeded", Stack: "binary",
 		Image: "127.0.0.1:5000/" + app + "@" + digest, Digest: digest, SizeBytes: int64(len(body))})
 }
 
@@ -156,40 +155,19 @@ func startDashWith(t *testing.T, cfg Config, adjust func(*Dash)) string {
 	if adjust != nil {
 		adjust(d)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("run did not return")
-		}
-	})
+	testenv.Run(t, d)
 	url := "http://" + d.Addr()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	// A dash that stopped early never answers; its Run error is reported at
+	// cleanup by testenv.Run.
+	testenv.WaitFor(t, "dash healthy", 20*time.Second, func() bool {
 		resp, err := http.Get(url + "/api/v1/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
+		if err != nil {
+			return false
 		}
-		select {
-		case err := <-done:
-			t.Fatalf("dash stopped: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dash not healthy: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return url
 }
 
 // call sends a JSON request (body nil, a []byte or a value to encode) and
@@ -509,7 +487,7 @@ func TestShowAndList(t *testing.T) {
 
 	// With Redis down, show still answers, with health unknown.
 	cfg := e.cfg
-	cfg.Base.RedisAddr = closedAddr(t)
+	cfg.Base.RedisAddr = testenv.ClosedAddr(t)
 	cfg.Base.DataDir = t.TempDir()
 	e2 := *e
 	e2.url = startDash(t, cfg)
@@ -534,7 +512,7 @@ func TestDeployCreatesReleases(t *testing.T) {
 		tarball := []byte(fmt.Sprintf("tarball %d", want))
 		var out struct {
 			Release Release
-			Build   Build
+			Build   common.Build
 		}
 		if st, code := e.deploy(e.admin.Token, "hello", tarball, &out); st != 201 {
 			t.Fatalf("deploy %d: %d %s", want, st, code)
@@ -625,7 +603,7 @@ func TestDeployFailuresWriteNoRelease(t *testing.T) {
 
 	t.Run("builder down", func(t *testing.T) {
 		cfg := e.cfg
-		cfg.BuilderURL = "http://" + closedAddr(t)
+		cfg.BuilderURL = "http://" + testenv.ClosedAddr(t)
 		cfg.Base.DataDir = t.TempDir()
 		e2 := *e
 		e2.url = startDash(t, cfg)
@@ -804,17 +782,6 @@ func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
 	if _, err := db.Exec(q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
-}
-
-// closedAddr returns an address nothing listens on.
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // Concurrent deploys of one app get distinct consecutive versions.

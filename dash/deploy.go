@@ -22,19 +22,6 @@ import (
 	"github.com/dinp/dinp/common"
 )
 
-// Build is the builder's record of one build (the builder API's JSON).
-type Build struct {
-	ID         int64  `json:"id"`
-	App        string `json:"app"`
-	Status     string `json:"status"`
-	Stack      string `json:"stack"`
-	Image      string `json:"image"`
-	Digest     string `json:"digest"`
-	SizeBytes  int64  `json:"size_bytes"`
-	DurationMS int64  `json:"duration_ms"`
-	Reused     bool   `json:"reused"`
-}
-
 // builderClient calls the builder HTTP API with the cluster token.
 type builderClient struct {
 	base  string
@@ -55,37 +42,37 @@ var errBuilderUnavailable = common.Errf(http.StatusBadGateway, "builder_unavaila
 // build streams a tarball to the builder and returns the finished build.
 // An error answer of the builder comes back as an *common.APIError with the
 // builder's status and code, for the user to see.
-func (b *builderClient) build(r *http.Request, app, by string, body io.Reader, size int64) (Build, error) {
+func (b *builderClient) build(r *http.Request, app, by string, body io.Reader, size int64) (common.Build, error) {
 	u := b.base + "/v1/builds?" + url.Values{"app": {app}, "created_by": {by}}.Encode()
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, u, body)
 	if err != nil {
-		return Build{}, fmt.Errorf("builder request: %w", err)
+		return common.Build{}, fmt.Errorf("builder request: %w", err)
 	}
 	req.ContentLength = size // -1: unknown, sent chunked
 	req.Header.Set("Content-Type", "application/gzip")
 	req.Header.Set("Authorization", "Bearer "+b.token)
 	resp, err := b.http.Do(req)
 	if err != nil {
-		return Build{}, fmt.Errorf("builder: %w", err)
+		return common.Build{}, fmt.Errorf("builder: %w", err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return Build{}, fmt.Errorf("builder: read answer: %w", err)
+		return common.Build{}, fmt.Errorf("builder: read answer: %w", err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		var eb common.ErrorBody
 		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
-			return Build{}, common.Errf(resp.StatusCode, eb.Error.Code, eb.Error.Message)
+			return common.Build{}, common.Errf(resp.StatusCode, eb.Error.Code, eb.Error.Message)
 		}
-		return Build{}, common.Errf(resp.StatusCode, "build_failed", "builder answered "+resp.Status)
+		return common.Build{}, common.Errf(resp.StatusCode, "build_failed", "builder answered "+resp.Status)
 	}
-	var out Build
+	var out common.Build
 	if err := json.Unmarshal(raw, &out); err != nil {
-		return Build{}, fmt.Errorf("builder: decode build: %w", err)
+		return common.Build{}, fmt.Errorf("builder: decode build: %w", err)
 	}
 	if out.Image == "" || (out.Status != "" && out.Status != "succeeded") {
-		return Build{}, fmt.Errorf("builder: build %d is %q with image %q", out.ID, out.Status, out.Image)
+		return common.Build{}, fmt.Errorf("builder: build %d is %q with image %q", out.ID, out.Status, out.Image)
 	}
 	return out, nil
 }
@@ -159,11 +146,11 @@ func (d *Dash) deploy(c *gin.Context) {
 // wantCSRF, when set, is the CSRF token a multipart form must carry in a
 // "csrf" part before its file (the web form streams, so the token cannot be
 // checked by parsing the whole form first).
-func (d *Dash) deployUpload(c *gin.Context, wantCSRF string) (Release, Build, error) {
+func (d *Dash) deployUpload(c *gin.Context, wantCSRF string) (Release, common.Build, error) {
 	a, u := appOf(c), currentUser(c)
 	limit := d.cfg.MaxUploadBytes
 	if c.Request.ContentLength > limit {
-		return Release{}, Build{}, tooLarge(limit)
+		return Release{}, common.Build{}, tooLarge(limit)
 	}
 	body := &uploadBody{r: c.Request.Body, left: limit}
 	defer body.closed.Store(true)
@@ -179,9 +166,9 @@ func (d *Dash) deployUpload(c *gin.Context, wantCSRF string) (Release, Build, er
 	}
 	switch {
 	case err != nil:
-		return Release{}, Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type", "invalid Content-Type")
+		return Release{}, common.Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type", "invalid Content-Type")
 	case wantCSRF != "" && mt != "multipart/form-data":
-		return Release{}, Build{}, errCSRF
+		return Release{}, common.Build{}, errCSRF
 	case mt == "application/gzip" || mt == "application/x-gzip" || mt == "application/octet-stream":
 		src = body
 		if c.Request.ContentLength > 0 {
@@ -192,20 +179,20 @@ func (d *Dash) deployUpload(c *gin.Context, wantCSRF string) (Release, Build, er
 	case mt == "multipart/form-data":
 		part, err := filePart(multipart.NewReader(body, params["boundary"]), wantCSRF)
 		if err != nil {
-			return Release{}, Build{}, d.uploadError(body, err)
+			return Release{}, common.Build{}, d.uploadError(body, err)
 		}
 		src = part
 	default:
-		return Release{}, Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+		return Release{}, common.Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type",
 			"send the .tar.gz as application/gzip, application/octet-stream or multipart/form-data (part \"file\")")
 	}
 
 	build, err := d.builder.build(c.Request, a.Name, u.Name, src, size)
 	if err != nil {
-		return Release{}, Build{}, d.uploadError(body, err)
+		return Release{}, common.Build{}, d.uploadError(body, err)
 	}
 	if body.tooLarge.Load() {
-		return Release{}, Build{}, tooLarge(limit)
+		return Release{}, common.Build{}, tooLarge(limit)
 	}
 	id := build.ID
 	rel, err := d.store.deployRelease(c.Request.Context(), a.ID, releaseSpec{
@@ -213,7 +200,7 @@ func (d *Dash) deployUpload(c *gin.Context, wantCSRF string) (Release, Build, er
 		Description: fmt.Sprintf("build %d (%s)", build.ID, build.Stack),
 	})
 	if err != nil {
-		return Release{}, Build{}, err
+		return Release{}, common.Build{}, err
 	}
 	d.publishDesired(c.Request.Context(), a.Name)
 	d.log.Info("deployed", "app", a.Name, "release", rel.Version, "build", build.ID, "user", u.Name)
@@ -278,29 +265,29 @@ var imageRefRE = regexp.MustCompile(`^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256
 // deployImage releases an image by digest without a build. Admins may
 // name any image; others only an image built for this app (a build or an
 // earlier release of it), so no team runs another's image.
-func (d *Dash) deployImage(c *gin.Context) (Release, Build, error) {
+func (d *Dash) deployImage(c *gin.Context) (Release, common.Build, error) {
 	a, u := appOf(c), currentUser(c)
 	var req DeployImageRequest
 	if err := decodeJSON(c, &req); err != nil {
-		return Release{}, Build{}, err
+		return Release{}, common.Build{}, err
 	}
 	if !imageRefRE.MatchString(req.Image) {
-		return Release{}, Build{}, invalid("invalid_image", "image must be pinned by digest: <registry>/<name>@sha256:<64 hex>")
+		return Release{}, common.Build{}, invalid("invalid_image", "image must be pinned by digest: <registry>/<name>@sha256:<64 hex>")
 	}
 	stack, err := d.store.knownImage(c.Request.Context(), a.ID, req.Image)
 	var ae *common.APIError
 	if err != nil && !(u.IsAdmin && errors.As(err, &ae)) {
-		return Release{}, Build{}, err
+		return Release{}, common.Build{}, err
 	}
 	rel, err := d.store.deployRelease(c.Request.Context(), a.ID, releaseSpec{
 		Image: req.Image, Stack: stack, CreatedBy: u.Name, EventKind: "deploy", Description: "image " + req.Image,
 	})
 	if err != nil {
-		return Release{}, Build{}, err
+		return Release{}, common.Build{}, err
 	}
 	d.publishDesired(c.Request.Context(), a.Name)
 	d.log.Info("deployed image", "app", a.Name, "release", rel.Version, "user", u.Name)
-	return rel, Build{Image: req.Image, Stack: stack, Status: "reused", Reused: true}, nil
+	return rel, common.Build{Image: req.Image, Stack: stack, Status: "reused", Reused: true}, nil
 }
 
 // knownImage returns the stack of an image built or released for the app,

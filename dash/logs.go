@@ -171,10 +171,8 @@ func (d *Dash) followLogs(ctx context.Context, app, last string, f logFilter, w 
 				return
 			}
 			d.log.Debug("follow logs", "app", app, "err", err)
-			select {
-			case <-ctx.Done():
+			if !common.Sleep(ctx, time.Second) {
 				return
-			case <-time.After(time.Second):
 			}
 			continue
 		}

@@ -125,11 +125,9 @@ func New(cfg Config) (*HM, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.StatusAddr, err)
 	}
 	h.statusLn = ln
-	h.rdb = redis.NewClient(&redis.Options{
-		Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB,
-		DialTimeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1,
-		PoolSize: max(10, cfg.Workers/8), // health writes come from the workers
-	})
+	opts := common.RedisOptions(cfg.Base)
+	opts.PoolSize = max(10, cfg.Workers/8) // health writes come from the workers
+	h.rdb = redis.NewClient(opts)
 	g := common.NewEngine()
 	g.GET("/health", func(c *gin.Context) {
 		if !h.routesOK.Load() {
@@ -193,7 +191,7 @@ func (h *HM) Run(ctx context.Context) error {
 	wg.Wait()
 	workers.Wait()
 	lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if err := h.rdb.ZRem(lctx, membersKey(h.keys), h.id).Err(); err != nil {
+	if err := h.rdb.ZRem(lctx, h.keys.HMMembers(), h.id).Err(); err != nil {
 		h.log.Warn("leave members failed; the others take over after the ttl", "err", err)
 	}
 	lcancel()
@@ -427,20 +425,13 @@ func parseRoute(host, js, domain string, log *slog.Logger) map[string]target {
 // readKnown returns the stored statuses of ids (missing or unreadable → absent).
 func (h *HM) readKnown(ctx context.Context, ids []string) map[string]*common.HealthStatus {
 	out := map[string]*common.HealthStatus{}
-	vals, err := h.rdb.HMGet(ctx, h.keys.Health(), ids...).Result()
+	known, err := common.ReadHealth(ctx, h.rdb, h.keys, ids)
 	if err != nil {
 		h.log.Warn("read stored health", "err", err)
 		return out
 	}
-	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok {
-			continue
-		}
-		var hs common.HealthStatus
-		if json.Unmarshal([]byte(s), &hs) == nil {
-			out[ids[i]] = &hs
-		}
+	for id, hs := range known {
+		out[id] = &hs
 	}
 	return out
 }

@@ -17,17 +17,6 @@ import (
 	"github.com/dinp/dinp/common/testenv"
 )
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // app is a test instance whose health answer can be switched.
 type app struct {
 	*httptest.Server
@@ -90,25 +79,7 @@ func startHMWith(t *testing.T, prefix string, mod func(*Config)) (h *HM, stop fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("hm did not stop")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return h, stop
+	return h, testenv.Start(t, h)
 }
 
 func healthOf(t *testing.T, rdb *redis.Client, keys common.Keys, inst string) (common.HealthStatus, bool) {
@@ -169,7 +140,7 @@ func TestHealthAndUnhealthy(t *testing.T) {
 	startHM(t, prefix, 8)
 
 	// fall (2) × interval (100ms) plus jitter and slack.
-	waitFor(t, "good healthy, bad unhealthy (events)", 2*time.Second, func() bool {
+	testenv.WaitFor(t, "good healthy, bad unhealthy (events)", 2*time.Second, func() bool {
 		return ev.status("good") == common.Healthy && ev.status("bad") == common.Unhealthy
 	})
 	hs, ok := healthOf(t, rdb, keys, "good")
@@ -186,7 +157,7 @@ func TestHealthAndUnhealthy(t *testing.T) {
 
 	t.Run("recovery", func(t *testing.T) {
 		bad.status.Store(200)
-		waitFor(t, "bad healthy", 2*time.Second, func() bool {
+		testenv.WaitFor(t, "bad healthy", 2*time.Second, func() bool {
 			hs, _ := healthOf(t, rdb, keys, "bad")
 			return hs.Status == common.Healthy && ev.status("bad") == common.Healthy
 		})
@@ -205,7 +176,7 @@ func TestHealthAndUnhealthy(t *testing.T) {
 		putRoute(t, rdb, keys, common.Route{App: "hello", Health: fastHealth(), Backends: []common.Backend{
 			{Addr: good.addr(), Instance: "good"},
 		}})
-		waitFor(t, "bad field removed", 2*time.Second, func() bool {
+		testenv.WaitFor(t, "bad field removed", 2*time.Second, func() bool {
 			n, _ := rdb.HLen(context.Background(), keys.Health()).Result()
 			_, goodOK := healthOf(t, rdb, keys, "good")
 			return n == 1 && goodOK
@@ -224,7 +195,7 @@ func TestStaleFieldsRemovedAtStart(t *testing.T) {
 		{Addr: good.addr(), Instance: "good"},
 	}})
 	startHM(t, prefix, 2)
-	waitFor(t, "stale field removed, good kept", 2*time.Second, func() bool {
+	testenv.WaitFor(t, "stale field removed, good kept", 2*time.Second, func() bool {
 		_, stale := healthOf(t, rdb, keys, "stale-from-before")
 		hs, _ := healthOf(t, rdb, keys, "good")
 		return !stale && hs.Status == common.Healthy
@@ -264,13 +235,13 @@ func TestHangingInstanceDoesNotDelayOthers(t *testing.T) {
 		{Addr: good.addr(), Instance: "good"},
 	}})
 	startHM(t, prefix, 2)
-	waitFor(t, "good healthy", time.Second, func() bool {
+	testenv.WaitFor(t, "good healthy", time.Second, func() bool {
 		hs, _ := healthOf(t, rdb, keys, "good")
 		return hs.Status == common.Healthy
 	})
 	before := good.hits.Load()
 	start := time.Now()
-	waitFor(t, "good probed ~every 100ms", 1500*time.Millisecond, func() bool { return good.hits.Load()-before >= 8 })
+	testenv.WaitFor(t, "good probed ~every 100ms", 1500*time.Millisecond, func() bool { return good.hits.Load()-before >= 8 })
 	if el := time.Since(start); el > 1200*time.Millisecond {
 		t.Fatalf("8 probes took %s", el)
 	}
@@ -291,7 +262,7 @@ func TestTCPProbe(t *testing.T) {
 		{Addr: good.addr(), Instance: "open"}, {Addr: closedAddr, Instance: "closed"},
 	}})
 	startHM(t, prefix, 4)
-	waitFor(t, "tcp results", 2*time.Second, func() bool {
+	testenv.WaitFor(t, "tcp results", 2*time.Second, func() bool {
 		a, _ := healthOf(t, rdb, keys, "open")
 		b, _ := healthOf(t, rdb, keys, "closed")
 		return a.Status == common.Healthy && b.Status == common.Unhealthy

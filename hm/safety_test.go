@@ -30,7 +30,7 @@ func TestAllUnhealthyIsReported(t *testing.T) {
 		{Addr: a.addr(), Instance: "d1"}, {Addr: b.addr(), Instance: "d2"},
 	}})
 	h := startHM(t, prefix, 4)
-	waitFor(t, "both unhealthy", 3*time.Second, func() bool {
+	testenv.WaitFor(t, "both unhealthy", 3*time.Second, func() bool {
 		x, _ := healthOf(t, rdb, keys, "d1")
 		y, _ := healthOf(t, rdb, keys, "d2")
 		return x.Status == common.Unhealthy && y.Status == common.Unhealthy
@@ -41,7 +41,7 @@ func TestAllUnhealthyIsReported(t *testing.T) {
 	}
 	t.Run("metrics", func(t *testing.T) {
 		var body string
-		waitFor(t, "unhealthy gauge", 3*time.Second, func() bool {
+		testenv.WaitFor(t, "unhealthy gauge", 3*time.Second, func() bool {
 			resp, err := http.Get("http://" + h.StatusAddr() + "/metrics")
 			if err != nil {
 				return false
@@ -89,7 +89,7 @@ func TestFlappingInstance(t *testing.T) {
 		{Addr: srv.Listener.Addr().String(), Instance: "f1"},
 	}})
 	startHM(t, prefix, 2)
-	waitFor(t, "flapping instance probed 12 times", 5*time.Second, func() bool { return n.Load() >= 12 })
+	testenv.WaitFor(t, "flapping instance probed 12 times", 5*time.Second, func() bool { return n.Load() >= 12 })
 	if ev.status("f1") != common.Healthy {
 		t.Fatalf("status %q, want healthy", ev.status("f1"))
 	}
@@ -110,20 +110,20 @@ func TestRedisOutageChangesNothing(t *testing.T) {
 		{Addr: inst.addr(), Instance: "c1"},
 	}})
 	h, _ := startHMWith(t, prefix, func(c *Config) { c.RedisAddr = px.addr })
-	waitFor(t, "healthy", 3*time.Second, func() bool {
+	testenv.WaitFor(t, "healthy", 3*time.Second, func() bool {
 		hs, _ := healthOf(t, rdb, keys, "c1")
 		return hs.Status == common.Healthy
 	})
 	px.cut()
 	inst.status.Store(500)
-	waitFor(t, "hm saw the failure while cut off", 3*time.Second, func() bool {
+	testenv.WaitFor(t, "hm saw the failure while cut off", 3*time.Second, func() bool {
 		return testCounter(h.met.transitions.WithLabelValues(common.Unhealthy)) >= 1
 	})
 	if hs, ok := healthOf(t, rdb, keys, "c1"); !ok || hs.Status != common.Healthy {
 		t.Fatalf("hash changed while hm was cut off: %+v %v", hs, ok)
 	}
 	px.restore(t)
-	waitFor(t, "unhealthy written after Redis returned", 5*time.Second, func() bool {
+	testenv.WaitFor(t, "unhealthy written after Redis returned", 5*time.Second, func() bool {
 		hs, _ := healthOf(t, rdb, keys, "c1")
 		return hs.Status == common.Unhealthy
 	})
@@ -279,7 +279,7 @@ func (p *proxy) cut() {
 // restore listens again on the same address.
 func (p *proxy) restore(t *testing.T) {
 	var ln net.Listener
-	waitFor(t, "proxy listening again", 3*time.Second, func() bool {
+	testenv.WaitFor(t, "proxy listening again", 3*time.Second, func() bool {
 		var err error
 		ln, err = net.Listen("tcp", p.addr)
 		return err == nil
@@ -306,14 +306,14 @@ func TestAddressChange(t *testing.T) {
 		{Addr: oldAddr.addr(), Instance: "m1"},
 	}})
 	startHM(t, prefix, 2)
-	waitFor(t, "healthy at the old address", 3*time.Second, func() bool {
+	testenv.WaitFor(t, "healthy at the old address", 3*time.Second, func() bool {
 		hs, _ := healthOf(t, rdb, keys, "m1")
 		return hs.Status == common.Healthy
 	})
 	putRoute(t, rdb, keys, common.Route{App: "move", Health: fastHealth(), Backends: []common.Backend{
 		{Addr: newAddr.addr(), Instance: "m1"},
 	}})
-	waitFor(t, "unhealthy at the new address", 3*time.Second, func() bool {
+	testenv.WaitFor(t, "unhealthy at the new address", 3*time.Second, func() bool {
 		hs, _ := healthOf(t, rdb, keys, "m1")
 		return hs.Status == common.Unhealthy && hs.Addr == newAddr.addr()
 	})

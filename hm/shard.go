@@ -11,16 +11,6 @@ import (
 	"github.com/dinp/dinp/common"
 )
 
-// membersKey is the sorted set of live hm ids scored by their last
-// heartbeat (Redis server time, ms). It belongs in common.Keys; it lives here
-// until the lead moves it.
-func membersKey(k common.Keys) string {
-	if k.Prefix == "" {
-		return common.DefaultKeyPrefix + ":hm:members"
-	}
-	return k.Prefix + ":hm:members"
-}
-
 // heartbeatScript records ARGV[1] as alive now, forgets members silent for
 // more than ARGV[2] ms and returns the live ids. It uses the Redis clock so
 // hm processes on machines with skewed clocks agree on who is alive.
@@ -34,7 +24,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 
 // heartbeat registers id and returns the sorted live member ids.
 func heartbeat(ctx context.Context, rdb *redis.Client, keys common.Keys, id string, ttl time.Duration) ([]string, error) {
-	ids, err := heartbeatScript.Run(ctx, rdb, []string{membersKey(keys)}, id, ttl.Milliseconds()).StringSlice()
+	ids, err := heartbeatScript.Run(ctx, rdb, []string{keys.HMMembers()}, id, ttl.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("hm heartbeat: %w", err)
 	}

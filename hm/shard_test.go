@@ -101,7 +101,7 @@ func waitExclusive(t *testing.T, what string, timeout time.Duration, backends ma
 		for _, b := range backends {
 			b.reset()
 		}
-		waitFor(t, what+": every backend probed", timeout, func() bool {
+		testenv.WaitFor(t, what+": every backend probed", timeout, func() bool {
 			for _, b := range backends {
 				if _, n := b.probers(); n < 3 {
 					return false
@@ -172,7 +172,7 @@ func TestShardsSplitAndTakeOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rdb.ZAdd(context.Background(), membersKey(keys), redis.Z{Score: float64(now.UnixMilli()), Member: "hm-c"})
+		rdb.ZAdd(context.Background(), keys.HMMembers(), redis.Z{Score: float64(now.UnixMilli()), Member: "hm-c"})
 		waitExclusive(t, "a took over from silent c", 10*time.Second, backends, onlyA)
 	})
 }

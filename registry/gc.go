@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
 )
 
@@ -126,9 +127,7 @@ func (r *Registry) GC(ctx context.Context) (GCStats, error) {
 func (r *Registry) lockQuiet(ctx context.Context) error {
 	for {
 		if wait := r.cfg.GCQuiet - r.gate.quietFor(); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
+			if !common.Sleep(ctx, wait) {
 				return ctx.Err()
 			}
 			continue

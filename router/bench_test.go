@@ -66,8 +66,8 @@ func BenchmarkProxy(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			start(b, r)
-			waitFor(b, "ready", 5*time.Second, r.Healthy)
+			testenv.Run(b, r)
+			testenv.WaitFor(b, "ready", 5*time.Second, r.Healthy)
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			b.ReportAllocs()
 			b.ResetTimer()

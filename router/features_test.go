@@ -47,8 +47,8 @@ func routerWith(t *testing.T, edit func(*Config), routes map[string]common.Route
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	return r, func(host string, rt common.Route) { writeRoute(t, rdb, keys, host, rt) }
 }
 
@@ -181,7 +181,7 @@ func TestStickySessions(t *testing.T) {
 			moved.Backends[i].Healthy = moved.Backends[i].Instance != "i"+first
 		}
 		write("st.apps.io", moved)
-		waitFor(t, "route update", 5*time.Second, func() bool {
+		testenv.WaitFor(t, "route update", 5*time.Second, func() bool {
 			e, _ := r.table.Lookup("st.apps.io")
 			return e.pool.Backends()[0].Healthy != true || e.pool.Backends()[1].Healthy != true
 		})
@@ -207,7 +207,7 @@ func TestLeastConnWired(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, "one request in flight", 5*time.Second, func() bool { return a.inFlight.Load()+b.inFlight.Load() == 1 })
+	testenv.WaitFor(t, "one request in flight", 5*time.Second, func() bool { return a.inFlight.Load()+b.inFlight.Load() == 1 })
 	idle := "a"
 	if a.inFlight.Load() == 1 {
 		idle = "b"
@@ -363,7 +363,7 @@ func TestRequestIDLogged(t *testing.T) {
 	}
 	resp.Body.Close()
 	get(t, http.DefaultClient, r.Addr(), "id.apps.io", "/generated")
-	waitFor(t, "access log", 2*time.Second, func() bool { return strings.Contains(logBuf.String(), `"path":"/generated"`) })
+	testenv.WaitFor(t, "access log", 2*time.Second, func() bool { return strings.Contains(logBuf.String(), `"path":"/generated"`) })
 	ids := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(logBuf.String()), "\n") {
 		var rec map[string]any
@@ -395,7 +395,7 @@ func TestMaxConnsPerBackend(t *testing.T) {
 		resp.Body.Close()
 		done <- resp.StatusCode
 	}()
-	waitFor(t, "request in flight", 5*time.Second, func() bool { return a.inFlight.Load() == 1 })
+	testenv.WaitFor(t, "request in flight", 5*time.Second, func() bool { return a.inFlight.Load() == 1 })
 	for _, method := range []string{http.MethodGet, http.MethodPost} {
 		req, _ := http.NewRequest(method, "http://"+r.Addr()+"/", strings.NewReader("x"))
 		if method == http.MethodGet {
@@ -516,7 +516,7 @@ func TestSIGTERMDrain(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.Run(ctx) }()
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 
 	inflight := make(chan string, 1)
 	go func() {
@@ -531,7 +531,7 @@ func TestSIGTERMDrain(t *testing.T) {
 		resp.Body.Close()
 		inflight <- fmt.Sprint(resp.StatusCode, " ", string(body))
 	}()
-	waitFor(t, "request in flight", 5*time.Second, func() bool { return a.inFlight.Load() == 1 })
+	testenv.WaitFor(t, "request in flight", 5*time.Second, func() bool { return a.inFlight.Load() == 1 })
 	cancel() // what SIGTERM does in `dinp router`
 	health := func() int {
 		resp, err := http.Get("http://" + r.StatusAddr() + "/health")
@@ -541,12 +541,12 @@ func TestSIGTERMDrain(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	waitFor(t, "unhealthy", 2*time.Second, func() bool { return health() == http.StatusServiceUnavailable })
+	testenv.WaitFor(t, "unhealthy", 2*time.Second, func() bool { return health() == http.StatusServiceUnavailable })
 	// Still serving new requests while draining.
 	if resp, _ := get(t, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, r.Addr(), "d.apps.io", "/"); resp.StatusCode != 200 {
 		t.Fatalf("request during drain: %d", resp.StatusCode)
 	}
-	waitFor(t, "stops accepting", 5*time.Second, func() bool {
+	testenv.WaitFor(t, "stops accepting", 5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", r.Addr(), 200*time.Millisecond)
 		if err == nil {
 			c.Close()
@@ -593,7 +593,7 @@ func TestResponseTimeout(t *testing.T) {
 			t.Fatalf("%s: %d %q", method, resp.StatusCode, resp.Header.Get(HeaderRouterError))
 		}
 	}
-	waitFor(t, "slow requests parked", 2*time.Second, func() bool { return a.inFlight.Load()+b.inFlight.Load() == 2 })
+	testenv.WaitFor(t, "slow requests parked", 2*time.Second, func() bool { return a.inFlight.Load()+b.inFlight.Load() == 2 })
 	time.Sleep(100 * time.Millisecond) // a wrong retry would show up as a third parked request
 	if n := a.inFlight.Load() + b.inFlight.Load(); n != 2 {
 		t.Fatalf("%d requests reached backends, want 2 (no retry after a timeout)", n)

@@ -478,12 +478,7 @@ func (w *recorder) code() int {
 // already retry on their own schedule, and a read that fails fast lets the
 // router go on serving its last table without stalling updates.
 func newRedis(b common.Base) *redis.Client {
-	return redis.NewClient(&redis.Options{
-		Addr:          b.RedisAddr,
-		Password:      b.RedisPassword,
-		DB:            b.RedisDB,
-		DialTimeout:   2 * time.Second,
-		MaxRetries:    -1,
-		DialerRetries: 1,
-	})
+	opts := common.RedisOptions(b)
+	opts.MaxRetries = -1
+	return redis.NewClient(opts)
 }

@@ -23,18 +23,6 @@ import (
 	"github.com/dinp/dinp/common/testenv"
 )
 
-// closedAddr returns a 127.0.0.1 address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func testConfig(redisAddr, prefix string) Config {
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
@@ -48,36 +36,6 @@ func testConfig(redisAddr, prefix string) Config {
 	cfg.AccessLog = false
 	cfg.Log = common.DiscardLogger()
 	return cfg
-}
-
-// start runs r until the test ends.
-func start(t testing.TB, r *Router) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("router did not stop")
-		}
-	})
-}
-
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // backend is an app instance answering its name and recording what it saw.
@@ -144,7 +102,7 @@ func get(t *testing.T, c *http.Client, routerAddr, host, path string) (*http.Res
 
 // TestRouterErrors covers answers the router makes itself, without Redis.
 func TestRouterErrors(t *testing.T) {
-	r, err := New(testConfig(closedAddr(t), "x"))
+	r, err := New(testConfig(testenv.ClosedAddr(t), "x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,11 +171,11 @@ func TestConfigValidation(t *testing.T) {
 
 // TestHealthNotReadyWithoutRedis: no route load, no traffic.
 func TestHealthNotReadyWithoutRedis(t *testing.T) {
-	r, err := New(testConfig(closedAddr(t), "x"))
+	r, err := New(testConfig(testenv.ClosedAddr(t), "x"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
+	testenv.Run(t, r)
 	for i := 0; i < 3; i++ {
 		resp, err := http.Get("http://" + r.StatusAddr() + "/health")
 		if err != nil {
@@ -244,9 +202,9 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
+	testenv.Run(t, r)
 	client := &http.Client{Timeout: 5 * time.Second}
-	waitFor(t, "health 200", 5*time.Second, func() bool {
+	testenv.WaitFor(t, "health 200", 5*time.Second, func() bool {
 		resp, err := http.Get("http://" + r.StatusAddr() + "/health")
 		if err != nil {
 			return false
@@ -308,7 +266,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("route change via publish", func(t *testing.T) {
 		c := newBackend(t, "c")
 		writeRoute(t, rdb, keys, host, route("hello", 0, be(c.addr(), "ic", true), be(a.addr(), "ia", false)))
-		waitFor(t, "only c serves", 2*time.Second, func() bool {
+		testenv.WaitFor(t, "only c serves", 2*time.Second, func() bool {
 			for i := 0; i < 4; i++ {
 				resp, _ := get(t, client, r.Addr(), host, "/")
 				if resp.Header.Get("X-Backend") != "c" {
@@ -319,19 +277,19 @@ func TestEndToEnd(t *testing.T) {
 		})
 		// New host appears, then is deleted.
 		writeRoute(t, rdb, keys, "new.apps.io", route("new", 0, be(b.addr(), "ib", true)))
-		waitFor(t, "new host routed", 2*time.Second, func() bool {
+		testenv.WaitFor(t, "new host routed", 2*time.Second, func() bool {
 			resp, _ := get(t, client, r.Addr(), "new.apps.io", "/")
 			return resp.StatusCode == 200
 		})
 		rdb.HDel(context.Background(), keys.Routes(), "new.apps.io")
 		rdb.Publish(context.Background(), keys.RoutesChanged(), "new.apps.io")
-		waitFor(t, "deleted host gone", 2*time.Second, func() bool {
+		testenv.WaitFor(t, "deleted host gone", 2*time.Second, func() bool {
 			resp, _ := get(t, client, r.Addr(), "new.apps.io", "/")
 			return resp.StatusCode == 404
 		})
 		// Put both original backends back.
 		writeRoute(t, rdb, keys, host, route("hello", 0, be(a.addr(), "ia", true), be(b.addr(), "ib", true)))
-		waitFor(t, "a and b again", 2*time.Second, func() bool {
+		testenv.WaitFor(t, "a and b again", 2*time.Second, func() bool {
 			resp, _ := get(t, client, r.Addr(), host, "/")
 			return resp.Header.Get("X-Backend") != "c"
 		})
@@ -384,14 +342,14 @@ func TestRetryPostOnRefused(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	keys := common.NewKeys(prefix)
 	live := newBackend(t, "live")
-	dead := closedAddr(t)
+	dead := testenv.ClosedAddr(t)
 	writeRoute(t, rdb, keys, "p.apps.io", route("p", 0, be(dead, "dead", true), be(live.addr(), "live", true)))
 	r, err := New(testConfig(testenv.RedisAddr(), prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	for i := 0; i < 6; i++ {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+r.Addr()+"/", strings.NewReader("payload"))
 		req.Host = "p.apps.io"
@@ -411,13 +369,13 @@ func TestRetryPostOnRefused(t *testing.T) {
 func TestAllBackendsDown(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	keys := common.NewKeys(prefix)
-	writeRoute(t, rdb, keys, "d.apps.io", route("d", 0, be(closedAddr(t), "x", true), be(closedAddr(t), "y", false)))
+	writeRoute(t, rdb, keys, "d.apps.io", route("d", 0, be(testenv.ClosedAddr(t), "x", true), be(testenv.ClosedAddr(t), "y", false)))
 	r, err := New(testConfig(testenv.RedisAddr(), prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	resp, _ := get(t, http.DefaultClient, r.Addr(), "d.apps.io", "/")
 	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(HeaderRouterError) != ErrEndpointFailure {
 		t.Fatalf("status %d header %q", resp.StatusCode, resp.Header.Get(HeaderRouterError))
@@ -480,10 +438,10 @@ func TestKeepsServingWhenRedisUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	fwd.close()
-	waitFor(t, "failed resyncs", 5*time.Second, func() bool { return counterValue(r.metrics.syncFails) >= 3 })
+	testenv.WaitFor(t, "failed resyncs", 5*time.Second, func() bool { return counterValue(r.metrics.syncFails) >= 3 })
 	resp, body := get(t, http.DefaultClient, r.Addr(), "k.apps.io", "/")
 	if resp.StatusCode != 200 || body != "a " {
 		t.Fatalf("after losing Redis: %d %q", resp.StatusCode, body)
@@ -506,11 +464,11 @@ func TestRedisDataLossKeepsTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	rdb.Del(context.Background(), keys.Routes(), keys.RoutesVersion())
 	before := counterValue(r.metrics.syncFails)
-	waitFor(t, "resync noticed", 5*time.Second, func() bool { return counterValue(r.metrics.syncFails) > before+1 })
+	testenv.WaitFor(t, "resync noticed", 5*time.Second, func() bool { return counterValue(r.metrics.syncFails) > before+1 })
 	if resp, _ := get(t, http.DefaultClient, r.Addr(), "k.apps.io", "/"); resp.StatusCode != 200 {
 		t.Fatalf("status %d after Redis lost its data", resp.StatusCode)
 	}
@@ -539,8 +497,8 @@ func TestStreamingPassThrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	req, _ := http.NewRequest(http.MethodGet, "http://"+r.Addr()+"/", nil)
 	req.Host = "s.apps.io"
 	resp, err := http.DefaultClient.Do(req)
@@ -571,9 +529,9 @@ func TestDrainReportsUnhealthy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	cancel()
-	waitFor(t, "draining", time.Second, func() bool {
+	testenv.WaitFor(t, "draining", time.Second, func() bool {
 		resp, err := http.Get("http://" + r.StatusAddr() + "/health")
 		if err != nil {
 			return false
@@ -625,8 +583,8 @@ func TestUpgradePassThrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 
 	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
 	if err != nil {
@@ -648,7 +606,7 @@ func TestUpgradePassThrough(t *testing.T) {
 
 	// One access log line with the agreed keys.
 	get(t, http.DefaultClient, r.Addr(), "ws.apps.io", "/plain")
-	waitFor(t, "access log line", 2*time.Second, func() bool { return strings.Contains(logBuf.String(), `"path":"/plain"`) })
+	testenv.WaitFor(t, "access log line", 2*time.Second, func() bool { return strings.Contains(logBuf.String(), `"path":"/plain"`) })
 	for _, line := range strings.Split(logBuf.String(), "\n") {
 		if !strings.Contains(line, `"path":"/plain"`) {
 			continue
@@ -726,8 +684,8 @@ func TestRetryIdempotentOnReset(t *testing.T) {
 	}
 	broken := resetter(t)
 	writeRoute(t, rdb, keys, "g.apps.io", route("g", 0, be(broken, "broken", true), be(live.addr(), "live", true)))
-	start(t, r)
-	waitFor(t, "ready", 5*time.Second, r.Healthy)
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := 0; i < 10; i++ {
 		resp, body := get(t, c, r.Addr(), "g.apps.io", "/")

@@ -26,7 +26,7 @@ func (r *Router) syncLoop(ctx context.Context) {
 	for !r.ready.Load() {
 		if err := r.fullLoad(ctx); err != nil {
 			r.log.Warn("initial route load failed, retrying", "err", err, "retry_in", backoff)
-			if !sleepCtx(ctx, backoff) {
+			if !common.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, 2*time.Second)
@@ -96,7 +96,7 @@ func (r *Router) subscribeLoop(ctx context.Context) {
 				continue
 			}
 			r.log.Debug("route subscription error", "err", err)
-			if !sleepCtx(ctx, backoff) {
+			if !common.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, 2*time.Second)
@@ -237,18 +237,6 @@ func (r *Router) buildEntry(host, js string, prev *entry) (*entry, error) {
 		pool:  lb.NewPool(specs, lb.New(rt.Balance, nil), prevPool).WithLimit(r.cfg.MaxConnsPerBackend),
 		m:     r.appMetrics(rt.App),
 	}, nil
-}
-
-// sleepCtx sleeps for d; it returns false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // appMetrics returns app's counters, or nil when per-app metrics are off.

@@ -8,8 +8,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,20 +131,34 @@ type Runner interface {
 // stop within 15 seconds.
 func Run(t testing.TB, r Runner) {
 	t.Helper()
+	Start(t, r)
+}
+
+// Start is Run for a test that stops the component itself (a node or a
+// process going away mid-test): stop cancels r and requires a clean stop
+// within 15 seconds. Calling stop again, or the test ending, does nothing
+// more.
+func Start(t testing.TB, r Runner) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("component did not stop within 15s")
 			}
-		case <-time.After(15 * time.Second):
-			t.Error("component did not stop within 15s")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // WaitFor polls cond every 10 ms until it holds, failing the test after
@@ -156,4 +172,17 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// ClosedAddr returns a 127.0.0.1 address nothing listens on, to test what a
+// component does when a peer is down.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
