@@ -62,6 +62,10 @@ func (k Keys) Leader() string { return k.p("leader") }
 // the server on a node's first heartbeat.
 func (k Keys) NodeSecrets() string { return k.p("node-secrets") }
 
+// NodeDigests is the hash node id → digest of its last heartbeat report,
+// so a server pokes the leader only when a node's report changed.
+func (k Keys) NodeDigests() string { return k.p("node-digests") }
+
 // HMMembers is the sorted set of live hm ids scored by their last heartbeat
 // (Redis server time, ms); hm instances shard the probes among its members.
 func (k Keys) HMMembers() string { return k.p("hm:members") }

@@ -10,7 +10,11 @@
 # per second one real `server` (follower: it only ingests) answers over HTTP
 # on loopback with a real Redis, from BENCH_WORKERS keep-alive senders, each
 # beat carrying its node's 50 containers and answered with its 50
-# assignments. The load generator shares the CPUs with the server.
+# assignments. The load generator is a child process sharing the CPUs with
+# the server (pre-encoded requests on raw HTTP/1.1 connections, standing in
+# for agents on other machines); the CPU cost line splits server, Redis and
+# generator per beat — "server+Redis beats per CPU-second" is the capacity
+# figure that does not depend on the generator.
 #
 # Targets (issue 4): from empty >= 50,000 instances/s; steady state <= 100 ms;
 # >= 5,000 heartbeats/s.

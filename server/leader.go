@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"time"
 
+	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
 )
 
@@ -30,7 +31,7 @@ func (s *Server) campaign(ctx context.Context) {
 			return
 		}
 		s.log.Warn("mysql unavailable", "err", err)
-		if !sleep(ctx, time.Second) {
+		if !common.Sleep(ctx, time.Second) {
 			return
 		}
 	}
@@ -39,7 +40,7 @@ func (s *Server) campaign(ctx context.Context) {
 		if err := s.tryLead(ctx, pool); err != nil && ctx.Err() == nil {
 			s.log.Warn("leader election", "err", err)
 		}
-		if !sleep(ctx, time.Second) {
+		if !common.Sleep(ctx, time.Second) {
 			return
 		}
 	}
@@ -113,15 +114,3 @@ type leaderError string
 func (e leaderError) Error() string { return string(e) }
 
 const errNotOwner = leaderError("leader lock held by another connection")
-
-// sleep waits d or until ctx is done; it reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

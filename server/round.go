@@ -79,7 +79,7 @@ func (s *Server) lead(ctx context.Context, pool *sql.DB) {
 	gap := min(max(s.cfg.ReconcileInterval/5, 20*time.Millisecond), 200*time.Millisecond)
 	for {
 		s.round(ctx, pool, st)
-		if !sleep(ctx, gap) {
+		if !common.Sleep(ctx, gap) {
 			return
 		}
 		select {

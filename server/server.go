@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +117,7 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	keys common.Keys
-	// secretsKey is the hash of node identity secrets (see NodeSecretHeader).
+	// secretsKey is the hash of node identity secrets (see common.HeaderNodeSecret).
 	secretsKey string
 	rdb        *redis.Client
 	ln         net.Listener
@@ -149,13 +150,24 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        cfg.Log.With("server", cfg.ID),
 		keys:       cfg.Keys(),
-		secretsKey: nodeSecretsKey(cfg.Keys()),
-		rdb:        cfg.NewRedis(),
+		secretsKey: cfg.Keys().NodeSecrets(),
+		rdb:        newRedis(cfg.Base),
 		ln:         ln,
 		poke:       make(chan struct{}, 1),
 	}
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
+}
+
+// heartbeatConns is the Redis connections kept for concurrent heartbeats:
+// go-redis's default (10 per CPU) makes a busy server's handlers queue for a
+// connection while Redis idles.
+const heartbeatConns = 128
+
+func newRedis(b common.Base) *redis.Client {
+	opt := common.RedisOptions(b)
+	opt.PoolSize = max(heartbeatConns, 10*runtime.GOMAXPROCS(0))
+	return redis.NewClient(opt)
 }
 
 // Addr is the bound address of the heartbeat API.

@@ -191,7 +191,7 @@ func postHeartbeatAs(url, token, secret string, hb common.Heartbeat) (int, commo
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if secret != "" {
-		req.Header.Set(NodeSecretHeader, secret)
+		req.Header.Set(common.HeaderNodeSecret, secret)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -385,6 +385,94 @@ func TestServerScaleToZero(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d instance rows left", n)
 	}
+}
+
+// A verified custom domain gets the app's route (lower-cased host), announced
+// on routes:changed; unverifying, removing the domain or deleting the app
+// deletes it.
+func TestServerRoutesCustomDomains(t *testing.T) {
+	e := newEnv(t)
+	appID := e.insertApp(t, "web", 1, 128)
+	ctx := context.Background()
+	sub := e.rdb.Subscribe(ctx, e.keys.RoutesChanged())
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(`INSERT INTO domains (name, app_id, verified) VALUES ('WWW.Example.COM', ?, FALSE)`, appID); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, e.cfg)
+	n1 := newFakeAgent("http://"+s.Addr(), "n1", "127.0.0.11", 1024)
+	n1.set(func(a *fakeAgent) { a.running = true })
+	n1.start(t)
+	waitFor(t, "app route", 10*time.Second, func() (bool, string) {
+		r, ok := e.route(t, "web.apps.io")
+		return ok && len(r.Backends) == 1, fmt.Sprintf("%+v", r)
+	})
+	if _, ok := e.route(t, "www.example.com"); ok {
+		t.Fatal("unverified domain routed")
+	}
+
+	published := func(host string) func() (bool, string) {
+		return func() (bool, string) {
+			for {
+				select {
+				case m := <-sub.Channel():
+					if m.Payload == host {
+						return true, ""
+					}
+				default:
+					return false, "no publish of " + host
+				}
+			}
+		}
+	}
+	change := func(query string) {
+		t.Helper()
+		if _, err := e.pool.Exec(query, appID); err != nil {
+			t.Fatal(err)
+		}
+		e.rdb.Publish(ctx, e.keys.DesiredChanged(), "web")
+	}
+	routed := func(want bool) func() (bool, string) {
+		return func() (bool, string) {
+			r, ok := e.route(t, "www.example.com")
+			if !want {
+				return !ok, fmt.Sprintf("%+v", r)
+			}
+			app, _ := e.route(t, "web.apps.io")
+			return ok && r.App == "web" && len(r.Backends) == 1 && r.Backends[0] == app.Backends[0], fmt.Sprintf("%+v", r)
+		}
+	}
+
+	change(`UPDATE domains SET verified = TRUE WHERE app_id = ?`)
+	waitFor(t, "verified domain routed", 5*time.Second, routed(true))
+	waitFor(t, "domain route published", 5*time.Second, published("www.example.com"))
+	if _, ok := e.route(t, "WWW.Example.COM"); ok {
+		t.Fatal("route stored under the mixed-case name")
+	}
+
+	change(`UPDATE domains SET verified = FALSE WHERE app_id = ?`)
+	waitFor(t, "unverified domain unrouted", 5*time.Second, routed(false))
+	waitFor(t, "deletion published", 5*time.Second, published("www.example.com"))
+
+	change(`UPDATE domains SET verified = TRUE WHERE app_id = ?`)
+	waitFor(t, "verified again", 5*time.Second, routed(true))
+	change(`DELETE FROM domains WHERE app_id = ?`)
+	waitFor(t, "removed domain unrouted", 5*time.Second, routed(false))
+
+	change(`INSERT INTO domains (name, app_id, verified) VALUES ('shop.example.org', ?, TRUE)`)
+	waitFor(t, "second domain routed", 5*time.Second, func() (bool, string) {
+		_, ok := e.route(t, "shop.example.org")
+		return ok, ""
+	})
+	change(`DELETE FROM apps WHERE id = ?`)
+	waitFor(t, "deleted app unrouted", 5*time.Second, func() (bool, string) {
+		_, ok1 := e.route(t, "shop.example.org")
+		_, ok2 := e.route(t, "web.apps.io")
+		return !ok1 && !ok2, ""
+	})
 }
 
 // No capacity: an event says why, and nothing is placed.
@@ -643,7 +731,7 @@ func TestHeartbeatNodeIdentity(t *testing.T) {
 	if status, _, err := postHeartbeatAs(url, testToken, "first-secret-0123456789", hb); err != nil || status != http.StatusOK {
 		t.Fatalf("first beat: %d %v", status, err)
 	}
-	stored := e.rdb.HGet(ctx, nodeSecretsKey(e.keys), "n1").Val()
+	stored := e.rdb.HGet(ctx, e.keys.NodeSecrets(), "n1").Val()
 	if stored != hashSecret("first-secret-0123456789") || strings.Contains(stored, "first-secret") {
 		t.Fatalf("stored secret %q, want its sha-256", stored)
 	}
@@ -653,7 +741,7 @@ func TestHeartbeatNodeIdentity(t *testing.T) {
 	body, _ := json.Marshal(impostor)
 	req, _ := http.NewRequest(http.MethodPost, url+"/v1/heartbeat", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testToken)
-	req.Header.Set(NodeSecretHeader, "other-secret-0123456789")
+	req.Header.Set(common.HeaderNodeSecret, "other-secret-0123456789")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -672,7 +760,7 @@ func TestHeartbeatNodeIdentity(t *testing.T) {
 	}
 
 	// Operator reset: the next secret heard is trusted.
-	e.rdb.HDel(ctx, nodeSecretsKey(e.keys), "n1")
+	e.rdb.HDel(ctx, e.keys.NodeSecrets(), "n1")
 	if status, _, err := postHeartbeatAs(url, testToken, "other-secret-0123456789", impostor); err != nil || status != http.StatusOK {
 		t.Fatalf("after reset: %d %v", status, err)
 	}
@@ -723,9 +811,8 @@ func TestHeartbeatHead(t *testing.T) {
 func TestBeatScriptChanged(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	keys := []string{nodeSecretsKey(e.keys), e.keys.Node("n1"), e.keys.Nodes(), e.keys.Assignments()}
 	beat := func(body string, at time.Time) []any {
-		res, err := beatScript.Run(ctx, e.rdb, keys, "n1", hashSecret("s"), stampHeartbeat([]byte(body), at), 1000, atSuffixLen).Slice()
+		res, err := storeBeat(ctx, e.rdb, e.keys, "n1", hashSecret("s"), stampHeartbeat([]byte(body), at), time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -745,5 +832,34 @@ func TestBeatScriptChanged(t *testing.T) {
 		if len(res) < 2 || res[1] != tt.changed {
 			t.Errorf("beat %d: %v, want changed=%d", i, res, tt.changed)
 		}
+	}
+	// The stored report is the last beat, with the node's TTL; no incoming
+	// key is left behind.
+	beat(`{"node":"n1","containers":[{"id":"x"}]}`, t0.Add(time.Hour))
+	last := stampHeartbeat([]byte(`{"node":"n1","containers":[{"id":"x"}]}`), t0.Add(time.Hour))
+	if got := e.rdb.Get(ctx, e.keys.Node("n1")).Val(); got != string(last) {
+		t.Fatalf("stored %s, want %s", got, last)
+	}
+	if ttl := e.rdb.PTTL(ctx, e.keys.Node("n1")).Val(); ttl <= 0 || ttl > time.Second {
+		t.Fatalf("ttl %v", ttl)
+	}
+	if left := e.rdb.Keys(ctx, e.keys.Node("n1")+":incoming:*").Val(); len(left) != 0 {
+		t.Fatalf("incoming keys left: %v", left)
+	}
+	// Another secret: refused, nothing stored, nothing left behind.
+	res, err := storeBeat(ctx, e.rdb, e.keys, "n1", hashSecret("other"), stampHeartbeat([]byte(`{"node":"n1"}`), t0), time.Second)
+	if err != nil || len(res) != 1 || res[0] != int64(0) {
+		t.Fatalf("foreign secret: %v %v", res, err)
+	}
+	if got := e.rdb.Get(ctx, e.keys.Node("n1")).Val(); got != string(last) {
+		t.Fatalf("refused beat stored: %s", got)
+	}
+	if left := e.rdb.Keys(ctx, e.keys.Node("n1")+":incoming:*").Val(); len(left) != 0 {
+		t.Fatalf("incoming keys left after refusal: %v", left)
+	}
+	// A node whose report expired is news even if it reports the same.
+	e.rdb.Del(ctx, e.keys.Node("n1"))
+	if res := beat(`{"node":"n1","containers":[{"id":"x"}]}`, t0); len(res) < 2 || res[1] != int64(1) {
+		t.Fatalf("after expiry: %v, want changed", res)
 	}
 }

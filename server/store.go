@@ -100,6 +100,28 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 		return nil, fmt.Errorf("read releases: %w", err)
 	}
 
+	// Verified custom domains route like <app>.<domain>; unverified ones
+	// (or a removed row) are simply absent, so their route is deleted.
+	rows, err = tx.QueryContext(ctx, `SELECT app_id, name FROM domains WHERE verified ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("read domains: %w", err)
+	}
+	for rows.Next() {
+		var appID int64
+		var name string
+		if err := rows.Scan(&appID, &name); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read domains: %w", err)
+		}
+		if a := byID[appID]; a != nil {
+			a.Domains = append(a.Domains, strings.ToLower(name))
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read domains: %w", err)
+	}
+
 	rows, err = tx.QueryContext(ctx, `SELECT id, app_id, release_version, idx, node, state, host_port, container_id,
 		restarts, COALESCE(error, ''), started_at, created_at, updated_at FROM instances`)
 	if err != nil {

@@ -111,6 +111,14 @@ func (c *Cluster) heap() *freeHeap {
 	return &c.free
 }
 
+// Grow makes room for n more Reserve calls, so a round that records 50,000
+// existing instances does not regrow its ledger.
+func (c *Cluster) Grow(n int) {
+	if c.apps == nil && n > 0 {
+		c.early = append(make([]earlyRes, 0, len(c.early)+n), c.early...)
+	}
+}
+
 // Reserve records an instance of app already placed on node (whatever its
 // state: pending, running, failed or stopping all hold their memory).
 // Unknown nodes are ignored.

@@ -65,6 +65,9 @@ type App struct {
 	// Releases holds the current release and every release an existing
 	// instance of the app runs.
 	Releases map[int]Release
+	// Domains are the app's verified custom domains: each gets the same
+	// route as <app>.<domain> (host lower-cased).
+	Domains []string
 }
 
 // Instance is one row of the instances table.
@@ -88,6 +91,9 @@ type Instance struct {
 	// healthy and sick cache hm's verdict for this round (Compute's own
 	// use; neither is set while hm has no verdict).
 	healthy, sick bool
+	// ni is the row's node as an index into Compute's sorted node list, so
+	// 50,000 rows do not look their node up by name again and again.
+	ni int
 }
 
 // Node is a node as the leader knows it this round.
@@ -203,8 +209,10 @@ func Compute(in Input) Plan {
 	apps := append([]App(nil), in.Apps...)
 	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
 	appByID := make(map[int64]*App, len(apps))
+	appIdx := make(map[int64]int, len(apps))
 	for i := range apps {
 		appByID[apps[i].ID] = &apps[i]
+		appIdx[apps[i].ID] = i
 	}
 	nodes := make(map[string]*Node, len(in.Nodes))
 	var nodeIDs []string
@@ -218,9 +226,13 @@ func Compute(in Input) Plan {
 	}
 	sort.Strings(nodeIDs)
 	lost := map[string]bool{}
-	for _, id := range nodeIDs {
+	nodeIdx := make(map[string]int, len(nodeIDs))
+	nodeList := make([]*Node, len(nodeIDs))
+	lostAt := make([]bool, len(nodeIDs))
+	for i, id := range nodeIDs {
+		nodeIdx[id], nodeList[i] = i, nodes[id]
 		if in.Now.Sub(nodes[id].LastSeen) >= in.LostAfter {
-			lost[id] = true
+			lost[id], lostAt[i] = true, true
 		}
 	}
 
@@ -234,19 +246,27 @@ func Compute(in Input) Plan {
 		orig[i] = &in.Instances[i]
 	}
 	rows := make([]Instance, 0, len(orig))
-	var origOf []int
+	origOf := make([]int, 0, len(orig))
 	lostSeen := map[string]bool{}
 	// Each node's containers by instance, built once per node.
-	reported := map[string]map[string]*common.Container{}
+	reported := make([]map[string]*common.Container, len(nodeIDs))
 	for oi, o := range orig {
-		inst := *o
-		n, known := nodes[inst.Node]
+		// Copied straight into rows (the one copy of the row); popped again
+		// when the row is deleted.
+		rows = append(rows, *o)
+		inst := &rows[len(rows)-1]
+		ni, known := nodeIdx[inst.Node]
+		var n *Node
+		if known {
+			n, inst.ni = nodeList[ni], ni
+		}
 		switch {
-		case !known || lost[inst.Node]:
+		case !known || lostAt[ni]:
 			// The node is gone: forget the row so a replacement is placed; if
 			// the node comes back its assignments no longer list the
 			// instance and its agent removes the container.
-			plan.Delete = append(plan.Delete, inst)
+			plan.Delete = append(plan.Delete, *inst)
+			rows = rows[:len(rows)-1]
 			if known && !lostSeen[inst.Node] {
 				lostSeen[inst.Node] = true
 				plan.Lost = append(plan.Lost, inst.Node)
@@ -258,22 +278,24 @@ func Compute(in Input) Plan {
 			continue
 		case inst.State == StateStopping || inst.State == StateLost:
 			if inst.State == StateLost || !in.Now.Before(inst.UpdatedAt.Add(in.DrainPeriod)) {
-				plan.Delete = append(plan.Delete, inst)
+				plan.Delete = append(plan.Delete, *inst)
+				rows = rows[:len(rows)-1]
 				continue
 			}
 		case n.Heartbeat != nil:
-			cs, ok := reported[inst.Node]
-			if !ok {
+			cs := reported[ni]
+			if cs == nil {
 				cs = make(map[string]*common.Container, len(n.Heartbeat.Containers))
 				for i := range n.Heartbeat.Containers {
 					cs[n.Heartbeat.Containers[i].Instance] = &n.Heartbeat.Containers[i]
 				}
-				reported[inst.Node] = cs
+				reported[ni] = cs
 			}
-			observe(&inst, cs[inst.ID], in.Now)
+			c := cs[inst.ID]
+			observe(inst, c, in.Now)
 			// A failed pull, create or start is shown on the app once per
 			// distinct reason (exits are the crash-loop detector's business).
-			if c := cs[inst.ID]; c != nil && c.Error != "" && inst.State == StateFailed &&
+			if c != nil && c.Error != "" && inst.State == StateFailed &&
 				(o.State != StateFailed || o.Error != inst.Error) && appByID[inst.AppID] != nil {
 				plan.Events = append(plan.Events, Event{AppID: inst.AppID, Kind: EventFailed,
 					Message: fmt.Sprintf("instance %s (index %d, release v%d) on node %s failed: %s; retrying",
@@ -282,7 +304,6 @@ func Compute(in Input) Plan {
 		}
 		status := in.Health[inst.ID].Status
 		inst.healthy, inst.sick = status == common.Healthy, status == common.Unhealthy
-		rows = append(rows, inst)
 		origOf = append(origOf, oi)
 	}
 	work := make([]*Instance, len(rows)) // rows that survive this round, sorted by id
@@ -301,6 +322,7 @@ func Compute(in Input) Plan {
 		})
 	}
 	ledger := placement.New(pnodes, in.ReserveMB)
+	ledger.Grow(len(work))
 	for _, inst := range work {
 		ledger.Reserve(inst.Node, appName(appByID, inst.AppID), memoryOf(appByID, inst))
 	}
@@ -335,7 +357,7 @@ func Compute(in Input) Plan {
 	// retiring: an instance that must be replaced before it is stopped —
 	// on a drained node, or running but unhealthy beyond the liveness limit.
 	retiring := func(inst *Instance) bool {
-		if n := nodes[inst.Node]; n != nil && n.Drain {
+		if nodeList[inst.ni].Drain {
 			return true
 		}
 		if liveness <= 0 || inst.State != StateRunning || inst.healthy {
@@ -381,22 +403,17 @@ func Compute(in Input) Plan {
 		return list[:min(k, len(list))]
 	}
 
-	byApp := map[int64][]*Instance{}
 	for _, inst := range work {
-		if inst.State == StateStopping {
-			continue
-		}
-		if _, ok := appByID[inst.AppID]; !ok {
+		if _, ok := appByID[inst.AppID]; !ok && inst.State != StateStopping {
 			stop(inst) // app deleted under us
-			continue
 		}
-		byApp[inst.AppID] = append(byApp[inst.AppID], inst)
 	}
+	byApp := groupByApp(work, appIdx, len(apps), func(inst *Instance) bool { return inst.State != StateStopping })
 
 	var created []*Instance
 	for i := range apps {
 		app := &apps[i]
-		live := byApp[app.ID]
+		live := byApp[i]
 		rel, hasRel := app.Releases[app.CurrentRelease]
 		if app.CurrentRelease == 0 || app.Instances <= 0 || !hasRel {
 			for _, inst := range live {
@@ -408,7 +425,8 @@ func Compute(in Input) Plan {
 			}
 			continue
 		}
-		var cur, old, retire []*Instance
+		cur := make([]*Instance, 0, len(live))
+		var old, retire []*Instance
 		for _, inst := range live {
 			switch {
 			case inst.Release != app.CurrentRelease:
@@ -471,9 +489,12 @@ func Compute(in Input) Plan {
 		if len(old) > 0 && in.MaxSurge > 0 {
 			want = min(want, max(app.Instances+in.MaxSurge-len(old), 1))
 		}
-		used := make(map[int]bool, len(cur))
-		for _, inst := range cur {
-			used[inst.Index] = true
+		var used map[int]bool // built only when something is missing
+		if len(cur) < want {
+			used = make(map[int]bool, want)
+			for _, inst := range cur {
+				used[inst.Index] = true
+			}
 		}
 		placed := 0
 		for idx := 0; len(cur) < want; idx++ {
@@ -487,7 +508,7 @@ func Compute(in Input) Plan {
 				break
 			}
 			inst := &Instance{ID: in.NewID(), AppID: app.ID, Release: app.CurrentRelease, Index: idx,
-				Node: node, State: StatePending, CreatedAt: in.Now, UpdatedAt: in.Now}
+				Node: node, State: StatePending, CreatedAt: in.Now, UpdatedAt: in.Now, ni: nodeIdx[node]}
 			used[idx] = true
 			cur = append(cur, inst)
 			created = append(created, inst)
@@ -526,88 +547,141 @@ func Compute(in Input) Plan {
 	}
 	all := append(work, created...)
 
-	// Routes: every running instance with a host port, stopping ones out.
-	running := map[int64][]*Instance{}
-	for _, inst := range all {
-		if inst.State == StateRunning && inst.HostPort > 0 {
-			running[inst.AppID] = append(running[inst.AppID], inst)
+	// Every row of each app, ordered by release, index and id: routes list
+	// backends and nodes list assignments in that order, so grouping once
+	// and sorting 10-row groups replaces sorting every node's list.
+	groups := groupByApp(all, appIdx, len(apps), nil)
+	for _, g := range groups {
+		if len(g) > 1 {
+			slices.SortFunc(g, func(x, y *Instance) int {
+				if x.Release != y.Release {
+					return x.Release - y.Release
+				}
+				if x.Index != y.Index {
+					return x.Index - y.Index
+				}
+				return strings.Compare(x.ID, y.ID)
+			})
 		}
 	}
+
+	// Routes: every running instance with a host port, stopping ones out.
+	var buf []byte
 	for i := range apps {
 		app := &apps[i]
 		if _, ok := app.Releases[app.CurrentRelease]; app.CurrentRelease == 0 || app.Instances <= 0 || !ok {
 			continue
 		}
-		backends := make([]common.Backend, 0, len(running[app.ID]))
-		for _, inst := range running[app.ID] {
-			n := nodes[inst.Node]
-			if n == nil || n.Addr == "" {
+		n := 0
+		for _, inst := range groups[i] {
+			if inst.State == StateRunning && inst.HostPort > 0 {
+				n++
+			}
+		}
+		backends := make([]common.Backend, 0, n)
+		for _, inst := range groups[i] {
+			if inst.State != StateRunning || inst.HostPort <= 0 {
 				continue
 			}
+			nd := nodeList[inst.ni]
+			if nd.Addr == "" {
+				continue
+			}
+			buf = strconv.AppendInt(append(append(buf[:0], nd.Addr...), ':'), int64(inst.HostPort), 10)
 			backends = append(backends, common.Backend{
-				Addr:     n.Addr + ":" + strconv.Itoa(inst.HostPort),
+				Addr:     string(buf),
 				Instance: inst.ID, Index: inst.Index, Release: inst.Release,
 				Healthy: inst.healthy,
 			})
 		}
-		sort.Slice(backends, func(a, b int) bool {
-			x, y := backends[a], backends[b]
-			if x.Release != y.Release {
-				return x.Release < y.Release
-			}
-			if x.Index != y.Index {
-				return x.Index < y.Index
-			}
-			return x.Instance < y.Instance
-		})
 		plan.Routes[common.AppHost(app.Name, in.Domain)] = common.Route{
 			App: app.Name, Release: app.CurrentRelease, Backends: backends,
 			Health: app.Health, Balance: app.Balance, Sticky: app.Sticky,
 		}
 	}
+	// Custom domains share their app's route. A platform host always wins
+	// over a custom domain that spells it (dash should refuse those), and
+	// a domain claimed by two apps goes to the first by name.
+	for i := range apps {
+		app := &apps[i]
+		r, ok := plan.Routes[common.AppHost(app.Name, in.Domain)]
+		if !ok {
+			continue
+		}
+		for _, d := range app.Domains {
+			host := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+			if host == "" {
+				continue
+			}
+			if _, taken := plan.Routes[host]; taken {
+				continue
+			}
+			plan.Routes[host] = r
+		}
+	}
 
-	// Assignments: every row on a node, stopping ones until they are deleted.
-	perNode := make(map[string]int, len(nodeIDs))
+	// Assignments: every row on a node, stopping ones until they are
+	// deleted. Apps in name order, each app's rows in release, index, id
+	// order: every node's list comes out sorted.
+	perNode := make([]int, len(nodeIDs))
 	for _, inst := range all {
-		perNode[inst.Node]++
+		perNode[inst.ni]++
 	}
-	for _, id := range nodeIDs {
-		plan.Assignments[id] = make([]common.Assignment, 0, perNode[id])
+	lists := make([][]common.Assignment, len(nodeIDs))
+	for i := range lists {
+		lists[i] = make([]common.Assignment, 0, perNode[i])
 	}
-	for _, inst := range all {
-		app := appByID[inst.AppID]
-		if app == nil {
-			continue // deleted app: unassigning removes its container
+	for i := range apps {
+		app := &apps[i]
+		for _, inst := range groups[i] {
+			rel, ok := app.Releases[inst.Release]
+			if !ok {
+				continue
+			}
+			lists[inst.ni] = append(lists[inst.ni], common.Assignment{
+				Instance: inst.ID, App: app.Name, Release: inst.Release, Index: inst.Index,
+				Image: rel.Image, MemoryMB: rel.MemoryMB, CPUShares: rel.CPUShares,
+				Port: common.DefaultAppPort, Env: rel.Env,
+			})
 		}
-		rel, ok := app.Releases[inst.Release]
-		if !ok {
-			continue
-		}
-		list, ok := plan.Assignments[inst.Node]
-		if !ok {
-			continue
-		}
-		plan.Assignments[inst.Node] = append(list, common.Assignment{
-			Instance: inst.ID, App: app.Name, Release: inst.Release, Index: inst.Index,
-			Image: rel.Image, MemoryMB: rel.MemoryMB, CPUShares: rel.CPUShares,
-			Port: common.DefaultAppPort, Env: rel.Env,
-		})
 	}
-	for _, list := range plan.Assignments {
-		slices.SortFunc(list, func(x, y common.Assignment) int {
-			if c := strings.Compare(x.App, y.App); c != 0 {
-				return c
-			}
-			if x.Release != y.Release {
-				return x.Release - y.Release
-			}
-			if x.Index != y.Index {
-				return x.Index - y.Index
-			}
-			return strings.Compare(x.Instance, y.Instance)
-		})
+	for i, id := range nodeIDs {
+		plan.Assignments[id] = lists[i]
 	}
 	return plan
+}
+
+// groupByApp returns, per index of the (sorted) apps, the instances of list
+// that belong to it and pass keep (nil keeps all); rows of unknown apps are
+// left out. Two passes over one backing array: no per-app regrowing.
+func groupByApp(list []*Instance, appIdx map[int64]int, n int, keep func(*Instance) bool) [][]*Instance {
+	idx := make([]int32, len(list))
+	counts := make([]int, n+1)
+	for i, inst := range list {
+		j, ok := appIdx[inst.AppID]
+		if !ok || (keep != nil && !keep(inst)) {
+			idx[i] = -1
+			continue
+		}
+		idx[i] = int32(j)
+		counts[j+1]++
+	}
+	for j := 1; j <= n; j++ {
+		counts[j] += counts[j-1]
+	}
+	flat := make([]*Instance, counts[n])
+	next := append([]int(nil), counts[:n]...)
+	for i, inst := range list {
+		if j := idx[i]; j >= 0 {
+			flat[next[j]] = inst
+			next[j]++
+		}
+	}
+	groups := make([][]*Instance, n)
+	for j := range groups {
+		groups[j] = flat[counts[j]:counts[j+1]:counts[j+1]]
+	}
+	return groups
 }
 
 // rollback decides whether a deploy has run out of time: one of the current
@@ -658,7 +732,10 @@ func retireReason(n *Node, hs common.HealthStatus) string {
 // when the heartbeat does not list it) into its row. The heartbeat is
 // authoritative: a container missing from it is gone.
 func observe(inst *Instance, c *common.Container, now time.Time) {
-	before := *inst
+	// Only these fields change below; saving them is cheaper than copying
+	// the whole row 50,000 times a round.
+	state, hostPort, containerID, restarts, errText, startedAt :=
+		inst.State, inst.HostPort, inst.ContainerID, inst.Restarts, inst.Error, inst.StartedAt
 	switch {
 	case c == nil:
 		// Not created yet, or gone: the agent (re)creates it.
@@ -697,7 +774,8 @@ func observe(inst *Instance, c *common.Container, now time.Time) {
 	if len(inst.Error) > maxErrorLen {
 		inst.Error = inst.Error[:maxErrorLen]
 	}
-	if !sameRow(before, *inst) {
+	if inst.State != state || inst.HostPort != hostPort || inst.ContainerID != containerID ||
+		inst.Restarts != restarts || inst.Error != errText || !inst.StartedAt.Equal(startedAt) {
 		inst.UpdatedAt = now
 	}
 }

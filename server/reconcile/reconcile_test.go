@@ -675,6 +675,48 @@ func TestCompute(t *testing.T) {
 				eq(t, "route", backends(p, "web.apps.io"), "")
 			},
 		},
+		{
+			name: "verified custom domains share the app's route, lower-cased",
+			in: Input{Apps: []App{func() App {
+				a := webApp(1, 1, 1)
+				a.Domains = []string{"WWW.Example.COM", "shop.example.org."}
+				return a
+			}()},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning)},
+				Nodes:     []Node{node("n1", 1024, running("a", 30000))}, Health: healthy("a")},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "hosts", fmt.Sprint(len(p.Routes)), "3")
+				for _, h := range []string{"web.apps.io", "www.example.com", "shop.example.org"} {
+					eq(t, h, backends(p, h), "a=10.0.0.1:30000/true")
+					eq(t, h+" app", p.Routes[h].App, "web")
+				}
+			},
+		},
+		{
+			name: "no custom domain route for an app with nothing to run",
+			in:   Input{Apps: []App{func() App { a := webApp(0, 1, 1); a.Domains = []string{"www.example.com"}; return a }()}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "hosts", fmt.Sprint(len(p.Routes)), "0")
+			},
+		},
+		{
+			name: "a custom domain never takes over a platform host",
+			in: Input{Apps: []App{
+				func() App { a := webApp(1, 1, 1); a.Domains = []string{"API.apps.io", "both.example.com"}; return a }(),
+				func() App {
+					a := webApp(1, 1, 1)
+					a.ID, a.Name, a.Domains = 2, "api", []string{"both.example.com"}
+					return a
+				}()},
+				Instances: []Instance{inst("a", 1, 0, "n1", StateRunning),
+					func() Instance { i := inst("b", 1, 0, "n1", StateRunning); i.AppID, i.HostPort = 2, 30001; return i }()},
+				Nodes: []Node{node("n1", 1024, running("a", 30000), running("b", 30001))}},
+			check: func(t *testing.T, p Plan) {
+				eq(t, "api host", p.Routes["api.apps.io"].App, "api")
+				eq(t, "shared domain goes to the first app by name", p.Routes["both.example.com"].App, "api")
+				eq(t, "hosts", fmt.Sprint(len(p.Routes)), "3")
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -744,6 +786,58 @@ func TestComputeIgnoresRowOrder(t *testing.T) {
 		}
 		if got != first {
 			t.Fatalf("order %d:\n%s\nwant\n%s", i, got, first)
+		}
+	}
+}
+
+// Compute builds every node's assignment list and every route's backends in
+// their documented order without sorting them (apps by name, rows by
+// release, index, id): check that order on a shuffled mid-size cluster in
+// the middle of a deploy.
+func TestComputeOutputOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	in := Input{Now: t0, Domain: "apps.io", LostAfter: lostAfter, DrainPeriod: time.Minute, NewID: seqIDs()}
+	for n := range 6 {
+		in.Nodes = append(in.Nodes, Node{ID: fmt.Sprintf("n%d", n), Addr: fmt.Sprintf("10.0.0.%d", n),
+			Capacity: common.Capacity{MemoryMB: 8192}, LastSeen: t0, Heartbeat: &common.Heartbeat{}})
+	}
+	for a := range 20 {
+		app := webApp(4, 2, 1, 2)
+		app.ID, app.Name = int64(a+1), fmt.Sprintf("app-%02d", 19-a)
+		in.Apps = append(in.Apps, app)
+		for i := range 6 {
+			node := &in.Nodes[rng.IntN(len(in.Nodes))]
+			r := inst(fmt.Sprintf("i%02d-%d", a, i), 1+i%2, rng.IntN(4), node.ID, StateRunning)
+			r.AppID, r.HostPort = app.ID, 30000+a*10+i
+			in.Instances = append(in.Instances, r)
+			node.Heartbeat.Containers = append(node.Heartbeat.Containers, running(r.ID, r.HostPort))
+		}
+	}
+	rng.Shuffle(len(in.Instances), func(a, b int) { in.Instances[a], in.Instances[b] = in.Instances[b], in.Instances[a] })
+	p := Compute(in)
+	total := 0
+	for node, list := range p.Assignments {
+		total += len(list)
+		for i := 1; i < len(list); i++ {
+			x, y := list[i-1], list[i]
+			if x.App > y.App || x.App == y.App && (x.Release > y.Release || x.Release == y.Release &&
+				(x.Index > y.Index || x.Index == y.Index && x.Instance >= y.Instance)) {
+				t.Fatalf("%s: %+v before %+v", node, x, y)
+			}
+		}
+	}
+	if total != len(in.Instances)+len(p.Create) {
+		t.Fatalf("assigned %d, want %d", total, len(in.Instances)+len(p.Create))
+	}
+	for host, r := range p.Routes {
+		if len(r.Backends) == 0 {
+			t.Fatalf("%s: no backend", host)
+		}
+		for i := 1; i < len(r.Backends); i++ {
+			x, y := r.Backends[i-1], r.Backends[i]
+			if x.Release > y.Release || x.Release == y.Release && (x.Index > y.Index || x.Index == y.Index && x.Instance >= y.Instance) {
+				t.Fatalf("%s: %+v before %+v", host, x, y)
+			}
 		}
 	}
 }
