@@ -248,7 +248,6 @@ func instancesOn(as []common.Assignment) []string {
 // re-placed, and the node's return.
 func TestServerReconciles(t *testing.T) {
 	e := newEnv(t)
-	appID := e.insertApp(t, "web", 2, 128)
 	s := startServer(t, e.cfg)
 	url := "http://" + s.Addr()
 	waitFor(t, "leadership", 5*time.Second, func() (bool, string) { return s.IsLeader(), "" })
@@ -257,6 +256,14 @@ func TestServerReconciles(t *testing.T) {
 	n2 := newFakeAgent(url, "n2", "127.0.0.12", 1024)
 	n1.start(t)
 	n2.start(t)
+	// The app arrives once the leader knows both nodes; before that it would
+	// rightly place both instances on the only node it knows.
+	waitFor(t, "both nodes known", 5*time.Second, func() (bool, string) {
+		_, r1 := n1.state()
+		_, r2 := n2.state()
+		return r1.Known && r2.Known, fmt.Sprintf("%+v / %+v", r1, r2)
+	})
+	appID := e.insertApp(t, "web", 2, 128)
 
 	// One instance on each node.
 	waitFor(t, "assignments on both nodes", 5*time.Second, func() (bool, string) {
