@@ -64,8 +64,9 @@ seen() {
     curl -fsS -H "Host: $APP.$DOMAIN" "http://$ROUTER/" 2>/dev/null || true
   done | sed -n 's/.*instance=\([0-9a-f]*\).*/\1/p' | sort -u | wc -l
 }
+healthy() { api -f "http://$DASH/api/v1/apps/$APP" | grep -o '"health": *"healthy"' | wc -l; }
 deadline=$((SECONDS + 120))
-until [ "$(seen)" -ge 2 ]; do
+until [ "$(healthy)" -ge 2 ] && [ "$(seen)" -ge 2 ]; do
   [ $SECONDS -lt $deadline ] || { log "the example app did not come up; see $DATA_DIR/dinp.log"; exit 1; }
   sleep 1
 done
