@@ -282,6 +282,40 @@ func (f *clientFlags) appName(args []string) (string, []string, error) {
 	return "", nil, &clientExitError{code: clientExitUsage, err: errors.New("name the app (--app NAME or first argument)")}
 }
 
+// appClient resolves the app a command is about and the logged-in client.
+func (f *clientFlags) appClient(args []string) (string, []string, clientConfig, error) {
+	name, rest, err := f.appName(args)
+	if err != nil {
+		return "", nil, clientConfig{}, err
+	}
+	c, err := loadClientConfig()
+	return name, rest, c, err
+}
+
+// clientListing prints the list that GET path answers under field: as JSON
+// with --json, else as a table with header and one row per item.
+func clientListing[T any](cmd *cobra.Command, f *clientFlags, c clientConfig, path, field, header string, row func(T) string) error {
+	var out map[string]json.RawMessage
+	if err := c.call("GET", path, nil, "", &out); err != nil {
+		return err
+	}
+	items := []T{}
+	if raw, ok := out[field]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return fmt.Errorf("decode %s: %w", field, err)
+		}
+	}
+	if f.asJSON {
+		return clientPrintJSON(cmd.OutOrStdout(), items)
+	}
+	w := clientTable(cmd.OutOrStdout())
+	fmt.Fprintln(w, header)
+	for _, it := range items {
+		fmt.Fprintln(w, row(it))
+	}
+	return w.Flush()
+}
+
 func clientCommands() []*cobra.Command {
 	f := &clientFlags{}
 	return []*cobra.Command{

@@ -21,11 +21,7 @@ func clientPsCommand(f *clientFlags) *cobra.Command {
 		Short: "Show an app's instances: node, address, release, state, health, restarts, uptime",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, _, err := f.appName(args)
-			if err != nil {
-				return err
-			}
-			c, err := loadClientConfig()
+			name, _, c, err := f.appClient(args)
 			if err != nil {
 				return err
 			}
@@ -57,11 +53,7 @@ func clientScaleCommand(f *clientFlags) *cobra.Command {
 		Short: "Change an app's instances, memory or CPU shares",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, _, err := f.appName(args)
-			if err != nil {
-				return err
-			}
-			c, err := loadClientConfig()
+			name, _, c, err := f.appClient(args)
 			if err != nil {
 				return err
 			}
@@ -103,11 +95,7 @@ func clientEnvCommand(f *clientFlags) *cobra.Command {
 		Short: "List env vars",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, _, err := f.appName(args)
-			if err != nil {
-				return err
-			}
-			c, err := loadClientConfig()
+			name, _, c, err := f.appClient(args)
 			if err != nil {
 				return err
 			}
@@ -198,29 +186,14 @@ func clientReleasesCommand(f *clientFlags) *cobra.Command {
 		Short: "List an app's releases, newest first",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, _, err := f.appName(args)
+			name, _, c, err := f.appClient(args)
 			if err != nil {
 				return err
 			}
-			c, err := loadClientConfig()
-			if err != nil {
-				return err
-			}
-			var out struct {
-				Releases []clientRelease `json:"releases"`
-			}
-			if err := c.call("GET", clientAppPath(name, "/releases"), nil, "", &out); err != nil {
-				return err
-			}
-			if f.asJSON {
-				return clientPrintJSON(cmd.OutOrStdout(), out.Releases)
-			}
-			w := clientTable(cmd.OutOrStdout())
-			fmt.Fprintln(w, "VERSION\tCREATED\tBY\tDESCRIPTION")
-			for _, r := range out.Releases {
-				fmt.Fprintf(w, "v%d\t%s\t%s\t%s\n", r.Version, r.CreatedAt.Local().Format("2006-01-02 15:04:05"), r.CreatedBy, r.Description)
-			}
-			return w.Flush()
+			return clientListing(cmd, f, c, clientAppPath(name, "/releases"), "releases", "VERSION\tCREATED\tBY\tDESCRIPTION",
+				func(r clientRelease) string {
+					return fmt.Sprintf("v%d\t%s\t%s\t%s", r.Version, r.CreatedAt.Local().Format("2006-01-02 15:04:05"), r.CreatedBy, r.Description)
+				})
 		},
 	}))
 }
@@ -265,11 +238,7 @@ func clientLogsCommand(f *clientFlags) *cobra.Command {
 		Short: "Show an app's recent log lines (every instance and build); -f follows",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, _, err := f.appName(args)
-			if err != nil {
-				return err
-			}
-			c, err := loadClientConfig()
+			name, _, c, err := f.appClient(args)
 			if err != nil {
 				return err
 			}
@@ -295,39 +264,27 @@ func clientLogsCommand(f *clientFlags) *cobra.Command {
 	return cmd
 }
 
+// clientEvent is one line of an app's event history.
+type clientEvent struct {
+	Kind    string    `json:"kind"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
 func clientEventsCommand(f *clientFlags) *cobra.Command {
 	return f.withJSON(f.withApp(&cobra.Command{
 		Use:   "events [APP]",
 		Short: "Show an app's events: deploys, scaling, crashes, health flips, placement problems",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, _, err := f.appName(args)
+			name, _, c, err := f.appClient(args)
 			if err != nil {
 				return err
 			}
-			c, err := loadClientConfig()
-			if err != nil {
-				return err
-			}
-			var out struct {
-				Events []struct {
-					Kind    string    `json:"kind"`
-					Message string    `json:"message"`
-					At      time.Time `json:"at"`
-				} `json:"events"`
-			}
-			if err := c.call("GET", clientAppPath(name, "/events"), nil, "", &out); err != nil {
-				return err
-			}
-			if f.asJSON {
-				return clientPrintJSON(cmd.OutOrStdout(), out.Events)
-			}
-			w := clientTable(cmd.OutOrStdout())
-			fmt.Fprintln(w, "TIME\tKIND\tMESSAGE")
-			for _, e := range out.Events {
-				fmt.Fprintf(w, "%s\t%s\t%s\n", e.At.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
-			}
-			return w.Flush()
+			return clientListing(cmd, f, c, clientAppPath(name, "/events"), "events", "TIME\tKIND\tMESSAGE",
+				func(e clientEvent) string {
+					return fmt.Sprintf("%s\t%s\t%s", e.At.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
+				})
 		},
 	}))
 }
@@ -352,36 +309,21 @@ func clientPrintChallenge(cmd *cobra.Command, d clientDomain) {
 
 func clientDomainsCommand(f *clientFlags) *cobra.Command {
 	list := func(cmd *cobra.Command, args []string) error {
-		name, _, err := f.appName(args)
+		name, _, c, err := f.appClient(args)
 		if err != nil {
 			return err
 		}
-		c, err := loadClientConfig()
-		if err != nil {
-			return err
-		}
-		var out struct {
-			Domains []clientDomain `json:"domains"`
-		}
-		if err := c.call("GET", clientAppPath(name, "/domains"), nil, "", &out); err != nil {
-			return err
-		}
-		if f.asJSON {
-			return clientPrintJSON(cmd.OutOrStdout(), out.Domains)
-		}
-		w := clientTable(cmd.OutOrStdout())
-		fmt.Fprintln(w, "DOMAIN\tSTATE\tCHALLENGE")
-		for _, d := range out.Domains {
-			state, ch := "verified", ""
-			if !d.Verified {
-				state = "awaiting proof"
-				if d.Challenge != nil {
-					ch = "TXT " + d.Challenge.TXTRecord + " = " + d.Challenge.Token
+		return clientListing(cmd, f, c, clientAppPath(name, "/domains"), "domains", "DOMAIN\tSTATE\tCHALLENGE",
+			func(d clientDomain) string {
+				state, ch := "verified", ""
+				if !d.Verified {
+					state = "awaiting proof"
+					if d.Challenge != nil {
+						ch = "TXT " + d.Challenge.TXTRecord + " = " + d.Challenge.Token
+					}
 				}
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\n", d.Name, state, ch)
-		}
-		return w.Flush()
+				return d.Name + "\t" + state + "\t" + ch
+			})
 	}
 	domains := f.withJSON(f.withApp(&cobra.Command{
 		Use:   "domains [APP]",
