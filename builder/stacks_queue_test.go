@@ -334,7 +334,7 @@ func TestCancelledBuildsLeaveNothing(t *testing.T) {
 // capabilities and serves its index.html.
 func TestDockerPullAndRun(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("no docker CLI")
+		testenv.Unavailable(t, "the docker CLI", err)
 	}
 	e := startEnv(t, nil)
 	code, res, eb := e.post(t, "hello", staticSite(t, "docker"), testToken)
