@@ -13,10 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/dinp/dinp/dash"
 )
 
 // clientConfig is what `dinp login` keeps in the user's home.
@@ -214,47 +215,6 @@ func clientIsTTY(f any) bool {
 	return ok && term.IsTerminal(int(file.Fd()))
 }
 
-// Views of the API's answers that the CLI prints.
-type clientApp struct {
-	Name           string            `json:"name"`
-	Team           string            `json:"team"`
-	Instances      int               `json:"instances"`
-	MemoryMB       int               `json:"memory_mb"`
-	CPUShares      int               `json:"cpu_shares"`
-	CurrentRelease *int              `json:"current_release"`
-	URL            string            `json:"url"`
-	Env            map[string]string `json:"env"`
-	Running        int               `json:"running"`
-}
-
-type clientRelease struct {
-	Version     int       `json:"version"`
-	Image       string    `json:"image"`
-	Stack       string    `json:"stack"`
-	Description string    `json:"description"`
-	CreatedBy   string    `json:"created_by"`
-	CreatedAt   time.Time `json:"created_at"`
-}
-
-type clientInstance struct {
-	ID        string     `json:"id"`
-	Index     int        `json:"index"`
-	Release   int        `json:"release"`
-	Node      string     `json:"node"`
-	Addr      string     `json:"addr"`
-	State     string     `json:"state"`
-	Health    string     `json:"health"`
-	Restarts  int        `json:"restarts"`
-	Error     string     `json:"error"`
-	StartedAt *time.Time `json:"started_at"`
-}
-
-type clientShow struct {
-	App       clientApp        `json:"app"`
-	Release   *clientRelease   `json:"release"`
-	Instances []clientInstance `json:"instances"`
-}
-
 // clientFlags are the flags most commands share.
 type clientFlags struct {
 	asJSON bool
@@ -434,7 +394,7 @@ func clientAppsCommand(f *clientFlags) *cobra.Command {
 				return err
 			}
 			var out struct {
-				Apps []clientApp `json:"apps"`
+				Apps []dash.AppSummary `json:"apps"`
 			}
 			if err := c.call("GET", "/apps", nil, "", &out); err != nil {
 				return err
@@ -478,7 +438,7 @@ func clientCreateCommand() *cobra.Command {
 				body["team"] = team
 			}
 			var out struct {
-				App clientApp `json:"app"`
+				App dash.App `json:"app"`
 			}
 			if err := c.call("POST", "/apps", clientJSONBody(body), "application/json", &out); err != nil {
 				return err

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dinp/dinp/dash"
 )
 
 // clientAppPath is the API path of an app's sub-resource.
@@ -25,7 +27,7 @@ func clientPsCommand(f *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var s clientShow
+			var s dash.AppDetail
 			if err := c.call("GET", clientAppPath(name, ""), nil, "", &s); err != nil {
 				return err
 			}
@@ -68,8 +70,8 @@ func clientScaleCommand(f *clientFlags) *cobra.Command {
 				return &clientExitError{code: clientExitUsage, err: errors.New("nothing to change: give --instances, --memory or --cpu-shares")}
 			}
 			var out struct {
-				App     clientApp      `json:"app"`
-				Release *clientRelease `json:"release"`
+				App     dash.App      `json:"app"`
+				Release *dash.Release `json:"release"`
 			}
 			if err := c.call("POST", clientAppPath(name, "/scale"), clientJSONBody(body), "application/json", &out); err != nil {
 				return err
@@ -142,7 +144,7 @@ func clientEnvCommand(f *clientFlags) *cobra.Command {
 					return err
 				}
 				var out struct {
-					Release *clientRelease `json:"release"`
+					Release *dash.Release `json:"release"`
 				}
 				if err := c.call("PUT", clientAppPath(name, "/env"), clientJSONBody(body), "application/json", &out); err != nil {
 					return err
@@ -191,7 +193,7 @@ func clientReleasesCommand(f *clientFlags) *cobra.Command {
 				return err
 			}
 			return clientListing(cmd, f, c, clientAppPath(name, "/releases"), "releases", "VERSION\tCREATED\tBY\tDESCRIPTION",
-				func(r clientRelease) string {
+				func(r dash.Release) string {
 					return fmt.Sprintf("v%d\t%s\t%s\t%s", r.Version, r.CreatedAt.Local().Format("2006-01-02 15:04:05"), r.CreatedBy, r.Description)
 				})
 		},
@@ -221,7 +223,7 @@ func clientRollbackCommand(f *clientFlags) *cobra.Command {
 				return err
 			}
 			var out struct {
-				Release clientRelease `json:"release"`
+				Release dash.Release `json:"release"`
 			}
 			if err := c.call("POST", clientAppPath(name, "/rollback"), clientJSONBody(body), "application/json", &out); err != nil {
 				return err
@@ -264,13 +266,6 @@ func clientLogsCommand(f *clientFlags) *cobra.Command {
 	return cmd
 }
 
-// clientEvent is one line of an app's event history.
-type clientEvent struct {
-	Kind    string    `json:"kind"`
-	Message string    `json:"message"`
-	At      time.Time `json:"at"`
-}
-
 func clientEventsCommand(f *clientFlags) *cobra.Command {
 	return f.withJSON(f.withApp(&cobra.Command{
 		Use:   "events [APP]",
@@ -282,7 +277,7 @@ func clientEventsCommand(f *clientFlags) *cobra.Command {
 				return err
 			}
 			return clientListing(cmd, f, c, clientAppPath(name, "/events"), "events", "TIME\tKIND\tMESSAGE",
-				func(e clientEvent) string {
+				func(e dash.Event) string {
 					return fmt.Sprintf("%s\t%s\t%s", e.At.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
 				})
 		},

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dinp/dinp/dash"
 )
 
 func clientDeployCommand() *cobra.Command {
@@ -47,7 +49,7 @@ func clientDeployCommand() *cobra.Command {
 					return &clientExitError{code: clientExitUsage, err: errors.New("--image needs --app")}
 				}
 				var out struct {
-					Release clientRelease `json:"release"`
+					Release dash.Release `json:"release"`
 				}
 				if err := c.call("POST", clientAppPath(app, "/deploy"), clientJSONBody(map[string]string{"image": image}), "application/json", &out); err != nil {
 					return err
@@ -119,7 +121,7 @@ func clientDeploy(cmd *cobra.Command, c clientConfig, name, src string, wait tim
 		bar.done()
 	}
 	var out struct {
-		Release clientRelease `json:"release"`
+		Release dash.Release `json:"release"`
 	}
 	if err == nil {
 		defer resp.Body.Close()
@@ -179,7 +181,7 @@ func clientWaitHealthy(cmd *cobra.Command, c clientConfig, name string, version 
 	deadline := time.Now().Add(wait)
 	last := ""
 	for {
-		var s clientShow
+		var s dash.AppDetail
 		if err := c.call("GET", "/apps/"+url.PathEscape(name), nil, "", &s); err != nil {
 			return err
 		}

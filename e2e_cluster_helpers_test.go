@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	mathrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -204,24 +202,12 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	return c
 }
 
-// clusterFreeAddrs returns n distinct free 127.0.0.1 addresses, with
-// ports below the kernel's ephemeral range (32768+): there, no outgoing
-// connection or port-0 listener of a busy machine (benchmarks open tens of
-// thousands) can take a port between this check and the component's bind.
+// clusterFreeAddrs returns n distinct free 127.0.0.1 addresses.
 func clusterFreeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	var out []string
-	for tries := 0; len(out) < n; tries++ {
-		if tries > 1000 {
-			t.Fatalf("no free ports in 20000-32767 after %d tries", tries)
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+mathrand.IntN(12768))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		defer l.Close() // held until all are chosen, so they differ
-		out = append(out, addr)
+	out := make([]string, n)
+	for i := range out {
+		out[i] = freeAddr(t)
 	}
 	return out
 }
@@ -303,15 +289,11 @@ func (c *clusterEnv) cleanup() {
 	wg.Wait()
 	var images []string
 	for _, n := range c.nodes {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+common.LabelNode+"="+n).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			if b, err := exec.Command("docker", append([]string{"inspect", "--format", "{{.Config.Image}}"}, ids...)...).Output(); err == nil {
-				images = append(images, strings.Fields(string(b))...)
-			}
-			if b, err := exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
-				c.t.Logf("docker rm: %v %s", err, b)
-			}
+		imgs, err := removeNodeContainers(n)
+		if err != nil {
+			c.t.Logf("%v", err)
 		}
+		images = append(images, imgs...)
 	}
 	if len(images) > 0 {
 		// Untag what this cluster pulled; layers shared with others stay.
@@ -325,17 +307,7 @@ func (c *clusterEnv) cleanup() {
 		if !c.t.Failed() {
 			continue
 		}
-		b, _ := os.ReadFile(p.logPath)
-		var keep []string
-		for _, line := range strings.Split(string(b), "\n") {
-			if line != "" && (!strings.Contains(line, `"msg":"request"`) || !strings.Contains(line, `"status":200`)) {
-				keep = append(keep, line)
-			}
-		}
-		if len(keep) > 150 {
-			keep = keep[len(keep)-150:]
-		}
-		c.t.Logf("---- %s (exit: %v), without successful requests:\n%s", name, p.exitErr, strings.Join(keep, "\n"))
+		c.t.Logf("---- %s (exit: %v), without successful requests:\n%s", name, p.exitErr, logWithoutSuccess(p.logPath, 150))
 	}
 }
 

@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/dinp/dinp/common"
 )
 
 // TestCluster runs a real multi-process cluster per scenario (2 servers,
@@ -147,14 +144,8 @@ func clusterNodeLoss(t *testing.T, a clusterArtifacts) {
 	l := c.load("hello")
 	start := time.Now()
 	c.procs[agent].kill(t)
-	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label="+common.LabelNode+"="+lost).Output()
-	if err != nil {
+	if _, err := removeNodeContainers(lost); err != nil {
 		t.Fatal(err)
-	}
-	if ids := strings.Fields(string(out)); len(ids) > 0 {
-		if b, err := exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
-			t.Fatalf("docker rm: %v %s", err, b)
-		}
 	}
 
 	c.waitFor(20*time.Second, "2 instances answering, none on the lost node", func() error {

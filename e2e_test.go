@@ -66,6 +66,40 @@ var (
 	freeAddrUsed = map[int]bool{}
 )
 
+// removeNodeContainers force-removes every container of node and returns
+// the images they ran.
+func removeNodeContainers(node string) ([]string, error) {
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=dinp.node="+node).Output()
+	ids := strings.Fields(string(out))
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	var images []string
+	if b, err := exec.Command("docker", append([]string{"inspect", "--format", "{{.Config.Image}}"}, ids...)...).Output(); err == nil {
+		images = strings.Fields(string(b))
+	}
+	if b, err := exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
+		return images, fmt.Errorf("docker rm: %v %s", err, b)
+	}
+	return images, nil
+}
+
+// logWithoutSuccess returns the last max lines of a component log, leaving
+// out successful requests (noise when a test failed).
+func logWithoutSuccess(path string, max int) string {
+	b, _ := os.ReadFile(path)
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line != "" && (!strings.Contains(line, `"msg":"request"`) || !strings.Contains(line, `"status":200`)) {
+			keep = append(keep, line)
+		}
+	}
+	if len(keep) > max {
+		keep = keep[len(keep)-max:]
+	}
+	return strings.Join(keep, "\n")
+}
+
 // buildBinary compiles path (a main package) into dir and returns the file.
 func buildBinary(t *testing.T, dir, name, pkg string) string {
 	t.Helper()
@@ -136,22 +170,11 @@ func startPlatform(t *testing.T) *platform {
 			<-done
 		}
 		logFile.Close()
-		if ids, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dinp.node="+p.node).Output(); len(bytes.TrimSpace(ids)) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, strings.Fields(string(ids))...)...).Run()
+		if _, err := removeNodeContainers(p.node); err != nil {
+			t.Logf("remove containers: %v", err)
 		}
 		if t.Failed() {
-			// Successful requests are noise; keep everything else.
-			b, _ := os.ReadFile(filepath.Join(p.dataDir, "dinp.log"))
-			var keep []string
-			for _, line := range strings.Split(string(b), "\n") {
-				if !strings.Contains(line, `"msg":"request"`) || !strings.Contains(line, `"status":200`) {
-					keep = append(keep, line)
-				}
-			}
-			if len(keep) > 300 {
-				keep = keep[len(keep)-300:]
-			}
-			t.Logf("dinp log (without successful requests):\n%s", strings.Join(keep, "\n"))
+			t.Logf("dinp log (without successful requests):\n%s", logWithoutSuccess(filepath.Join(p.dataDir, "dinp.log"), 300))
 		}
 	})
 	waitFor(t, 60*time.Second, "dash ready", func() error {

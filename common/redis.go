@@ -52,3 +52,24 @@ func ReadHealth(ctx context.Context, rdb redis.Cmdable, keys Keys, ids []string)
 	}
 	return out, nil
 }
+
+// PokeOnMessage calls poke for every message on channels until ctx is done.
+// It is for listeners that only need "something changed, look again":
+// go-redis resubscribes by itself after a connection loss, and the caller's
+// periodic refresh covers anything published meanwhile.
+func PokeOnMessage(ctx context.Context, rdb *redis.Client, poke func(), channels ...string) {
+	ps := rdb.Subscribe(ctx, channels...)
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			poke()
+		}
+	}
+}

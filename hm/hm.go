@@ -207,20 +207,7 @@ func (h *HM) Run(ctx context.Context) error {
 // reconnects the channel itself, and the periodic refresh covers anything
 // missed meanwhile.
 func (h *HM) subscribeLoop(ctx context.Context) {
-	ps := h.rdb.Subscribe(ctx, h.keys.RoutesChanged())
-	defer ps.Close()
-	ch := ps.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-			h.poke()
-		}
-	}
+	common.PokeOnMessage(ctx, h.rdb, h.poke, h.keys.RoutesChanged())
 }
 
 func (h *HM) poke() {

@@ -225,18 +225,5 @@ func (s *Server) trigger() {
 // subscribe turns desired-state and health announcements into rounds.
 // go-redis resubscribes by itself after a connection loss.
 func (s *Server) subscribe(ctx context.Context) {
-	ps := s.rdb.Subscribe(ctx, s.keys.DesiredChanged(), s.keys.HealthEvents())
-	defer ps.Close()
-	ch := ps.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-			s.trigger()
-		}
-	}
+	common.PokeOnMessage(ctx, s.rdb, s.trigger, s.keys.DesiredChanged(), s.keys.HealthEvents())
 }
