@@ -7,11 +7,10 @@ package router
 import (
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -63,10 +62,13 @@ type Router struct {
 	table   *table.Table[*entry]
 	metrics *metrics
 	proxy   *httputil.ReverseProxy
-	conns   *connPool // fast-path backend connections
+	conns   *connPool // the front's backend connections
 	now     func() time.Time
 
 	ln, statusLn, tlsLn net.Listener // tlsLn nil without TLSAddr
+	// front and tlsFront serve the app listeners; srv and tlsSrv (net/http)
+	// take over the connections they hand off (see front.go).
+	front, tlsFront     *front
 	srv, status, tlsSrv *http.Server
 
 	ready    atomic.Bool  // first full load succeeded
@@ -134,15 +136,13 @@ func New(cfg Config) (*Router, error) {
 			r.statusLn.Close()
 			return nil, fmt.Errorf("listen %s: %w", cfg.TLSAddr, err)
 		}
-		r.tlsSrv = &http.Server{
-			Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second, ErrorLog: errLog,
-			// HTTP/1.1 only: WebSocket upgrades need it, and backends speak it.
-			TLSConfig:    &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
-			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no h2
-		}
+		// HTTP/1.1 only: WebSocket upgrades need it, and backends speak it.
+		r.tlsFront = newFront(r, r.tlsLn, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+		r.tlsSrv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog, ConnContext: connContext}
 	}
 	r.rdb = newRedis(cfg.Base)
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second, ErrorLog: errLog}
+	r.front = newFront(r, r.ln, nil)
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog}
 	r.status = &http.Server{Handler: r.statusHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	return r, nil
 }
@@ -184,22 +184,26 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 	})
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	serve := func(s *http.Server, ln net.Listener) {
-		var err error
-		if s.TLSConfig != nil {
-			err = s.ServeTLS(ln, "", "")
-		} else {
-			err = s.Serve(ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}
-	wg.Go(func() { serve(r.srv, r.ln) })
+	for _, f := range []*front{r.front, r.tlsFront} {
+		if f == nil {
+			continue
+		}
+		wg.Go(func() {
+			if err := f.serve(); err != nil {
+				errc <- err
+			}
+		})
+	}
+	wg.Go(func() { serve(r.srv, r.front.handoff) })
 	wg.Go(func() { serve(r.status, r.statusLn) })
 	if r.tlsSrv != nil {
-		wg.Go(func() { serve(r.tlsSrv, r.tlsLn) })
+		wg.Go(func() { serve(r.tlsSrv, r.tlsFront.handoff) })
 	}
 	r.log.Info("router started", "addr", r.Addr(), "status_addr", r.StatusAddr())
 
@@ -217,8 +221,17 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	// Stop accepting, then wait for in-flight requests (both servers at once).
+	// Stop accepting, then wait for in-flight requests (all servers at once).
 	var swg sync.WaitGroup
+	for _, f := range []*front{r.front, r.tlsFront} {
+		if f != nil {
+			swg.Go(func() {
+				if err := f.shutdown(sctx); err != nil {
+					r.log.Warn("shutdown", "err", err)
+				}
+			})
+		}
+	}
 	for _, s := range []*http.Server{r.srv, r.tlsSrv} {
 		if s == nil {
 			continue
@@ -249,18 +262,22 @@ type reqState struct {
 	start   time.Time
 	id      string
 	backend *lb.Backend
-	end     func() // ends the backend's in-flight count
+	started bool   // the ReverseProxy path holds backend's in-flight count
+	status  int    // the front's answer
 	sticky  string // instance named by the client's StickyCookie (sticky routes)
 	aborted bool   // the backend broke mid-body: abort the client connection
 }
 
 type stateKey struct{}
 
-// ServeHTTP routes one request.
+// ServeHTTP routes one request of a connection the front handed over.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Header.Get("User-Agent") == lvsUserAgent {
 		r.writeHealth(w)
 		return
+	}
+	if cs, ok := req.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok && req.TLS == nil {
+		req.TLS = cs
 	}
 	st := &reqState{start: r.now(), id: req.Header.Get("X-Request-Id")}
 	if st.id == "" {
@@ -284,13 +301,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 				st.sticky = c.Value
 			}
 		}
-		if fastPathOK(req) {
-			r.fastProxy(rec, req, st)
-		} else {
-			r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)))
-			if st.end != nil {
-				st.end()
-			}
+		r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)))
+		if st.backend != nil && st.started {
+			st.backend.Done()
 		}
 		e.m.observe(rec.code(), r.now().Sub(st.start))
 	}
@@ -305,28 +318,29 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // modifyResponse is the ReverseProxy path's hook for sticky sessions.
 func (r *Router) modifyResponse(resp *http.Response) error {
-	if st, ok := resp.Request.Context().Value(stateKey{}).(*reqState); ok {
-		r.stick(resp.Header, st, resp)
+	if st, ok := resp.Request.Context().Value(stateKey{}).(*reqState); ok && st.e.route.Sticky {
+		tls := resp.Request != nil && resp.Request.TLS != nil
+		if c := r.stickyCookie(st, r.setsSessionCookie(resp.Header["Set-Cookie"]), tls); c != "" {
+			resp.Header.Add("Set-Cookie", c)
+		}
 	}
 	return nil
 }
 
-// stick pins a client of a sticky route to the instance that answered: when
-// the app's response sets one of its session cookies, or when the client's
-// pinned instance is gone and another one answered, dst (the headers sent to
-// the client) gets a StickyCookie naming the instance.
-func (r *Router) stick(dst http.Header, st *reqState, resp *http.Response) {
+// stickyCookie pins a client of a sticky route to the instance that
+// answered: when the app's response sets one of its session cookies
+// (setsSession), or when the client's pinned instance is gone and another
+// one answered, it returns the StickyCookie naming the instance to add to
+// the response, "" otherwise.
+func (r *Router) stickyCookie(st *reqState, setsSession, tls bool) string {
 	if !st.e.route.Sticky || st.backend == nil || st.backend.Instance == "" {
-		return
+		return ""
 	}
-	if st.sticky == st.backend.Instance || (st.sticky == "" && !r.setsSessionCookie(resp.Header["Set-Cookie"])) {
-		return
+	if st.sticky == st.backend.Instance || (st.sticky == "" && !setsSession) {
+		return ""
 	}
-	c := http.Cookie{Name: StickyCookie, Value: st.backend.Instance, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
-	if resp.Request != nil && resp.Request.TLS != nil {
-		c.Secure = true
-	}
-	dst.Add("Set-Cookie", c.String())
+	c := http.Cookie{Name: StickyCookie, Value: st.backend.Instance, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: tls}
+	return c.String()
 }
 
 // setsSessionCookie reports whether Set-Cookie values set one of the
@@ -352,16 +366,22 @@ func (r *Router) accessLog(req *http.Request, rec *recorder, st *reqState) {
 	if st.backend != nil {
 		backend = st.backend.Addr
 	}
-	r.log.LogAttrs(req.Context(), slog.LevelInfo, "request",
-		slog.String("host", req.Host),
+	r.logRequest(req.Context(), req.Host, app, req.Method, req.URL.Path, rec.code(), rec.bytes, r.now().Sub(st.start), backend, st.id)
+}
+
+// logRequest writes one access log line (both proxy paths).
+func (r *Router) logRequest(ctx context.Context, host, app, method, path string, status int, bytes int64,
+	d time.Duration, backend, id string) {
+	r.log.LogAttrs(ctx, slog.LevelInfo, "request",
+		slog.String("host", host),
 		slog.String("app", app),
-		slog.String("method", req.Method),
-		slog.String("path", req.URL.Path),
-		slog.Int("status", rec.code()),
-		slog.Int64("bytes", rec.bytes),
-		slog.Float64("duration_ms", float64(r.now().Sub(st.start).Microseconds())/1000),
+		slog.String("method", method),
+		slog.String("path", path),
+		slog.Int("status", status),
+		slog.Int64("bytes", bytes),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("backend", backend),
-		slog.String("request_id", st.id),
+		slog.String("request_id", id),
 	)
 }
 
@@ -373,7 +393,12 @@ func (r *Router) reject(w http.ResponseWriter, status int, code, msg string) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, "%d %s: %s\n", status, code, msg)
+	io.WriteString(w, rejectBody(status, code, msg))
+}
+
+// rejectBody is the body of the router's own answers.
+func rejectBody(status int, code, msg string) string {
+	return fmt.Sprintf("%d %s: %s\n", status, code, msg)
 }
 
 // rewrite builds the outbound request. The backend is chosen later, in the
@@ -422,14 +447,9 @@ func (r *Router) backendError(w http.ResponseWriter, req *http.Request, st *reqS
 }
 
 func newRequestID() string {
-	var b [16]byte
-	for i := 0; i < 2; i++ {
-		v := rand.Uint64()
-		for j := 0; j < 8; j++ {
-			b[i*8+j] = byte(v >> (8 * j))
-		}
-	}
-	return hex.EncodeToString(b[:])
+	var b [32]byte
+	putRequestID(b[:])
+	return string(b[:])
 }
 
 // recorder captures status and size for logs and metrics. Unwrap lets

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/dinp/dinp/router/lb"
@@ -74,17 +73,17 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		u := *req.URL
 		u.Host = b.Addr
 		out.URL = &u
-		end := b.Begin()
+		b.Start()
 		resp, err := t.base.RoundTrip(out)
 		if err == nil {
-			st.backend, st.end = b, end
+			st.backend, st.started = b, true
 			return resp, nil
 		}
-		end()
+		b.Done()
 		e.m.failure()
 		lastErr = err
 		st.backend = b
-		if !retryable(req, err) || req.Context().Err() != nil || (body != nil && body.read.Load()) {
+		if !retryable(req.Method, err) || req.Context().Err() != nil || (body != nil && body.read.Load()) {
 			return nil, err
 		}
 		b.MarkFailed(t.r.now(), t.r.cfg.FailMark)
@@ -98,17 +97,16 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // always when the connection was never made, and for idempotent methods also
 // when the connection broke before any response byte arrived (a backend that
 // died while a port proxy in front of it still accepts connections).
-func retryable(req *http.Request, err error) bool {
+func retryable(method string, err error) bool {
 	if isDialError(err) {
 		return true
 	}
-	switch req.Method {
+	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 	default:
 		return false
 	}
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return staleConn(err)
 }
 
 // isDialError reports whether err happened while connecting, before any

@@ -29,11 +29,11 @@ type State struct {
 // Active returns the number of requests in flight to b.
 func (b *Backend) Active() int64 { return b.state.active.Load() }
 
-// Begin counts a request in flight to b; the returned func ends it.
-func (b *Backend) Begin() func() {
-	b.state.active.Add(1)
-	return func() { b.state.active.Add(-1) }
-}
+// Start counts a request in flight to b; Done ends it.
+func (b *Backend) Start() { b.state.active.Add(1) }
+
+// Done ends a request counted by Start.
+func (b *Backend) Done() { b.state.active.Add(-1) }
 
 // MarkFailed skips b until now+d, unless every candidate is marked.
 func (b *Backend) MarkFailed(now time.Time, d time.Duration) {

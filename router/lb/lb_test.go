@@ -111,13 +111,13 @@ func TestStateSurvivesUpdate(t *testing.T) {
 func TestLeastConn(t *testing.T) {
 	p := NewPool(specs(true, true, true), NewLeastConn(zero), nil)
 	bs := p.Backends()
-	endA := bs[0].Begin()
-	endB := bs[1].Begin()
+	bs[0].Start()
+	bs[1].Start()
 	if b := p.Pick(time.Now(), nil, ""); b != bs[2] {
 		t.Fatalf("got %s, want c (idle)", b.Instance)
 	}
-	endA()
-	endB()
+	bs[0].Done()
+	bs[1].Done()
 	if New("least_conn", nil) == nil || New("", nil) == nil {
 		t.Fatal("New returned nil")
 	}
@@ -140,10 +140,11 @@ func TestStickyAndLimit(t *testing.T) {
 			bs[1].MarkFailed(now, time.Second)
 			return func() { bs[1].MarkFailed(now, 0) }
 		}, "b", "a"},
-		{"full pin ignored", func() func() { return bs[1].Begin() }, "b", "a"},
+		{"full pin ignored", func() func() { bs[1].Start(); return bs[1].Done }, "b", "a"},
 		{"all full", func() func() {
-			endA, endB := bs[0].Begin(), bs[1].Begin()
-			return func() { endA(); endB() }
+			bs[0].Start()
+			bs[1].Start()
+			return func() { bs[0].Done(); bs[1].Done() }
 		}, "", "-"},
 	}
 	for _, tt := range tests {

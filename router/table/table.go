@@ -93,6 +93,56 @@ func (t *Table[E]) Lookup(host string) (E, bool) {
 	return t.snap.Load().get(NormalizeHost(host))
 }
 
+// LookupBytes is Lookup for a Host header still in a read buffer; it does
+// not allocate for hosts of up to 128 bytes without IPv6 brackets.
+func (t *Table[E]) LookupBytes(host []byte) (E, bool) {
+	var buf [128]byte
+	h, ok := normalizeBytes(host, buf[:0])
+	if !ok {
+		return t.Lookup(string(host))
+	}
+	s := t.snap.Load()
+	if s.over != nil {
+		if sl, ok := s.over[string(h)]; ok {
+			return sl.e, !sl.deleted
+		}
+	}
+	e, ok := s.base[string(h)]
+	return e, ok
+}
+
+// normalizeBytes is NormalizeHost into buf for the common shapes (name,
+// name:port, IPv4, IPv4:port); ok is false for the rest (IPv6 literals,
+// over-long hosts), which take the string path.
+func normalizeBytes(host, buf []byte) ([]byte, bool) {
+	end := len(host)
+	for i, c := range host {
+		switch c {
+		case ':':
+			if end != len(host) {
+				return nil, false // a second colon: IPv6 or garbage
+			}
+			end = i
+		case '[', ']':
+			return nil, false
+		}
+	}
+	host = host[:end]
+	if n := len(host); n > 0 && host[n-1] == '.' {
+		host = host[:n-1]
+	}
+	if len(host) > cap(buf) {
+		return nil, false
+	}
+	for _, c := range host {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf = append(buf, c)
+	}
+	return buf, true
+}
+
 // Snapshot returns the current map; callers must not modify it.
 func (t *Table[E]) Snapshot() map[string]E { return t.snap.Load().merged() }
 

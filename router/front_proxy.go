@@ -1,0 +1,604 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/dinp/dinp/router/lb"
+	"github.com/dinp/dinp/router/table"
+)
+
+// handle answers one request the front serves itself (see parseRequest);
+// it returns whether the client connection stays open.
+func (fc *frontConn) handle(q *reqHead) bool {
+	r := fc.f.r
+	fc.st = reqState{start: r.now()}
+	st := &fc.st
+	fc.bytes = 0
+	op := outPool.Get().(*[]byte)
+	fc.out = (*op)[:0]
+	defer func() {
+		*op = fc.out[:0]
+		outPool.Put(op)
+		fc.out = nil
+	}()
+
+	if q.requestID != nil {
+		fc.id = q.requestID
+	} else {
+		putRequestID(fc.idBuf[:])
+		fc.id = fc.idBuf[:]
+	}
+	var keep bool
+	switch e, ok := r.table.LookupBytes(q.host); {
+	case len(q.host) == 0:
+		keep = fc.reject(q, http.StatusBadRequest, ErrEmptyHost, "request has no Host header")
+	case !ok:
+		keep = fc.reject(q, http.StatusNotFound, ErrUnknownRoute, "no app at "+table.NormalizeHost(string(q.host)))
+	case e.pool.Len() == 0:
+		st.e = e
+		keep = fc.reject(q, http.StatusServiceUnavailable, ErrNoEndpoints, "app "+e.route.App+" has no running instance")
+		e.m.observe(st.status, r.now().Sub(st.start))
+	default:
+		st.e = e
+		if e.route.Sticky && q.hasCookie {
+			st.sticky = stickyFromCookies(q.head)
+		}
+		keep = fc.proxy(q, e)
+		e.m.observe(st.status, r.now().Sub(st.start))
+	}
+	fc.now = r.now()
+	if r.cfg.AccessLog {
+		fc.accessLog(q)
+	}
+	return keep
+}
+
+// putRequestID fills b (32 bytes) with a random hex request id.
+func putRequestID(b []byte) {
+	var raw [16]byte
+	v1, v2 := rand.Uint64(), rand.Uint64()
+	for j := 0; j < 8; j++ {
+		raw[j], raw[8+j] = byte(v1>>(8*j)), byte(v2>>(8*j))
+	}
+	hex.Encode(b, raw[:])
+}
+
+// stickyFromCookies returns the StickyCookie value of a request head.
+func stickyFromCookies(head []byte) string {
+	_, i := nextLine(head, 0)
+	for i < len(head)-2 {
+		var line []byte
+		line, i = nextLine(head, i)
+		name, v, _ := headerLine(line)
+		if kindOf(name) != hCookie {
+			continue
+		}
+		for len(v) > 0 {
+			var pair []byte
+			pair, v, _ = bytes.Cut(v, []byte(";"))
+			k, val, _ := bytes.Cut(bytes.TrimSpace(pair), []byte("="))
+			if string(k) == StickyCookie {
+				return string(bytes.Trim(val, `"`))
+			}
+		}
+	}
+	return ""
+}
+
+func (fc *frontConn) accessLog(q *reqHead) {
+	path := q.target
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	p, err := url.PathUnescape(string(path))
+	if err != nil {
+		p = string(path)
+	}
+	var app, backend string
+	if fc.st.e != nil {
+		app = fc.st.e.route.App
+	}
+	if fc.st.backend != nil {
+		backend = fc.st.backend.Addr
+	}
+	fc.f.r.logRequest(context.Background(), string(q.host), app, string(q.method), p, fc.st.status, fc.bytes,
+		fc.now.Sub(fc.st.start), backend, string(fc.id))
+}
+
+// reject answers a request the router cannot route (like Router.reject).
+func (fc *frontConn) reject(q *reqHead, status int, code, msg string) bool {
+	fc.f.r.metrics.rejected.WithLabelValues(code).Inc()
+	body := rejectBody(status, code, msg)
+	out := fc.out[:0]
+	out = append(out, "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(status), 10)
+	out = append(out, ' ')
+	out = append(out, http.StatusText(status)...)
+	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"...)
+	out = append(out, HeaderRouterError...)
+	out = append(out, ": "...)
+	out = append(out, code...)
+	out = append(out, "\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, int64(len(body)), 10)
+	if q.close {
+		out = append(out, "\r\nConnection: close"...)
+	}
+	out = append(out, "\r\n\r\n"...)
+	if !q.head1 {
+		out = append(out, body...)
+		fc.bytes = int64(len(body))
+	}
+	fc.out = out
+	fc.st.status = status
+	return fc.flush() && !q.close
+}
+
+// flush writes what is gathered in fc.out to the client; false once a
+// write to the client failed.
+func (fc *frontConn) flush() bool {
+	if len(fc.out) > 0 && !fc.werr {
+		_, err := fc.c.Write(fc.out)
+		fc.werr = err != nil
+	}
+	fc.out = fc.out[:0]
+	return !fc.werr
+}
+
+// proxy sends q to up to maxAttempts backends of e (the retry rules of
+// retryable) and relays the answer.
+func (fc *frontConn) proxy(q *reqHead, e *entry) bool {
+	r := fc.f.r
+	st := &fc.st
+	rp := outPool.Get().(*[]byte)
+	req := fc.buildRequest((*rp)[:0], q)
+	defer func() {
+		*rp = req[:0]
+		outPool.Put(rp)
+	}()
+	method := http.MethodGet
+	if q.head1 {
+		method = http.MethodHead
+	}
+	var tried [maxAttempts]*lb.Backend
+	var lastErr error = errNoBackend
+	for n := 0; n < maxAttempts; n++ {
+		b := e.pool.Pick(r.now(), tried[:n], st.sticky)
+		if b == nil {
+			if n == 0 && e.pool.Full() {
+				return fc.reject(q, http.StatusServiceUnavailable, ErrEndpointsFull, "every instance of app "+e.route.App+" is at its connection limit")
+			}
+			break
+		}
+		tried[n] = b
+		if n > 0 {
+			e.m.retry()
+		}
+		st.backend = b
+		b.Start()
+		keep, done, err := fc.attempt(q, req, b)
+		b.Done()
+		if done {
+			return keep
+		}
+		e.m.failure()
+		lastErr = err
+		if fc.gone.Load() || !retryable(method, err) {
+			break
+		}
+		b.MarkFailed(r.now(), r.cfg.FailMark)
+		r.log.Info("backend failed before answering, retrying", "app", e.route.App, "backend", b.Addr,
+			"instance", b.Instance, "request_id", string(fc.id), "err", err)
+	}
+	if fc.gone.Load() {
+		r.log.Debug("client gone", "host", string(q.host), "app", e.route.App, "request_id", string(fc.id), "err", lastErr)
+		fc.st.status = http.StatusBadGateway
+		return false
+	}
+	r.log.Warn("backend failure", "host", string(q.host), "app", e.route.App, "request_id", string(fc.id), "err", lastErr)
+	return fc.reject(q, http.StatusBadGateway, ErrEndpointFailure, "the app did not answer")
+}
+
+// buildRequest appends the outbound request head of q to b: the client's
+// end-to-end headers as they came, then the router's own.
+func (fc *frontConn) buildRequest(b []byte, q *reqHead) []byte {
+	b = append(b, q.method...)
+	b = append(b, ' ')
+	b = append(b, q.target...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, q.host...)
+	b = append(b, crlf...)
+	head := q.head
+	_, i := nextLine(head, 0)
+	for i < len(head)-2 {
+		var line []byte
+		line, i = nextLine(head, i)
+		name := line[:bytes.IndexByte(line, ':')]
+		switch kindOf(name) {
+		case hOther, hUserAgent, hCookie, hContentType, hSetCookie:
+			if q.connOther && connectionNames(head, name) {
+				continue
+			}
+			b = append(b, line...)
+			b = append(b, crlf...)
+		}
+	}
+	b = append(b, "X-Forwarded-For: "...)
+	if q.hasXFF {
+		_, i := nextLine(head, 0)
+		for i < len(head)-2 {
+			var line []byte
+			line, i = nextLine(head, i)
+			if name, v, _ := headerLine(line); kindOf(name) == hXFF {
+				b = append(b, v...)
+				b = append(b, ", "...)
+			}
+		}
+	}
+	b = append(b, fc.client...)
+	b = append(b, "\r\nX-Forwarded-Host: "...)
+	b = append(b, q.host...)
+	b = append(b, "\r\nX-Forwarded-Proto: "...)
+	switch {
+	case len(q.proto) > 0: // set by a TLS terminator in front
+		b = append(b, q.proto...)
+	case fc.tls:
+		b = append(b, "https"...)
+	default:
+		b = append(b, "http"...)
+	}
+	b = append(b, "\r\nX-Request-Start: "...)
+	if q.start != nil {
+		b = append(b, q.start...)
+	} else {
+		b = strconv.AppendInt(b, fc.st.start.UnixMilli(), 10)
+	}
+	b = append(b, "\r\nX-Request-Id: "...)
+	b = append(b, fc.id...)
+	return append(b, "\r\n\r\n"...)
+}
+
+// attempt sends req to b. done means the response was handled (fully or,
+// after a mid-body failure, by closing the client connection, keep=false);
+// otherwise nothing reached the client and err says why.
+func (fc *frontConn) attempt(q *reqHead, req []byte, b *lb.Backend) (keep, done bool, err error) {
+	r := fc.f.r
+	bc, reused, err := r.conns.get(context.Background(), b.Addr, fc.st.start)
+	if err != nil {
+		return false, false, err
+	}
+	fc.softArmed = false
+	head, consumed, err := fc.roundTrip(bc, q, req)
+	if err != nil && reused && staleConn(err) && !fc.gone.Load() {
+		// The backend closed an idle connection: try once on a fresh one.
+		fc.stopWatch()
+		bc.Close()
+		if bc, _, err = r.conns.get(context.Background(), b.Addr, fc.st.start); err != nil {
+			return false, false, err
+		}
+		head, consumed, err = fc.roundTrip(bc, q, req)
+	}
+	if err != nil {
+		fc.stopWatch()
+		bc.Close()
+		return false, false, err
+	}
+	backendKeep, clientKeep := fc.relay(bc, q, head, consumed)
+	fc.stopWatch()
+	if backendKeep && !fc.gone.Load() {
+		if fc.softArmed {
+			bc.SetReadDeadline(time.Time{})
+		}
+		r.conns.put(bc, r.now())
+	} else {
+		bc.Close()
+	}
+	return clientKeep && !fc.gone.Load(), true, nil
+}
+
+// staleConn reports whether err is a reused connection the backend had
+// already closed (not a timeout: the request may be in the app's hands).
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// roundTrip writes req on bc and reads the final response head, parsed into
+// fc.p. consumed says whether head was already taken out of bc.br (a head
+// too large for its buffer).
+func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []byte, consumed bool, err error) {
+	if _, err := bc.Write(req); err != nil {
+		return nil, false, errBeforeResponse{err}
+	}
+	r := fc.f.r
+	deadline := fc.st.start.Add(r.cfg.ResponseTimeout)
+	// Wait a little without watching the client; most answers come first.
+	if !fc.watching {
+		soft := fc.st.start.Add(watchAfter)
+		if deadline.Before(soft) {
+			soft = deadline
+		}
+		bc.SetReadDeadline(soft)
+	} else {
+		bc.SetReadDeadline(deadline)
+	}
+	sticky := fc.st.e.route.Sticky
+	for first := true; ; first = false {
+		if _, err := bc.br.Peek(1); err != nil {
+			if fc.slowBackend(bc, err, deadline) {
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			if first {
+				return nil, false, errBeforeResponse{err}
+			}
+			return nil, false, err
+		}
+		head, err = peekHead(bc.br)
+		consumed = false
+		if errors.Is(err, errHeadTooBig) {
+			head, err = readHeadSlow(bc.br, maxResponseHead)
+			consumed = true
+		}
+		if err != nil {
+			if !consumed && fc.slowBackend(bc, err, deadline) {
+				continue
+			}
+			return nil, false, err
+		}
+		if err := parseResponse(head, &fc.p, sticky, r.cfg.StickyCookies); err != nil {
+			return nil, false, err
+		}
+		if fc.p.status < 200 {
+			if fc.p.status == http.StatusSwitchingProtocols {
+				return nil, false, errors.New("backend switched protocols without an upgrade request")
+			}
+			if !consumed {
+				bc.br.Discard(len(head))
+			}
+			continue // 1xx informational: wait for the final answer
+		}
+		bc.SetReadDeadline(time.Time{})
+		return head, consumed, nil
+	}
+}
+
+// slowBackend handles a read error while waiting for a response head: when
+// it is the short first deadline running out, it starts watching the client
+// and extends the deadline to the response timeout (true: read again).
+func (fc *frontConn) slowBackend(bc *backendConn, err error, deadline time.Time) bool {
+	if fc.watching || fc.gone.Load() || !isTimeout(err) || !time.Now().Before(deadline) {
+		return false
+	}
+	fc.startWatch(bc)
+	bc.SetReadDeadline(deadline)
+	return true
+}
+
+// relay sends the response whose head is head (parsed in fc.p) to the
+// client, then its body. It returns whether the backend connection can be
+// reused and whether the client connection stays open.
+func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bool) (backendKeep, clientKeep bool) {
+	p := &fc.p
+	st := &fc.st
+	st.status = p.status
+	noBody := bodyless(q.head1, p.status)
+	untilClose := !noBody && !p.chunked && p.length < 0
+	closeClient := q.close || untilClose
+
+	out := fc.out
+	out = append(out, "HTTP/1.1 "...)
+	out = append(out, p.statusText...)
+	out = append(out, crlf...)
+	_, i := nextLine(head, 0)
+	for i < len(head)-2 {
+		var line []byte
+		line, i = nextLine(head, i)
+		name := line[:bytes.IndexByte(line, ':')]
+		switch kindOf(name) {
+		case hConnection, hHop, hTransferEncoding, hUpgrade:
+			continue
+		case hContentLength:
+			if p.chunked {
+				continue
+			}
+		}
+		if p.connOther && connectionNames(head, name) {
+			continue
+		}
+		out = append(out, line...)
+		out = append(out, crlf...)
+	}
+	if p.chunked {
+		out = append(out, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if c := fc.f.r.stickyCookie(st, p.setsSession, fc.tls); c != "" {
+		out = append(out, "Set-Cookie: "...)
+		out = append(out, c...)
+		out = append(out, crlf...)
+	}
+	if closeClient {
+		out = append(out, "Connection: close\r\n"...)
+	}
+	out = append(out, crlf...)
+	fc.out = out
+	if !consumed {
+		bc.br.Discard(len(head))
+	}
+
+	stream := p.chunked || untilClose || p.eventStream
+	var err error
+	switch {
+	case noBody:
+	case p.length >= 0:
+		err = fc.pump(bc, p.length, stream)
+	case p.chunked:
+		err = fc.pumpChunked(bc)
+	default:
+		err = fc.pumpToEOF(bc)
+	}
+	if err == nil && !fc.flush() {
+		err = errClientGone
+	}
+	if err != nil {
+		if !errors.Is(err, errClientGone) && !fc.gone.Load() {
+			// The backend broke mid-body: closing the client connection
+			// tells the client the body is incomplete.
+			fc.f.r.log.Warn("backend failed mid-response", "app", st.e.route.App, "backend", st.backend.Addr,
+				"request_id", string(fc.id), "err", err)
+		}
+		return false, false
+	}
+	return !p.close && !untilClose, !closeClient
+}
+
+// fill makes bc.br hold at least need bytes. Before a read that may block
+// it sends the client what is gathered; on streams it starts watching the
+// client when the backend is quiet for watchAfter.
+func (fc *frontConn) fill(bc *backendConn, need int, stream bool) error {
+	if bc.br.Buffered() >= need {
+		return nil
+	}
+	if !fc.flush() {
+		return errClientGone
+	}
+	if stream && !fc.watching && !fc.softArmed {
+		bc.SetReadDeadline(time.Now().Add(watchAfter))
+		fc.softArmed = true
+	}
+	for {
+		_, err := bc.br.Peek(need)
+		if err == nil {
+			return nil
+		}
+		if fc.softArmed && !fc.watching && !fc.gone.Load() && isTimeout(err) {
+			fc.startWatch(bc)
+			bc.SetReadDeadline(time.Time{})
+			continue
+		}
+		if fc.gone.Load() {
+			return errClientGone
+		}
+		return err
+	}
+}
+
+// take moves up to n buffered bytes of bc.br to the client's out buffer.
+func (fc *frontConn) take(bc *backendConn, n int64) int64 {
+	k := min(int64(bc.br.Buffered()), n)
+	buf, _ := bc.br.Peek(int(k))
+	fc.out = append(fc.out, buf...)
+	bc.br.Discard(int(k))
+	fc.bytes += k
+	if len(fc.out) >= frontOutBuffer {
+		fc.flush()
+	}
+	return k
+}
+
+// pump copies n body bytes.
+func (fc *frontConn) pump(bc *backendConn, n int64, stream bool) error {
+	for n > 0 {
+		if err := fc.fill(bc, 1, stream); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		n -= fc.take(bc, n)
+	}
+	return nil
+}
+
+// pumpToEOF copies a body delimited by the backend closing the connection.
+func (fc *frontConn) pumpToEOF(bc *backendConn) error {
+	for {
+		if err := fc.fill(bc, 1, true); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		fc.take(bc, int64(bc.br.Buffered()))
+	}
+}
+
+var errBadChunk = errors.New("malformed chunked body from backend")
+
+// pumpChunked copies a chunked body as it is framed, trailers included.
+func (fc *frontConn) pumpChunked(bc *backendConn) error {
+	for {
+		line, err := fc.chunkLine(bc)
+		if err != nil {
+			return err
+		}
+		size, ok := parseChunkSize(line)
+		if !ok {
+			return errBadChunk
+		}
+		if size == 0 {
+			for { // trailer fields, then the empty line
+				line, err := fc.chunkLine(bc)
+				if err != nil {
+					return err
+				}
+				if len(line) == 0 {
+					return nil
+				}
+				if _, _, ok := headerLine(line); !ok {
+					return errBadChunk
+				}
+			}
+		}
+		if err := fc.pump(bc, size, true); err != nil {
+			return err
+		}
+		if line, err := fc.chunkLine(bc); err != nil || len(line) != 0 {
+			return errBadChunk
+		}
+	}
+}
+
+// chunkLine copies one CRLF-terminated line of a chunked body to the client
+// and returns it without the CRLF.
+func (fc *frontConn) chunkLine(bc *backendConn) ([]byte, error) {
+	need := 1
+	for {
+		if err := fc.fill(bc, need, true); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		buf, _ := bc.br.Peek(bc.br.Buffered())
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			if i == 0 || buf[i-1] != '\r' {
+				return nil, errBadChunk
+			}
+			start := len(fc.out)
+			fc.out = append(fc.out, buf[:i+1]...)
+			bc.br.Discard(i + 1)
+			return fc.out[start : len(fc.out)-2], nil
+		}
+		if len(buf) == bc.br.Size() {
+			return nil, errBadChunk
+		}
+		need = len(buf) + 1
+	}
+}
