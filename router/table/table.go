@@ -112,8 +112,8 @@ func (t *Table[E]) LookupBytes(host []byte) (E, bool) {
 }
 
 // normalizeBytes is NormalizeHost into buf for the common shapes (name,
-// name:port, IPv4, IPv4:port); ok is false for the rest (IPv6 literals,
-// over-long hosts), which take the string path.
+// name:port, IPv4, IPv4:port in ASCII); ok is false for the rest (IPv6
+// literals, over-long or non-ASCII hosts), which take the string path.
 func normalizeBytes(host, buf []byte) ([]byte, bool) {
 	end := len(host)
 	for i, c := range host {
@@ -125,6 +125,9 @@ func normalizeBytes(host, buf []byte) ([]byte, bool) {
 			end = i
 		case '[', ']':
 			return nil, false
+		}
+		if c >= 0x80 {
+			return nil, false // strings.ToLower's Unicode rules
 		}
 	}
 	host = host[:end]
