@@ -148,8 +148,9 @@ func (f *front) newConn(c net.Conn) *frontConn {
 	} else {
 		fc.client = c.RemoteAddr().String()
 	}
+	fc.c = newRawConn(c)
 	if f.tlsCfg != nil {
-		fc.c = tls.Server(c, f.tlsCfg)
+		fc.c = tls.Server(fc.c, f.tlsCfg)
 		fc.tls = true
 	}
 	if v := readerPool.Get(); v != nil {
@@ -333,6 +334,14 @@ func (l *handoffListener) give(c net.Conn) bool {
 type prefixConn struct {
 	net.Conn
 	pre []byte
+}
+
+// CloseWrite lets net/http half-close the connection when it ends it.
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {

@@ -55,7 +55,8 @@ func (p *connPool) get(ctx context.Context, addr string, now time.Time) (*backen
 	if err != nil {
 		return nil, false, err
 	}
-	return &backendConn{Conn: c, addr: addr, br: bufio.NewReaderSize(c, 4096)}, false, nil
+	rc := newRawConn(c)
+	return &backendConn{Conn: rc, addr: addr, br: bufio.NewReaderSize(rc, 4096)}, false, nil
 }
 
 // put returns a healthy connection for reuse.
