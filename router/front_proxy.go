@@ -224,7 +224,7 @@ func (fc *frontConn) buildRequest(b []byte, q *reqHead) []byte {
 		line, i = nextLine(head, i)
 		name := line[:bytes.IndexByte(line, ':')]
 		switch kindOf(name) {
-		case hOther, hUserAgent, hCookie, hContentType, hSetCookie:
+		case hOther, hUserAgent, hCookie, hSetCookie:
 			if q.connOther && connectionNames(head, name) {
 				continue
 			}
@@ -295,10 +295,7 @@ func (fc *frontConn) attempt(q *reqHead, req []byte, b *lb.Backend) (keep, done 
 	backendKeep, clientKeep := fc.relay(bc, q, head, consumed)
 	fc.stopWatch()
 	if backendKeep && !fc.gone.Load() {
-		if fc.softArmed {
-			bc.SetReadDeadline(time.Time{})
-		}
-		r.conns.put(bc, r.now())
+		r.conns.put(bc, r.now()) // the next roundTrip sets the read deadline
 	} else {
 		bc.Close()
 	}
@@ -327,12 +324,15 @@ func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []
 	r := fc.f.r
 	deadline := fc.st.start.Add(r.cfg.ResponseTimeout)
 	// Wait a little without watching the client; most answers come first.
+	// This soft deadline stays through the body (fill handles it running
+	// out), saving a timer update per request.
 	if !fc.watching {
 		soft := fc.st.start.Add(watchAfter)
 		if deadline.Before(soft) {
 			soft = deadline
 		}
 		bc.SetReadDeadline(soft)
+		fc.softArmed = true
 	} else {
 		bc.SetReadDeadline(deadline)
 	}
@@ -374,7 +374,9 @@ func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []
 			}
 			continue // 1xx informational: wait for the final answer
 		}
-		bc.SetReadDeadline(time.Time{})
+		if fc.watching {
+			bc.SetReadDeadline(time.Time{}) // the response timeout is for the head only
+		}
 		return head, consumed, nil
 	}
 }
@@ -442,12 +444,11 @@ func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bo
 		bc.br.Discard(len(head))
 	}
 
-	stream := p.chunked || untilClose || p.eventStream
 	var err error
 	switch {
 	case noBody:
 	case p.length >= 0:
-		err = fc.pump(bc, p.length, stream)
+		err = fc.pump(bc, p.length)
 	case p.chunked:
 		err = fc.pumpChunked(bc)
 	default:
@@ -469,18 +470,15 @@ func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bo
 }
 
 // fill makes bc.br hold at least need bytes. Before a read that may block
-// it sends the client what is gathered; on streams it starts watching the
-// client when the backend is quiet for watchAfter.
-func (fc *frontConn) fill(bc *backendConn, need int, stream bool) error {
+// it sends the client what is gathered. When the soft deadline set by
+// roundTrip runs out (a long or quiet body), it starts watching the client
+// and reads on without a deadline.
+func (fc *frontConn) fill(bc *backendConn, need int) error {
 	if bc.br.Buffered() >= need {
 		return nil
 	}
 	if !fc.flush() {
 		return errClientGone
-	}
-	if stream && !fc.watching && !fc.softArmed {
-		bc.SetReadDeadline(time.Now().Add(watchAfter))
-		fc.softArmed = true
 	}
 	for {
 		_, err := bc.br.Peek(need)
@@ -513,9 +511,9 @@ func (fc *frontConn) take(bc *backendConn, n int64) int64 {
 }
 
 // pump copies n body bytes.
-func (fc *frontConn) pump(bc *backendConn, n int64, stream bool) error {
+func (fc *frontConn) pump(bc *backendConn, n int64) error {
 	for n > 0 {
-		if err := fc.fill(bc, 1, stream); err != nil {
+		if err := fc.fill(bc, 1); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
@@ -529,7 +527,7 @@ func (fc *frontConn) pump(bc *backendConn, n int64, stream bool) error {
 // pumpToEOF copies a body delimited by the backend closing the connection.
 func (fc *frontConn) pumpToEOF(bc *backendConn) error {
 	for {
-		if err := fc.fill(bc, 1, true); err != nil {
+		if err := fc.fill(bc, 1); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
@@ -566,7 +564,7 @@ func (fc *frontConn) pumpChunked(bc *backendConn) error {
 				}
 			}
 		}
-		if err := fc.pump(bc, size, true); err != nil {
+		if err := fc.pump(bc, size); err != nil {
 			return err
 		}
 		if line, err := fc.chunkLine(bc); err != nil || len(line) != 0 {
@@ -580,7 +578,7 @@ func (fc *frontConn) pumpChunked(bc *backendConn) error {
 func (fc *frontConn) chunkLine(bc *backendConn) ([]byte, error) {
 	need := 1
 	for {
-		if err := fc.fill(bc, need, true); err != nil {
+		if err := fc.fill(bc, need); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}

@@ -36,7 +36,6 @@ const (
 	hXRequestStart
 	hUserAgent
 	hCookie
-	hContentType
 	hSetCookie
 )
 
@@ -77,10 +76,7 @@ func kindOf(name []byte) hdrKind {
 			return hSetCookie
 		}
 	case 12:
-		switch {
-		case foldEq(name, "content-type"):
-			return hContentType
-		case foldEq(name, "x-request-id"):
+		if foldEq(name, "x-request-id") {
 			return hXRequestID
 		}
 	case 14:
@@ -434,7 +430,6 @@ type respHead struct {
 	chunked     bool
 	close       bool // Connection: close (or HTTP/1.0): the backend connection ends
 	connOther   bool
-	eventStream bool
 	setsSession bool // sets one of the sticky session cookies (sticky routes only)
 }
 
@@ -492,8 +487,6 @@ func parseResponse(head []byte, p *respHead, sticky bool, cookies []string) erro
 					p.connOther = true
 				}
 			})
-		case hContentType:
-			p.eventStream = len(value) >= 17 && foldEq(value[:17], "text/event-stream")
 		case hSetCookie:
 			if sticky && !p.setsSession {
 				name, _, _ := bytes.Cut(value, []byte("="))

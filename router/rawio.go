@@ -2,8 +2,8 @@ package router
 
 import (
 	"io"
-	"os"
 	"net"
+	"os"
 	"syscall"
 	"unsafe"
 )
