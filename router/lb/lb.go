@@ -45,90 +45,79 @@ func (b *Backend) Failed(now time.Time) bool {
 	return b.state.failedUntil.Load() > now.UnixNano()
 }
 
-// Balancer picks one backend among cands that satisfies ok, or nil when
-// none does. Implementations must be safe for concurrent use and must not
-// retain cands.
-type Balancer interface {
-	Next(cands []*Backend, ok func(*Backend) bool) *Backend
-}
-
 // RandSource is the randomness seam of balancers: a uniform value in [0, n).
 type RandSource func(n uint64) uint64
 
-// RoundRobin cycles through the candidates from a random start, so that many
-// routers restarting together do not all hit the first instance.
-type RoundRobin struct {
-	next atomic.Uint64
+// Balancer chooses among a route's candidates: round-robin from a random
+// start, so that many routers restarting together do not all hit the first
+// instance, or least-connections (the fewest requests in flight, ties in
+// turn). It is a concrete type so that picking a backend allocates nothing.
+type Balancer struct {
+	next      atomic.Uint64
+	leastConn bool
 }
-
-var _ Balancer = (*RoundRobin)(nil)
 
 // NewRoundRobin returns a round-robin balancer starting at a position drawn
 // from rnd (nil means math/rand/v2).
-func NewRoundRobin(rnd RandSource) *RoundRobin {
+func NewRoundRobin(rnd RandSource) *Balancer {
 	if rnd == nil {
 		rnd = rand.Uint64N
 	}
-	rr := &RoundRobin{}
-	rr.next.Store(rnd(1 << 32))
-	return rr
+	bl := &Balancer{}
+	bl.next.Store(rnd(1 << 32))
+	return bl
 }
-
-// Next returns the next candidate in turn that satisfies ok.
-func (rr *RoundRobin) Next(cands []*Backend, ok func(*Backend) bool) *Backend {
-	n := uint64(len(cands))
-	if n == 0 {
-		return nil
-	}
-	start := rr.next.Add(1) - 1
-	for i := uint64(0); i < n; i++ {
-		if b := cands[(start+i)%n]; ok(b) {
-			return b
-		}
-	}
-	return nil
-}
-
-// LeastConn picks the candidate with the fewest requests in flight; ties go
-// round-robin so idle backends share the load.
-type LeastConn struct {
-	rr RoundRobin
-}
-
-var _ Balancer = (*LeastConn)(nil)
 
 // NewLeastConn returns a least-connections balancer.
-func NewLeastConn(rnd RandSource) *LeastConn {
-	return &LeastConn{rr: *NewRoundRobin(rnd)}
+func NewLeastConn(rnd RandSource) *Balancer {
+	bl := NewRoundRobin(rnd)
+	bl.leastConn = true
+	return bl
 }
 
-// Next returns the acceptable candidate with the fewest requests in flight.
-func (lc *LeastConn) Next(cands []*Backend, ok func(*Backend) bool) *Backend {
+// New returns the balancer named by a route's Balance field ("" and unknown
+// names mean round-robin, so a typo never takes an app down).
+func New(name string, rnd RandSource) *Balancer {
+	if name == "least_conn" {
+		return NewLeastConn(rnd)
+	}
+	return NewRoundRobin(rnd)
+}
+
+// filter is what makes a candidate acceptable for one attempt.
+type filter struct {
+	now   time.Time
+	marks bool       // skip backends marked failed
+	tried []*Backend // skip these
+	limit int64      // skip backends with this many requests in flight (0 = no limit)
+}
+
+func (f *filter) ok(b *Backend) bool {
+	return (!f.marks || !b.Failed(f.now)) && !contains(f.tried, b) && (f.limit == 0 || b.Active() < f.limit)
+}
+
+// pick returns the next acceptable candidate in turn (round-robin) or the
+// acceptable one with the fewest requests in flight (least-connections).
+func (bl *Balancer) pick(cands []*Backend, f *filter) *Backend {
 	n := uint64(len(cands))
 	if n == 0 {
 		return nil
 	}
-	start := lc.rr.next.Add(1) - 1
+	start := bl.next.Add(1) - 1
 	var best *Backend
 	for i := uint64(0); i < n; i++ {
 		b := cands[(start+i)%n]
-		if !ok(b) {
+		if !f.ok(b) {
 			continue
+		}
+		if !bl.leastConn {
+			return b
 		}
 		if best == nil || b.Active() < best.Active() {
 			best = b
 		}
 	}
 	return best
-}
-
-// New returns the balancer named by a route's Balance field ("" and unknown
-// names mean round-robin, so a typo never takes an app down).
-func New(name string, rnd RandSource) Balancer {
-	if name == "least_conn" {
-		return NewLeastConn(rnd)
-	}
-	return NewRoundRobin(rnd)
 }
 
 // Spec describes one backend of a route to NewPool.
@@ -142,7 +131,7 @@ type Spec struct {
 type Pool struct {
 	all     []*Backend
 	healthy []*Backend
-	bal     Balancer
+	bal     *Balancer
 	limit   int64 // requests in flight per backend; 0 = unlimited
 }
 
@@ -179,7 +168,7 @@ func (p *Pool) hasRoom(b *Backend) bool { return p.limit == 0 || b.Active() < p.
 
 // NewPool builds a pool for specs. States of addresses already in prev are
 // reused so failure marks and in-flight counts survive route updates.
-func NewPool(specs []Spec, bal Balancer, prev *Pool) *Pool {
+func NewPool(specs []Spec, bal *Balancer, prev *Pool) *Pool {
 	old := map[string]*State{}
 	if prev != nil {
 		for _, b := range prev.all {
@@ -225,13 +214,8 @@ func (p *Pool) Pick(now time.Time, tried []*Backend, sticky string) *Backend {
 			}
 		}
 	}
-	if len(tried) == 0 {
-		if b := p.bal.Next(cands, func(b *Backend) bool { return !b.Failed(now) && p.hasRoom(b) }); b != nil {
-			return b
-		}
-	} else if b := p.bal.Next(cands, func(b *Backend) bool {
-		return !b.Failed(now) && !contains(tried, b) && p.hasRoom(b)
-	}); b != nil {
+	f := filter{now: now, marks: true, tried: tried, limit: p.limit}
+	if b := p.bal.pick(cands, &f); b != nil {
 		return b
 	}
 	var untried int
@@ -244,7 +228,8 @@ func (p *Pool) Pick(now time.Time, tried []*Backend, sticky string) *Backend {
 	if untried == 0 {
 		return nil
 	}
-	return p.bal.Next(cands, func(b *Backend) bool { return !contains(tried, b) && p.hasRoom(b) })
+	f.marks = false
+	return p.bal.pick(cands, &f)
 }
 
 func contains(list []*Backend, b *Backend) bool {
