@@ -107,7 +107,7 @@ func componentCommands() []*cobra.Command {
 		componentCommand("agent", "Run the instances assigned to this Docker node", &agtCfg.Base, agtCfg.AddFlags,
 			func() (runner, error) { return agent.New(agtCfg) }),
 		componentCommand("router", "Route HTTP requests for <app>.<domain> to healthy instances", &rtrCfg.Base, rtrCfg.AddFlags,
-			func() (runner, error) { return router.New(rtrCfg) }),
+			func() (runner, error) { rtrCfg.ApplyProcs(); return router.New(rtrCfg) }),
 		componentCommand("hm", "Probe every instance and publish its health", &hmCfg.Base, hmCfg.AddFlags,
 			func() (runner, error) { return hm.New(hmCfg) }),
 		componentCommand("dash", "Serve the dashboard and the public API", &dashCfg.Base, dashCfg.AddFlags,

@@ -285,6 +285,7 @@ func routerCmd(args []string) error {
 		go http.ListenAndServe(*pprofAddr, nil)
 	}
 	cfg.Log = common.NewLogger("router", cfg.LogLevel)
+	cfg.ApplyProcs()
 	r, err := router.New(cfg)
 	if err != nil {
 		return err
