@@ -19,6 +19,10 @@
 # access log is on by default (operators need it); it is off here like
 # nginx's, and "router-log" shows its cost.
 #
+# Each proxy runs as it ships: nginx and HAProxy with workers/threads =
+# cores, the router with its default --procs (GOMAXPROCS = 4 × cores; see
+# router.Config.ApplyProcs). nginx with 4 workers measured no faster here.
+#
 # Environment: BENCH_DURATION (10s), BENCH_ROUNDS (3), BENCH_CONNS (64),
 # BENCH_TARGETS ("direct router router-nometrics router-log nginx haproxy";
 # router-log is the router with its access log on), BENCH_CHANGES (1000),
