@@ -3,10 +3,23 @@ package common
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// go-redis logs its own pool errors ("failed to dial after 1 attempts") to
+// stderr; every component already reports a Redis outage once, in its own
+// log, so those lines go to slog at debug level instead.
+func init() { redis.SetLogger(redisLogger{}) }
+
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}
 
 // NewRedis returns a Redis client for the installation's settings. Every
 // component retries on its own schedule and must notice an outage quickly

@@ -380,3 +380,59 @@ func TestDomains(t *testing.T) {
 		t.Fatal("domain rows")
 	}
 }
+
+// TestDomainClaimExpiry: an unproven claim blocks other teams only for the
+// claim TTL; then another team's claim replaces it (an event tells the
+// first team), while a verified domain is never taken, however old.
+func TestDomainClaimExpiry(t *testing.T) {
+	e := newEnvWith(t, nil, func(d *Dash) { d.verifier = fakeVerifier{} })
+	admin := e.admin.Token
+	bob, carol := e.addUser("bob", "bobs"), e.addUser("carol", "carols")
+	for tok, app := range map[string]string{bob: "bobapp", carol: "carolapp"} {
+		if st, _ := e.call("POST", "/api/v1/apps", tok, CreateAppRequest{Name: app}, nil); st != 201 {
+			t.Fatalf("create %s", app)
+		}
+	}
+	e.createApp("adminapp")
+	var out struct{ Domain Domain }
+	start := time.Now()
+	if st, code := e.call("POST", "/api/v1/apps/bobapp/domains", bob, DomainRequest{Name: "squat.example.com"}, &out); st != 201 {
+		t.Fatalf("bob claims: %d %s", st, code)
+	}
+	if exp := out.Domain.ClaimExpiresAt; exp == nil || exp.Before(start.Add(71*time.Hour)) || exp.After(time.Now().Add(73*time.Hour)) {
+		t.Fatalf("claim expiry %v, want ~72h from now", exp)
+	}
+	if st, code := e.call("POST", "/api/v1/apps/carolapp/domains", carol, DomainRequest{Name: "squat.example.com"}, nil); st != 409 || code != "domain_taken" {
+		t.Fatalf("carol during bob's claim: %d %s, want 409 domain_taken", st, code)
+	}
+	if st, _ := e.call("POST", "/api/v1/apps/adminapp/domains", admin, DomainRequest{Name: "bound.example.com"}, nil); st != 201 {
+		t.Fatal("admin bind")
+	}
+	// Both rows age past the TTL.
+	if _, err := e.pool.Exec(`UPDATE domains SET created_at = NOW(6) - INTERVAL 73 HOUR`); err != nil {
+		t.Fatal(err)
+	}
+	if st, code := e.call("POST", "/api/v1/apps/carolapp/domains", carol, DomainRequest{Name: "bound.example.com"}, nil); st != 409 {
+		t.Fatalf("old verified domain taken: %d %s", st, code)
+	}
+	if st, code := e.call("POST", "/api/v1/apps/carolapp/domains", carol, DomainRequest{Name: "squat.example.com"}, &out); st != 201 || out.Domain.App != "carolapp" {
+		t.Fatalf("carol after expiry: %d %s %+v", st, code, out.Domain)
+	}
+	var list struct{ Domains []Domain }
+	e.call("GET", "/api/v1/apps/bobapp/domains", bob, nil, &list)
+	if len(list.Domains) != 0 {
+		t.Fatalf("bob still holds %+v", list.Domains)
+	}
+	var evs struct{ Events []Event }
+	e.call("GET", "/api/v1/apps/bobapp/events", bob, nil, &evs)
+	found := false
+	for _, ev := range evs.Events {
+		found = found || strings.Contains(ev.Message, "squat.example.com expired")
+	}
+	if !found {
+		t.Fatalf("no expiry event for bob: %+v", evs.Events)
+	}
+	if n := e.count(`SELECT COUNT(*) FROM domains WHERE name = 'squat.example.com'`); n != 1 {
+		t.Fatalf("%d rows for the domain", n)
+	}
+}

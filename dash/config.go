@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -27,6 +28,10 @@ type Config struct {
 	AdminPassword string
 	// MaxUploadBytes caps one deploy upload; larger uploads answer 413.
 	MaxUploadBytes int64
+	// DomainClaimTTL is how long an unverified custom-domain claim blocks
+	// other apps from claiming the name; after that another team's claim
+	// replaces it (a claim nobody proves must not squat a domain forever).
+	DomainClaimTTL time.Duration
 	// PublicURL is how users reach dash (written to admin.json); empty means
 	// http://<listen address>.
 	PublicURL string
@@ -42,6 +47,7 @@ func DefaultConfig() Config {
 		BuilderURL:     "http://127.0.0.1:7788",
 		AdminUser:      "admin",
 		MaxUploadBytes: 512 << 20,
+		DomainClaimTTL: 72 * time.Hour,
 	}
 }
 
@@ -53,6 +59,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AdminPassword, "admin-password", c.AdminPassword, "password of the first admin (generated when empty)")
 	fs.Int64Var(&c.MaxUploadBytes, "max-upload-bytes", c.MaxUploadBytes, "largest accepted deploy upload in bytes")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL users reach dash at (default http://<addr>)")
+	fs.DurationVar(&c.DomainClaimTTL, "domain-claim-ttl", c.DomainClaimTTL, "how long an unverified domain claim blocks other apps")
 }
 
 func (c *Config) validate() error {
@@ -70,6 +77,9 @@ func (c *Config) validate() error {
 	}
 	if c.AdminUser == "" || len(c.AdminUser) > 64 || strings.ContainsAny(c.AdminUser, " \t\r\n") {
 		errs = append(errs, fmt.Errorf("admin user %q: want 1-64 characters without spaces", c.AdminUser))
+	}
+	if c.DomainClaimTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("domain claim ttl %s: want at least 1m", c.DomainClaimTTL))
 	}
 	if c.MaxUploadBytes <= 0 {
 		errs = append(errs, errors.New("max upload bytes must be positive"))

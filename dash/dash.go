@@ -108,7 +108,7 @@ func (d *Dash) Run(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	d.db, d.store = pool, &store{db: pool}
+	d.db, d.store = pool, &store{db: pool, claimTTL: d.cfg.DomainClaimTTL}
 	if err := db.Migrate(ctx, pool); err != nil {
 		d.ln.Close()
 		if ctx.Err() != nil {

@@ -27,6 +27,9 @@ type Domain struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Challenge tells a team how to prove ownership (unverified only).
 	Challenge *Challenge `json:"challenge,omitempty"`
+	// ClaimExpiresAt (unverified only): after it, another app may claim the
+	// name, which drops this claim.
+	ClaimExpiresAt *time.Time `json:"claim_expires_at,omitempty"`
 }
 
 // Challenge is the proof of ownership a team must publish: a TXT record or
@@ -151,6 +154,7 @@ func (d *Dash) bindDomain(ctx context.Context, a appRow, u User, name string) (D
 	if err != nil {
 		return Domain{}, err
 	}
+	d.store.setClaimExpiry(&dom)
 	if dom.Verified {
 		d.publishDesired(ctx, a.Name)
 	}
@@ -176,6 +180,7 @@ func (d *Dash) checkDomain(ctx context.Context, a appRow, name string) (Domain, 
 	defer cancel()
 	if err := d.verifier.Verify(vctx, name, token); err != nil {
 		dom.Challenge = challengeFor(name, token)
+		d.store.setClaimExpiry(&dom)
 		return dom, common.Errf(http.StatusUnprocessableEntity, "not_verified", "ownership of "+name+" not proven: "+err.Error())
 	}
 	if err := d.store.verifyDomain(ctx, a.ID, name); err != nil {
@@ -198,12 +203,35 @@ func (d *Dash) removeDomain(c *gin.Context) {
 
 // --- store ---
 
+// setClaimExpiry fills ClaimExpiresAt of an unverified domain.
+func (s *store) setClaimExpiry(dm *Domain) {
+	if !dm.Verified {
+		at := dm.CreatedAt.Add(s.claimTTL)
+		dm.ClaimExpiresAt = &at
+	}
+}
+
 // addDomain inserts a domain; the UNIQUE name means a domain is never bound
-// to two apps, whatever the race.
+// to two apps, whatever the race. An unverified claim older than claimTTL
+// (of another app) gives way, with an event on the app that lost it.
 func (s *store) addDomain(ctx context.Context, appID int64, name string, verified bool, token, msg string) (time.Time, error) {
 	var at time.Time
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO domains (name, app_id, verified, token) VALUES (?, ?, ?, ?)`, name, appID, verified, token)
+		var staleApp int64
+		err := tx.QueryRowContext(ctx, `SELECT app_id FROM domains WHERE name = ? AND verified = FALSE AND app_id <> ?
+			AND created_at < NOW(6) - INTERVAL ? SECOND FOR UPDATE`, name, appID, int64(s.claimTTL.Seconds())).Scan(&staleApp)
+		switch {
+		case err == nil:
+			if _, err := tx.ExecContext(ctx, `DELETE FROM domains WHERE name = ? AND app_id = ?`, name, staleApp); err != nil {
+				return fmt.Errorf("drop expired claim: %w", err)
+			}
+			if err := insertEvent(ctx, tx, staleApp, "domain", "claim of domain "+name+" expired unproven; another app claimed it"); err != nil {
+				return err
+			}
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("read claim: %w", err)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO domains (name, app_id, verified, token) VALUES (?, ?, ?, ?)`, name, appID, verified, token)
 		if db.IsDuplicate(err) {
 			return common.Errf(http.StatusConflict, "domain_taken", "domain "+name+" is already bound or claimed")
 		}
@@ -233,6 +261,7 @@ func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
 		}
 		if !dm.Verified {
 			dm.Challenge = challengeFor(dm.Name, token)
+			s.setClaimExpiry(&dm)
 		}
 		out = append(out, dm)
 	}

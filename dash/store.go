@@ -23,6 +23,9 @@ var (
 // store holds every SQL statement of dash, so handlers stay thin.
 type store struct {
 	db *sql.DB
+	// claimTTL is how long an unverified domain claim blocks other apps
+	// (Config.DomainClaimTTL).
+	claimTTL time.Duration
 }
 
 // User is an authenticated dash user.

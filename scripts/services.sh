@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # services.sh — install (if missing) and start the services dinp depends on:
-# MariaDB and Redis on 127.0.0.1, and a MySQL account for dinp.
+# MariaDB and Redis on 127.0.0.1, a MySQL account for dinp, Docker, and the
+# host packages the builder needs.
 # Sourced by up.sh and test.sh; safe to run again and again.
 set -euo pipefail
 
@@ -77,7 +78,18 @@ check_docker() {
   wait_for 60 docker info || { log "docker engine is not answering"; return 1; }
 }
 
+# Host packages the builder takes files from: the static stack copies a
+# statically linked /bin/busybox into its base image, and stack images get
+# the host's CA bundle.
+builder_host_deps() {
+  apt_install ca-certificates
+  if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
+    apt_install busybox-static
+  fi
+}
+
 start_services() {
+  builder_host_deps
   start_mariadb
   start_redis
   check_docker
