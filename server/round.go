@@ -151,11 +151,61 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 			s.log.Warn("record node", "node", hb.Node, "err", err)
 		}
 	}
+	s.forgetNodes(ctx, pool, st, d, nodes, now)
 	if err := s.writeAssignments(ctx, st, plan.Assignments); err != nil {
 		s.log.Error("write assignments", "err", err)
 	}
 	if err := s.writeRoutes(ctx, st, plan.Routes); err != nil {
 		s.log.Error("write routes", "err", err)
+	}
+}
+
+// forgetNodes removes the nodes that have been silent for ForgetNodeAfter
+// and run nothing: their row, their membership in the node set, their
+// report digest and their identity (a machine that comes back registers
+// anew). The row is deleted only if still stale and instance-free at that
+// moment, so a node that just came back, or one holding an instance row,
+// stays.
+func (s *Server) forgetNodes(ctx context.Context, pool *sql.DB, st *leaderState, d *desired, nodes []reconcile.Node, now time.Time) {
+	after := s.cfg.ForgetNodeAfter
+	if after <= 0 {
+		return
+	}
+	busy := map[string]bool{}
+	for _, in := range d.instances {
+		busy[in.Node] = true
+	}
+	for _, n := range nodes {
+		if n.Heartbeat != nil || busy[n.ID] {
+			continue
+		}
+		row, inTable := d.nodes[n.ID]
+		switch {
+		case inTable && !row.LastSeen.IsZero() && now.Sub(row.LastSeen) < after:
+			continue
+		case !inTable && now.Sub(st.since) < after: // only in Redis: silent since this leader started, at least
+			continue
+		}
+		res, err := pool.ExecContext(ctx, `DELETE FROM nodes WHERE id = ? AND (last_seen_at IS NULL OR last_seen_at < ?)
+			AND NOT EXISTS (SELECT 1 FROM instances WHERE node = ?)`, n.ID, now.Add(-after), n.ID)
+		if err != nil {
+			s.log.Warn("forget node", "node", n.ID, "err", err)
+			continue
+		}
+		if k, _ := res.RowsAffected(); k == 0 && inTable {
+			continue // came back or got an instance meanwhile
+		}
+		pipe := s.rdb.TxPipeline()
+		pipe.SRem(ctx, s.keys.Nodes(), n.ID)
+		pipe.HDel(ctx, s.keys.NodeDigests(), n.ID)
+		pipe.HDel(ctx, s.keys.NodeSecrets(), n.ID)
+		if _, err := pipe.Exec(ctx); err != nil {
+			s.log.Warn("forget node in redis", "node", n.ID, "err", err)
+			continue
+		}
+		delete(st.lastSeen, n.ID)
+		delete(st.lastRaw, n.ID)
+		s.log.Info("node forgotten: silent and empty", "node", n.ID, "silent_for", after)
 	}
 }
 

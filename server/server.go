@@ -53,6 +53,11 @@ type Config struct {
 	// before it is replaced (replacement first, then the old one stops).
 	// 0 disables replacement.
 	LivenessLimit time.Duration
+	// ForgetNodeAfter is how long a node may stay silent, running nothing,
+	// before the leader forgets it (its row, its membership in the node
+	// set, its identity): machines gone for good leave the cluster view.
+	// 0 keeps them forever.
+	ForgetNodeAfter time.Duration
 	// ID names this server (leader display, logs).
 	ID  string
 	Log *slog.Logger
@@ -69,6 +74,7 @@ func DefaultConfig() Config {
 		DrainPeriod:       10 * time.Second,
 		StartTimeout:      60 * time.Second,
 		LivenessLimit:     60 * time.Second,
+		ForgetNodeAfter:   24 * time.Hour,
 	}
 }
 
@@ -83,6 +89,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "how long a new release may take to become healthy")
 	fs.IntVar(&c.MaxSurge, "max-surge", c.MaxSurge, "rolling deploy: extra instances at once (0 = the whole new release at once)")
 	fs.DurationVar(&c.LivenessLimit, "liveness-limit", c.LivenessLimit, "replace an instance unhealthy for this long (0 = never)")
+	fs.DurationVar(&c.ForgetNodeAfter, "forget-node-after", c.ForgetNodeAfter, "forget a node silent this long that runs nothing (0 = never)")
 	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
 }
 
@@ -106,7 +113,7 @@ func (c *Config) validate() error {
 	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.ResyncInterval <= 0 {
 		errs = append(errs, errors.New("heartbeat, reconcile and resync intervals must be positive"))
 	}
-	if c.DrainPeriod < 0 || c.StartTimeout < 0 || c.MemoryReserveMB < 0 || c.MaxSurge < 0 || c.LivenessLimit < 0 {
+	if c.DrainPeriod < 0 || c.StartTimeout < 0 || c.MemoryReserveMB < 0 || c.MaxSurge < 0 || c.LivenessLimit < 0 || c.ForgetNodeAfter < 0 {
 		errs = append(errs, errors.New("drain period, start timeout, memory reserve, max surge and liveness limit must not be negative"))
 	}
 	return errors.Join(errs...)

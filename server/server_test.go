@@ -870,3 +870,53 @@ func TestBeatScriptChanged(t *testing.T) {
 		t.Fatalf("after expiry: %v, want changed", res)
 	}
 }
+
+// TestServerForgetsSilentNodes: a node silent for ForgetNodeAfter that runs
+// nothing leaves the nodes table, the node set and the identity hash; a
+// node holding an instance stays; a forgotten machine that comes back
+// registers anew.
+func TestServerForgetsSilentNodes(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.ForgetNodeAfter = time.Second
+	e.insertApp(t, "web", 1, 128)
+	s := startServer(t, e.cfg)
+	agents := map[string]*fakeAgent{}
+	for _, id := range []string{"n1", "n2"} {
+		a := newFakeAgent("http://"+s.Addr(), id, "127.0.0.1"+id[1:], 1024)
+		a.set(func(a *fakeAgent) { a.running = true })
+		a.start(t)
+		agents[id] = a
+	}
+	var busy string
+	waitFor(t, "instance placed", 10*time.Second, func() (bool, string) {
+		err := e.pool.QueryRow(`SELECT node FROM instances`).Scan(&busy)
+		return err == nil, fmt.Sprint(err)
+	})
+	empty := map[string]string{"n1": "n2", "n2": "n1"}[busy]
+	known := func(id string) (row, member, secret bool) {
+		var n int
+		e.pool.QueryRow(`SELECT COUNT(*) FROM nodes WHERE id = ?`, id).Scan(&n)
+		ctx := context.Background()
+		return n == 1, e.rdb.SIsMember(ctx, e.keys.Nodes(), id).Val(), e.rdb.HExists(ctx, e.keys.NodeSecrets(), id).Val()
+	}
+	waitFor(t, "both nodes recorded", 5*time.Second, func() (bool, string) {
+		r1, m1, s1 := known(busy)
+		r2, m2, s2 := known(empty)
+		return r1 && m1 && s1 && r2 && m2 && s2, ""
+	})
+
+	agents[empty].set(func(a *fakeAgent) { a.paused = true })
+	waitFor(t, "silent empty node forgotten", 10*time.Second, func() (bool, string) {
+		r, m, sec := known(empty)
+		return !r && !m && !sec, fmt.Sprintf("row %v member %v secret %v", r, m, sec)
+	})
+	if r, m, sec := known(busy); !r || !m || !sec {
+		t.Fatalf("busy node %s forgotten: row %v member %v secret %v", busy, r, m, sec)
+	}
+
+	agents[empty].set(func(a *fakeAgent) { a.paused = false })
+	waitFor(t, "returning node registered anew", 5*time.Second, func() (bool, string) {
+		r, m, sec := known(empty)
+		return r && m && sec, fmt.Sprintf("row %v member %v secret %v", r, m, sec)
+	})
+}
