@@ -111,7 +111,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ShipLogs {
 		a.rdb = cfg.NewRedis()
-		a.logs = newLogShipper(a.docker, a.rdb, cfg.Keys(), a.log, cfg.Now())
+		a.logs = newLogShipper(a.docker, a.rdb, cfg.Keys(), cfg.NodeID, a.log, cfg.Now())
 	}
 	return a, nil
 }

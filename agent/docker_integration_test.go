@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+	"github.com/redis/go-redis/v9"
 )
 
 // appSource is a tiny app: it answers with its instance id and logs each
@@ -243,10 +244,24 @@ func TestDockerIntegration(t *testing.T) {
 		t.Errorf("health = %d %+v", resp.StatusCode, st)
 	}
 
-	// A restarted agent adopts the container: same id, not restarted.
+	// A restarted agent adopts the container: same id, not restarted; and
+	// it ships what the app wrote while no agent ran, without repeating
+	// what was shipped before.
 	stop1()
+	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/while-down", reported.HostPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	before := len(server.got)
 	_, _ = startAgent(t, cfg)
+	testenv.WaitFor(t, "line written while the agent was down shipped", 10*time.Second, func() bool {
+		return countLogLines(t, rdb, keys.Logs(as.App), "request /while-down") == 1
+	})
+	if n := countLogLines(t, rdb, keys.Logs(as.App), "request /ping"); n < 1 || n > 2 {
+		// The test polled /ping up to twice before the first line was seen.
+		t.Errorf("%d copies of \"request /ping\" after the restart", n)
+	}
 	testenv.WaitFor(t, "heartbeats of the new agent", 10*time.Second, func() bool {
 		server.mu.Lock()
 		defer server.mu.Unlock()
@@ -264,4 +279,22 @@ func TestDockerIntegration(t *testing.T) {
 	// Unassigned: stopped and removed.
 	server.set(200, true)
 	testenv.WaitFor(t, "container removed", 20*time.Second, func() bool { return len(nodeContainers(t, dc, node)) == 0 })
+}
+
+// countLogLines counts the entries of a log stream whose line is line.
+func countLogLines(t *testing.T, rdb *redis.Client, stream, line string) int {
+	t.Helper()
+	msgs, err := rdb.XRange(context.Background(), stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range msgs {
+		var e common.LogEntry
+		s, _ := m.Values["e"].(string)
+		if json.Unmarshal([]byte(s), &e) == nil && e.Line == line {
+			n++
+		}
+	}
+	return n
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,9 +32,11 @@ type logShipper struct {
 	rdb    *redis.Client
 	keys   common.Keys
 	log    *slog.Logger
-	since  time.Time // agent start: earlier output was shipped by a previous agent
+	since  time.Time // agent start: where a container without a cursor starts
+	cursor string    // Keys.LogCursors(node)
 
 	followers map[string]*follower
+	pruned    bool // cursors of containers gone while no agent ran were removed
 	wg        sync.WaitGroup
 }
 
@@ -43,8 +46,28 @@ type follower struct {
 	ended  time.Time // written before done is closed
 }
 
-func newLogShipper(d Docker, rdb *redis.Client, keys common.Keys, log *slog.Logger, since time.Time) *logShipper {
-	return &logShipper{docker: d, rdb: rdb, keys: keys, log: log, since: since, followers: map[string]*follower{}}
+func newLogShipper(d Docker, rdb *redis.Client, keys common.Keys, node string, log *slog.Logger, since time.Time) *logShipper {
+	return &logShipper{docker: d, rdb: rdb, keys: keys, log: log, since: since, cursor: keys.LogCursors(node),
+		followers: map[string]*follower{}}
+}
+
+// resumeAt returns where to resume shipping container id: just after its
+// cursor (the last line shipped, by this agent or a previous one), else
+// fallback, which then becomes the cursor so that output written before
+// the first line is shipped survives an agent restart.
+func (s *logShipper) resumeAt(ctx context.Context, id string, fallback time.Time) time.Time {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := s.rdb.HGet(rctx, s.cursor, id).Result()
+	if err == nil {
+		if t, perr := time.Parse(time.RFC3339Nano, v); perr == nil {
+			return t.Add(time.Nanosecond) // Docker's since is inclusive
+		}
+	}
+	if errors.Is(err, redis.Nil) {
+		s.rdb.HSetNX(rctx, s.cursor, id, fallback.UTC().Format(time.RFC3339Nano))
+	}
+	return fallback
 }
 
 // sync starts a follower per running container and stops those whose
@@ -56,22 +79,39 @@ func (s *logShipper) sync(ctx context.Context, containers []common.Container) {
 			running[c.ID] = c
 		}
 	}
+	var gone []string
 	for id, f := range s.followers {
 		if _, ok := running[id]; !ok {
 			f.cancel()
 			delete(s.followers, id)
+			gone = append(gone, id)
 		}
 	}
+	if !s.pruned {
+		// Containers removed while no agent ran leave cursors behind.
+		if ids, err := s.rdb.HKeys(ctx, s.cursor).Result(); err == nil {
+			s.pruned = true
+			for _, id := range ids {
+				if _, ok := running[id]; !ok {
+					gone = append(gone, id)
+				}
+			}
+		}
+	}
+	if len(gone) > 0 {
+		s.rdb.HDel(ctx, s.cursor, gone...)
+	}
 	for id, c := range running {
-		since := s.since
+		fallback := s.since
 		if f, ok := s.followers[id]; ok {
 			select {
 			case <-f.done: // the stream broke while the container runs: resume
-				since = f.ended
+				fallback = f.ended
 			default:
 				continue
 			}
 		}
+		since := s.resumeAt(ctx, id, fallback)
 		fctx, cancel := context.WithCancel(ctx)
 		f := &follower{cancel: cancel, done: make(chan struct{})}
 		s.followers[id] = f
@@ -171,9 +211,13 @@ func (s *logShipper) ship(ctx context.Context, c common.Container, stream string
 	e, _ := json.Marshal(common.LogEntry{Source: "app", Instance: c.Instance, Stream: stream, Line: string(line), At: at})
 	xctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	err := s.rdb.XAdd(xctx, &redis.XAddArgs{
+	// The line and the container's cursor in one round trip.
+	pipe := s.rdb.Pipeline()
+	pipe.XAdd(xctx, &redis.XAddArgs{
 		Stream: s.keys.Logs(c.App), MaxLen: logStreamMaxLen, Approx: true, Values: map[string]any{"e": e},
-	}).Err()
+	})
+	pipe.HSet(xctx, s.cursor, c.ID, at.Format(time.RFC3339Nano))
+	_, err := pipe.Exec(xctx)
 	if err != nil && ctx.Err() == nil {
 		s.log.Debug("ship log line", "app", c.App, "err", err)
 	}

@@ -55,6 +55,11 @@ func (k Keys) DesiredChanged() string { return k.p("desired:changed") }
 // Logs is the capped stream of an app's log lines (JSON LogEntry in field "e").
 func (k Keys) Logs(app string) string { return k.p("logs:" + app) }
 
+// LogCursors is a hash per node: container id → the Docker timestamp of the
+// container's last line shipped to its app's log stream, so an agent that
+// restarts ships what was written while it was down, once.
+func (k Keys) LogCursors(node string) string { return k.p("log-cursors:" + node) }
+
 // Leader holds the id of the current leader server, for display.
 func (k Keys) Leader() string { return k.p("leader") }
 
