@@ -34,6 +34,9 @@ type Config struct {
 	DialTimeout time.Duration
 	// ResponseTimeout bounds waiting for a backend's response headers.
 	ResponseTimeout time.Duration
+	// ClientWriteTimeout drops a client that reads nothing of its answer for
+	// this long (its backend connection is closed too).
+	ClientWriteTimeout time.Duration
 	// MaxConnsPerBackend caps connections to one backend (0 = unlimited).
 	MaxConnsPerBackend int
 	// DrainPeriod is how long the router reports unhealthy but keeps serving
@@ -59,17 +62,18 @@ type Config struct {
 // DefaultConfig returns settings for one machine with everything on 127.0.0.1.
 func DefaultConfig() Config {
 	return Config{
-		Base:            common.DefaultBase(),
-		Addr:            "127.0.0.1:8080",
-		StatusAddr:      "127.0.0.1:8082",
-		ResyncInterval:  5 * time.Second,
-		DialTimeout:     5 * time.Second,
-		ResponseTimeout: 60 * time.Second,
-		DrainPeriod:     5 * time.Second,
-		AccessLog:       true,
-		FailMark:        10 * time.Second,
-		Metrics:         true,
-		StickyCookies:   []string{"JSESSIONID", "PHPSESSID", "ASP.NET_SessionId", "session", "sessionid", "_session_id", "connect.sid", "laravel_session"},
+		Base:               common.DefaultBase(),
+		Addr:               "127.0.0.1:8080",
+		StatusAddr:         "127.0.0.1:8082",
+		ResyncInterval:     5 * time.Second,
+		DialTimeout:        5 * time.Second,
+		ResponseTimeout:    60 * time.Second,
+		ClientWriteTimeout: 60 * time.Second,
+		DrainPeriod:        5 * time.Second,
+		AccessLog:          true,
+		FailMark:           10 * time.Second,
+		Metrics:            true,
+		StickyCookies:      []string{"JSESSIONID", "PHPSESSID", "ASP.NET_SessionId", "session", "sessionid", "_session_id", "connect.sid", "laravel_session"},
 	}
 }
 
@@ -82,6 +86,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "full route table re-read interval")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "backend connect timeout")
 	fs.DurationVar(&c.ResponseTimeout, "response-timeout", c.ResponseTimeout, "backend response header timeout")
+	fs.DurationVar(&c.ClientWriteTimeout, "client-write-timeout", c.ClientWriteTimeout, "drop a client that reads nothing of its answer for this long")
 	fs.IntVar(&c.MaxConnsPerBackend, "max-conns-per-backend", c.MaxConnsPerBackend, "connections per backend (0 = unlimited)")
 	fs.DurationVar(&c.DrainPeriod, "drain-period", c.DrainPeriod, "time reported unhealthy before shutting down")
 	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "log one line per request")
@@ -138,6 +143,7 @@ func (c *Config) validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"resync-interval": c.ResyncInterval, "dial-timeout": c.DialTimeout, "response-timeout": c.ResponseTimeout,
+		"client-write-timeout": c.ClientWriteTimeout,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))

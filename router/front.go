@@ -148,7 +148,7 @@ func (f *front) newConn(c net.Conn) *frontConn {
 	} else {
 		fc.client = c.RemoteAddr().String()
 	}
-	fc.c = newRawConn(c)
+	fc.c = newRawConn(c, f.r.cfg.ClientWriteTimeout)
 	if f.tlsCfg != nil {
 		fc.c = tls.Server(fc.c, f.tlsCfg)
 		fc.tls = true

@@ -466,7 +466,9 @@ func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bo
 		}
 		return false, false
 	}
-	return !p.close && !untilClose, !closeClient
+	// Bytes beyond the response (a misbehaving app) would be read as the
+	// answer to the next request on this connection: do not reuse it.
+	return !p.close && !untilClose && bc.br.Buffered() == 0, !closeClient
 }
 
 // fill makes bc.br hold at least need bytes. Before a read that may block

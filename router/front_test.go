@@ -1021,3 +1021,84 @@ func TestFrontSlowBackendPipelined(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontSlowReader: a client that reads nothing of a large answer is
+// dropped after ClientWriteTimeout, and so is the app's connection (the
+// app's write fails instead of hanging).
+func TestFrontSlowReader(t *testing.T) {
+	appErr := make(chan error, 1)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < 1024; i++ { // 64 MiB, far more than the socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				appErr <- err
+				return
+			}
+		}
+		appErr <- nil
+	}))
+	t.Cleanup(s.Close)
+	r, _ := routerWith(t, func(c *Config) { c.ClientWriteTimeout = 300 * time.Millisecond },
+		map[string]common.Route{"slow.apps.io": route("slow", 0, be(s.Listener.Addr().String(), "is", true))})
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetReadBuffer(4 << 10)
+	}
+	fmt.Fprint(c, ftReq("GET", "/big", "slow.apps.io"))
+	select {
+	case err := <-appErr:
+		if err == nil {
+			t.Fatal("the app wrote 64 MiB to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app's write still blocked 10 s after the client stopped reading")
+	}
+}
+
+// TestFrontUnsolicitedBytes: an app that sends more than its response frames
+// does not get the extra bytes read as the answer to the next request.
+func TestFrontUnsolicitedBytes(t *testing.T) {
+	var conns atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body := fmt.Sprintf("conn %d %s", n, req.URL.Path)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+					if req.URL.Path == "/extra" {
+						fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforgd")
+					}
+				}
+			}()
+		}
+	}()
+	r, _ := routerWith(t, nil, map[string]common.Route{"extra.apps.io": route("extra", 0, be(ln.Addr().String(), "ie", true))})
+	fc := ftDial(t, r.Addr())
+	if resp, body := fc.roundTrip("GET", ftReq("GET", "/extra", "extra.apps.io")); resp.StatusCode != 200 || !strings.HasSuffix(body, " /extra") {
+		t.Fatalf("first answer %d %q", resp.StatusCode, body)
+	}
+	time.Sleep(50 * time.Millisecond) // the extra bytes have arrived
+	if resp, body := fc.roundTrip("GET", ftReq("GET", "/next", "extra.apps.io")); resp.StatusCode != 200 || !strings.HasSuffix(body, " /next") {
+		t.Fatalf("second answer %d %q, want the app's answer to /next", resp.StatusCode, body)
+	}
+}

@@ -44,18 +44,27 @@ func (p *connPool) get(ctx context.Context, addr string, now time.Time) (*backen
 		bc := list[len(list)-1]
 		list[len(list)-1] = nil
 		p.idle[addr] = list[:len(list)-1]
-		if now.Sub(bc.used) < p.idleTimeout {
-			p.mu.Unlock()
-			return bc, true, nil
+		if now.Sub(bc.used) >= p.idleTimeout {
+			bc.Close()
+			continue
 		}
-		bc.Close()
+		p.mu.Unlock()
+		// Nothing may have arrived while it was idle: bytes nobody asked for
+		// (a HEAD answered with a body, a broken app) would be read as the
+		// next answer, and an end of stream means the app closed it.
+		if rc, ok := bc.Conn.(*rawConn); ok && !rc.idleClean() {
+			bc.Close()
+			p.mu.Lock()
+			continue
+		}
+		return bc, true, nil
 	}
 	p.mu.Unlock()
 	c, err := p.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
-	rc := newRawConn(c)
+	rc := newRawConn(c, 0) // requests are small; the response timeout guards the wait
 	return &backendConn{Conn: rc, addr: addr, br: bufio.NewReaderSize(rc, 4096)}, false, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -28,11 +29,21 @@ type rawConn struct {
 	rerr, werr error
 	readFn     func(fd uintptr) bool
 	wrFn       func(fd uintptr) bool
+
+	// writeTimeout bounds a write that has to wait for the peer to read
+	// (0: none). The deadline is set only once a write would block, so a
+	// write that goes straight into the socket buffer costs no timer.
+	writeTimeout time.Duration
+	wArmed       bool
+
+	peekFn    func(fd uintptr)
+	peekClean bool
 }
 
 // newRawConn wraps a TCP connection; other connections (TLS) are returned
-// as they are.
-func newRawConn(c net.Conn) net.Conn {
+// as they are. A write that waits longer than writeTimeout for the peer to
+// read fails (0: no limit).
+func newRawConn(c net.Conn, writeTimeout time.Duration) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return c
@@ -41,10 +52,28 @@ func newRawConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	r := &rawConn{Conn: c, rc: rc}
+	r := &rawConn{Conn: c, rc: rc, writeTimeout: writeTimeout}
 	r.readFn = r.read
 	r.wrFn = r.write
+	r.peekFn = r.peek
 	return r
+}
+
+// idleClean reports whether nothing (no byte, no end of stream, no error)
+// has arrived on the connection, without waiting.
+func (r *rawConn) idleClean() bool {
+	r.peekClean = false
+	if r.rc.Control(r.peekFn) != nil {
+		return false
+	}
+	return r.peekClean
+}
+
+func (r *rawConn) peek(fd uintptr) {
+	var b [1]byte
+	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	r.peekClean = e == syscall.EAGAIN
 }
 
 func (r *rawConn) read(fd uintptr) bool {
@@ -74,6 +103,10 @@ func (r *rawConn) write(fd uintptr) bool {
 		case 0:
 			r.wn += int(n)
 		case syscall.EAGAIN:
+			if r.writeTimeout > 0 && !r.wArmed {
+				r.wArmed = true
+				r.Conn.SetWriteDeadline(time.Now().Add(r.writeTimeout))
+			}
 			return false // wait until writable
 		case syscall.EINTR:
 		default:
@@ -111,6 +144,10 @@ func (r *rawConn) Write(p []byte) (int, error) {
 	err := r.rc.Write(r.wrFn)
 	n := r.wn
 	r.wp = nil
+	if r.wArmed {
+		r.wArmed = false
+		r.Conn.SetWriteDeadline(time.Time{})
+	}
 	if err == nil && r.werr != nil {
 		err = os.NewSyscallError("write", r.werr)
 	}
