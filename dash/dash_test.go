@@ -775,6 +775,10 @@ func TestScaleEnvRollbackDelete(t *testing.T) {
 	if n := e.count(`SELECT COUNT(*) FROM releases`); n != 0 {
 		t.Fatalf("releases after delete: %d", n)
 	}
+	// The registry's collector is told to empty the app's repository.
+	if n := e.count(`SELECT COUNT(*) FROM deleted_apps WHERE name = 'web'`); n != 1 {
+		t.Fatalf("deleted_apps rows for web: %d", n)
+	}
 }
 
 func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {

@@ -293,16 +293,26 @@ func (s *store) createApp(ctx context.Context, a appRow, by string) error {
 
 // deleteApp removes the app row; releases, instances, builds, domains and
 // events go with it (ON DELETE CASCADE). The leader then stops its containers
-// and removes its route.
+// and removes its route, and the name goes to deleted_apps so the
+// registry's collector empties the app's image repository.
 func (s *store) deleteApp(ctx context.Context, id int64) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM apps WHERE id = ?`, id)
-	if err != nil {
-		return fmt.Errorf("delete app: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("app: %w", errNotFound)
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var name string
+		err := tx.QueryRowContext(ctx, `SELECT name FROM apps WHERE id = ? FOR UPDATE`, id).Scan(&name)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("app: %w", errNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("delete app: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_apps (name) VALUES (?) ON DUPLICATE KEY UPDATE deleted_at = NOW(6)`, name); err != nil {
+			return fmt.Errorf("delete app: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM apps WHERE id = ?`, id); err != nil {
+			return fmt.Errorf("delete app: %w", err)
+		}
+		return nil
+	})
 }
 
 func insertEvent(ctx context.Context, q execer, appID int64, kind, message string) error {

@@ -76,8 +76,9 @@ func (g *gate) quietFor() time.Duration {
 // manifest references. Kept per app: the images of the last GCKeepReleases
 // releases, the current release, every release an instance runs, and the
 // images of builds finished within GCGrace (their release may be on its
-// way). Repositories of unknown apps and the platform's own (dinp/...) are
-// left alone. It waits until no push has written for GCQuiet and runs
+// way). The repository of a deleted app (deleted_apps) is emptied of all
+// but what another app's release still names. Other repositories (images
+// an admin pushed, the platform's own dinp/...) are left alone. It waits until no push has written for GCQuiet and runs
 // with every registry request blocked, so it never sweeps the blobs of a
 // push in progress. It needs MySQL; any failed read means nothing is
 // deleted.
@@ -94,9 +95,13 @@ func (r *Registry) GC(ctx context.Context) (GCStats, error) {
 	defer r.gate.mu.Unlock()
 	// Read what to keep only now that no push can run: a build released
 	// while we waited for the lock is in this read.
-	keep, err := keepSets(ctx, pool, r.cfg.GCKeepReleases, time.Now().Add(-r.cfg.GCGrace))
+	keep, orphans, err := keepSets(ctx, pool, r.cfg.GCKeepReleases, time.Now().Add(-r.cfg.GCGrace))
 	if err != nil {
 		return st, err
+	}
+	orphan := map[string]bool{}
+	for _, name := range orphans {
+		orphan[name] = true
 	}
 	r.gate.deletes.Store(0)
 
@@ -111,6 +116,14 @@ func (r *Registry) GC(ctx context.Context) (GCStats, error) {
 		}
 		if kept+deleted > 0 {
 			st.Repositories++
+		}
+		if orphan[app] && kept == 0 {
+			// The deleted app's repository is empty: forget the name (unless
+			// the app was created again meanwhile, which keepSets saw).
+			if _, err := pool.ExecContext(ctx, `DELETE FROM deleted_apps WHERE name = ?
+				AND NOT EXISTS (SELECT 1 FROM apps WHERE name = ?)`, app, app); err != nil {
+				return st, fmt.Errorf("registry gc: forget %s: %w", app, err)
+			}
 		}
 		st.ManifestsKept += kept
 		st.ManifestsDeleted += deleted
@@ -157,59 +170,82 @@ func (r *Registry) gcDB(ctx context.Context) (*sql.DB, error) {
 	return pool, nil
 }
 
-// keepSets reads, for every app, the manifest digests that must stay.
-func keepSets(ctx context.Context, pool *sql.DB, lastN int, buildsSince time.Time) (map[string]map[string]bool, error) {
-	keep := map[string]map[string]bool{}
-	rows, err := pool.QueryContext(ctx, "SELECT name FROM apps")
-	if err != nil {
-		return nil, fmt.Errorf("registry gc: list apps: %w", err)
-	}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("registry gc: list apps: %w", err)
+// keepSets returns the repositories to prune — every app's, and those of
+// deleted apps (deleted_apps) not created again, listed in orphans — each
+// with the manifest digests that must stay. A digest is kept in the
+// repository its image reference names, so an image released from another
+// app's repository keeps that repository's manifest.
+func keepSets(ctx context.Context, pool *sql.DB, lastN int, buildsSince time.Time) (keep map[string]map[string]bool, orphans []string, err error) {
+	keep = map[string]map[string]bool{}
+	names := func(q string) ([]string, error) {
+		rows, err := pool.QueryContext(ctx, q)
+		if err != nil {
+			return nil, err
 		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				return nil, err
+			}
+			out = append(out, name)
+		}
+		return out, rows.Err()
+	}
+	apps, err := names("SELECT name FROM apps")
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry gc: list apps: %w", err)
+	}
+	for _, name := range apps {
 		keep[name] = map[string]bool{}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("registry gc: list apps: %w", err)
+	deleted, err := names("SELECT name FROM deleted_apps")
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry gc: list deleted apps: %w", err)
+	}
+	for _, name := range deleted {
+		if keep[name] == nil {
+			keep[name] = map[string]bool{}
+			orphans = append(orphans, name)
+		}
 	}
 	queries := []struct {
 		what string
 		q    string
 		args []any
 	}{
-		{"last releases", `SELECT a.name, r.image FROM releases r JOIN apps a ON a.id = r.app_id
+		{"last releases", `SELECT r.image FROM releases r
 			WHERE (SELECT COUNT(*) FROM releases n WHERE n.app_id = r.app_id AND n.version > r.version) < ?`, []any{lastN}},
-		{"current releases", `SELECT a.name, r.image FROM apps a JOIN releases r ON r.app_id = a.id AND r.version = a.current_release`, nil},
-		{"running releases", `SELECT DISTINCT a.name, r.image FROM instances i JOIN apps a ON a.id = i.app_id
+		{"current releases", `SELECT r.image FROM apps a JOIN releases r ON r.app_id = a.id AND r.version = a.current_release`, nil},
+		{"running releases", `SELECT DISTINCT r.image FROM instances i
 			JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version`, nil},
-		{"recent builds", `SELECT a.name, b.image FROM builds b JOIN apps a ON a.id = b.app_id
+		{"recent builds", `SELECT b.image FROM builds b
 			WHERE b.image <> '' AND (b.finished_at IS NULL OR b.finished_at > ?)`, []any{buildsSince.UTC()}},
 	}
 	for _, q := range queries {
 		rows, err := pool.QueryContext(ctx, q.q, q.args...)
 		if err != nil {
-			return nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
+			return nil, nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
 		}
 		for rows.Next() {
-			var app, image string
-			if err := rows.Scan(&app, &image); err != nil {
+			var image string
+			if err := rows.Scan(&image); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
+				return nil, nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
 			}
-			if _, d, ok := strings.Cut(image, "@"); ok && keep[app] != nil {
-				keep[app][d] = true
+			// <registry host>/<repository>@<digest>
+			_, path, _ := strings.Cut(image, "/")
+			if repo, d, ok := strings.Cut(path, "@"); ok && keep[repo] != nil {
+				keep[repo][d] = true
 			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
+			return nil, nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
 		}
 	}
-	return keep, nil
+	return keep, orphans, nil
 }
 
 // pruneRepo deletes repo's manifests (and their tags) not in keep.

@@ -141,6 +141,51 @@ func TestGC(t *testing.T) {
 	if err != nil || st.ManifestsDeleted != 0 {
 		t.Errorf("second GC = %+v, %v", st, err)
 	}
+
+	// A deleted app's repository is emptied, except what another app's
+	// release still names; its deleted_apps row goes with the last image.
+	gone1, _ := push("gone", "build-1")
+	gone2, _ := push("gone", "build-2")
+	exec(`INSERT INTO deleted_apps (name) VALUES ('gone')`)
+	exec(`INSERT INTO releases (app_id, version, image, env_json, memory_mb, cpu_shares)
+		VALUES ((SELECT id FROM apps), 6, ?, '{}', 64, 256)`, gone2)
+	exec(`UPDATE apps SET current_release = 6`)
+	if _, err := r.GC(context.Background()); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	head := func(image string) error {
+		ref, _ := name.NewDigest(image, name.Insecure)
+		_, err := remote.Head(ref, auth)
+		return err
+	}
+	if err := head(gone1); !isNotFound(err) {
+		t.Errorf("unreferenced image of a deleted app: HEAD = %v, want 404", err)
+	}
+	if err := pull(gone2); err != nil {
+		t.Errorf("image of a deleted app still released by another app: %v", err)
+	}
+	if err := pull(images["ghost"]); err != nil {
+		t.Errorf("repository of no app (pushed by hand) touched: %v", err)
+	}
+	rows := func() int {
+		var n int
+		pool.QueryRow(`SELECT COUNT(*) FROM deleted_apps`).Scan(&n)
+		return n
+	}
+	if rows() != 1 {
+		t.Errorf("deleted_apps row dropped while the repository still holds an image")
+	}
+	exec(`DELETE FROM releases WHERE version = 6`)
+	exec(`UPDATE apps SET current_release = 5`)
+	if _, err := r.GC(context.Background()); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if err := head(gone2); !isNotFound(err) {
+		t.Errorf("last image of a deleted app: HEAD = %v, want 404", err)
+	}
+	if rows() != 0 {
+		t.Errorf("deleted_apps row kept after its repository was emptied")
+	}
 }
 
 // blobStatus is the answer to a HEAD of img's first layer in repo hello.
