@@ -318,7 +318,9 @@ func isTimeout(err error) bool {
 // fc.p. consumed says whether head was already taken out of bc.br (a head
 // too large for its buffer).
 func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []byte, consumed bool, err error) {
-	if _, err := bc.Write(req); err != nil {
+	if rc, ok := bc.Conn.(*rawConn); ok && bc.br.Buffered() == 0 {
+		rc.WriteThenRead(req) // by the first read below
+	} else if _, err := bc.Write(req); err != nil {
 		return nil, false, errBeforeResponse{err}
 	}
 	r := fc.f.r

@@ -38,6 +38,16 @@ type rawConn struct {
 
 	peekFn    func(fd uintptr)
 	peekClean bool
+
+	// A request written by the next Read inside its poll cycle (see
+	// WriteThenRead).
+	pending  []byte
+	wreq     []byte // pending, while the Read that writes it runs
+	qn       int    // bytes of wreq written
+	sent     bool
+	partial  bool
+	sendErr  bool
+	wrReadFn func(fd uintptr) bool
 }
 
 // newRawConn wraps a TCP connection; other connections (TLS) are returned
@@ -56,7 +66,38 @@ func newRawConn(c net.Conn, writeTimeout time.Duration) net.Conn {
 	r.readFn = r.read
 	r.wrFn = r.write
 	r.peekFn = r.peek
+	r.wrReadFn = r.writeRead
 	return r
+}
+
+// WriteThenRead makes the next Read first write req and then wait for the
+// answer without trying a read that would find nothing (one system call
+// less per request). The write happens after the poller was reset for the
+// read, so an answer arriving at once is never missed. Only for a
+// connection where nothing can be waiting to be read (see idleClean).
+func (r *rawConn) WriteThenRead(req []byte) { r.pending = req }
+
+func (r *rawConn) writeRead(fd uintptr) bool {
+	if r.sent {
+		return r.read(fd)
+	}
+	for r.qn < len(r.wreq) {
+		p := r.wreq[r.qn:]
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			r.qn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			r.partial = true // the socket buffer is full: finish with Write
+			return true
+		default:
+			r.rerr, r.sendErr = e, true
+			return true
+		}
+	}
+	r.sent = true
+	return false // the answer comes after the request: wait for it
 }
 
 // idleClean reports whether nothing (no byte, no end of stream, no error)
@@ -122,12 +163,27 @@ func (r *rawConn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	r.rp, r.rn, r.rerr = p, 0, nil
-	err := r.rc.Read(r.readFn)
+	r.partial, r.sendErr = false, false
+	fn := r.readFn
+	req := r.pending
+	if req != nil {
+		r.pending, r.wreq = nil, req
+		r.qn, r.sent = 0, false
+		fn = r.wrReadFn
+	}
+	err := r.rc.Read(fn)
 	n := r.rn
-	r.rp = nil
+	r.rp, r.wreq = nil, nil
 	switch {
 	case err != nil:
 		return 0, r.opError("read", err)
+	case r.partial:
+		if _, err := r.Write(req[r.qn:]); err != nil {
+			return 0, err
+		}
+		return r.Read(p)
+	case r.sendErr:
+		return 0, r.opError("write", os.NewSyscallError("write", r.rerr))
 	case r.rerr == io.EOF:
 		return 0, io.EOF
 	case r.rerr != nil:
