@@ -488,6 +488,20 @@ func TestTLSFront(t *testing.T) {
 			if p := live.last.Load().Header.Get("X-Forwarded-Proto"); p != "https" {
 				t.Fatalf("X-Forwarded-Proto %q", p)
 			}
+			// A POST on the same connection is handed to net/http, which
+			// must still know the connection is TLS.
+			resp, err = c.Post("https://"+tt.host+"/form", "text/plain", strings.NewReader("data"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "live data" {
+				t.Fatalf("POST: %d %q", resp.StatusCode, body)
+			}
+			if p := live.last.Load().Header.Get("X-Forwarded-Proto"); p != "https" {
+				t.Fatalf("POST X-Forwarded-Proto %q", p)
+			}
 		})
 	}
 	t.Run("bad flag", func(t *testing.T) {
