@@ -23,7 +23,6 @@ type inspected struct {
 	state     string
 	exitCode  int
 	startedAt time.Time
-	image     string
 }
 
 // observe lists this node's containers. A failed list returns an error and

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // hmMetrics are hm's Prometheus series.
@@ -61,7 +62,7 @@ func newHMMetrics() *hmMetrics {
 	}
 	m.members.Set(1)
 	m.reg.MustRegister(probes, m.latency, m.lag, m.transitions, m.instances, m.members, m.unhealthy, m.redisErrors,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

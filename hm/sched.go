@@ -44,13 +44,6 @@ func (s *scheduler) remove(inst *instance) {
 	s.mu.Unlock()
 }
 
-// len returns how many instances are queued.
-func (s *scheduler) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.q)
-}
-
 // dispatch sends every due instance to jobs until ctx is done. When all
 // workers are busy it blocks, which delays probes instead of piling them up.
 func (s *scheduler) dispatch(ctx context.Context, jobs chan<- *instance) {

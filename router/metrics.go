@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the router's Prometheus series. Per-app counters are resolved
@@ -90,7 +91,7 @@ func newMetrics() *metrics {
 		apps: map[string]*appMetrics{},
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
