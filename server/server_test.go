@@ -869,6 +869,17 @@ func TestBeatScriptChanged(t *testing.T) {
 	if res := beat(`{"node":"n1","containers":[{"id":"x"}]}`, t0); len(res) < 2 || res[1] != int64(1) {
 		t.Fatalf("after expiry: %v, want changed", res)
 	}
+	// A Redis that lost its scripts (restart, SCRIPT FLUSH) answers NOSCRIPT:
+	// the beat loads the script and is stored all the same.
+	if err := e.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if res := beat(`{"node":"n1","containers":[{"id":"y"}]}`, t0.Add(2*time.Hour)); len(res) < 2 || res[1] != int64(1) {
+		t.Fatalf("after SCRIPT FLUSH: %v, want stored and changed", res)
+	}
+	if got := e.rdb.Get(ctx, e.keys.Node("n1")).Val(); !strings.Contains(got, `"y"`) {
+		t.Fatalf("after SCRIPT FLUSH stored %s", got)
+	}
 }
 
 // TestServerForgetsSilentNodes: a node silent for ForgetNodeAfter that runs
