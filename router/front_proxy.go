@@ -429,7 +429,7 @@ func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bo
 		out = append(out, line...)
 		out = append(out, crlf...)
 	}
-	if p.chunked {
+	if p.chunked && (!noBody || q.head1) { // a HEAD answer describes the GET one; 1xx/204/304 have no framing
 		out = append(out, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if c := fc.f.r.stickyCookie(st, p.setsSession, fc.tls); c != "" {

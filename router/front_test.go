@@ -382,6 +382,8 @@ func TestFrontBackendFraming(t *testing.T) {
 				"5;name=value\r\nhello\r\n0\r\n\r\n", false
 		case "/204":
 			return "HTTP/1.1 204 No Content\r\nX-Case: 204\r\n\r\n", false
+		case "/204-te": // an app that frames a 204 as chunked (it must not)
+			return "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", false
 		case "/304":
 			// Content-Length on a 304 names the representation's size, not a body.
 			return "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 1234\r\n\r\n", false
@@ -452,6 +454,23 @@ func TestFrontBackendFraming(t *testing.T) {
 			t.Fatalf("%d %q %v", resp.StatusCode, body, resp.Header)
 		}
 		next(t, fc, resp)
+	})
+	t.Run("204 framed as chunked by the app", func(t *testing.T) {
+		fc := ftDial(t, r.Addr())
+		fc.send(ftReq("GET", "/204-te", "fr.apps.io"))
+		head, err := fc.br.ReadString('\n')
+		for err == nil && !strings.HasSuffix(head, "\r\n\r\n") {
+			var line string
+			line, err = fc.br.ReadString('\n')
+			head += line
+		}
+		if err != nil || !strings.HasPrefix(head, "HTTP/1.1 204") || strings.Contains(strings.ToLower(head), "transfer-encoding") {
+			t.Fatalf("head %q, %v: a 204 must reach the client without Transfer-Encoding", head, err)
+		}
+		resp, body := fc.roundTrip("GET", ftReq("GET", "/cl", "fr.apps.io"))
+		if resp.StatusCode != 200 || body == "" {
+			t.Fatalf("next request: %d %q", resp.StatusCode, body)
+		}
 	})
 	t.Run("304 Not Modified with Content-Length", func(t *testing.T) {
 		fc := ftDial(t, r.Addr())
