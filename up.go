@@ -65,6 +65,8 @@ func newUpCommand() *cobra.Command {
 	fs.StringVar(&configFile, "config", os.Getenv("DINP_CONFIG"), "YAML config file (flat map of flag names)")
 	c.base.AddFlags(fs)
 	fs.StringVar(&c.registry.Addr, "registry-addr", c.registry.Addr, "registry listen address")
+	fs.DurationVar(&c.registry.GCInterval, "registry-gc-interval", c.registry.GCInterval, "how often unused app images are garbage-collected (0 disables)")
+	fs.IntVar(&c.registry.GCKeepReleases, "registry-gc-keep-releases", c.registry.GCKeepReleases, "latest releases per app whose images GC keeps")
 	fs.StringVar(&c.builder.Addr, "builder-addr", c.builder.Addr, "builder listen address")
 	fs.StringVar(&c.server.Addr, "server-addr", c.server.Addr, "server listen address")
 	fs.StringVar(&c.agent.Addr, "agent-addr", c.agent.Addr, "agent status listen address")
