@@ -336,7 +336,7 @@ func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []
 		bc.SetReadDeadline(soft)
 		fc.softArmed = true
 	} else {
-		bc.SetReadDeadline(deadline)
+		fc.backendDeadline(bc, deadline)
 	}
 	sticky := fc.st.e.route.Sticky
 	for first := true; ; first = false {
@@ -377,9 +377,19 @@ func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []
 			continue // 1xx informational: wait for the final answer
 		}
 		if fc.watching {
-			bc.SetReadDeadline(time.Time{}) // the response timeout is for the head only
+			fc.backendDeadline(bc, time.Time{}) // the response timeout is for the head only
 		}
 		return head, consumed, nil
+	}
+}
+
+// backendDeadline sets bc's read deadline while the client may be watched:
+// a client that left must keep the backend read cancelled, whichever of
+// this call and the watcher's cancel (gone is set before it) comes last.
+func (fc *frontConn) backendDeadline(bc *backendConn, t time.Time) {
+	bc.SetReadDeadline(t)
+	if fc.gone.Load() {
+		bc.SetDeadline(aLongTimeAgo)
 	}
 }
 
@@ -391,7 +401,7 @@ func (fc *frontConn) slowBackend(bc *backendConn, err error, deadline time.Time)
 		return false
 	}
 	fc.startWatch(bc)
-	bc.SetReadDeadline(deadline)
+	fc.backendDeadline(bc, deadline)
 	return true
 }
 
@@ -491,7 +501,7 @@ func (fc *frontConn) fill(bc *backendConn, need int) error {
 		}
 		if fc.softArmed && !fc.watching && !fc.gone.Load() && isTimeout(err) {
 			fc.startWatch(bc)
-			bc.SetReadDeadline(time.Time{})
+			fc.backendDeadline(bc, time.Time{})
 			continue
 		}
 		if fc.gone.Load() {
