@@ -417,44 +417,59 @@ func TestFrontBackendFraming(t *testing.T) {
 		}
 	}
 
-	t.Run("Content-Length", func(t *testing.T) {
-		fc := ftDial(t, r.Addr())
-		resp, body := fc.roundTrip("GET", ftReq("GET", "/cl", "fr.apps.io"))
-		if resp.StatusCode != 200 || body != "hello world" || resp.Header.Get("X-Case") != "cl" {
-			t.Fatalf("%d %q %v", resp.StatusCode, body, resp.Header)
-		}
-		if resp.ContentLength != 11 {
-			t.Errorf("Content-Length %d, want the app's 11", resp.ContentLength)
-		}
-		next(t, fc, resp)
-	})
-	t.Run("chunked with trailer", func(t *testing.T) {
-		fc := ftDial(t, r.Addr())
-		resp, body := fc.roundTrip("GET", ftReq("GET", "/chunked", "fr.apps.io", "TE: trailers"))
-		if resp.StatusCode != 200 || body != "hello world" {
-			t.Fatalf("%d %q", resp.StatusCode, body)
-		}
-		if got := resp.Trailer.Get("X-Checksum"); got != "abc123" {
-			t.Errorf("trailer X-Checksum %q, want abc123 (trailer %v, header %v)", got, resp.Trailer, resp.Header)
-		}
-		next(t, fc, resp)
-	})
-	t.Run("chunk extension", func(t *testing.T) {
-		fc := ftDial(t, r.Addr())
-		resp, body := fc.roundTrip("GET", ftReq("GET", "/chunked-ext", "fr.apps.io"))
-		if resp.StatusCode != 200 || body != "hello" {
-			t.Fatalf("%d %q", resp.StatusCode, body)
-		}
-		next(t, fc, resp)
-	})
-	t.Run("204 No Content", func(t *testing.T) {
-		fc := ftDial(t, r.Addr())
-		resp, body := fc.roundTrip("GET", ftReq("GET", "/204", "fr.apps.io"))
-		if resp.StatusCode != 204 || body != "" || resp.Header.Get("X-Case") != "204" {
-			t.Fatalf("%d %q %v", resp.StatusCode, body, resp.Header)
-		}
-		next(t, fc, resp)
-	})
+	for _, tt := range []struct {
+		name, path string
+		headers    []string
+		status     int
+		body       string
+		check      func(resp *http.Response) string // "" when the response is right
+	}{
+		{name: "Content-Length", path: "/cl", status: 200, body: "hello world", check: func(resp *http.Response) string {
+			if resp.Header.Get("X-Case") != "cl" || resp.ContentLength != 11 {
+				return fmt.Sprintf("X-Case %q, Content-Length %d, want the app's cl and 11", resp.Header.Get("X-Case"), resp.ContentLength)
+			}
+			return ""
+		}},
+		{name: "chunked with trailer", path: "/chunked", headers: []string{"TE: trailers"}, status: 200, body: "hello world",
+			check: func(resp *http.Response) string {
+				if got := resp.Trailer.Get("X-Checksum"); got != "abc123" {
+					return fmt.Sprintf("trailer X-Checksum %q, want abc123 (trailer %v, header %v)", got, resp.Trailer, resp.Header)
+				}
+				return ""
+			}},
+		{name: "chunk extension", path: "/chunked-ext", status: 200, body: "hello"},
+		{name: "204 No Content", path: "/204", status: 204, check: func(resp *http.Response) string {
+			if resp.Header.Get("X-Case") != "204" {
+				return fmt.Sprintf("header %v", resp.Header)
+			}
+			return ""
+		}},
+		{name: "304 Not Modified with Content-Length", path: "/304", headers: []string{`If-None-Match: "v1"`}, status: 304,
+			check: func(resp *http.Response) string {
+				if resp.Header.Get("ETag") != `"v1"` {
+					return fmt.Sprintf("header %v", resp.Header)
+				}
+				return ""
+			}},
+		{name: "103 Early Hints then 200", path: "/103", status: 200, body: "hints"},
+		{name: "empty Content-Length body", path: "/empty", status: 200},
+		{name: "body delimited by close /eof", path: "/eof", status: 200, body: "body until the app closes its connection"},
+		{name: "body delimited by close /eof10", path: "/eof10", status: 200, body: "http/1.0 body until close"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := ftDial(t, r.Addr())
+			resp, body := fc.roundTrip("GET", ftReq("GET", tt.path, "fr.apps.io", tt.headers...))
+			if resp.StatusCode != tt.status || body != tt.body {
+				t.Fatalf("%d %q, want %d %q", resp.StatusCode, body, tt.status, tt.body)
+			}
+			if tt.check != nil {
+				if msg := tt.check(resp); msg != "" {
+					t.Error(msg)
+				}
+			}
+			next(t, fc, resp)
+		})
+	}
 	t.Run("204 framed as chunked by the app", func(t *testing.T) {
 		fc := ftDial(t, r.Addr())
 		fc.send(ftReq("GET", "/204-te", "fr.apps.io"))
@@ -472,41 +487,6 @@ func TestFrontBackendFraming(t *testing.T) {
 			t.Fatalf("next request: %d %q", resp.StatusCode, body)
 		}
 	})
-	t.Run("304 Not Modified with Content-Length", func(t *testing.T) {
-		fc := ftDial(t, r.Addr())
-		resp, body := fc.roundTrip("GET", ftReq("GET", "/304", "fr.apps.io", `If-None-Match: "v1"`))
-		if resp.StatusCode != 304 || body != "" || resp.Header.Get("ETag") != `"v1"` {
-			t.Fatalf("%d %q %v", resp.StatusCode, body, resp.Header)
-		}
-		next(t, fc, resp)
-	})
-	t.Run("103 Early Hints then 200", func(t *testing.T) {
-		fc := ftDial(t, r.Addr())
-		resp, body := fc.roundTrip("GET", ftReq("GET", "/103", "fr.apps.io"))
-		if resp.StatusCode != 200 || body != "hints" {
-			t.Fatalf("%d %q", resp.StatusCode, body)
-		}
-		next(t, fc, resp)
-	})
-	t.Run("empty Content-Length body", func(t *testing.T) {
-		fc := ftDial(t, r.Addr())
-		resp, body := fc.roundTrip("GET", ftReq("GET", "/empty", "fr.apps.io"))
-		if resp.StatusCode != 200 || body != "" {
-			t.Fatalf("%d %q", resp.StatusCode, body)
-		}
-		next(t, fc, resp)
-	})
-	for _, path := range []string{"/eof", "/eof10"} {
-		t.Run("body delimited by close "+path, func(t *testing.T) {
-			want := map[string]string{"/eof": "body until the app closes its connection", "/eof10": "http/1.0 body until close"}[path]
-			fc := ftDial(t, r.Addr())
-			resp, body := fc.roundTrip("GET", ftReq("GET", path, "fr.apps.io"))
-			if resp.StatusCode != 200 || body != want {
-				t.Fatalf("%d %q, want the whole body %q", resp.StatusCode, body, want)
-			}
-			next(t, fc, resp)
-		})
-	}
 }
 
 // TestFrontLargeBodies: a MiB with Content-Length and a MiB chunked arrive
