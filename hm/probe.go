@@ -103,7 +103,7 @@ func (p *prober) probe(ctx context.Context, t target, kc *keepConn) error {
 			kc.close()
 			// A kept connection the app closed while idle fails at once:
 			// try a fresh one, as browsers and net/http do.
-			if reused && attempt == 0 && ctx.Err() == nil && !isTimeout(err) && time.Now().Before(deadline) {
+			if reused && attempt == 0 && ctx.Err() == nil && !common.IsTimeout(err) && time.Now().Before(deadline) {
 				continue
 			}
 			return fmt.Errorf("get %s: %s", path, short(err, hc))
@@ -153,17 +153,12 @@ func (p *prober) roundTrip(ctx context.Context, c net.Conn, deadline time.Time, 
 	return resp.StatusCode, body, keep, nil
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
-}
-
 // short names a transport error the way an operator reads it in the
 // dashboard ("timeout after 1s", "connection refused") instead of Go's
 // nested "dial tcp …: connect: …".
 func short(err error, hc common.HealthConfig) string {
 	switch {
-	case isTimeout(err):
+	case common.IsTimeout(err):
 		return fmt.Sprintf("timeout after %s", time.Duration(hc.TimeoutMS)*time.Millisecond)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"

@@ -72,14 +72,15 @@ func newFront(r *Router, ln net.Listener, tlsCfg *tls.Config) *front {
 	}
 }
 
-// serve accepts connections until the listener is closed.
-func (f *front) serve() error {
+// serve accepts connections until the listener is closed; other accept
+// errors (out of file descriptors…) are waited out.
+func (f *front) serve() {
 	var delay time.Duration
 	for {
 		c, err := f.ln.Accept()
 		if err != nil {
 			if f.closing.Load() || errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
 			// Out of file descriptors and the like: back off, keep serving.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)

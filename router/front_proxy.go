@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/router/lb"
 	"github.com/dinp/dinp/router/table"
 )
@@ -47,16 +48,17 @@ func (fc *frontConn) handle(q *reqHead) bool {
 	case e.pool.Len() == 0:
 		st.e = e
 		keep = fc.reject(q, http.StatusServiceUnavailable, ErrNoEndpoints, "app "+e.route.App+" has no running instance")
-		e.m.observe(st.status, r.now().Sub(st.start))
 	default:
 		st.e = e
 		if e.route.Sticky && q.hasCookie {
 			st.sticky = stickyFromCookies(q.head)
 		}
 		keep = fc.proxy(q, e)
-		e.m.observe(st.status, r.now().Sub(st.start))
 	}
 	fc.now = r.now()
+	if st.e != nil {
+		st.e.m.observe(st.status, fc.now.Sub(st.start))
+	}
 	if r.cfg.AccessLog {
 		fc.accessLog(q)
 	}
@@ -73,24 +75,21 @@ func putRequestID(b []byte) {
 	hex.Encode(b, raw[:])
 }
 
-// stickyFromCookies returns the StickyCookie value of a request head.
+// stickyFromCookies returns the StickyCookie value of a request head, read
+// by net/http's cookie parser like on the ReverseProxy path (sticky routes
+// only: this allocates).
 func stickyFromCookies(head []byte) string {
+	req := &http.Request{Header: http.Header{}}
 	_, i := nextLine(head, 0)
 	for i < len(head)-2 {
 		var line []byte
 		line, i = nextLine(head, i)
-		name, v, _ := headerLine(line)
-		if kindOf(name) != hCookie {
-			continue
+		if name, v, _ := headerLine(line); kindOf(name) == hCookie {
+			req.Header.Add("Cookie", string(v))
 		}
-		for len(v) > 0 {
-			var pair []byte
-			pair, v, _ = bytes.Cut(v, []byte(";"))
-			k, val, _ := bytes.Cut(bytes.TrimSpace(pair), []byte("="))
-			if string(k) == StickyCookie {
-				return string(bytes.Trim(val, `"`))
-			}
-		}
+	}
+	if c, err := req.Cookie(StickyCookie); err == nil {
+		return c.Value
 	}
 	return ""
 }
@@ -309,11 +308,6 @@ func staleConn(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-func isTimeout(err error) bool {
-	var te interface{ Timeout() bool }
-	return errors.As(err, &te) && te.Timeout()
-}
-
 // roundTrip writes req on bc and reads the final response head, parsed into
 // fc.p. consumed says whether head was already taken out of bc.br (a head
 // too large for its buffer).
@@ -397,7 +391,7 @@ func (fc *frontConn) backendDeadline(bc *backendConn, t time.Time) {
 // it is the short first deadline running out, it starts watching the client
 // and extends the deadline to the response timeout (true: read again).
 func (fc *frontConn) slowBackend(bc *backendConn, err error, deadline time.Time) bool {
-	if fc.watching || fc.gone.Load() || !isTimeout(err) || !time.Now().Before(deadline) {
+	if fc.watching || fc.gone.Load() || !common.IsTimeout(err) || !time.Now().Before(deadline) {
 		return false
 	}
 	fc.startWatch(bc)
@@ -499,7 +493,7 @@ func (fc *frontConn) fill(bc *backendConn, need int) error {
 		if err == nil {
 			return nil
 		}
-		if fc.softArmed && !fc.watching && !fc.gone.Load() && isTimeout(err) {
+		if fc.softArmed && !fc.watching && !fc.gone.Load() && common.IsTimeout(err) {
 			fc.startWatch(bc)
 			fc.backendDeadline(bc, time.Time{})
 			continue

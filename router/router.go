@@ -194,11 +194,7 @@ func (r *Router) Run(ctx context.Context) error {
 		if f == nil {
 			continue
 		}
-		wg.Go(func() {
-			if err := f.serve(); err != nil {
-				errc <- err
-			}
-		})
+		wg.Go(f.serve)
 	}
 	wg.Go(func() { serve(r.srv, r.front.handoff) })
 	wg.Go(func() { serve(r.status, r.statusLn) })

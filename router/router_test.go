@@ -517,33 +517,6 @@ func TestStreamingPassThrough(t *testing.T) {
 	}
 }
 
-func TestDrainReportsUnhealthy(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	_ = rdb
-	cfg := testConfig(testenv.RedisAddr(), prefix)
-	cfg.DrainPeriod = 300 * time.Millisecond
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
-	cancel()
-	testenv.WaitFor(t, "draining", time.Second, func() bool {
-		resp, err := http.Get("http://" + r.StatusAddr() + "/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusServiceUnavailable
-	})
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-}
-
 func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {

@@ -88,8 +88,7 @@ func (r *Router) subscribeLoop(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			var nerr interface{ Timeout() bool }
-			if errors.As(err, &nerr) && nerr.Timeout() {
+			if common.IsTimeout(err) {
 				// Quiet channel: check the connection is alive; a dead one
 				// fails the next receive, which reconnects.
 				_ = ps.Ping(ctx)
