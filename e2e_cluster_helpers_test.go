@@ -648,16 +648,5 @@ func clusterFlakyTarball(t *testing.T) []byte {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build flaky app: %v\n%s", err, b)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: ./app\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "app.tar.gz")
-	if b, err := exec.Command("tar", "-C", dir, "-czf", out, "app", "Procfile").CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v %s", err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return binaryTarball(t, dir, "app")
 }

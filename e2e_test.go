@@ -285,11 +285,18 @@ func helloTarball(t *testing.T) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	buildBinary(t, dir, "hello", "./scripts/examples/hello")
-	if err := os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: ./hello\n"), 0o644); err != nil {
+	return binaryTarball(t, dir, "hello")
+}
+
+// binaryTarball packs the executable dir/name with a Procfile running it,
+// for the binary stack.
+func binaryTarball(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "Procfile"), []byte("web: ./"+name+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "hello.tar.gz")
-	if b, err := exec.Command("tar", "-C", dir, "-czf", out, "hello", "Procfile").CombinedOutput(); err != nil {
+	out := filepath.Join(t.TempDir(), name+".tar.gz")
+	if b, err := exec.Command("tar", "-C", dir, "-czf", out, name, "Procfile").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v %s", err, b)
 	}
 	b, err := os.ReadFile(out)
