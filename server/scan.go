@@ -130,20 +130,28 @@ func (s *headScanner) object(depth int, top bool) error {
 		} else if err := s.value(depth); err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return errNotJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return nil
-		default:
-			return errNotJSON
+		if done, err := s.sep('}'); done || err != nil {
+			return err
 		}
 	}
+}
+
+// sep reads what follows a member or element: ',' (more to come) or
+// closing (done).
+func (s *headScanner) sep(closing byte) (done bool, err error) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false, errNotJSON
+	}
+	switch s.b[s.i] {
+	case ',':
+		s.i++
+		return false, nil
+	case closing:
+		s.i++
+		return true, nil
+	}
+	return false, errNotJSON
 }
 
 // stringField reads a string (or null, which leaves it unchanged, as
@@ -184,18 +192,8 @@ func (s *headScanner) array(depth int) error {
 		if err := s.value(depth); err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return errNotJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return nil
-		default:
-			return errNotJSON
+		if done, err := s.sep(']'); done || err != nil {
+			return err
 		}
 	}
 }
