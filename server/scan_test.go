@@ -18,7 +18,7 @@ func checkHead(t *testing.T, body []byte) {
 	var h heartbeatHead
 	err := h.read(body)
 	var obj map[string]json.RawMessage
-	isObject := json.Valid(body) && json.Unmarshal(body, &obj) == nil
+	isObject := json.Valid(body) && json.Unmarshal(body, &obj) == nil && obj != nil // "null" decodes into a nil map
 	if !isObject {
 		if err == nil {
 			t.Fatalf("accepted %q", body)
