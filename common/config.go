@@ -20,6 +20,10 @@ type Base struct {
 	RedisAddr     string
 	RedisPassword string
 	RedisDB       int
+	// RedisSentinels, when set, names the Sentinels (host:port,...) that
+	// watch the Redis master RedisMaster; RedisAddr is then unused.
+	RedisSentinels string
+	RedisMaster    string
 	KeyPrefix     string // Redis key prefix (see Keys)
 	ClusterToken  string // shared secret of platform components (agents, builder, registry)
 	Domain        string // wildcard app domain: <app>.<Domain>
@@ -46,6 +50,8 @@ func (b *Base) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&b.RedisAddr, "redis-addr", b.RedisAddr, "Redis address host:port")
 	fs.StringVar(&b.RedisPassword, "redis-password", b.RedisPassword, "Redis password")
 	fs.IntVar(&b.RedisDB, "redis-db", b.RedisDB, "Redis database number")
+	fs.StringVar(&b.RedisSentinels, "redis-sentinels", b.RedisSentinels, "Redis Sentinel addresses host:port,... (high availability; replaces --redis-addr)")
+	fs.StringVar(&b.RedisMaster, "redis-master", b.RedisMaster, "name of the Redis master the Sentinels watch")
 	fs.StringVar(&b.KeyPrefix, "key-prefix", b.KeyPrefix, "prefix of every Redis key")
 	fs.StringVar(&b.ClusterToken, "cluster-token", b.ClusterToken, "shared secret of platform components")
 	fs.StringVar(&b.Domain, "domain", b.Domain, "wildcard domain of apps")

@@ -63,8 +63,9 @@ func (k Keys) LogCursors(node string) string { return k.p("log-cursors:" + node)
 // Leader holds the id of the current leader server, for display.
 func (k Keys) Leader() string { return k.p("leader") }
 
-// NodeSecrets is the hash node id → the node's identity secret, written by
-// the server on a node's first heartbeat.
+// NodeSecrets is the hash node id → SHA-256 of the node's identity secret:
+// a cache of the node_secrets table (the source of truth, in MySQL), read
+// by every heartbeat.
 func (k Keys) NodeSecrets() string { return k.p("node-secrets") }
 
 // NodeDigests is the hash node id → digest of its last heartbeat report,
@@ -74,3 +75,15 @@ func (k Keys) NodeDigests() string { return k.p("node-digests") }
 // HMMembers is the sorted set of live hm ids scored by their last heartbeat
 // (Redis server time, ms); hm instances shard the probes among its members.
 func (k Keys) HMMembers() string { return k.p("hm:members") }
+
+// Epoch is the store-epoch marker (see StoreEpoch): a random value set by
+// the first component that finds it missing. Its loss means Redis lost its
+// data.
+func (k Keys) Epoch() string { return k.p("epoch") }
+
+// RoutesComplete holds the epoch marker of the store for which the leader
+// has written every route. A router replaces its whole table from the
+// routes hash only while this matches Epoch: after Redis lost its data the
+// hash fills up one route at a time, and a partial hash must not read as
+// "these are all the apps".
+func (k Keys) RoutesComplete() string { return k.p("routes:complete") }

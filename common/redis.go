@@ -3,7 +3,9 @@ package common
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"log/slog"
 	"time"
 
@@ -26,11 +28,11 @@ func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
 // (to keep serving what it knows), so the client fails fast: a short dial
 // timeout and one retry instead of go-redis's default backoff chain.
 func (b Base) NewRedis() *redis.Client {
-	return redis.NewClient(RedisOptions(b))
+	return NewRedisClient(b, RedisOptions(b))
 }
 
 // RedisOptions returns the options NewRedis uses, for a component that must
-// adjust one of them (pool size, retries) before calling redis.NewClient.
+// adjust one of them (pool size, retries) before calling NewRedisClient.
 func RedisOptions(b Base) *redis.Options {
 	return &redis.Options{
 		Addr:          b.RedisAddr,
@@ -40,6 +42,86 @@ func RedisOptions(b Base) *redis.Options {
 		MaxRetries:    1,
 		DialerRetries: 1,
 	}
+}
+
+// NewRedisClient returns a client with opt's settings: a plain client for
+// b.RedisAddr, or, when b names Sentinels, go-redis's failover client,
+// which asks the Sentinels for the current master, follows failovers and
+// resubscribes pub/sub listeners on the new master.
+func NewRedisClient(b Base, opt *redis.Options) *redis.Client {
+	sentinels := SplitList(b.RedisSentinels)
+	if len(sentinels) == 0 {
+		return redis.NewClient(opt)
+	}
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:    b.RedisMaster,
+		SentinelAddrs: sentinels,
+		Password:      opt.Password,
+		DB:            opt.DB,
+		DialTimeout:   opt.DialTimeout,
+		ReadTimeout:   opt.ReadTimeout,
+		WriteTimeout:  opt.WriteTimeout,
+		MaxRetries:    opt.MaxRetries,
+		PoolSize:      opt.PoolSize,
+		DialerRetries: opt.DialerRetries,
+	})
+}
+
+// ValidateRedis checks the Redis settings every component shares.
+func (b Base) ValidateRedis() error {
+	if len(SplitList(b.RedisSentinels)) > 0 {
+		if b.RedisMaster == "" {
+			return errors.New("--redis-master is required with --redis-sentinels")
+		}
+		return nil
+	}
+	if b.RedisAddr == "" {
+		return errors.New("redis address is required")
+	}
+	return nil
+}
+
+// SplitList splits a comma-separated setting, dropping blanks.
+func SplitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// StoreEpoch names one life of the Redis data set: the epoch marker key
+// (created by whoever finds it missing) and the serving server's run id.
+// It changes when Redis restarts (even with its data: the run id), fails
+// over to a replica (run id), or loses its data (FLUSHALL, a restart
+// without persistence: the marker). Components that keep state in Redis
+// compare it between reads: a change means "rewrite what you own, and do
+// not judge anything by what is missing yet".
+func StoreEpoch(ctx context.Context, rdb redis.Cmdable, keys Keys) (string, error) {
+	pipe := rdb.Pipeline()
+	pipe.SetNX(ctx, keys.Epoch(), RandomToken(8), 0)
+	marker := pipe.Get(ctx, keys.Epoch())
+	info := pipe.Info(ctx, "server")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", fmt.Errorf("read store epoch: %w", err)
+	}
+	runID := ""
+	for _, line := range strings.Split(info.Val(), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			runID = v
+			break
+		}
+	}
+	return marker.Val() + "/" + runID, nil
+}
+
+// EpochMarker is the marker part of a StoreEpoch value (the part every
+// replica shares; the run id differs per Redis process).
+func EpochMarker(epoch string) string {
+	m, _, _ := strings.Cut(epoch, "/")
+	return m
 }
 
 // ReadHealth returns hm's last word on each of ids (from Keys.Health());

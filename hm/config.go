@@ -75,8 +75,8 @@ func (c *Config) validate() error {
 	if c.MemberTTL < 2*c.MemberHeartbeat {
 		errs = append(errs, fmt.Errorf("member-ttl (%s) must be at least twice member-heartbeat (%s)", c.MemberTTL, c.MemberHeartbeat))
 	}
-	if c.RedisAddr == "" {
-		errs = append(errs, errors.New("redis-addr is required"))
+	if err := c.ValidateRedis(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

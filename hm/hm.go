@@ -127,7 +127,7 @@ func New(cfg Config) (*HM, error) {
 	h.statusLn = ln
 	opts := common.RedisOptions(cfg.Base)
 	opts.PoolSize = max(10, cfg.Workers/8) // health writes come from the workers
-	h.rdb = redis.NewClient(opts)
+	h.rdb = common.NewRedisClient(cfg.Base, opts)
 	g := common.NewEngine()
 	g.GET("/health", func(c *gin.Context) {
 		if !h.routesOK.Load() {

@@ -152,8 +152,8 @@ func (c *Config) validate() error {
 	if c.DrainPeriod < 0 || c.FailMark < 0 || c.MaxConnsPerBackend < 0 {
 		errs = append(errs, errors.New("drain-period, fail-mark and max-conns-per-backend must not be negative"))
 	}
-	if c.RedisAddr == "" {
-		errs = append(errs, errors.New("redis-addr is required"))
+	if err := c.ValidateRedis(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

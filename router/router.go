@@ -496,5 +496,5 @@ func (w *recorder) code() int {
 func newRedis(b common.Base) *redis.Client {
 	opts := common.RedisOptions(b)
 	opts.MaxRetries = -1
-	return redis.NewClient(opts)
+	return common.NewRedisClient(b, opts)
 }

@@ -34,11 +34,15 @@ const maxHeartbeatBytes = 8 << 20
 var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Node identity: every heartbeat carries the node's secret in
-// common.HeaderNodeSecret. Servers learn a node's secret on first sight (trust on first use) and
-// refuse heartbeats for that node id with another one: the cluster token
-// says "an agent of this cluster", the secret says "the agent that owns this
-// node id". An operator resets an identity (a node reinstalled with a new
-// secret) with HDEL <prefix>:node-secrets <node id>.
+// common.HeaderNodeSecret. Servers learn a node's secret on first sight
+// (trust on first use) and refuse heartbeats for that node id with another
+// one: the cluster token says "an agent of this cluster", the secret says
+// "the agent that owns this node id". The secret's hash lives in MySQL
+// (table node_secrets, the source of truth: Redis losing its data must
+// neither lock a node out nor let another machine take its id) and is
+// cached in the Redis hash Keys.NodeSecrets, which the hot path reads. An
+// operator resets an identity (a node reinstalled with a new secret) by
+// deleting the node's row of node_secrets and its field of the hash.
 
 // minSecretLen is the shortest node secret accepted.
 const minSecretLen = 16
@@ -51,10 +55,12 @@ const minSecretLen = 16
 // refused heartbeat stores nothing.
 //
 // KEYS node-secrets, node:<id>, nodes, incoming key, node-digests; ARGV
-// node id, secret hash, report digest. It answers {0} when the node is
-// registered with another secret, else {1, changed}: changed is 1 when the
-// report's digest differs from the last one stored for the node, or the
-// node had no live heartbeat. The node's assignments are read by a plain
+// node id, secret hash, report digest, vouched ("1" when MySQL has just
+// confirmed the secret). It answers {0} when the node is registered with
+// another secret, {2} when the cache does not know the node and the secret
+// was not vouched for (the caller checks MySQL and calls again), else
+// {1, changed}: changed is 1 when the report's digest differs from the last
+// one stored for the node, or the node had no live heartbeat. The node's assignments are read by a plain
 // HGET in the same pipeline (8 KB through Lua costs as much as the rest).
 var beatScript = redis.NewScript(`
 local known = redis.call('HGET', KEYS[1], ARGV[1])
@@ -62,7 +68,13 @@ if known and known ~= ARGV[2] then
   redis.call('DEL', KEYS[4])
   return {0}
 end
-if not known then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if not known then
+  if ARGV[4] ~= '1' then
+    redis.call('DEL', KEYS[4])
+    return {2}
+  end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
 local changed = 1
 if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('HGET', KEYS[5], ARGV[1]) == ARGV[3] then changed = 0 end
 if changed == 1 then redis.call('HSET', KEYS[5], ARGV[1], ARGV[3]) end
@@ -80,7 +92,8 @@ var incomingTag = common.RandomToken(6)
 // storeBeat stores raw (a stamped heartbeat) as node's report in one
 // pipelined round trip and returns the script's answer (see beatScript)
 // with the node's assignments appended when it was accepted and they exist.
-func storeBeat(ctx context.Context, rdb *redis.Client, keys common.Keys, node, secretHash string, raw []byte, ttl time.Duration) ([]any, error) {
+// vouched says MySQL confirmed secretHash for node (see Server.vouch).
+func storeBeat(ctx context.Context, rdb *redis.Client, keys common.Keys, node, secretHash string, raw []byte, ttl time.Duration, vouched bool) ([]any, error) {
 	report := raw[:max(len(raw)-atSuffixLen, 0)]
 	digest := strconv.Itoa(len(report)) + ":" + strconv.FormatUint(uint64(crc32.Checksum(report, castagnoli)), 16)
 	incoming := keys.Node(node) + ":incoming:" + incomingTag + ":" + strconv.FormatUint(incomingSeq.Add(1), 36)
@@ -88,7 +101,11 @@ func storeBeat(ctx context.Context, rdb *redis.Client, keys common.Keys, node, s
 	for attempt := 0; ; attempt++ {
 		pipe := rdb.Pipeline()
 		pipe.Set(ctx, incoming, raw, ttl)
-		cmd := beatScript.EvalSha(ctx, pipe, kk, node, secretHash, digest)
+		v := "0"
+		if vouched {
+			v = "1"
+		}
+		cmd := beatScript.EvalSha(ctx, pipe, kk, node, secretHash, digest, v)
 		assigned := pipe.HGet(ctx, keys.Assignments(), node)
 		_, err := pipe.Exec(ctx)
 		if errors.Is(err, redis.Nil) {
@@ -170,6 +187,28 @@ func hashSecret(secret string) string {
 
 var errRedisDown = common.Errf(http.StatusServiceUnavailable, "unavailable", "state store unavailable")
 
+var errIdentityUnavailable = common.Errf(http.StatusServiceUnavailable, "unavailable",
+	"cannot check the node's identity: the database is unavailable")
+
+// vouch checks secretHash against the node's identity in MySQL, recording
+// it if the node has none yet (trust on first use, once per node for the
+// life of the database). Only heartbeats of nodes the Redis cache does not
+// know come here: a new node, or every node once after Redis lost its data.
+func (s *Server) vouch(ctx context.Context, node, secretHash string) (bool, error) {
+	pool := s.db.Load()
+	if pool == nil {
+		return false, errors.New("database not connected yet")
+	}
+	if _, err := pool.ExecContext(ctx, `INSERT IGNORE INTO node_secrets (node, secret_hash) VALUES (?, ?)`, node, secretHash); err != nil {
+		return false, err
+	}
+	var stored string
+	if err := pool.QueryRowContext(ctx, `SELECT secret_hash FROM node_secrets WHERE node = ?`, node).Scan(&stored); err != nil {
+		return false, err
+	}
+	return common.TokenEqual(stored, secretHash), nil
+}
+
 func (s *Server) routes() http.Handler {
 	r := common.NewEngine()
 	r.GET("/health", func(c *gin.Context) {
@@ -238,8 +277,23 @@ func (s *Server) heartbeat(c *gin.Context) {
 	// waiting out the client's retries, and changes nothing.
 	ctx, cancel := context.WithTimeout(c.Request.Context(), heartbeatTimeout)
 	defer cancel()
-	res, err := storeBeat(ctx, s.rdb, s.keys, hb.Node, hashSecret(secret), raw, 3*s.cfg.HeartbeatInterval)
-	if err != nil || len(res) == 0 || (len(res) < 2 && res[0] == int64(1)) {
+	secretHash := hashSecret(secret)
+	res, err := storeBeat(ctx, s.rdb, s.keys, hb.Node, secretHash, raw, 3*s.cfg.HeartbeatInterval, false)
+	if err == nil && len(res) == 1 && res[0] == int64(2) {
+		// The cache does not know this node (first beat ever, or Redis lost
+		// its data): MySQL decides, and the beat is stored once it agrees.
+		var ok bool
+		if ok, err = s.vouch(ctx, hb.Node, secretHash); err == nil && ok {
+			res, err = storeBeat(ctx, s.rdb, s.keys, hb.Node, secretHash, raw, 3*s.cfg.HeartbeatInterval, true)
+		} else if err == nil {
+			res = []any{int64(0)}
+		} else {
+			s.log.Warn("check node identity", "node", hb.Node, "err", err)
+			common.WriteError(c, errIdentityUnavailable)
+			return
+		}
+	}
+	if err != nil || len(res) == 0 || (len(res) < 2 && res[0] != int64(0)) {
 		s.log.Warn("store heartbeat", "node", hb.Node, "err", err)
 		common.WriteError(c, errRedisDown)
 		return
@@ -247,7 +301,7 @@ func (s *Server) heartbeat(c *gin.Context) {
 	if ok, _ := res[0].(int64); ok != 1 {
 		s.log.Warn("heartbeat refused: node secret mismatch", "node", hb.Node, "remote", c.ClientIP())
 		common.WriteError(c, common.Errf(http.StatusForbidden, "node_identity",
-			"node "+hb.Node+" is registered with another secret (an operator resets it with: redis-cli HDEL "+s.secretsKey+" "+hb.Node+")"))
+			"node "+hb.Node+" is registered with another secret (an operator resets it: DELETE FROM node_secrets WHERE node = '"+hb.Node+"'; redis-cli HDEL "+s.secretsKey+" "+hb.Node+")"))
 		return
 	}
 	// A report that changed is news for the leader now; an unchanged one

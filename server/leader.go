@@ -35,7 +35,9 @@ func (s *Server) campaign(ctx context.Context) {
 			return
 		}
 	}
+	s.db.Store(pool)
 	defer pool.Close()
+	defer s.db.Store(nil)
 	for {
 		if err := s.tryLead(ctx, pool); err != nil && ctx.Err() == nil {
 			s.log.Warn("leader election", "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -37,11 +38,28 @@ type decodedHealth struct {
 // leaderState is what the leader remembers between rounds. It is created
 // when leadership is gained and owned by the lead goroutine alone.
 type leaderState struct {
-	since    time.Time            // when this server became leader
-	lastSeen map[string]time.Time // node → when a new heartbeat was last observed
-	lastRaw  map[string]string    // node → last heartbeat JSON observed
-	decoded  map[string]decodedBeat
-	health   map[string]decodedHealth // instance → last decoded health value
+	since time.Time // when this server became leader
+	// trustFrom is when the view of actual state became trustworthy: since,
+	// or the first good read after Redis was unreachable, or a change of the
+	// store's epoch. Nodes are judged silent only from then on.
+	trustFrom time.Time
+	// epoch is the store epoch (common.StoreEpoch) of the last round.
+	epoch string
+	// storeDown is set by a failed Redis read, cleared by the next round
+	// whose reads succeed (which restarts trustFrom).
+	storeDown bool
+	// healthGraceUntil: until then an instance missing from the health
+	// hash keeps the verdict last read (hm rewrites what Redis lost).
+	healthGraceUntil time.Time
+	// completeFor is the epoch marker routes:complete was last set to.
+	completeFor string
+	// maxVersion is the highest route version this leader wrote or read,
+	// so versions never go back when Redis lost the counter.
+	maxVersion int64
+	lastSeen   map[string]time.Time // node → when a new heartbeat was last observed
+	lastRaw    map[string]string    // node → last heartbeat JSON observed
+	decoded    map[string]decodedBeat
+	health     map[string]decodedHealth // instance → last decoded health value
 	// wroteAssigned and wroteRoutes are the values behind assigned and
 	// routes, so a round compares Go values instead of encoding 50,000
 	// assignments to find that nothing changed. Cleared on resync.
@@ -57,6 +75,7 @@ type leaderState struct {
 func newLeaderState(now time.Time) *leaderState {
 	return &leaderState{
 		since:         now,
+		trustFrom:     now,
 		lastSeen:      map[string]time.Time{},
 		lastRaw:       map[string]string{},
 		decoded:       map[string]decodedBeat{},
@@ -95,8 +114,12 @@ func (s *Server) lead(ctx context.Context, pool *sql.DB) {
 // skips the round: partial data must never look like "nothing wanted".
 func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 	now := time.Now().UTC()
+	if !s.checkEpoch(ctx, st, now) {
+		return
+	}
 	if !now.Before(st.resyncAt) {
-		if err := s.resync(ctx, st); err != nil {
+		if err := s.resync(ctx, pool, st); err != nil {
+			st.storeDown = true
 			s.log.Warn("resync failed; skipping round", "err", err)
 			return
 		}
@@ -109,12 +132,13 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 	}
 	nodes, heartbeats, health, err := s.readActual(ctx, st, d, now)
 	if err != nil {
+		st.storeDown = true
 		s.log.Warn("read actual state failed; skipping round", "err", err)
 		return
 	}
 
 	plan := reconcile.Compute(reconcile.Input{
-		Now: now, Apps: d.apps, Instances: d.instances, Nodes: nodes, Health: health,
+		Now: now, Apps: d.apps, Instances: d.instances, Nodes: nodes, Health: health, TrustFrom: st.trustFrom,
 		Domain: s.cfg.Domain, LostAfter: 3 * s.cfg.HeartbeatInterval, DrainPeriod: s.cfg.DrainPeriod,
 		ReserveMB: s.cfg.MemoryReserveMB, StartTimeout: s.cfg.StartTimeout, MaxSurge: s.cfg.MaxSurge,
 		LivenessLimit: s.cfg.LivenessLimit, NewID: func() string { return common.RandomToken(6) },
@@ -123,8 +147,11 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 
 	// A placement failure is recorded when its reason changes, not every round.
 	events := append(plan.Events, observed...)
+	// Right after leadership or a store change the nodes have not all
+	// beaten yet: "no schedulable node" then is not news for the app.
+	settled := now.Sub(st.trustFrom) >= 3*s.cfg.HeartbeatInterval
 	for app, reason := range plan.Unplaced {
-		if st.unplaced[app] != reason {
+		if settled && st.unplaced[app] != reason {
 			events = append(events, reconcile.Event{AppID: app, Kind: reconcile.EventPlacement, Message: reason})
 			s.log.Warn("cannot place", "app_id", app, "reason", reason)
 		}
@@ -133,7 +160,9 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		s.log.Error("apply plan failed; nothing written", "err", err)
 		return
 	}
-	st.unplaced = plan.Unplaced
+	if settled {
+		st.unplaced = plan.Unplaced
+	}
 	st.seen = seen
 	s.logPlan(plan)
 	for _, rb := range plan.Rollbacks {
@@ -157,7 +186,56 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 	}
 	if err := s.writeRoutes(ctx, st, plan.Routes); err != nil {
 		s.log.Error("write routes", "err", err)
+		return
 	}
+	if m := common.EpochMarker(st.epoch); st.completeFor != m {
+		// Every wanted route is in the hash for this epoch: routers may
+		// take the hash as the whole table again.
+		if err := s.rdb.Set(ctx, s.keys.RoutesComplete(), m, 0).Err(); err != nil {
+			s.log.Warn("mark routes complete", "err", err)
+			return
+		}
+		st.completeFor = m
+	}
+}
+
+// checkEpoch reads the store epoch. A failed read skips the round. The
+// first good read after a failure, and any change of epoch (Redis
+// restarted, flushed or failed over), restart the leader's observation:
+// nodes are judged only on heartbeats seen from now on, health missing
+// from the hash keeps its last verdict for a while, and what the leader
+// owns in Redis (routes, assignments) is re-read and rewritten this round.
+func (s *Server) checkEpoch(ctx context.Context, st *leaderState, now time.Time) bool {
+	ep, err := common.StoreEpoch(ctx, s.rdb, s.keys)
+	if err != nil {
+		if !st.storeDown {
+			s.log.Warn("state store unreachable; skipping rounds, changing nothing", "err", err)
+		}
+		st.storeDown = true
+		return false
+	}
+	switch {
+	case st.epoch == "":
+		// First round of this leadership: since is the trust point already.
+	case ep != st.epoch:
+		s.log.Warn("state store changed (restarted, failed over or lost its data): waiting for fresh heartbeats before judging nodes; rewriting routes and assignments",
+			"old_epoch", st.epoch, "epoch", ep)
+		st.trustFrom, st.resyncAt = now, time.Time{}
+		st.healthGraceUntil = now.Add(s.healthGrace())
+	case st.storeDown:
+		s.log.Info("state store reachable again: waiting for fresh heartbeats before judging nodes")
+		st.trustFrom, st.resyncAt = now, time.Time{}
+		st.healthGraceUntil = now.Add(s.healthGrace())
+	}
+	st.epoch, st.storeDown = ep, false
+	return true
+}
+
+// healthGrace is how long health verdicts lost with Redis's data are
+// carried over: hm rewrites every verdict it holds within a refresh of
+// noticing the new epoch.
+func (s *Server) healthGrace() time.Duration {
+	return max(3*s.cfg.HeartbeatInterval, 15*time.Second)
 }
 
 // forgetNodes removes the nodes that have been silent for ForgetNodeAfter
@@ -194,6 +272,10 @@ func (s *Server) forgetNodes(ctx context.Context, pool *sql.DB, st *leaderState,
 		}
 		if k, _ := res.RowsAffected(); k == 0 && inTable {
 			continue // came back or got an instance meanwhile
+		}
+		if _, err := pool.ExecContext(ctx, `DELETE FROM node_secrets WHERE node = ?`, n.ID); err != nil {
+			s.log.Warn("forget node identity", "node", n.ID, "err", err)
+			continue
 		}
 		pipe := s.rdb.TxPipeline()
 		pipe.SRem(ctx, s.keys.Nodes(), n.ID)
@@ -309,20 +391,42 @@ func (s *Server) readActual(ctx context.Context, st *leaderState, d *desired, no
 		health[inst] = hs
 		decoded[inst] = decodedHealth{raw: raw, hs: hs}
 	}
+	if now.Before(st.healthGraceUntil) {
+		// Redis lost its data a moment ago: a verdict missing now is
+		// unknown, not unhealthy — keep the last one until hm rewrites it.
+		for inst, c := range st.health {
+			if _, ok := health[inst]; !ok {
+				health[inst] = c.hs
+				decoded[inst] = c
+			}
+		}
+	}
 	st.health = decoded
 	return nodes, heartbeats, health, nil
 }
 
 // resync reloads what Redis holds, so the next writes fix any drift (a
 // flushed Redis, a manual edit, another leader's last words).
-func (s *Server) resync(ctx context.Context, st *leaderState) error {
+func (s *Server) resync(ctx context.Context, pool *sql.DB, st *leaderState) error {
 	pipe := s.rdb.Pipeline()
 	routes := pipe.HGetAll(ctx, s.keys.Routes())
 	assigned := pipe.HGetAll(ctx, s.keys.Assignments())
+	version := pipe.Get(ctx, s.keys.RoutesVersion())
+	secrets := pipe.HGetAll(ctx, s.keys.NodeSecrets())
 	pipe.Set(ctx, s.keys.Leader(), s.cfg.ID, 0)
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
+	if v, _ := version.Int64(); v < st.maxVersion {
+		// The counter was lost (or went back with a lagging replica):
+		// versions routers report must never go backwards.
+		if err := s.rdb.Set(ctx, s.keys.RoutesVersion(), st.maxVersion, 0).Err(); err != nil {
+			return err
+		}
+	} else {
+		st.maxVersion = v
+	}
+	s.saveSecrets(ctx, pool, secrets.Val())
 	st.routes = map[string]string{}
 	for host, raw := range routes.Val() {
 		var r common.Route
@@ -336,6 +440,20 @@ func (s *Server) resync(ctx context.Context, st *leaderState) error {
 	st.wroteAssigned = map[string][]common.Assignment{}
 	st.wroteRoutes = map[string]common.Route{}
 	return nil
+}
+
+// saveSecrets copies node identities only Redis holds into MySQL (those
+// learnt before identities moved there), so losing Redis loses none.
+func (s *Server) saveSecrets(ctx context.Context, pool *sql.DB, secrets map[string]string) {
+	for node, hash := range secrets {
+		if len(hash) != 64 || !nodeIDRE.MatchString(node) {
+			continue
+		}
+		if _, err := pool.ExecContext(ctx, `INSERT IGNORE INTO node_secrets (node, secret_hash) VALUES (?, ?)`, node, hash); err != nil {
+			s.log.Warn("save node identity", "node", node, "err", err)
+			return
+		}
+	}
 }
 
 // writeAssignments writes the lists of the nodes whose list changed, all in
@@ -400,6 +518,7 @@ func (s *Server) writeRoutes(ctx context.Context, st *leaderState, routes map[st
 		if err != nil {
 			return fmt.Errorf("route %s: %w", host, err)
 		}
+		st.maxVersion = max(st.maxVersion, v)
 		r.Version = v
 		raw, err := json.Marshal(r)
 		if err != nil {

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,8 +102,8 @@ func (c *Config) validate() error {
 	if c.MySQLDSN == "" {
 		errs = append(errs, errors.New("mysql dsn is required"))
 	}
-	if c.RedisAddr == "" {
-		errs = append(errs, errors.New("redis address is required"))
+	if err := c.ValidateRedis(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Domain == "" {
 		errs = append(errs, errors.New("domain is required"))
@@ -131,6 +132,9 @@ type Server struct {
 	http       *http.Server
 
 	leader atomic.Bool
+	// db is the MySQL pool once campaign has opened it (nil before): the
+	// heartbeat path reads node identities from it when Redis lacks them.
+	db atomic.Pointer[sql.DB]
 	// poke coalesces reconcile triggers (heartbeats, pub/sub) into at most
 	// one pending round.
 	poke chan struct{}
@@ -174,7 +178,7 @@ const heartbeatConns = 128
 func newRedis(b common.Base) *redis.Client {
 	opt := common.RedisOptions(b)
 	opt.PoolSize = max(heartbeatConns, 10*runtime.GOMAXPROCS(0))
-	return redis.NewClient(opt)
+	return common.NewRedisClient(b, opt)
 }
 
 // Addr is the bound address of the heartbeat API.

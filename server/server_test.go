@@ -491,7 +491,7 @@ func TestServerRecordsPlacementFailure(t *testing.T) {
 	n1.start(t)
 	waitFor(t, "placement event", 5*time.Second, func() (bool, string) {
 		var msg string
-		e.pool.QueryRow(`SELECT message FROM events WHERE app_id = ? AND kind = 'placement'`, appID).Scan(&msg)
+		e.pool.QueryRow(`SELECT message FROM events WHERE app_id = ? AND kind = 'placement' ORDER BY id DESC LIMIT 1`, appID).Scan(&msg)
 		return strings.Contains(msg, "need 4096 MB, largest free 1024 MB"), msg
 	})
 	waitFor(t, "known, empty assignments", 5*time.Second, func() (bool, string) {
@@ -726,8 +726,9 @@ func TestServerRollsBackUnhealthyRelease(t *testing.T) {
 }
 
 // A node id is bound to the first secret heard for it; an impostor is
-// refused without touching the node's stored heartbeat, and an operator
-// resets the identity by deleting the hash field.
+// refused without touching the node's stored heartbeat, also after Redis
+// lost the identity cache (MySQL holds the truth), and an operator resets
+// the identity by deleting the row and the hash field.
 func TestHeartbeatNodeIdentity(t *testing.T) {
 	e := newEnv(t)
 	s := startServer(t, e.cfg)
@@ -766,7 +767,23 @@ func TestHeartbeatNodeIdentity(t *testing.T) {
 		t.Fatalf("stored heartbeat %+v %v: the impostor overwrote it", got, err)
 	}
 
+	// Redis loses its data: the real node is not locked out, the impostor
+	// still cannot take the id, and the cache is filled again.
+	e.rdb.Del(ctx, e.keys.NodeSecrets())
+	if status, _, _ := postHeartbeatAs(url, testToken, "other-secret-0123456789", impostor); status != http.StatusForbidden {
+		t.Fatalf("impostor after Redis lost the identities: %d, want 403", status)
+	}
+	if status, _, err := postHeartbeatAs(url, testToken, "first-secret-0123456789", hb); err != nil || status != http.StatusOK {
+		t.Fatalf("real node after Redis lost the identities: %d %v", status, err)
+	}
+	if got := e.rdb.HGet(ctx, e.keys.NodeSecrets(), "n1").Val(); got != hashSecret("first-secret-0123456789") {
+		t.Fatalf("identity cache not refilled: %q", got)
+	}
+
 	// Operator reset: the next secret heard is trusted.
+	if _, err := e.pool.Exec(`DELETE FROM node_secrets WHERE node = 'n1'`); err != nil {
+		t.Fatal(err)
+	}
 	e.rdb.HDel(ctx, e.keys.NodeSecrets(), "n1")
 	if status, _, err := postHeartbeatAs(url, testToken, "other-secret-0123456789", impostor); err != nil || status != http.StatusOK {
 		t.Fatalf("after reset: %d %v", status, err)
@@ -819,7 +836,7 @@ func TestBeatScriptChanged(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	beat := func(body string, at time.Time) []any {
-		res, err := storeBeat(ctx, e.rdb, e.keys, "n1", hashSecret("s"), stampHeartbeat([]byte(body), at), time.Second)
+		res, err := storeBeat(ctx, e.rdb, e.keys, "n1", hashSecret("s"), stampHeartbeat([]byte(body), at), time.Second, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -854,7 +871,7 @@ func TestBeatScriptChanged(t *testing.T) {
 		t.Fatalf("incoming keys left: %v", left)
 	}
 	// Another secret: refused, nothing stored, nothing left behind.
-	res, err := storeBeat(ctx, e.rdb, e.keys, "n1", hashSecret("other"), stampHeartbeat([]byte(`{"node":"n1"}`), t0), time.Second)
+	res, err := storeBeat(ctx, e.rdb, e.keys, "n1", hashSecret("other"), stampHeartbeat([]byte(`{"node":"n1"}`), t0), time.Second, true)
 	if err != nil || len(res) != 1 || res[0] != int64(0) {
 		t.Fatalf("foreign secret: %v %v", res, err)
 	}
@@ -904,30 +921,33 @@ func TestServerForgetsSilentNodes(t *testing.T) {
 		return err == nil, fmt.Sprint(err)
 	})
 	empty := map[string]string{"n1": "n2", "n2": "n1"}[busy]
-	known := func(id string) (row, member, secret bool) {
-		var n int
+	// secret: the identity is in MySQL and in the Redis cache; gone: in neither.
+	known := func(id string) (row, member, secret, gone bool) {
+		var n, k int
 		e.pool.QueryRow(`SELECT COUNT(*) FROM nodes WHERE id = ?`, id).Scan(&n)
+		e.pool.QueryRow(`SELECT COUNT(*) FROM node_secrets WHERE node = ?`, id).Scan(&k)
 		ctx := context.Background()
-		return n == 1, e.rdb.SIsMember(ctx, e.keys.Nodes(), id).Val(), e.rdb.HExists(ctx, e.keys.NodeSecrets(), id).Val()
+		cached := e.rdb.HExists(ctx, e.keys.NodeSecrets(), id).Val()
+		return n == 1, e.rdb.SIsMember(ctx, e.keys.Nodes(), id).Val(), cached && k == 1, !cached && k == 0
 	}
 	waitFor(t, "both nodes recorded", 5*time.Second, func() (bool, string) {
-		r1, m1, s1 := known(busy)
-		r2, m2, s2 := known(empty)
+		r1, m1, s1, _ := known(busy)
+		r2, m2, s2, _ := known(empty)
 		return r1 && m1 && s1 && r2 && m2 && s2, ""
 	})
 
 	agents[empty].set(func(a *fakeAgent) { a.paused = true })
 	waitFor(t, "silent empty node forgotten", 10*time.Second, func() (bool, string) {
-		r, m, sec := known(empty)
-		return !r && !m && !sec, fmt.Sprintf("row %v member %v secret %v", r, m, sec)
+		r, m, _, gone := known(empty)
+		return !r && !m && gone, fmt.Sprintf("row %v member %v identity gone %v", r, m, gone)
 	})
-	if r, m, sec := known(busy); !r || !m || !sec {
+	if r, m, sec, _ := known(busy); !r || !m || !sec {
 		t.Fatalf("busy node %s forgotten: row %v member %v secret %v", busy, r, m, sec)
 	}
 
 	agents[empty].set(func(a *fakeAgent) { a.paused = false })
 	waitFor(t, "returning node registered anew", 5*time.Second, func() (bool, string) {
-		r, m, sec := known(empty)
+		r, m, sec, _ := known(empty)
 		return r && m && sec, fmt.Sprintf("row %v member %v secret %v", r, m, sec)
 	})
 }

@@ -125,6 +125,14 @@ type Input struct {
 	Domain string
 	// LostAfter is how long a node may stay silent before it is lost.
 	LostAfter time.Duration
+	// TrustFrom is when the leader's view of actual state became
+	// trustworthy: when it gained leadership, when the state store came
+	// back after a failed read, or when the store's epoch changed (Redis
+	// restarted, lost its data or failed over). A node counts as silent only
+	// from then on, so no node is lost — and no instance replaced — before
+	// LostAfter of fresh observation: a missing heartbeat key right after
+	// Redis lost its data says nothing about the node.
+	TrustFrom time.Time
 	// DrainPeriod is how long a stopping instance stays assigned after it
 	// left the route, so in-flight requests finish.
 	DrainPeriod time.Duration
@@ -231,7 +239,7 @@ func Compute(in Input) Plan {
 	lostAt := make([]bool, len(nodeIDs))
 	for i, id := range nodeIDs {
 		nodeIdx[id], nodeList[i] = i, nodes[id]
-		if in.Now.Sub(nodes[id].LastSeen) >= in.LostAfter {
+		if in.Now.Sub(laterOf(nodes[id].LastSeen, in.TrustFrom)) >= in.LostAfter {
 			lost[id], lostAt[i] = true, true
 		}
 	}
@@ -649,6 +657,14 @@ func Compute(in Input) Plan {
 		plan.Assignments[id] = lists[i]
 	}
 	return plan
+}
+
+// laterOf returns the later of two times.
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // groupByApp returns, per index of the (sorted) apps, the instances of list

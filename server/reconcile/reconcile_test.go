@@ -841,3 +841,47 @@ func TestComputeOutputOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestComputeAfterStoreEpochChange: Redis came back empty (no heartbeat
+// key, no health) a second ago, after the nodes were last seen a minute
+// earlier. The plan must destroy, replace and reroute nothing; the same
+// input without the store epoch's TrustFrom loses every node, which is the
+// outage this guards against.
+func TestComputeAfterStoreEpochChange(t *testing.T) {
+	silent := func(id string) Node {
+		n := node(id, 1024)
+		n.Heartbeat = nil
+		n.LastSeen = t0.Add(-time.Minute)
+		return n
+	}
+	input := func(trustFrom time.Time) Input {
+		return Input{Now: t0, Apps: []App{webApp(3, 1, 1)}, Domain: "apps.io", LostAfter: lostAfter,
+			DrainPeriod: time.Second, StartTimeout: time.Minute, LivenessLimit: time.Minute, NewID: seqIDs(),
+			Instances: []Instance{inst("a", 1, 0, "n1", StateRunning), inst("b", 1, 1, "n2", StateRunning),
+				inst("c", 1, 2, "n3", StateRunning)},
+			Nodes:     []Node{silent("n1"), silent("n2"), silent("n3")},
+			Health:    map[string]common.HealthStatus{},
+			TrustFrom: trustFrom,
+		}
+	}
+	for _, since := range []time.Duration{time.Second, lostAfter - time.Millisecond} {
+		p := Compute(input(t0.Add(-since)))
+		eq(t, "delete", ids(p.Delete), "")
+		eq(t, "create", ids(p.Create), "")
+		eq(t, "update", ids(p.Update), "")
+		eq(t, "lost", strings.Join(p.Lost, ","), "")
+		eq(t, "rollbacks", fmt.Sprint(len(p.Rollbacks)), "0")
+		eq(t, "route", backends(p, "web.apps.io"), "a=10.0.0.1:30000/false,b=10.0.0.2:30001/false,c=10.0.0.3:30002/false")
+		for _, n := range []string{"n1", "n2", "n3"} {
+			if len(p.Assignments[n]) != 1 {
+				t.Fatalf("%s lost its assignment %v after %s of grace", n, p.Assignments[n], since)
+			}
+		}
+	}
+	// Fresh observation for LostAfter without a beat: now they are lost.
+	p := Compute(input(t0.Add(-lostAfter)))
+	eq(t, "lost after a full grace period", strings.Join(p.Lost, ","), "n1,n2,n3")
+	// No grace at all (the bug): every node lost at once.
+	p = Compute(input(time.Time{}))
+	eq(t, "lost without grace", strings.Join(p.Lost, ","), "n1,n2,n3")
+}
