@@ -24,10 +24,10 @@ type Base struct {
 	// watch the Redis master RedisMaster; RedisAddr is then unused.
 	RedisSentinels string
 	RedisMaster    string
-	KeyPrefix     string // Redis key prefix (see Keys)
-	ClusterToken  string // shared secret of platform components (agents, builder, registry)
-	Domain        string // wildcard app domain: <app>.<Domain>
-	LogLevel      string
+	KeyPrefix      string // Redis key prefix (see Keys)
+	ClusterToken   string // shared secret of platform components (agents, builder, registry)
+	Domain         string // wildcard app domain: <app>.<Domain>
+	LogLevel       string
 }
 
 // DefaultBase returns settings that work on one machine with every service on
