@@ -64,6 +64,8 @@ type HM struct {
 	routeTarget map[string]map[string]target
 	lastMembers []string
 	lastScan    time.Time
+	epoch       string // store epoch of the last refresh (common.StoreEpoch)
+	rewrite     bool   // the epoch changed: every verdict must be written again
 }
 
 // instance is one probed backend.
@@ -287,6 +289,20 @@ func (h *HM) refreshLoop(ctx context.Context) {
 func (h *HM) refresh(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
+	ep, err := common.StoreEpoch(rctx, h.rdb, h.keys)
+	if err != nil {
+		return err
+	}
+	if h.epoch != "" && ep != h.epoch {
+		// Redis restarted, failed over or lost its data: the health hash may
+		// have lost verdicts this hm holds, and hm writes only changes, so
+		// it writes all of them again now.
+		h.rewrite = true
+	}
+	h.epoch = ep
+	if h.rewrite && h.rewriteAll(rctx) {
+		h.rewrite = true
+	}
 	raw, err := h.rdb.HGetAll(rctx, h.keys.Routes()).Result()
 	if err != nil {
 		return fmt.Errorf("read routes: %w", err)
@@ -506,6 +522,36 @@ func (h *HM) write(ctx context.Context, id string, t target, tr *tracker) bool {
 		h.log.Warn("write health failed, will retry", "instance", id, "err", err)
 		return false
 	}
+	return true
+}
+
+// rewriteAll writes the verdict of every instance this hm probes that has
+// one, in one pipeline, and announces one change so the leader reads them.
+// false means it failed (retried at the next refresh).
+func (h *HM) rewriteAll(ctx context.Context) bool {
+	pipe := h.rdb.Pipeline()
+	n := 0
+	for id, inst := range h.instances {
+		inst.mu.Lock()
+		if !inst.stopped && inst.tr.status != "" {
+			t := *inst.target.Load()
+			hs := common.HealthStatus{Instance: id, App: t.App, Addr: t.Addr, Status: inst.tr.status, Since: inst.tr.since, Error: inst.tr.lastErr}
+			js, _ := json.Marshal(hs)
+			pipe.HSet(ctx, h.keys.Health(), id, js)
+			n++
+		}
+		inst.mu.Unlock()
+	}
+	if n == 0 {
+		return true
+	}
+	pipe.Publish(ctx, h.keys.HealthEvents(), "rewritten")
+	if _, err := pipe.Exec(ctx); err != nil {
+		h.met.redisErrors.Inc()
+		h.log.Warn("rewrite health after a store change", "err", err)
+		return false
+	}
+	h.log.Info("state store changed: health rewritten", "instances", n)
 	return true
 }
 

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,17 +103,17 @@ func TestFlappingInstance(t *testing.T) {
 func TestRedisOutageChangesNothing(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	keys := common.NewKeys(prefix)
-	px := newProxy(t, testenv.RedisAddr())
+	px := testenv.NewProxy(t, testenv.RedisAddr())
 	inst := newApp(t, 200)
 	putRoute(t, rdb, keys, common.Route{App: "cut", Health: fastHealth(), Backends: []common.Backend{
 		{Addr: inst.addr(), Instance: "c1"},
 	}})
-	h, _ := startHMWith(t, prefix, func(c *Config) { c.RedisAddr = px.addr })
+	h, _ := startHMWith(t, prefix, func(c *Config) { c.RedisAddr = px.Addr() })
 	testenv.WaitFor(t, "healthy", 3*time.Second, func() bool {
 		hs, _ := healthOf(t, rdb, keys, "c1")
 		return hs.Status == common.Healthy
 	})
-	px.cut()
+	px.Cut()
 	inst.status.Store(500)
 	testenv.WaitFor(t, "hm saw the failure while cut off", 3*time.Second, func() bool {
 		return testCounter(h.met.transitions.WithLabelValues(common.Unhealthy)) >= 1
@@ -122,10 +121,37 @@ func TestRedisOutageChangesNothing(t *testing.T) {
 	if hs, ok := healthOf(t, rdb, keys, "c1"); !ok || hs.Status != common.Healthy {
 		t.Fatalf("hash changed while hm was cut off: %+v %v", hs, ok)
 	}
-	px.restore(t)
+	px.Restore()
 	testenv.WaitFor(t, "unhealthy written after Redis returned", 5*time.Second, func() bool {
 		hs, _ := healthOf(t, rdb, keys, "c1")
 		return hs.Status == common.Unhealthy
+	})
+}
+
+// TestHealthRewrittenAfterDataLoss: hm writes only changes, so when Redis
+// loses its data (restart without persistence, FLUSHALL) it must write
+// every verdict it holds again, or the leader would see every instance
+// as unknown until each one happens to flip.
+func TestHealthRewrittenAfterDataLoss(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	keys := common.NewKeys(prefix)
+	inst := newApp(t, 200)
+	rt := common.Route{App: "kept", Health: fastHealth(), Backends: []common.Backend{{Addr: inst.addr(), Instance: "k1"}}}
+	putRoute(t, rdb, keys, rt)
+	startHM(t, prefix, 4)
+	testenv.WaitFor(t, "healthy", 3*time.Second, func() bool {
+		hs, _ := healthOf(t, rdb, keys, "k1")
+		return hs.Status == common.Healthy
+	})
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, prefix+":*", 100).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+	putRoute(t, rdb, keys, rt) // the leader rewrites its routes
+	testenv.WaitFor(t, "verdict written again without any change of health", 5*time.Second, func() bool {
+		hs, ok := healthOf(t, rdb, keys, "k1")
+		return ok && hs.Status == common.Healthy
 	})
 }
 
@@ -216,75 +242,6 @@ func TestProbeErrors(t *testing.T) {
 			}
 		}
 	})
-}
-
-// proxy is a TCP relay to Redis that the test can cut and restore.
-type proxy struct {
-	addr, to string
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[net.Conn]bool
-	wg       sync.WaitGroup
-}
-
-func newProxy(t *testing.T, to string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{addr: ln.Addr().String(), to: to, conns: map[net.Conn]bool{}}
-	p.serve(ln)
-	t.Cleanup(func() { p.cut(); p.wg.Wait() })
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.to)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns[c], p.conns[up] = true, true
-			p.mu.Unlock()
-			p.wg.Go(func() { io.Copy(up, c); up.Close() })
-			p.wg.Go(func() { io.Copy(c, up); c.Close() })
-		}
-	})
-}
-
-// cut closes the listener and every relayed connection.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-// restore listens again on the same address.
-func (p *proxy) restore(t *testing.T) {
-	var ln net.Listener
-	testenv.WaitFor(t, "proxy listening again", 3*time.Second, func() bool {
-		var err error
-		ln, err = net.Listen("tcp", p.addr)
-		return err == nil
-	})
-	p.serve(ln)
 }
 
 // testCounter reads a counter's value.

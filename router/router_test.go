@@ -474,6 +474,59 @@ func TestRedisDataLossKeepsTable(t *testing.T) {
 	}
 }
 
+// TestPartialRoutesAfterDataLoss: after Redis lost its data the leader
+// rewrites routes one at a time. A full resync that sees only some of them
+// must drop none of the others; once the leader marks the hash complete for
+// the store's epoch, a full resync is the whole truth again and removes
+// hosts that are really gone.
+func TestPartialRoutesAfterDataLoss(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	keys := common.NewKeys(prefix)
+	ctx := context.Background()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	markComplete := func() {
+		ep, err := common.StoreEpoch(ctx, rdb, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb.Set(ctx, keys.RoutesComplete(), common.EpochMarker(ep), 0)
+	}
+	writeRoute(t, rdb, keys, "a.apps.io", route("a", 0, be(a.addr(), "ia", true)))
+	writeRoute(t, rdb, keys, "b.apps.io", route("b", 0, be(b.addr(), "ib", true)))
+	markComplete()
+	cfg := testConfig(testenv.RedisAddr(), prefix)
+	cfg.ResyncInterval = 50 * time.Millisecond
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, r)
+	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
+
+	// Redis restarted empty; the leader has rewritten a's route so far.
+	for _, k := range []string{keys.Routes(), keys.RoutesVersion(), keys.Epoch(), keys.RoutesComplete()} {
+		rdb.Del(ctx, k)
+	}
+	writeRoute(t, rdb, keys, "a.apps.io", route("a", 0, be(a.addr(), "ia", true)))
+	before := counterValue(r.metrics.syncFails)
+	testenv.WaitFor(t, "two partial resyncs", 5*time.Second, func() bool { return counterValue(r.metrics.syncFails) > before+1 })
+	for host, want := range map[string]string{"a.apps.io": "a ", "b.apps.io": "b "} {
+		if resp, body := get(t, http.DefaultClient, r.Addr(), host, "/"); resp.StatusCode != 200 || body != want {
+			t.Fatalf("%s during the rewrite: %d %q", host, resp.StatusCode, body)
+		}
+	}
+
+	// The leader finished: b is really gone.
+	markComplete()
+	testenv.WaitFor(t, "b dropped once the hash is complete", 5*time.Second, func() bool {
+		resp, _ := get(t, http.DefaultClient, r.Addr(), "b.apps.io", "/")
+		return resp.StatusCode == http.StatusNotFound
+	})
+	if resp, _ := get(t, http.DefaultClient, r.Addr(), "a.apps.io", "/"); resp.StatusCode != 200 {
+		t.Fatalf("a after the rewrite: %d", resp.StatusCode)
+	}
+}
+
 func TestStreamingPassThrough(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	keys := common.NewKeys(prefix)

@@ -124,22 +124,29 @@ func (r *Router) fullLoad(ctx context.Context) error {
 	defer cancel()
 	pipe := r.rdb.Pipeline()
 	all := pipe.HGetAll(ctx, r.keys.Routes())
-	ver := pipe.Exists(ctx, r.keys.RoutesVersion())
-	if _, err := pipe.Exec(ctx); err != nil {
+	epoch := pipe.Get(ctx, r.keys.Epoch())
+	complete := pipe.Get(ctx, r.keys.RoutesComplete())
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		r.metrics.syncFails.Inc()
 		return fmt.Errorf("read routes: %w", err)
 	}
 	raw := all.Val()
-	if len(raw) == 0 && r.table.Len() > 0 && ver.Val() == 0 {
-		// Neither routes nor the version counter: Redis lost its data (a
-		// restart without persistence), not "every app was deleted". Keep
-		// serving until the server rewrites the routes.
+	// The hash is the whole table only once the leader has written every
+	// route for this life of the store. After Redis lost its data (restart
+	// without persistence, FLUSHALL) it is empty, then fills one route at a
+	// time: a host missing then is not a deleted app. Until the leader marks
+	// the hash complete, hosts are added and updated but none is dropped.
+	whole := epoch.Val() != "" && complete.Val() == epoch.Val()
+	if !whole && r.table.Len() > 0 {
 		r.metrics.syncFails.Inc()
-		return errors.New("routes hash and version counter are both missing; keeping the last table")
+		r.log.Debug("routes hash not marked complete for this store epoch; merging, dropping nothing")
 	}
 	var maxVer int64
 	r.table.Replace(func(old map[string]*entry) map[string]*entry {
 		m := make(map[string]*entry, len(raw))
+		if !whole {
+			maps.Copy(m, old)
+		}
 		for host, js := range raw {
 			host = table.NormalizeHost(host)
 			e, err := r.buildEntry(host, js, old[host])
