@@ -301,7 +301,7 @@ func (h *HM) refresh(ctx context.Context) error {
 	}
 	h.epoch = ep
 	if h.rewrite && h.rewriteAll(rctx) {
-		h.rewrite = true
+		h.rewrite = false
 	}
 	raw, err := h.rdb.HGetAll(rctx, h.keys.Routes()).Result()
 	if err != nil {
