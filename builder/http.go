@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db"
 )
 
 // routes is the builder API; every route but /health needs the cluster token.
@@ -61,6 +62,9 @@ func (b *Builder) writeError(c *gin.Context, err error) {
 	var ae *common.APIError
 	if !errors.As(err, &ae) {
 		b.log.Error("build request", "err", err, "app", c.Query("app"))
+		if db.IsUnavailable(err) {
+			err = common.Errf(http.StatusServiceUnavailable, "unavailable", db.UnavailableMessage())
+		}
 	}
 	common.WriteError(c, err)
 }

@@ -32,6 +32,9 @@ var (
 	ErrNotFound     = Errf(http.StatusNotFound, "not_found", "not found")
 )
 
+// RetryAfterSeconds is the Retry-After of every 503 answer.
+const RetryAfterSeconds = "5"
+
 // ErrorBody is the JSON shape of an error response.
 type ErrorBody struct {
 	Error APIError `json:"error"`
@@ -43,6 +46,10 @@ func WriteError(c *gin.Context, err error) {
 	var ae *APIError
 	if !errors.As(err, &ae) {
 		ae = Errf(http.StatusInternalServerError, "internal", "internal error")
+	}
+	if ae.Status == http.StatusServiceUnavailable {
+		// A dependency is down (MySQL, Redis): a client may retry shortly.
+		c.Header("Retry-After", RetryAfterSeconds)
 	}
 	c.AbortWithStatusJSON(ae.Status, ErrorBody{Error: *ae})
 }

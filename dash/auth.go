@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db"
 )
 
 // TokenPrefix starts every dash API token, so a leaked token is recognisable
@@ -139,6 +140,8 @@ func apiError(err error) *common.APIError {
 		return common.Errf(http.StatusConflict, "no_release", err.Error()+"; deploy first")
 	case errors.Is(err, context.Canceled):
 		return common.Errf(499, "canceled", "request canceled")
+	case db.IsUnavailable(err):
+		return common.Errf(http.StatusServiceUnavailable, "unavailable", db.UnavailableMessage())
 	}
 	return common.Errf(http.StatusInternalServerError, "internal", "internal error")
 }

@@ -60,7 +60,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 		"appState": appState,
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "apps", "app", "deploy", "account"} {
+	for _, name := range []string{"login", "apps", "app", "deploy", "account", "unavailable"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", name, err)
@@ -220,6 +220,14 @@ func (d *Dash) webFail(c *gin.Context, err error) {
 	ae := apiError(err)
 	if ae.Status >= 500 {
 		d.log.Error("web request failed", "path", c.FullPath(), "err", err)
+	}
+	if ae.Status == http.StatusServiceUnavailable {
+		// A banner, not a bare error: the user learns that it is the
+		// platform, that their apps are fine, and when to retry.
+		c.Header("Retry-After", common.RetryAfterSeconds)
+		d.render(c, ae.Status, "unavailable", page{Title: "Unavailable", Data: ae.Message})
+		c.Abort()
+		return
 	}
 	c.Header("Content-Type", "text/plain; charset=utf-8")
 	c.String(ae.Status, "%s (%s)\n", ae.Message, ae.Code)

@@ -5,10 +5,15 @@ package db
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -94,3 +99,40 @@ func IsDuplicate(err error) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && me.Number == 1062
 }
+
+// errUnavailableText tells a client why its request failed when the
+// database could not be reached: it retries, nothing was changed.
+var errUnavailableText = "the platform's database is unavailable; running apps are not affected; try again shortly"
+
+// IsUnavailable reports whether err means MySQL could not be reached or
+// dropped the connection (server stopped, network cut, too many
+// connections, a read that timed out) rather than a problem with the
+// request: such errors are a 503 for the client, never a 500.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1040, 1053, 1077, 1079, 1152, 1153, 1158, 1159, 1160, 1161, 1205, 1927, 2002, 2003, 2006, 2013:
+			// too many connections, shutdown in progress, aborted/timed-out
+			// connections, lock wait timeout, connection killed, lost server
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, mysql.ErrInvalidConn),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.As(err, &oe), errors.As(err, &ne):
+		return true
+	}
+	return strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "invalid connection")
+}
+
+// UnavailableMessage is what a client is told when IsUnavailable.
+func UnavailableMessage() string { return errUnavailableText }
