@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
@@ -78,6 +79,18 @@ func (p *clusterProc) stop(grace time.Duration) {
 type clusterOptions struct {
 	// StartTimeout is the servers' --start-timeout (0: the default).
 	StartTimeout time.Duration
+	// Redis, when set, replaces the shared test Redis: the Redis flags
+	// every process gets and the client the test reads with.
+	Redis *clusterRedis
+	// CuttableMySQL puts a proxy between the cluster's processes and MySQL
+	// (clusterEnv.mysqlProxy), to play a MySQL outage for this cluster only.
+	CuttableMySQL bool
+}
+
+// clusterRedis is a Redis of the test's own (see clusterOptions.Redis).
+type clusterRedis struct {
+	flags  []string
+	client *redis.Client
 }
 
 // clusterEnv is a real multi-process dinp cluster on 127.0.0.1: 2 servers,
@@ -102,6 +115,10 @@ type clusterEnv struct {
 	procs   map[string]*clusterProc
 	order   []string // start order of procs
 	client  *http.Client
+	// redisFlags are given to every process (empty: the shared test Redis).
+	redisFlags []string
+	// mysqlProxy is between the processes and MySQL (CuttableMySQL only).
+	mysqlProxy *testenv.Proxy
 }
 
 // clusterStart starts a whole cluster for t and waits until it is usable:
@@ -126,6 +143,18 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		domain: "apps.io",
 		procs:  map[string]*clusterProc{},
 		client: &http.Client{Timeout: 10 * time.Second},
+	}
+	if opts.Redis != nil {
+		c.rdb, c.redisFlags = opts.Redis.client, opts.Redis.flags
+	}
+	if opts.CuttableMySQL {
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.mysqlProxy = testenv.NewProxy(t, cfg.Addr)
+		cfg.Addr = c.mysqlProxy.Addr()
+		c.dsn = cfg.FormatDSN()
 	}
 	for i := 1; i <= 3; i++ {
 		c.nodes = append(c.nodes, fmt.Sprintf("cl-%s-%d", id, i))
@@ -227,7 +256,7 @@ func (c *clusterEnv) spawn(name, component string, args ...string) {
 		"--cluster-token", c.token,
 		"--domain", c.domain,
 		"--log-level", "debug",
-	}, args...)
+	}, append(append([]string(nil), c.redisFlags...), args...)...)
 	p := &clusterProc{name: name, args: all, logPath: filepath.Join(c.dir, name+".log")}
 	f, err := os.Create(p.logPath)
 	if err != nil {

@@ -58,11 +58,17 @@ CREATE DATABASE IF NOT EXISTS dinp CHARACTER SET utf8mb4;
 SQL
 }
 
+# Redis keeps app logs and log cursors, which are user data: it runs with an
+# append-only file (fsync every second), so a restart loses at most a second.
+# redis-sentinel is for high availability (see README) and the fault tests.
+DINP_REDIS_DIR=${DINP_REDIS_DIR:-/var/lib/dinp-redis}
 start_redis() {
-  apt_install redis-server redis-tools
+  apt_install redis-server redis-tools redis-sentinel
   if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
-    log "starting redis"
-    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no \
+    log "starting redis (append-only file in $DINP_REDIS_DIR)"
+    mkdir -p "$DINP_REDIS_DIR"
+    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' \
+      --appendonly yes --appendfsync everysec --dir "$DINP_REDIS_DIR" \
       --logfile /tmp/dinp-redis.log >/dev/null
     wait_for 20 redis-cli -h 127.0.0.1 ping || { log "redis did not start"; return 1; }
   fi
