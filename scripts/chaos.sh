@@ -65,18 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-used_ports=" "
-free_port() { # prints a free 127.0.0.1 port below the ephemeral range
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    case $used_ports in *" $p "*) continue ;; esac
-    python3 -c "import socket; socket.socket().bind(('127.0.0.1', $p))" 2>/dev/null && break
-  done
-  used_ports="$used_ports$p "
-  echo "$p"
-}
-
 # run NAME CMD...: start a process in the background, log to $WORK/NAME.log.
 run() {
   local name=$1; shift
@@ -100,7 +88,7 @@ mkdir -p "$WORK/app"
 tar -C "$WORK/app" -czf "$WORK/hello.tar.gz" hello Procfile
 
 # --- MariaDB of our own: a data dir and a port nobody else uses.
-MYSQL_PORT=$(free_port)
+free_port MYSQL_PORT
 start_mysql() {
   run mysql mariadbd --no-defaults --datadir="$WORK/mysql" --socket="$WORK/mysql.sock" \
     --port="$MYSQL_PORT" --bind-address=127.0.0.1 --user=root --skip-log-bin --innodb-buffer-pool-size=64M
@@ -116,7 +104,7 @@ DSN="dinp:dinp@tcp(127.0.0.1:$MYSQL_PORT)/dinp"
 
 # --- Redis of our own. Plain: one server without persistence. Sentinel:
 # a master, a replica and three sentinels.
-REDIS_PORT=$(free_port); REPLICA_PORT=$(free_port)
+free_port REDIS_PORT; free_port REPLICA_PORT
 start_redis_own() { # start_redis_own NAME PORT [MASTER_PORT]
   local name=$1 port=$2 master=${3:-}
   mkdir -p "$WORK/$name"
@@ -131,9 +119,11 @@ start_redis_own() { # start_redis_own NAME PORT [MASTER_PORT]
 # --- the platform: separate processes, so each can be killed on its own.
 start_platform() { # start_platform REDIS_FLAGS...
   local redis_flags=("$@")
-  REGISTRY=127.0.0.1:$(free_port); BUILDER=127.0.0.1:$(free_port); DASH=127.0.0.1:$(free_port)
-  ROUTER=127.0.0.1:$(free_port); ROUTER_STATUS=127.0.0.1:$(free_port); HM=127.0.0.1:$(free_port)
-  AGENT=127.0.0.1:$(free_port); SERVER1=127.0.0.1:$(free_port); SERVER2=127.0.0.1:$(free_port)
+  local v p
+  for v in REGISTRY BUILDER DASH ROUTER ROUTER_STATUS HM AGENT SERVER1 SERVER2; do
+    free_port p
+    printf -v "$v" '127.0.0.1:%s' "$p"
+  done
   local common=(--mysql-dsn "$DSN" --key-prefix "$PREFIX" --cluster-token "$TOKEN_CLUSTER" --domain "$DOMAIN" --log-level info "${redis_flags[@]}")
   local d
   for d in registry builder server-1 server-2 agent hm router dash; do mkdir -p "$WORK/data/$d"; done
@@ -260,7 +250,7 @@ start_redis_own redis-master "$REDIS_PORT"
 start_redis_own redis-replica "$REPLICA_PORT" "$REDIS_PORT"
 SENTINELS=
 for i in 1 2 3; do
-  sp=$(free_port)
+  free_port sp
   mkdir -p "$WORK/sentinel-$i"
   printf 'bind 127.0.0.1\nport %s\ndir %s\nsentinel monitor dinp 127.0.0.1 %s 2\nsentinel down-after-milliseconds dinp 1000\nsentinel failover-timeout dinp 5000\nsentinel parallel-syncs dinp 1\n' \
     "$sp" "$WORK/sentinel-$i" "$REDIS_PORT" >"$WORK/sentinel-$i/sentinel.conf"

@@ -27,6 +27,21 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# free_port VAR sets VAR to a free 127.0.0.1 port below the ephemeral range
+# (a kernel-chosen port could be taken by an outgoing connection before the
+# caller binds it), distinct from every port it gave before in this shell.
+_free_ports=" "
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 12000))
+    case $_free_ports in *" $p "*) continue ;; esac
+    python3 -c "import socket; socket.socket().bind(('127.0.0.1', $p))" 2>/dev/null && break
+  done
+  _free_ports="$_free_ports$p "
+  printf -v "$1" '%s' "$p"
+}
+
 wait_for() { # wait_for SECONDS CMD...
   local deadline=$((SECONDS + $1)); shift
   until "$@" >/dev/null 2>&1; do
