@@ -842,9 +842,10 @@ func TestComputeOutputOrder(t *testing.T) {
 	}
 }
 
-// TestComputeAfterStoreEpochChange: Redis came back empty (no heartbeat
-// key, no health) a second ago, after the nodes were last seen a minute
-// earlier. The plan must destroy, replace and reroute nothing; the same
+// TestComputeAfterStoreEpochChange: Redis came back empty a second ago —
+// actual state has no node at all (no heartbeat, no node set, no health;
+// the nodes are known only from MySQL's nodes table) — and the nodes were
+// last seen beating a minute earlier, before the outage. The plan must destroy, replace and reroute nothing; the same
 // input without the store epoch's TrustFrom loses every node, which is the
 // outage this guards against.
 func TestComputeAfterStoreEpochChange(t *testing.T) {
