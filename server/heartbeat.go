@@ -195,9 +195,14 @@ var errIdentityUnavailable = common.Errf(http.StatusServiceUnavailable, "unavail
 // life of the database). Only heartbeats of nodes the Redis cache does not
 // know come here: a new node, or every node once after Redis lost its data.
 func (s *Server) vouch(ctx context.Context, node, secretHash string) (bool, error) {
+	select {
+	case <-s.dbReady: // a server just started is still connecting
+	case <-ctx.Done():
+		return false, errors.New("database not connected yet")
+	}
 	pool := s.db.Load()
 	if pool == nil {
-		return false, errors.New("database not connected yet")
+		return false, errors.New("database not connected")
 	}
 	if _, err := pool.ExecContext(ctx, `INSERT IGNORE INTO node_secrets (node, secret_hash) VALUES (?, ?)`, node, secretHash); err != nil {
 		return false, err

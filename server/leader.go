@@ -36,6 +36,7 @@ func (s *Server) campaign(ctx context.Context) {
 		}
 	}
 	s.db.Store(pool)
+	s.dbReadyOnce.Do(func() { close(s.dbReady) })
 	defer pool.Close()
 	defer s.db.Store(nil)
 	for {

@@ -135,6 +135,9 @@ type Server struct {
 	// db is the MySQL pool once campaign has opened it (nil before): the
 	// heartbeat path reads node identities from it when Redis lacks them.
 	db atomic.Pointer[sql.DB]
+	// dbReady is closed when db is first set.
+	dbReady     chan struct{}
+	dbReadyOnce sync.Once
 	// poke coalesces reconcile triggers (heartbeats, pub/sub) into at most
 	// one pending round.
 	poke chan struct{}
@@ -165,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 		rdb:        newRedis(cfg.Base),
 		ln:         ln,
 		poke:       make(chan struct{}, 1),
+		dbReady:    make(chan struct{}),
 	}
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
