@@ -32,14 +32,14 @@ apt_install() {
 # caller binds it), distinct from every port it gave before in this shell.
 _free_ports=" "
 free_port() {
-  local p
+  local _fp
   while :; do
-    p=$((20000 + RANDOM % 12000))
-    case $_free_ports in *" $p "*) continue ;; esac
-    python3 -c "import socket; socket.socket().bind(('127.0.0.1', $p))" 2>/dev/null && break
+    _fp=$((20000 + RANDOM % 12000))
+    case $_free_ports in *" $_fp "*) continue ;; esac
+    python3 -c "import socket; socket.socket().bind(('127.0.0.1', $_fp))" 2>/dev/null && break
   done
-  _free_ports="$_free_ports$p "
-  printf -v "$1" '%s' "$p"
+  _free_ports="$_free_ports$_fp "
+  printf -v "$1" '%s' "$_fp"
 }
 
 wait_for() { # wait_for SECONDS CMD...
