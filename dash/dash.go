@@ -206,6 +206,7 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	api.GET("/tokens", d.listTokens)
 	api.POST("/tokens", d.createToken)
 	api.DELETE("/tokens/:id", d.revokeToken)
+	d.nodeRoutes(api)
 	api.GET("/builds/:id", d.showBuild)
 	api.GET("/builds/:id/log", d.buildLog)
 	api.GET("/apps", d.listApps)

@@ -1,0 +1,298 @@
+package dash
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dinp/dinp/common"
+)
+
+// Node states as the API shows them.
+const (
+	NodeReady    = "ready"    // beating, takes new instances
+	NodeDraining = "draining" // beating, its instances move elsewhere
+	NodeLost     = "lost"     // no live heartbeat
+)
+
+// Node is one Docker node as an admin sees it.
+type Node struct {
+	ID       string            `json:"id"`
+	Address  string            `json:"address"`
+	Labels   map[string]string `json:"labels"`
+	MemoryMB int64             `json:"memory_mb"`
+	CPUs     int               `json:"cpus"`
+	// ReservedMB is the memory of every instance placed on the node
+	// (pending and stopping ones included), as placement counts it.
+	ReservedMB int64  `json:"reserved_mb"`
+	Instances  int    `json:"instances"`
+	Drain      bool   `json:"drain"`
+	State      string `json:"state"`
+	// LastHeartbeat is when a server last received the node's heartbeat
+	// (nil when Redis holds none); HeartbeatAge is its age in seconds.
+	LastHeartbeat *time.Time `json:"last_heartbeat"`
+	HeartbeatAge  *float64   `json:"heartbeat_age_s"`
+}
+
+// NodeEvent is one admin action or observation on a node.
+type NodeEvent struct {
+	Kind    string    `json:"kind"`
+	Message string    `json:"message"`
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+}
+
+// errNodeBusy refuses to forget a node that still beats or runs instances.
+var errNodeBusy = common.Errf(http.StatusConflict, "node_busy", "only a lost node without instances can be forgotten; drain it and stop its agent first")
+
+func (d *Dash) nodeRoutes(api *gin.RouterGroup) {
+	nodes := api.Group("/nodes", requireAdmin)
+	nodes.GET("", d.listNodes)
+	nodes.GET("/:node", d.showNode)
+	nodes.POST("/:node/drain", d.drainNode(true))
+	nodes.POST("/:node/undrain", d.drainNode(false))
+	nodes.DELETE("/:node", d.forgetNode)
+}
+
+// listNodes answers every node with its state, and the leading server.
+func (d *Dash) listNodes(c *gin.Context) {
+	ctx := c.Request.Context()
+	list, err := d.store.nodes(ctx, "")
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	if err := d.addHeartbeats(ctx, list); err != nil {
+		d.fail(c, err)
+		return
+	}
+	leader, err := d.rdb.Get(ctx, d.keys.Leader()).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"nodes": list, "leader": leader})
+}
+
+func (d *Dash) showNode(c *gin.Context) {
+	ctx := c.Request.Context()
+	n, err := d.node(ctx, c.Param("node"))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	evs, err := d.store.nodeEvents(ctx, n.ID, listLimit)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"node": n, "events": evs})
+}
+
+// node is one node with its heartbeat.
+func (d *Dash) node(ctx context.Context, id string) (Node, error) {
+	list, err := d.store.nodes(ctx, id)
+	if err != nil {
+		return Node{}, err
+	}
+	if len(list) == 0 {
+		return Node{}, fmt.Errorf("node %s: %w", id, errNotFound)
+	}
+	if err := d.addHeartbeats(ctx, list); err != nil {
+		return Node{}, err
+	}
+	return list[0], nil
+}
+
+// drainNode sets or clears a node's drain flag: the leader then places
+// replacements elsewhere first and stops the node's instances once they
+// serve (no failed request), or lets the node take instances again.
+func (d *Dash) drainNode(drain bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ctx := c.Request.Context()
+		id := c.Param("node")
+		kind, msg := "undrain", "node takes new instances again"
+		if drain {
+			kind, msg = "drain", "node drained: its instances are replaced elsewhere, then stopped"
+		}
+		if err := d.store.setDrain(ctx, id, drain, kind, msg, currentUser(c).Name); err != nil {
+			d.fail(c, err)
+			return
+		}
+		d.publishDesired(ctx, "node:"+id)
+		n, err := d.node(ctx, id)
+		if err != nil {
+			d.fail(c, err)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"node": n})
+	}
+}
+
+// forgetNode removes a lost node that runs nothing: its row, identity and
+// Redis membership. If its machine comes back it registers anew.
+func (d *Dash) forgetNode(c *gin.Context) {
+	ctx := c.Request.Context()
+	n, err := d.node(ctx, c.Param("node"))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	if n.State != NodeLost || n.Instances > 0 {
+		d.fail(c, errNodeBusy)
+		return
+	}
+	if err := d.store.forgetNode(ctx, n.ID, currentUser(c).Name); err != nil {
+		d.fail(c, err)
+		return
+	}
+	pipe := d.rdb.TxPipeline()
+	pipe.SRem(ctx, d.keys.Nodes(), n.ID)
+	pipe.HDel(ctx, d.keys.NodeDigests(), n.ID)
+	pipe.HDel(ctx, d.keys.NodeSecrets(), n.ID)
+	pipe.HDel(ctx, d.keys.Assignments(), n.ID)
+	if _, err := pipe.Exec(ctx); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.publishDesired(ctx, "node:"+n.ID)
+	c.Status(http.StatusNoContent)
+}
+
+// addHeartbeats fills each node's last heartbeat and state from Redis (a
+// node key lives 3 heartbeat intervals: no key, no live node).
+func (d *Dash) addHeartbeats(ctx context.Context, list []Node) error {
+	if len(list) == 0 {
+		return nil
+	}
+	keys := make([]string, len(list))
+	for i, n := range list {
+		keys[i] = d.keys.Node(n.ID)
+	}
+	raws, err := d.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	for i := range list {
+		n := &list[i]
+		n.State = NodeLost
+		raw, ok := raws[i].(string)
+		if !ok {
+			continue
+		}
+		var hb struct {
+			At time.Time `json:"at"`
+		}
+		if json.Unmarshal([]byte(raw), &hb) == nil && !hb.At.IsZero() {
+			at := hb.At.UTC()
+			age := now.Sub(at).Seconds()
+			n.LastHeartbeat, n.HeartbeatAge = &at, &age
+		}
+		n.State = NodeReady
+		if n.Drain {
+			n.State = NodeDraining
+		}
+	}
+	return nil
+}
+
+// nodes reads every node (or the one with id, when id is not empty) with
+// the instances placed on it and the memory they reserve.
+func (s *store) nodes(ctx context.Context, id string) ([]Node, error) {
+	q := `SELECT n.id, n.address, n.labels_json, n.memory_mb, n.cpus, n.drain,
+		COUNT(i.id), COALESCE(SUM(r.memory_mb), 0)
+		FROM nodes n
+		LEFT JOIN instances i ON i.node = n.id
+		LEFT JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version
+		WHERE ? = '' OR n.id = ?
+		GROUP BY n.id, n.address, n.labels_json, n.memory_mb, n.cpus, n.drain
+		ORDER BY n.id`
+	rows, err := s.db.QueryContext(ctx, q, id, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Node{}
+	for rows.Next() {
+		var n Node
+		var labels string
+		if err := rows.Scan(&n.ID, &n.Address, &labels, &n.MemoryMB, &n.CPUs, &n.Drain, &n.Instances, &n.ReservedMB); err != nil {
+			return nil, err
+		}
+		n.Labels = map[string]string{}
+		if labels != "" {
+			if err := json.Unmarshal([]byte(labels), &n.Labels); err != nil {
+				return nil, fmt.Errorf("node %s labels: %w", n.ID, err)
+			}
+		}
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, rows.Err()
+}
+
+// setDrain sets a node's drain flag and records the change.
+func (s *store) setDrain(ctx context.Context, id string, drain bool, kind, msg, by string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE nodes SET drain = ? WHERE id = ?`, drain, id)
+		if err != nil {
+			return err
+		}
+		if k, _ := res.RowsAffected(); k == 0 {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM nodes WHERE id = ?`, id).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("node %s: %w", id, errNotFound)
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO node_events (node, kind, message, by_user) VALUES (?, ?, ?, ?)`, id, kind, msg, by)
+		return err
+	})
+}
+
+// forgetNode deletes a node's row and identity if it still runs nothing.
+func (s *store) forgetNode(ctx context.Context, id, by string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ? AND NOT EXISTS (SELECT 1 FROM instances WHERE node = ?)`, id, id)
+		if err != nil {
+			return err
+		}
+		if k, _ := res.RowsAffected(); k == 0 {
+			return errNodeBusy
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM node_secrets WHERE node = ?`, id); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO node_events (node, kind, message, by_user) VALUES (?, 'forget', 'node forgotten: it registers anew if it returns', ?)`, id, by)
+		return err
+	})
+}
+
+// nodeEvents returns a node's latest events, newest first.
+func (s *store) nodeEvents(ctx context.Context, id string, limit int) ([]NodeEvent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, message, by_user, at FROM node_events WHERE node = ? ORDER BY id DESC LIMIT ?`, id, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []NodeEvent{}
+	for rows.Next() {
+		var e NodeEvent
+		if err := rows.Scan(&e.Kind, &e.Message, &e.By, &e.At); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
