@@ -284,6 +284,7 @@ func clientCommands() []*cobra.Command {
 		clientDeployCommand(), clientPsCommand(f), clientScaleCommand(f),
 		clientEnvCommand(f), clientReleasesCommand(f), clientRollbackCommand(f),
 		clientLogsCommand(f), clientEventsCommand(f), clientDomainsCommand(f),
+		clientNodesCommand(f),
 	}
 }
 

@@ -131,6 +131,29 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Fatalf("apps --json: %v %+v", err, apps)
 	}
 
+	// The admin sees the node running both instances, drains and undrains
+	// it; a node that beats cannot be forgotten.
+	if out := c.ok("nodes"); !strings.Contains(out, p.node) || !strings.Contains(out, "ready") || !strings.Contains(out, "leader: ") {
+		t.Fatalf("nodes:\n%s", out)
+	}
+	var nodes struct {
+		Nodes []struct {
+			ID        string
+			State     string
+			Instances int
+		}
+	}
+	if err := json.Unmarshal([]byte(c.ok("nodes", "--json")), &nodes); err != nil || len(nodes.Nodes) != 1 || nodes.Nodes[0].ID != p.node || nodes.Nodes[0].Instances != 2 {
+		t.Fatalf("nodes --json: %v %+v", err, nodes)
+	}
+	if out := c.ok("nodes", "drain", p.node); !strings.Contains(out, "draining") {
+		t.Fatalf("nodes drain: %s", out)
+	}
+	c.ok("nodes", "undrain", p.node)
+	if _, errOut, code := c.run("", "nodes", "forget", p.node); code != 2 || !strings.Contains(errOut, "node_busy") {
+		t.Fatalf("forget a live node: exit %d %s", code, errOut)
+	}
+
 	// Scale down to one instance.
 	if out := c.ok("scale", "hello", "--instances", "1"); !strings.Contains(out, "1 instances") {
 		t.Fatalf("scale: %s", out)

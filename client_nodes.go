@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dinp/dinp/dash"
+)
+
+// clientNodesCommand is `dinp nodes` (admins): list the Docker nodes, and
+// drain, undrain or forget one.
+func clientNodesCommand(f *clientFlags) *cobra.Command {
+	cmd := f.withJSON(&cobra.Command{
+		Use:   "nodes",
+		Short: "List the Docker nodes (admins): capacity, reserved memory, instances, heartbeat, state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadClientConfig()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Nodes  []dash.Node `json:"nodes"`
+				Leader string      `json:"leader"`
+			}
+			if err := c.call("GET", "/nodes", nil, "", &out); err != nil {
+				return err
+			}
+			if f.asJSON {
+				return clientPrintJSON(cmd.OutOrStdout(), out)
+			}
+			w := clientTable(cmd.OutOrStdout())
+			fmt.Fprintln(w, "NODE\tADDRESS\tSTATE\tINSTANCES\tMEMORY\tHEARTBEAT\tLABELS")
+			for _, n := range out.Nodes {
+				beat := "-"
+				if n.HeartbeatAge != nil {
+					beat = fmt.Sprintf("%.0fs ago", *n.HeartbeatAge)
+				}
+				var labels []string
+				for k, v := range n.Labels {
+					labels = append(labels, k+"="+v)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%dM\t%s\t%s\n", n.ID, n.Address, n.State, n.Instances,
+					n.ReservedMB, n.MemoryMB, beat, clientLabels(labels))
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if out.Leader != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "leader: %s\n", out.Leader)
+			}
+			return nil
+		},
+	})
+	for _, a := range []struct{ use, short, method, path, done string }{
+		{"drain NODE", "Move a node's instances elsewhere (replacements first) and place nothing new on it", "POST", "/drain", "draining"},
+		{"undrain NODE", "Let a drained node take instances again", "POST", "/undrain", "ready"},
+		{"forget NODE", "Forget a lost node that runs nothing (it registers anew if it returns)", "DELETE", "", "forgotten"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   a.use,
+			Short: a.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := loadClientConfig()
+				if err != nil {
+					return err
+				}
+				if err := c.call(a.method, "/nodes/"+url.PathEscape(args[0])+a.path, nil, "", nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node %s %s\n", args[0], a.done)
+				return nil
+			},
+		})
+	}
+	return cmd
+}
+
+// clientLabels prints labels as sorted k=v pairs ("-" for none).
+func clientLabels(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	slices.Sort(s)
+	return strings.Join(s, ",")
+}
