@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -154,17 +155,23 @@ func (d *Dash) forgetNode(c *gin.Context) {
 		d.fail(c, err)
 		return
 	}
-	pipe := d.rdb.TxPipeline()
-	pipe.SRem(ctx, d.keys.Nodes(), n.ID)
-	pipe.HDel(ctx, d.keys.NodeDigests(), n.ID)
-	pipe.HDel(ctx, d.keys.NodeSecrets(), n.ID)
-	pipe.HDel(ctx, d.keys.Assignments(), n.ID)
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := d.forgetNodeState(ctx, n.ID); err != nil {
 		d.fail(c, err)
 		return
 	}
 	d.publishDesired(ctx, "node:"+n.ID)
 	c.Status(http.StatusNoContent)
+}
+
+// forgetNodeState removes a forgotten node from what Redis holds of it.
+func (d *Dash) forgetNodeState(ctx context.Context, id string) error {
+	pipe := d.rdb.TxPipeline()
+	pipe.SRem(ctx, d.keys.Nodes(), id)
+	pipe.HDel(ctx, d.keys.NodeDigests(), id)
+	pipe.HDel(ctx, d.keys.NodeSecrets(), id)
+	pipe.HDel(ctx, d.keys.Assignments(), id)
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // addHeartbeats fills each node's last heartbeat and state from Redis (a
@@ -295,4 +302,69 @@ func (s *store) nodeEvents(ctx context.Context, id string, limit int) ([]NodeEve
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// clusterData is what the Cluster page shows.
+type clusterData struct {
+	Nodes  []Node
+	Leader string
+}
+
+// webRequireAdmin lets only admins see the Cluster pages.
+func (d *Dash) webRequireAdmin(c *gin.Context) {
+	if !currentUser(c).IsAdmin {
+		d.webFail(c, common.Errf(http.StatusForbidden, "forbidden", "only admins may see the cluster"))
+		return
+	}
+	c.Next()
+}
+
+// webCluster shows every node with its memory reserved, the leader and the
+// node actions.
+func (d *Dash) webCluster(c *gin.Context) {
+	ctx := c.Request.Context()
+	list, err := d.store.nodes(ctx, "")
+	if err == nil {
+		err = d.addHeartbeats(ctx, list)
+	}
+	if err != nil {
+		d.webFail(c, err)
+		return
+	}
+	leader, err := d.rdb.Get(ctx, d.keys.Leader()).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		d.webFail(c, err)
+		return
+	}
+	d.render(c, http.StatusOK, "cluster", page{Title: "Cluster", Data: clusterData{Nodes: list, Leader: leader}})
+}
+
+// webNodeAction runs the drain, undrain or forget form of the Cluster page.
+func (d *Dash) webNodeAction(c *gin.Context) {
+	ctx := c.Request.Context()
+	id, by := c.Param("node"), currentUser(c).Name
+	var err error
+	var flash string
+	switch action := c.FullPath()[strings.LastIndexByte(c.FullPath(), '/')+1:]; action {
+	case "drain":
+		err = d.store.setDrain(ctx, id, true, "drain", "node drained: its instances are replaced elsewhere, then stopped", by)
+		flash = "node " + id + " draining: its instances move elsewhere"
+	case "undrain":
+		err = d.store.setDrain(ctx, id, false, "undrain", "node takes new instances again", by)
+		flash = "node " + id + " takes instances again"
+	case "forget":
+		var n Node
+		if n, err = d.node(ctx, id); err == nil {
+			if n.State != NodeLost || n.Instances > 0 {
+				err = errNodeBusy
+			} else if err = d.store.forgetNode(ctx, id, by); err == nil {
+				err = d.forgetNodeState(ctx, id)
+			}
+		}
+		flash = "node " + id + " forgotten"
+	}
+	if err == nil {
+		d.publishDesired(ctx, "node:"+id)
+	}
+	d.back(c, "/cluster", flash, err)
 }

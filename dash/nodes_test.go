@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -116,5 +118,43 @@ func TestNodesForAdmins(t *testing.T) {
 	e.pool.QueryRow(`SELECT COUNT(*) FROM node_secrets WHERE node = 'gone'`).Scan(&secrets)
 	if rows != 0 || secrets != 0 || e.rdb.SIsMember(ctx, e.keys.Nodes(), "gone").Val() {
 		t.Fatalf("forgotten node left: row %d, identity %d, member %v", rows, secrets, e.rdb.SIsMember(ctx, e.keys.Nodes(), "gone").Val())
+	}
+}
+
+// TestClusterPage: the Cluster page shows admins each node's state, memory
+// and the leader, and its Drain button drains; other users get 403 and no
+// Cluster link.
+func TestClusterPage(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	if _, err := e.pool.Exec(`INSERT INTO nodes (id, address, labels_json, memory_mb, cpus) VALUES ('web-1', '10.0.0.1', '{"disk":"ssd"}', 4096, 2)`); err != nil {
+		t.Fatal(err)
+	}
+	e.rdb.Set(ctx, e.keys.Node("web-1"), fmt.Sprintf(`{"node":"web-1","at":%q}`, time.Now().UTC().Format(time.RFC3339Nano)), time.Minute)
+	e.rdb.Set(ctx, e.keys.Leader(), "srv-9", 0)
+
+	b := newBrowser(t, e.url)
+	csrf := b.login(e.admin.User, e.admin.Password)
+	resp, page := b.get("/cluster")
+	for _, want := range []string{"web-1", "10.0.0.1", `class="badge ready"`, "0/4096 MB", "disk=ssd", "srv-9", "Drain"} {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(page, want) {
+			t.Fatalf("cluster page lacks %q (%d):\n%s", want, resp.StatusCode, page)
+		}
+	}
+	if resp, _ := b.post("/cluster/nodes/web-1/drain", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("drain form: %d", resp.StatusCode)
+	}
+	if _, page := b.get("/cluster"); !strings.Contains(page, `class="badge draining"`) || !strings.Contains(page, "Undrain") {
+		t.Fatalf("after drain:\n%s", page)
+	}
+
+	e.addUser("plain", "t-plain") // password "x"
+	u := newBrowser(t, e.url)
+	u.login("plain", "x")
+	if resp, _ := u.get("/cluster"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("non-admin cluster page: %d", resp.StatusCode)
+	}
+	if _, page := u.get("/apps"); strings.Contains(page, `href="/cluster"`) {
+		t.Fatal("non-admin sees the Cluster link")
 	}
 }

@@ -57,10 +57,11 @@ func parseTemplates() (map[string]*template.Template, error) {
 			}
 			return strconv.FormatInt(n, 10) + " B"
 		},
-		"appState": appState,
+		"appState":   appState,
+		"derefFloat": func(f *float64) float64 { return *f },
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "apps", "app", "deploy", "account", "unavailable"} {
+	for _, name := range []string{"login", "apps", "app", "deploy", "account", "unavailable", "cluster"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", name, err)
@@ -130,6 +131,11 @@ func (d *Dash) webRoutes(r *gin.Engine) {
 	w.POST("/account/teams/:team/members/:user/remove", d.webRemoveMember)
 	w.POST("/account/users", d.webCreateUser)
 	w.POST("/account/password", d.webPassword)
+	cl := w.Group("/cluster", d.webRequireAdmin)
+	cl.GET("", d.webCluster)
+	cl.POST("/nodes/:node/drain", d.webNodeAction)
+	cl.POST("/nodes/:node/undrain", d.webNodeAction)
+	cl.POST("/nodes/:node/forget", d.webNodeAction)
 	app := w.Group("/apps/:app", d.webLoadApp)
 	app.GET("", d.webApp)
 	app.GET("/deploy", d.webDeployPage)
