@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestNodesForAdmins: admins list nodes with their reserved memory,
@@ -148,9 +150,13 @@ func TestClusterPage(t *testing.T) {
 		t.Fatalf("after drain:\n%s", page)
 	}
 
-	e.addUser("plain", "t-plain") // password "x"
+	e.addUser("plain", "t-plain")
+	hash, _ := bcrypt.GenerateFromPassword([]byte("plain-password-1"), bcrypt.MinCost)
+	if _, err := e.pool.Exec(`UPDATE users SET password_hash = ? WHERE name = 'plain'`, string(hash)); err != nil {
+		t.Fatal(err)
+	}
 	u := newBrowser(t, e.url)
-	u.login("plain", "x")
+	u.login("plain", "plain-password-1")
 	if resp, _ := u.get("/cluster"); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("non-admin cluster page: %d", resp.StatusCode)
 	}
