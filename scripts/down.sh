@@ -8,7 +8,10 @@ DATA_DIR=${DINP_DATA_DIR:-/var/lib/dinp}
 pidfile=$DATA_DIR/dinp.pid
 log() { printf '==> %s\n' "$*" >&2; }
 
-if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+if [ -d /run/systemd/system ] && [ -f /etc/systemd/system/dinp-up.service ]; then
+  log "stopping the dinp-up unit"
+  systemctl disable --now dinp-up >/dev/null 2>&1 || true
+elif [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   pid=$(cat "$pidfile")
   log "stopping dinp (pid $pid)"
   kill -TERM "$pid"

@@ -22,7 +22,26 @@ mkdir -p bin "$DATA_DIR"
 CGO_ENABLED=0 go build -trimpath -o bin/dinp .
 
 pidfile=$DATA_DIR/dinp.pid
-if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+if [ -d /run/systemd/system ] && [ "${DINP_NO_SYSTEMD:-}" != 1 ]; then
+  # A machine with systemd: dinp runs as a unit and comes back after a reboot.
+  log "installing dinp as the systemd unit dinp-up (journalctl -u dinp-up)"
+  changed=0
+  cmp -s bin/dinp /usr/local/bin/dinp || { install -m 0755 bin/dinp /usr/local/bin/dinp; changed=1; }
+  mkdir -p /etc/dinp
+  cat >/etc/dinp/up.yaml <<YAML
+data-dir: "$DATA_DIR"
+domain: "$DOMAIN"
+dash-addr: "$DASH"
+router-addr: "$ROUTER"
+router-status-addr: "$ROUTER_STATUS"
+YAML
+  install -m 0644 scripts/systemd/dinp-up.service /etc/systemd/system/dinp-up.service
+  systemctl daemon-reload
+  systemctl enable dinp-up >/dev/null
+  if [ $changed = 1 ] || ! systemctl is-active --quiet dinp-up; then systemctl restart dinp-up; fi
+  wait_for 30 systemctl is-active --quiet dinp-up
+  systemctl show -p MainPID --value dinp-up >"$pidfile"
+elif [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   log "dinp is already running (pid $(cat "$pidfile"))"
 else
   log "starting dinp up (log: $DATA_DIR/dinp.log)"
