@@ -68,6 +68,7 @@ func TestChaos(t *testing.T) {
 			time.Sleep(time.Second)
 			c.restart("hm")
 		})
+		clusterDrainNode(t, c)
 	})
 
 	t.Run("sentinel_failover", func(t *testing.T) {
@@ -225,4 +226,51 @@ func startTestSentinel(t *testing.T, addr, name, master string) string {
 		return cl.Ping(context.Background()).Err()
 	})
 	return addr
+}
+
+// clusterDrainNode drains, through the admin API, a node running an
+// instance: the instance is replaced on another node first and stopped
+// after, with no failed request; the drained node then runs nothing.
+func clusterDrainNode(t *testing.T, c *clusterEnv) {
+	t.Helper()
+	detail, err := c.show("hello")
+	if err != nil || len(detail.Instances) == 0 {
+		t.Fatalf("show: %v %+v", err, detail)
+	}
+	node := detail.Instances[0].Node
+	l := c.load("hello")
+	if err := c.api("POST", "/api/v1/nodes/"+node+"/drain", nil, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(90*time.Second, "instances moved off the drained node", func() error {
+		d, err := c.show("hello")
+		if err != nil {
+			return err
+		}
+		healthy := 0
+		for _, in := range d.Instances {
+			if in.Node == node {
+				return fmt.Errorf("instance %s still on %s (%s)", in.ID, node, in.State)
+			}
+			if in.State == "running" && in.Health == "healthy" {
+				healthy++
+			}
+		}
+		if healthy != 3 {
+			return fmt.Errorf("%d healthy instances", healthy)
+		}
+		return nil
+	})
+	l.requireNoFailure(t, "drain "+node)
+	var shown struct {
+		Node   struct{ State string } `json:"node"`
+		Events []struct{ Kind string } `json:"events"`
+	}
+	if err := c.api("GET", "/api/v1/nodes/"+node, nil, "", &shown); err != nil || shown.Node.State != "draining" ||
+		len(shown.Events) == 0 || shown.Events[0].Kind != "drain" {
+		t.Fatalf("node after drain: %v %+v", err, shown)
+	}
+	if err := c.api("POST", "/api/v1/nodes/"+node+"/undrain", nil, "", nil); err != nil {
+		t.Fatal(err)
+	}
 }
