@@ -263,7 +263,7 @@ func clusterDrainNode(t *testing.T, c *clusterEnv) {
 	})
 	l.requireNoFailure(t, "drain "+node)
 	var shown struct {
-		Node   struct{ State string } `json:"node"`
+		Node   struct{ State string }  `json:"node"`
 		Events []struct{ Kind string } `json:"events"`
 	}
 	if err := c.api("GET", "/api/v1/nodes/"+node, nil, "", &shown); err != nil || shown.Node.State != "draining" ||
