@@ -33,13 +33,15 @@ func TestChaos(t *testing.T) {
 
 	t.Run("store_and_process_faults", func(t *testing.T) {
 		r := startTestRedis(t, freeAddr(t), "")
-		c := clusterStart(t, bin, clusterOptions{CuttableMySQL: true,
+		// The default heartbeat interval (2 s; lost after 6 s): the faults
+		// below last longer than that.
+		c := clusterStart(t, bin, clusterOptions{CuttableMySQL: true, HeartbeatInterval: 2 * time.Second,
 			Redis: &clusterRedis{flags: []string{"--redis-addr", r.addr}, client: r.client()}})
 		c.createAndDeploy("hello", 3, hello)
 
 		chaosFault(t, c, "redis_restarted_empty", func() {
 			r.kill(t)                   // no persistence: it comes back with nothing
-			time.Sleep(8 * time.Second) // longer than the node-loss limit (3 × 1 s)
+			time.Sleep(12 * time.Second) // longer than the node-loss limit (3 × 2 s)
 			r.start(t)
 		})
 		chaosFault(t, c, "mysql_down", func() {
@@ -80,7 +82,7 @@ func TestChaos(t *testing.T) {
 		}
 		ha := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "dinp-test", SentinelAddrs: sentinels})
 		t.Cleanup(func() { ha.Close() })
-		c := clusterStart(t, bin, clusterOptions{Redis: &clusterRedis{client: ha,
+		c := clusterStart(t, bin, clusterOptions{HeartbeatInterval: 2 * time.Second, Redis: &clusterRedis{client: ha,
 			flags: []string{"--redis-sentinels", strings.Join(sentinels, ","), "--redis-master", "dinp-test"}}})
 		c.createAndDeploy("hello", 3, hello)
 		waitFor(t, 20*time.Second, "replica in sync", func() error {
@@ -140,7 +142,7 @@ func chaosFault(t *testing.T, c *clusterEnv, name string, fault func()) {
 	})
 	recovered := time.Since(faultEnd)
 	// Past the node-loss limit and several rounds: nothing was replaced.
-	clusterSameContainers(t, c, before, 6*time.Second, "after "+name)
+	clusterSameContainers(t, c, before, 8*time.Second, "after "+name)
 	l.requireNoFailure(t, name)
 	t.Logf("%s: %d requests, 0 failed, 0 containers recreated, route whole %.1f s after the fault ended (fault %.1f s)",
 		name, l.ok.Load(), recovered.Seconds(), faultEnd.Sub(start).Seconds())

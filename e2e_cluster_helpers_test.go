@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -79,6 +80,9 @@ func (p *clusterProc) stop(grace time.Duration) {
 type clusterOptions struct {
 	// StartTimeout is the servers' --start-timeout (0: the default).
 	StartTimeout time.Duration
+	// HeartbeatInterval is the servers' --heartbeat-interval (0: 1 s; a
+	// node is lost after 3).
+	HeartbeatInterval time.Duration
 	// Redis, when set, replaces the shared test Redis: the Redis flags
 	// every process gets and the client the test reads with.
 	Redis *clusterRedis
@@ -174,7 +178,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	c.spawn("registry", "registry", "--registry-addr", registry)
 	for i, addr := range c.servers {
 		args := []string{"--addr", addr, "--server-id", fmt.Sprintf("srv-%d", i+1),
-			"--heartbeat-interval", "1s", "--drain-period", "1s"}
+			"--heartbeat-interval", cmp.Or(opts.HeartbeatInterval, time.Second).String(), "--drain-period", "1s"}
 		if opts.StartTimeout > 0 {
 			args = append(args, "--start-timeout", opts.StartTimeout.String())
 		}
