@@ -40,7 +40,7 @@ func TestChaos(t *testing.T) {
 		c.createAndDeploy("hello", 3, hello)
 
 		chaosFault(t, c, "redis_restarted_empty", func() {
-			r.kill(t)                   // no persistence: it comes back with nothing
+			r.kill(t)                    // no persistence: it comes back with nothing
 			time.Sleep(12 * time.Second) // longer than the node-loss limit (3 × 2 s)
 			r.start(t)
 		})
