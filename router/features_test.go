@@ -662,7 +662,7 @@ func TestConnPoolSweep(t *testing.T) {
 	p.put(stale, now.Add(-2*p.idleTimeout))
 	p.put(fresh, now)
 	p.sweep(now)
-	if got, _, err := p.get(context.Background(), "old:1", now); err != nil || got != fresh {
+	if got, _, err := p.get(context.Background(), "old:1", false, now); err != nil || got != fresh {
 		t.Fatalf("after sweep got %v %v, want the fresh connection", got, err)
 	}
 	stalePeer.SetReadDeadline(time.Now().Add(time.Second))
