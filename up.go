@@ -111,6 +111,9 @@ func runUp(ctx context.Context, c upConfig) error {
 	c.builder.RegistryAddr = c.registry.Addr
 	c.builder.RegistryHost = c.registry.Addr
 	c.agent.ServerURL = "http://" + c.server.Addr
+	// The router and hm share the agent's node: they reach its instances at
+	// their container addresses, skipping the engine's port proxy.
+	c.router.NodeID, c.hm.NodeID = c.agent.NodeID, c.agent.NodeID
 	c.dash.BuilderURL = "http://" + c.builder.Addr
 
 	var runners []runner
