@@ -43,6 +43,15 @@ func (a *Agent) observe(ctx context.Context) ([]common.Container, error) {
 		seen[s.ID] = true
 		c := containerFromSummary(s)
 		info, ok := a.inspects[s.ID]
+		if (!ok || info.state != string(s.State)) && (a.busy[c.Instance] || a.busy[containerKey(s.ID)]) {
+			// A start or a stop is in flight: the engine holds the
+			// container's lock until it ends (seconds on a busy engine) and
+			// an inspect would wait for it, delaying the heartbeat past the
+			// node's liveness window. The list's view is enough; the round
+			// after the task inspects it.
+			out = append(out, c)
+			continue
+		}
 		if !ok || info.state != string(s.State) {
 			ins, err := a.docker.ContainerInspect(ctx, s.ID)
 			switch {

@@ -1,7 +1,12 @@
 package agent
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/dinp/dinp/common"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -40,5 +45,61 @@ func TestContainerLocalAddr(t *testing.T) {
 				t.Errorf("LocalAddr = %q, want %q", got.LocalAddr, c.want)
 			}
 		})
+	}
+}
+
+// inspectCounter counts the engine inspects of the agent.
+type inspectCounter struct {
+	*fakeDocker
+	n atomic.Int64
+}
+
+func (d *inspectCounter) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	d.n.Add(1)
+	return d.fakeDocker.ContainerInspect(ctx, id)
+}
+
+// A container with a start or stop in flight is reported from the list
+// without an inspect (the engine would make it wait for the task, holding
+// up the heartbeat); it is inspected once the task is over.
+func TestObserveSkipsInspectWhileTaskInFlight(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d := &inspectCounter{fakeDocker: newFakeDocker(clock.Now)}
+	s, url := startFakeServer(t, testToken)
+	a, err := New(testConfig(url, d, clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.ln.Close() })
+	s.set(200, true, assignment("web", "i1", 0))
+	round(t, a)
+
+	d.mu.Lock()
+	for _, c := range d.containers {
+		c.state = common.StateExited // a change the agent has not inspected yet
+	}
+	d.mu.Unlock()
+	for _, key := range []string{"i1", ""} {
+		var busyKey string
+		if key != "" {
+			busyKey = key
+		} else {
+			cs, _ := d.ContainerList(context.Background(), container.ListOptions{})
+			busyKey = containerKey(cs[0].ID)
+		}
+		a.busy[busyKey] = true
+		before := d.n.Load()
+		cs, err := a.observe(context.Background())
+		if err != nil || len(cs) != 1 || cs[0].State != common.StateExited || cs[0].Instance != "i1" {
+			t.Fatalf("observe = %+v, %v", cs, err)
+		}
+		if d.n.Load() != before {
+			t.Fatalf("busy %q: inspected a container with a task in flight", busyKey)
+		}
+		delete(a.busy, busyKey)
+	}
+	before := d.n.Load()
+	if _, err := a.observe(context.Background()); err != nil || d.n.Load() != before+1 {
+		t.Fatalf("task over: %d inspects, %v", d.n.Load()-before, err)
 	}
 }
