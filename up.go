@@ -116,6 +116,11 @@ func runUp(ctx context.Context, c upConfig) error {
 	c.router.NodeID, c.hm.NodeID = c.agent.NodeID, c.agent.NodeID
 	c.dash.BuilderURL = "http://" + c.builder.Addr
 
+	// The router carries every request, so the process gets the Ps of a
+	// `dinp router` (router.Config.ApplyProcs); the other components do not
+	// mind spare Ps.
+	c.router.ApplyProcs()
+
 	var runners []runner
 	add := func(r runner, err error) error {
 		if err != nil {

@@ -11,10 +11,15 @@
 #                     runs on the agent's node, so it dials each instance at
 #                     its container address (README: "Which address a router
 #                     dials").
+#   router-local      wrk → a separate `dinp router --node-id <the node>` →
+#                     the instances' container addresses (the same path as
+#                     `router`, in a process of its own).
 #   router-published  wrk → a `dinp router` on no node (--node-id unset) →
 #                     the same instances at their published ports, through
 #                     the engine's port proxy: the path before node-local
 #                     addresses, and that of a router on another machine.
+#                     router-local/router-published isolates what the
+#                     node-local path gains with everything else equal.
 #   nginx             wrk → nginx (workers = cores, keepalive upstream) →
 #                     the 3 published ports.
 #   direct            wrk → one instance's container address (no proxy): the
@@ -27,8 +32,8 @@
 # file; BENCH_LOG_LEVEL=info measures that).
 #
 # Environment: BENCH_DURATION (8s), BENCH_ROUNDS (3), BENCH_CONNS (64),
-# BENCH_TARGETS ("router router-published nginx direct"), BENCH_PORT (first
-# of 12 ports, 19300), BENCH_LOG_LEVEL (warn).
+# BENCH_TARGETS ("router router-local router-published nginx direct"),
+# BENCH_PORT (first of 13 ports, 19300), BENCH_LOG_LEVEL (warn).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,13 +43,14 @@ source "$ROOT/scripts/services.sh"
 DURATION=${BENCH_DURATION:-8s}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNS:-64}
-TARGETS=${BENCH_TARGETS:-router router-published nginx direct}
+TARGETS=${BENCH_TARGETS:-router router-local router-published nginx direct}
 PORT=${BENCH_PORT:-19300}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
 DASH=127.0.0.1:$PORT ROUTER=127.0.0.1:$((PORT + 1)) ROUTER_STATUS=127.0.0.1:$((PORT + 2))
 PUB_ROUTER=127.0.0.1:$((PORT + 3)) PUB_STATUS=127.0.0.1:$((PORT + 4)) NGINX=127.0.0.1:$((PORT + 5))
 REGISTRY=127.0.0.1:$((PORT + 6)) BUILDER=127.0.0.1:$((PORT + 7)) SERVER=127.0.0.1:$((PORT + 8))
 AGENT=127.0.0.1:$((PORT + 9)) HM=127.0.0.1:$((PORT + 10))
+LOCAL_ROUTER=127.0.0.1:$((PORT + 11)) LOCAL_STATUS=127.0.0.1:$((PORT + 12))
 APP=hello DOMAIN=apps.io HOST=hello.apps.io
 ID=benchup$$
 NODE=$ID DB=$ID PREFIX=$ID
@@ -119,6 +125,9 @@ log "instances: published ${PUBLISHED[*]}; node-local ${LOCAL[*]}"
 "$TMP/dinp" router --addr "$PUB_ROUTER" --status-addr "$PUB_STATUS" --key-prefix "$PREFIX" \
   --redis-addr 127.0.0.1:6379 --domain "$DOMAIN" --log-level warn >"$TMP/router-published.log" 2>&1 &
 PIDS+=($!)
+"$TMP/dinp" router --addr "$LOCAL_ROUTER" --status-addr "$LOCAL_STATUS" --key-prefix "$PREFIX" --node-id "$NODE" \
+  --redis-addr 127.0.0.1:6379 --domain "$DOMAIN" --log-level warn >"$TMP/router-local.log" 2>&1 &
+PIDS+=($!)
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -161,7 +170,8 @@ nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" & PIDS+=($!)
 
 target_url() {
   case $1 in
-    router) echo "http://$ROUTER/" ;; router-published) echo "http://$PUB_ROUTER/" ;;
+    router) echo "http://$ROUTER/" ;; router-local) echo "http://$LOCAL_ROUTER/" ;;
+    router-published) echo "http://$PUB_ROUTER/" ;;
     nginx) echo "http://$NGINX/" ;; direct) echo "http://${LOCAL[0]}/" ;;
     *) log "unknown target $1"; exit 1 ;;
   esac
@@ -202,10 +212,12 @@ for t in $TARGETS; do
   printf '%-17s %12.0f %10.3f %10.3f  %s\n' "$t" "$(fig "$t" rps)" "$(fig "$t" p50)" "$(fig "$t" p99)" "$(errors "$t")"
 done
 ratio() { awk -v a="$(fig "$1" rps)" -v b="$(fig "$2" rps)" 'BEGIN {printf "%.2f", a / b}'; }
-case " $TARGETS " in *" router "*) case " $TARGETS " in *" nginx "*)
+has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
+if has router && has nginx; then
   r=$(ratio router nginx)
   echo
   echo "== router/nginx requests/s: $r (target ≥ 2: $(awk -v r="$r" 'BEGIN {print (r >= 2) ? "met" : "NOT met"}'))"
-  case " $TARGETS " in *" router-published "*)
-    echo "   router/router-published: $(ratio router router-published) (the same router, node-local vs published addresses)" ;; esac ;;
-esac ;; esac
+fi
+if has router-local && has router-published; then
+  echo "   router-local/router-published: $(ratio router-local router-published) (one router process, node-local vs published addresses)"
+fi
