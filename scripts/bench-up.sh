@@ -27,6 +27,15 @@
 #
 # Target (issue 19): router ≥ 2 × nginx through the published ports.
 #
+# On a shared machine requests/s mostly tells how much CPU the path got from
+# the scheduler; the CPU column does not: the CPU time per request of every
+# process on the path — wrk, the proxy (for `router`, the whole `dinp up`
+# process), the engine's port proxies it goes through (docker-proxy of the
+# published ports) and the app instances — read from /proc around each run.
+# 1e6 / that figure is the requests/s the path would make of one dedicated
+# core, and the ratio of two paths' figures is their throughput ratio on an
+# idle machine.
+#
 # `dinp up` runs as it ships except for its log level: warn, as nginx runs
 # with access_log off (at info, the router's access log goes to the log
 # file; BENCH_LOG_LEVEL=info measures that).
@@ -114,20 +123,27 @@ serving() { # 3 healthy instances, each answering through the router
 wait_for 180 serving || { log "$APP did not come up"; tail -n 30 "$TMP/up.log" >&2; exit 1; }
 
 # The instances' two addresses, as the engine shows them.
-PUBLISHED=() LOCAL=()
+PUBLISHED=() LOCAL=() APP_PIDS=()
 for c in $(docker ps -q --filter "label=dinp.node=$NODE" --filter "label=dinp.app=$APP"); do
   PUBLISHED+=("$(docker port "$c" 8080/tcp | head -n1)")
+  APP_PIDS+=("$(docker inspect -f '{{.State.Pid}}' "$c")")
   LOCAL+=("$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{if $v.IPAddress}}{{$v.IPAddress}} {{end}}{{end}}' "$c" | awk '{print $1}'):8080")
 done
 [ "${#PUBLISHED[@]}" = 3 ] || { log "want 3 containers, found ${#PUBLISHED[@]}"; exit 1; }
 log "instances: published ${PUBLISHED[*]}; node-local ${LOCAL[*]}"
 
+PROXY_PIDS=() # the engine's port proxies of the published ports
+for a in "${PUBLISHED[@]}"; do
+  PROXY_PIDS+=($(ps -eo pid,args | awk -v p="${a##*:}" '$2 ~ /docker-proxy$/ && / -host-port / {for (i = 3; i <= NF; i++) if ($i == "-host-port" && $(i + 1) == p) print $1}'))
+done
 "$TMP/dinp" router --addr "$PUB_ROUTER" --status-addr "$PUB_STATUS" --key-prefix "$PREFIX" \
   --redis-addr 127.0.0.1:6379 --domain "$DOMAIN" --log-level warn >"$TMP/router-published.log" 2>&1 &
 PIDS+=($!)
+PUB_PID=$!
 "$TMP/dinp" router --addr "$LOCAL_ROUTER" --status-addr "$LOCAL_STATUS" --key-prefix "$PREFIX" --node-id "$NODE" \
   --redis-addr 127.0.0.1:6379 --domain "$DOMAIN" --log-level warn >"$TMP/router-local.log" 2>&1 &
 PIDS+=($!)
+LOCAL_PID=$!
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -167,6 +183,7 @@ $(for a in "${PUBLISHED[@]}"; do echo "    server $a;"; done)
 }
 EOF
 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" & PIDS+=($!)
+NGINX_PID=$!
 
 target_url() {
   case $1 in
@@ -181,10 +198,29 @@ for t in $TARGETS; do
   wait_for 20 answers "$t" || { log "$t does not answer"; cat "$TMP"/*.log "$TMP/nginx/error.log" >&2; exit 1; }
 done
 
+path_pids() { # the processes a target's requests go through (besides wrk)
+  case $1 in
+    router) echo "$UP_PID" "${APP_PIDS[@]}" ;;
+    router-local) echo "$LOCAL_PID" "${APP_PIDS[@]}" ;;
+    router-published) echo "$PUB_PID" "${PROXY_PIDS[@]}" "${APP_PIDS[@]}" ;;
+    nginx) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") "${PROXY_PIDS[@]}" "${APP_PIDS[@]}" ;;
+    direct) echo "${APP_PIDS[0]}" ;;
+  esac
+}
+# cpu_ticks PID... — user+system CPU ticks of the processes (all threads).
+cpu_ticks() { for p in "$@"; do awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+CLK_TCK=$(getconf CLK_TCK)
+
 log "wrk -t2 -c$CONNS -d$DURATION --latency, $ROUNDS rounds of: $TARGETS"
 for round in $(seq "$ROUNDS"); do
   for t in $TARGETS; do
-    wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "Host: $HOST" "$(target_url "$t")" >"$TMP/wrk-$t-$round.txt"
+    pids=$(path_pids "$t")
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks $pids)
+    TIMEFORMAT='%U %S'
+    { time wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "Host: $HOST" "$(target_url "$t")" >"$TMP/wrk-$t-$round.txt"; } 2>"$TMP/wrkcpu-$t-$round.txt"
+    # shellcheck disable=SC2086
+    echo $(( $(cpu_ticks $pids) - before )) >"$TMP/cpu-$t-$round.txt"
     printf '  round %s %-17s %s req/s\n' "$round" "$t" "$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk-$t-$round.txt")" >&2
   done
 done
@@ -200,6 +236,9 @@ fig() { # fig TARGET rps|p50|p99
       rps) awk '/^Requests\/sec/ {print $2}' "$f" ;;
       p50) to_ms "$(awk '$1 == "50%" {print $2}' "$f")" ;;
       p99) to_ms "$(awk '$1 == "99%" {print $2}' "$f")" ;;
+      cpu) # microseconds of CPU per request: wrk plus the path's processes
+        awk -v t="$(cat "$TMP/cpu-$1-$round.txt")" -v hz="$CLK_TCK" -v w="$(awk '{print $1 + $2}' "$TMP/wrkcpu-$1-$round.txt")" \
+          '/requests in/ {printf "%.1f\n", (t / hz + w) * 1e6 / $1}' "$f" ;;
     esac
   done | median
 }
@@ -207,17 +246,22 @@ errors() { cat "$TMP"/wrk-"$1"-*.txt | awk '/Non-2xx|Socket errors/ {print}' | h
 
 echo
 echo "== $APP (3 instances) on one machine: wrk -t2 -c$CONNS -d$DURATION, median of $ROUNDS rounds, $CORES cores shared by all"
-printf '%-17s %12s %10s %10s\n' target "requests/s" "p50 ms" "p99 ms"
+printf '%-17s %12s %10s %10s %12s %14s\n' target "requests/s" "p50 ms" "p99 ms" "CPU us/req" "req/s per core"
 for t in $TARGETS; do
-  printf '%-17s %12.0f %10.3f %10.3f  %s\n' "$t" "$(fig "$t" rps)" "$(fig "$t" p50)" "$(fig "$t" p99)" "$(errors "$t")"
+  cpu=$(fig "$t" cpu)
+  printf '%-17s %12.0f %10.3f %10.3f %12.1f %14.0f  %s\n' "$t" "$(fig "$t" rps)" "$(fig "$t" p50)" "$(fig "$t" p99)" \
+    "$cpu" "$(awk -v c="$cpu" 'BEGIN {print 1e6 / c}')" "$(errors "$t")"
 done
+echo "(CPU us/req: wrk's and every path process's CPU time per request — see the header of this script)"
 ratio() { awk -v a="$(fig "$1" rps)" -v b="$(fig "$2" rps)" 'BEGIN {printf "%.2f", a / b}'; }
+cpu_ratio() { awk -v a="$(fig "$1" cpu)" -v b="$(fig "$2" cpu)" 'BEGIN {printf "%.2f", b / a}'; }
 has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
 if has router && has nginx; then
   r=$(ratio router nginx)
   echo
-  echo "== router/nginx requests/s: $r (target ≥ 2: $(awk -v r="$r" 'BEGIN {print (r >= 2) ? "met" : "NOT met"}'))"
+  c=$(cpu_ratio router nginx)
+  echo "== router/nginx requests/s: $r measured, $c per CPU-second (target ≥ 2: $(awk -v r="$r" -v c="$c" 'BEGIN {print (r >= 2 ? "met" : "NOT met") " measured, " (c >= 2 ? "met" : "NOT met") " per CPU-second"}'))"
 fi
 if has router-local && has router-published; then
-  echo "   router-local/router-published: $(ratio router-local router-published) (one router process, node-local vs published addresses)"
+  echo "   router-local/router-published: $(ratio router-local router-published) measured, $(cpu_ratio router-local router-published) per CPU-second (one router process, node-local vs published addresses)"
 fi
