@@ -89,6 +89,10 @@ type clusterOptions struct {
 	// CuttableMySQL puts a proxy between the cluster's processes and MySQL
 	// (clusterEnv.mysqlProxy), to play a MySQL outage for this cluster only.
 	CuttableMySQL bool
+	// NodeLocal gives each agent its own loopback address (127.0.0.2, .3,
+	// .4) and runs hm and a second router on the first node (--node-id):
+	// they reach that node's instances at their container addresses.
+	NodeLocal bool
 }
 
 // clusterRedis is a Redis of the test's own (see clusterOptions.Redis).
@@ -123,6 +127,8 @@ type clusterEnv struct {
 	redisFlags []string
 	// mysqlProxy is between the processes and MySQL (CuttableMySQL only).
 	mysqlProxy *testenv.Proxy
+	// localRouter is the address of the router on nodes[0] (NodeLocal).
+	localRouter string
 }
 
 // clusterStart starts a whole cluster for t and waits until it is usable:
@@ -167,7 +173,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	// stop before their database and keys disappear.
 	t.Cleanup(c.cleanup)
 
-	addrs := clusterFreeAddrs(t, 11)
+	addrs := clusterFreeAddrs(t, 13)
 	next := func() string { a := addrs[0]; addrs = addrs[1:]; return a }
 	registry := next()
 	builder := next()
@@ -188,11 +194,22 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		"--builder-registry-addr", registry, "--builder-registry-host", registry)
 	serverURLs := "http://" + c.servers[0] + ",http://" + c.servers[1]
 	for i, node := range c.nodes {
-		c.spawn(fmt.Sprintf("agent-%d", i+1), "agent", "--node-id", node, "--advertise-addr", "127.0.0.1",
+		advertise := "127.0.0.1"
+		if opts.NodeLocal {
+			advertise = fmt.Sprintf("127.0.0.%d", i+2)
+		}
+		c.spawn(fmt.Sprintf("agent-%d", i+1), "agent", "--node-id", node, "--advertise-addr", advertise,
 			"--server-url", serverURLs, "--agent-addr", next(), "--interval", "1s",
 			"--memory-mb", "1024", "--stop-timeout", "3s")
 	}
-	c.spawn("hm", "hm", "--status-addr", next())
+	if opts.NodeLocal {
+		c.spawn("hm", "hm", "--status-addr", next(), "--node-id", c.nodes[0])
+		c.localRouter = next()
+		c.spawn("router-local", "router", "--addr", c.localRouter, "--status-addr", next(), "--drain-period", "0s",
+			"--node-id", c.nodes[0])
+	} else {
+		c.spawn("hm", "hm", "--status-addr", next())
+	}
 	c.spawn("router", "router", "--addr", c.router, "--status-addr", next(), "--drain-period", "0s")
 	c.spawn("dash", "dash", "--addr", c.dash, "--builder-url", "http://"+builder)
 
@@ -518,7 +535,12 @@ var clusterAnswerRE = regexp.MustCompile(`^(\S+) from app=\S+ release=(\d+) inst
 
 // get sends one GET for app through the router.
 func (c *clusterEnv) get(app, path string) (clusterAnswer, error) {
-	req, _ := http.NewRequest("GET", "http://"+c.router+path, nil)
+	return c.getVia(c.router, app, path)
+}
+
+// getVia sends one GET for app through the router at router.
+func (c *clusterEnv) getVia(router, app, path string) (clusterAnswer, error) {
+	req, _ := http.NewRequest("GET", "http://"+router+path, nil)
 	req.Host = common.AppHost(app, c.domain)
 	resp, err := c.client.Do(req)
 	if err != nil {
@@ -549,6 +571,11 @@ type clusterLoad struct {
 
 // load starts a client loop for app (one request every 10 ms).
 func (c *clusterEnv) load(app string) *clusterLoad {
+	return c.loadVia(c.router, app)
+}
+
+// loadVia is load through the router at router.
+func (c *clusterEnv) loadVia(router, app string) *clusterLoad {
 	l := &clusterLoad{stop: make(chan struct{})}
 	l.wg.Add(1)
 	go func() {
@@ -559,7 +586,7 @@ func (c *clusterEnv) load(app string) *clusterLoad {
 				return
 			default:
 			}
-			_, err := c.get(app, "/")
+			_, err := c.getVia(router, app, "/")
 			l.mu.Lock()
 			if err != nil {
 				l.failed.Add(1)

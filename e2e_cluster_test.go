@@ -29,6 +29,7 @@ func TestCluster(t *testing.T) {
 	t.Run("node_loss", func(t *testing.T) { clusterNodeLoss(t, a) })
 	t.Run("leader_failover", func(t *testing.T) { clusterLeaderFailover(t, a) })
 	t.Run("unhealthy_instance_leaves_route", func(t *testing.T) { clusterUnhealthyLeavesRoute(t, a) })
+	t.Run("node_local_path", func(t *testing.T) { clusterNodeLocalPath(t, a) })
 }
 
 // clusterArtifacts is what every scenario needs, built once: the dinp

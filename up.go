@@ -111,7 +111,15 @@ func runUp(ctx context.Context, c upConfig) error {
 	c.builder.RegistryAddr = c.registry.Addr
 	c.builder.RegistryHost = c.registry.Addr
 	c.agent.ServerURL = "http://" + c.server.Addr
+	// The router and hm share the agent's node: they reach its instances at
+	// their container addresses, skipping the engine's port proxy.
+	c.router.NodeID, c.hm.NodeID = c.agent.NodeID, c.agent.NodeID
 	c.dash.BuilderURL = "http://" + c.builder.Addr
+
+	// The router carries every request, so the process gets the Ps of a
+	// `dinp router` (router.Config.ApplyProcs); the other components do not
+	// mind spare Ps.
+	c.router.ApplyProcs()
 
 	var runners []runner
 	add := func(r runner, err error) error {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -213,6 +214,27 @@ func TestDockerIntegration(t *testing.T) {
 	if !strings.Contains(body, as.Instance) {
 		t.Errorf("app answered %q", body)
 	}
+
+	// It also answers on its node-local address (the container's address on
+	// its network, without the engine's port proxy), which the agent reads
+	// from the engine's own view of the container.
+	var ip string
+	for name, ep := range ins.NetworkSettings.Networks {
+		if name != "host" && name != "none" && ep.IPAddress != "" {
+			ip = ep.IPAddress
+		}
+	}
+	if want := net.JoinHostPort(ip, "8080"); ip == "" || reported.LocalAddr != want {
+		t.Fatalf("reported local address %q, want %q", reported.LocalAddr, want)
+	}
+	testenv.WaitFor(t, "app answering on its local address", 10*time.Second, func() bool {
+		resp, err := http.Get("http://" + reported.LocalAddr + "/local")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 
 	// Its output reaches the app's log stream.
 	keys := common.NewKeys(prefix)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"time"
@@ -42,6 +43,15 @@ func (a *Agent) observe(ctx context.Context) ([]common.Container, error) {
 		seen[s.ID] = true
 		c := containerFromSummary(s)
 		info, ok := a.inspects[s.ID]
+		if (!ok || info.state != string(s.State)) && (a.busy[c.Instance] || a.busy[containerKey(s.ID)]) {
+			// A start or a stop is in flight: the engine holds the
+			// container's lock until it ends (seconds on a busy engine) and
+			// an inspect would wait for it, delaying the heartbeat past the
+			// node's liveness window. The list's view is enough; the round
+			// after the task inspects it.
+			out = append(out, c)
+			continue
+		}
 		if !ok || info.state != string(s.State) {
 			ins, err := a.docker.ContainerInspect(ctx, s.ID)
 			switch {
@@ -89,10 +99,34 @@ func containerFromSummary(s container.Summary) common.Container {
 	for _, p := range s.Ports {
 		if p.PublicPort != 0 && p.Type == "tcp" {
 			c.HostPort = int(p.PublicPort)
+			if ip := containerIP(s); ip != "" {
+				c.LocalAddr = net.JoinHostPort(ip, strconv.Itoa(int(p.PrivatePort)))
+			}
 			break
 		}
 	}
 	return c
+}
+
+// containerIP is the container's address on its node: the one on its
+// network (the app's own network, or the default bridge), never "host" or
+// "none", which give no address of its own. With several networks the
+// first by name wins, so the answer is stable.
+func containerIP(s container.Summary) string {
+	if s.NetworkSettings == nil {
+		return ""
+	}
+	names := make([]string, 0, len(s.NetworkSettings.Networks))
+	for name, ep := range s.NetworkSettings.Networks {
+		if name != "host" && name != "none" && ep != nil && ep.IPAddress != "" {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	sort.Strings(names)
+	return s.NetworkSettings.Networks[names[0]].IPAddress
 }
 
 func trimSlash(s string) string {

@@ -18,7 +18,7 @@ import (
 func TestRouteEncoding(t *testing.T) {
 	r := Route{
 		App: "hello", Release: 3, Version: 42,
-		Backends: []Backend{{Addr: "10.0.0.5:32768", Instance: "abc", Index: 1, Release: 3, Healthy: true}},
+		Backends: []Backend{{Addr: "10.0.0.5:32768", Instance: "abc", Index: 1, Release: 3, Healthy: true, LocalAddr: "172.18.0.3:8080", Node: "n1"}},
 		Health:   HealthConfig{Path: "/healthz"},
 	}
 	b, err := json.Marshal(r)
@@ -46,6 +46,48 @@ func TestRouteEncoding(t *testing.T) {
 	var back Route
 	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, r) {
 		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+}
+
+// A reader on the instance's node dials the node-local address; any other
+// reader, and every reader of a backend written without one (older
+// servers and agents), dials the published address.
+func TestBackendDialAddr(t *testing.T) {
+	b := Backend{Addr: "10.0.0.5:32768", LocalAddr: "172.18.0.3:8080", Node: "n1"}
+	old := Backend{Addr: "10.0.0.5:32768", Node: "n1"}
+	for _, c := range []struct {
+		name  string
+		b     Backend
+		node  string
+		want  string
+		local bool
+	}{
+		{"same node", b, "n1", "172.18.0.3:8080", true},
+		{"other node", b, "n2", "10.0.0.5:32768", false},
+		{"no node", b, "", "10.0.0.5:32768", false},
+		{"no local address", old, "n1", "10.0.0.5:32768", false},
+		{"no node in route", Backend{Addr: "10.0.0.5:32768", LocalAddr: "172.18.0.3:8080"}, "", "10.0.0.5:32768", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, local := c.b.DialAddr(c.node)
+			if got != c.want || local != c.local {
+				t.Errorf("DialAddr(%q) = %q, %v; want %q, %v", c.node, got, local, c.want, c.local)
+			}
+		})
+	}
+	// An old reader decoding a new route keeps every field it knows.
+	js, _ := json.Marshal(Route{App: "a", Backends: []Backend{b}})
+	var oldReader struct {
+		Backends []struct {
+			Addr     string `json:"addr"`
+			Instance string `json:"instance"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal(js, &oldReader); err != nil || oldReader.Backends[0].Addr != b.Addr {
+		t.Fatalf("old reader: %+v, %v", oldReader, err)
+	}
+	if !strings.Contains(string(js), `"local_addr":"172.18.0.3:8080"`) || !strings.Contains(string(js), `"node":"n1"`) {
+		t.Fatalf("route JSON lacks local_addr/node: %s", js)
 	}
 }
 

@@ -23,11 +23,29 @@ type Route struct {
 
 // Backend is one running instance of an app in a Route.
 type Backend struct {
-	Addr     string `json:"addr"` // ip:port on the node's advertise address
+	Addr     string `json:"addr"` // ip:port published on the node's advertise address
 	Instance string `json:"instance"`
 	Index    int    `json:"index"`
 	Release  int    `json:"release"`
 	Healthy  bool   `json:"healthy"`
+	// LocalAddr is the instance's ip:port on its node (the container's
+	// address on its network), reachable only from that node. Empty when
+	// the agent did not report one (older agents).
+	LocalAddr string `json:"local_addr,omitempty"`
+	// Node is the id of the node the instance runs on.
+	Node string `json:"node,omitempty"`
+}
+
+// DialAddr returns the address a reader running on node (empty: on no
+// node) uses to reach b, and whether it is the node-local one. On the
+// instance's own node the container address skips the engine's port
+// proxy (docker-proxy), which costs more than the router itself; anywhere
+// else only the published address is reachable.
+func (b Backend) DialAddr(node string) (addr string, local bool) {
+	if node != "" && b.LocalAddr != "" && b.Node == node {
+		return b.LocalAddr, true
+	}
+	return b.Addr, false
 }
 
 // HealthConfig is an app's health check. The zero value of a field means the
@@ -131,6 +149,9 @@ type Container struct {
 	StartedAt    time.Time `json:"started_at,omitempty"`
 	// Error is the agent's last error for this instance (pull, create, start).
 	Error string `json:"error,omitempty"`
+	// LocalAddr is the container's ip:port on its node's network (see
+	// Backend.LocalAddr); empty when it has none.
+	LocalAddr string `json:"local_addr,omitempty"`
 }
 
 // HeartbeatResponse carries the node's complete set of assignments. Known is

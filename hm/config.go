@@ -32,6 +32,9 @@ type Config struct {
 	// share. A crashed hm's share moves after at most MemberTTL+MemberHeartbeat.
 	MemberHeartbeat time.Duration
 	MemberTTL       time.Duration
+	// NodeID, when set, is the node this hm runs on: it probes that node's
+	// instances at their node-local address, as routers there reach them.
+	NodeID string
 
 	Log *slog.Logger
 }
@@ -56,6 +59,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ID, "id", c.ID, "member id among hm processes (default: hostname and a random suffix)")
 	fs.DurationVar(&c.MemberHeartbeat, "member-heartbeat", c.MemberHeartbeat, "membership refresh interval")
 	fs.DurationVar(&c.MemberTTL, "member-ttl", c.MemberTTL, "how long a silent hm keeps its share of instances")
+	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "node this hm runs on: its instances are probed at their node-local address (empty: published addresses only)")
 }
 
 func (c *Config) validate() error {

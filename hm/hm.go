@@ -318,7 +318,7 @@ func (h *HM) refresh(ctx context.Context) error {
 		}
 		changed = true
 		h.routeRaw[host] = js
-		h.routeTarget[host] = parseRoute(host, js, h.cfg.Domain, h.log)
+		h.routeTarget[host] = parseRoute(host, js, h.cfg.Domain, h.cfg.NodeID, h.log)
 	}
 	for host := range h.routeRaw {
 		if _, ok := raw[host]; !ok {
@@ -407,8 +407,10 @@ func (h *HM) refresh(ctx context.Context) error {
 }
 
 // parseRoute lists a route's backends by instance. An instance in several
-// routes (custom domains) is probed with its app's main host.
-func parseRoute(host, js, domain string, log *slog.Logger) map[string]target {
+// routes (custom domains) is probed with its app's main host. An instance
+// on node (this hm's node) is probed at its node-local address, the one
+// routers on that node use.
+func parseRoute(host, js, domain, node string, log *slog.Logger) map[string]target {
 	var rt common.Route
 	if err := json.Unmarshal([]byte(js), &rt); err != nil {
 		log.Warn("bad route", "host", host, "err", err)
@@ -417,10 +419,11 @@ func parseRoute(host, js, domain string, log *slog.Logger) map[string]target {
 	hc := rt.Health.WithDefaults()
 	out := make(map[string]target, len(rt.Backends))
 	for _, b := range rt.Backends {
-		if b.Instance == "" || b.Addr == "" {
+		addr, _ := b.DialAddr(node)
+		if b.Instance == "" || addr == "" {
 			continue
 		}
-		out[b.Instance] = target{App: rt.App, Addr: b.Addr, Host: common.AppHost(rt.App, domain), HC: hc}
+		out[b.Instance] = target{App: rt.App, Addr: addr, Host: common.AppHost(rt.App, domain), HC: hc}
 	}
 	return out
 }

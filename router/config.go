@@ -32,6 +32,15 @@ type Config struct {
 	ResyncInterval time.Duration
 	// DialTimeout bounds connecting to a backend.
 	DialTimeout time.Duration
+	// NodeID, when set, is the node this router runs on: it dials that
+	// node's instances at their node-local address (common.Backend.DialAddr),
+	// skipping the engine's port proxy. Empty: published addresses only.
+	NodeID string
+	// LocalDialTimeout bounds connecting to a node-local address. It is
+	// short because a live container on this node accepts at once, while a
+	// stopped one leaves an address nothing answers for (no refusal, as a
+	// published port gives): the attempt moves on to another instance.
+	LocalDialTimeout time.Duration
 	// ResponseTimeout bounds waiting for a backend's response headers.
 	ResponseTimeout time.Duration
 	// ClientWriteTimeout drops a client that reads nothing of its answer for
@@ -67,6 +76,7 @@ func DefaultConfig() Config {
 		StatusAddr:         "127.0.0.1:8082",
 		ResyncInterval:     5 * time.Second,
 		DialTimeout:        5 * time.Second,
+		LocalDialTimeout:   time.Second,
 		ResponseTimeout:    60 * time.Second,
 		ClientWriteTimeout: 60 * time.Second,
 		DrainPeriod:        5 * time.Second,
@@ -85,6 +95,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StatusAddr, "status-addr", c.StatusAddr, "address serving /health, /metrics and /routes")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "full route table re-read interval")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "backend connect timeout")
+	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "node this router runs on: its instances are dialled at their node-local address (empty: published addresses only)")
+	fs.DurationVar(&c.LocalDialTimeout, "local-dial-timeout", c.LocalDialTimeout, "connect timeout of node-local backend addresses")
 	fs.DurationVar(&c.ResponseTimeout, "response-timeout", c.ResponseTimeout, "backend response header timeout")
 	fs.DurationVar(&c.ClientWriteTimeout, "client-write-timeout", c.ClientWriteTimeout, "drop a client that reads nothing of its answer for this long")
 	fs.IntVar(&c.MaxConnsPerBackend, "max-conns-per-backend", c.MaxConnsPerBackend, "connections per backend (0 = unlimited)")
@@ -143,7 +155,7 @@ func (c *Config) validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"resync-interval": c.ResyncInterval, "dial-timeout": c.DialTimeout, "response-timeout": c.ResponseTimeout,
-		"client-write-timeout": c.ClientWriteTimeout,
+		"client-write-timeout": c.ClientWriteTimeout, "local-dial-timeout": c.LocalDialTimeout,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))

@@ -363,7 +363,9 @@ func TestRequestIDLogged(t *testing.T) {
 	}
 	resp.Body.Close()
 	get(t, http.DefaultClient, r.Addr(), "id.apps.io", "/generated")
-	testenv.WaitFor(t, "access log", 2*time.Second, func() bool { return strings.Contains(logBuf.String(), `"path":"/generated"`) })
+	testenv.WaitFor(t, "access log", 5*time.Second, func() bool {
+		return strings.Contains(logBuf.String(), `"path":"/generated"`) && strings.Contains(logBuf.String(), `"path":"/x"`)
+	})
 	ids := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(logBuf.String()), "\n") {
 		var rec map[string]any
@@ -662,7 +664,7 @@ func TestConnPoolSweep(t *testing.T) {
 	p.put(stale, now.Add(-2*p.idleTimeout))
 	p.put(fresh, now)
 	p.sweep(now)
-	if got, _, err := p.get(context.Background(), "old:1", now); err != nil || got != fresh {
+	if got, _, err := p.get(context.Background(), "old:1", false, now); err != nil || got != fresh {
 		t.Fatalf("after sweep got %v %v, want the fresh connection", got, err)
 	}
 	stalePeer.SetReadDeadline(time.Now().Add(time.Second))

@@ -271,7 +271,7 @@ func (fc *frontConn) buildRequest(b []byte, q *reqHead) []byte {
 // otherwise nothing reached the client and err says why.
 func (fc *frontConn) attempt(q *reqHead, req []byte, b *lb.Backend) (keep, done bool, err error) {
 	r := fc.f.r
-	bc, reused, err := r.conns.get(context.Background(), b.Addr, fc.st.start)
+	bc, reused, err := r.conns.get(context.Background(), b.Addr, b.Local, fc.st.start)
 	if err != nil {
 		return false, false, err
 	}
@@ -281,7 +281,7 @@ func (fc *frontConn) attempt(q *reqHead, req []byte, b *lb.Backend) (keep, done 
 		// The backend closed an idle connection: try once on a fresh one.
 		fc.stopWatch()
 		bc.Close()
-		if bc, _, err = r.conns.get(context.Background(), b.Addr, fc.st.start); err != nil {
+		if bc, _, err = r.conns.get(context.Background(), b.Addr, b.Local, fc.st.start); err != nil {
 			return false, false, err
 		}
 		head, consumed, err = fc.roundTrip(bc, q, req)

@@ -20,6 +20,7 @@ type backendConn struct {
 // connPool holds idle connections per backend address.
 type connPool struct {
 	dialer      net.Dialer
+	localDialer net.Dialer // node-local addresses (Config.LocalDialTimeout)
 	maxIdle     int
 	idleTimeout time.Duration
 
@@ -31,14 +32,16 @@ type connPool struct {
 func newConnPool(cfg Config) *connPool {
 	return &connPool{
 		dialer:      net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		localDialer: net.Dialer{Timeout: cfg.LocalDialTimeout, KeepAlive: 30 * time.Second},
 		maxIdle:     256,
 		idleTimeout: 90 * time.Second,
 		idle:        map[string][]*backendConn{},
 	}
 }
 
-// get returns an idle connection to addr (reused=true) or dials one.
-func (p *connPool) get(ctx context.Context, addr string, now time.Time) (*backendConn, bool, error) {
+// get returns an idle connection to addr (reused=true) or dials one (with
+// the node-local timeout when local).
+func (p *connPool) get(ctx context.Context, addr string, local bool, now time.Time) (*backendConn, bool, error) {
 	p.mu.Lock()
 	for list := p.idle[addr]; len(list) > 0; list = p.idle[addr] {
 		bc := list[len(list)-1]
@@ -60,7 +63,11 @@ func (p *connPool) get(ctx context.Context, addr string, now time.Time) (*backen
 		return bc, true, nil
 	}
 	p.mu.Unlock()
-	c, err := p.dialer.DialContext(ctx, "tcp", addr)
+	d := &p.dialer
+	if local {
+		d = &p.localDialer
+	}
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}

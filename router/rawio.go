@@ -176,6 +176,12 @@ func (r *rawConn) Read(p []byte) (int, error) {
 	r.rp, r.wreq = nil, nil
 	switch {
 	case err != nil:
+		if req != nil && !r.sent {
+			// The poll failed before the request went out (a deadline
+			// already past: a retry after a slow failed dial): the next
+			// Read still owes it.
+			r.pending = req[r.qn:]
+		}
 		return 0, r.opError("read", err)
 	case r.partial:
 		if _, err := r.Write(req[r.qn:]); err != nil {

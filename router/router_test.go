@@ -35,6 +35,9 @@ func testConfig(redisAddr, prefix string) Config {
 	cfg.DrainPeriod = 0
 	cfg.AccessLog = false
 	cfg.Log = common.DiscardLogger()
+	if nodeLocalPath {
+		cfg.NodeID = testNode
+	}
 	return cfg
 }
 
@@ -65,7 +68,14 @@ func route(app string, version int64, backends ...common.Backend) common.Route {
 	return common.Route{App: app, Release: 1, Version: version, Backends: backends}
 }
 
+// be is a backend at addr. On the node-local path (see nodeLocalPath) addr
+// is its node-local address on the router's node and its published
+// address refuses connections, so a test passes only if the router dials
+// the node-local one.
 func be(addr, inst string, healthy bool) common.Backend {
+	if nodeLocalPath {
+		return common.Backend{Addr: refusingAddr, LocalAddr: addr, Node: testNode, Instance: inst, Healthy: healthy, Release: 1}
+	}
 	return common.Backend{Addr: addr, Instance: inst, Healthy: healthy, Release: 1}
 }
 

@@ -227,10 +227,11 @@ func (r *Router) buildEntry(host, js string, prev *entry) (*entry, error) {
 	}
 	specs := make([]lb.Spec, 0, len(rt.Backends))
 	for _, b := range rt.Backends {
-		if b.Addr == "" {
+		addr, local := b.DialAddr(r.cfg.NodeID)
+		if addr == "" {
 			continue
 		}
-		specs = append(specs, lb.Spec{Addr: b.Addr, Instance: b.Instance, Healthy: b.Healthy})
+		specs = append(specs, lb.Spec{Addr: addr, Instance: b.Instance, Healthy: b.Healthy, Local: local})
 	}
 	var prevPool *lb.Pool
 	if prev != nil {

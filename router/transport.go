@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -15,9 +16,15 @@ import (
 // keep-alive connections per backend, since a router talks to few hosts a lot.
 func newTransport(cfg Config) *http.Transport {
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	local := &net.Dialer{Timeout: cfg.LocalDialTimeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:               nil,
-		DialContext:         d.DialContext,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if ctx.Value(localDialKey{}) != nil {
+				return local.DialContext(ctx, network, addr)
+			}
+			return d.DialContext(ctx, network, addr)
+		},
 		MaxIdleConns:        0, // no global cap; per host below
 		MaxIdleConnsPerHost: 256,
 		// MaxConnsPerBackend is enforced by lb.Pool (503 when all are full),
@@ -29,6 +36,10 @@ func newTransport(cfg Config) *http.Transport {
 		MaxResponseHeaderBytes: 1 << 20,
 	}
 }
+
+// localDialKey marks the context of an attempt to a node-local address, so
+// the transport dials it with Config.LocalDialTimeout.
+type localDialKey struct{}
 
 // errNoBackend is returned when every backend was tried.
 var errNoBackend = errors.New("no backend left to try")
@@ -69,7 +80,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if n > 0 {
 			e.m.retry()
 		}
-		out := req.WithContext(req.Context())
+		ctx := req.Context()
+		if b.Local {
+			ctx = context.WithValue(ctx, localDialKey{}, true)
+		}
+		out := req.WithContext(ctx)
 		u := *req.URL
 		u.Host = b.Addr
 		out.URL = &u

@@ -140,7 +140,7 @@ func (a *fakeAgent) beat() {
 			}
 			hb.Containers = append(hb.Containers, common.Container{ID: "c" + as.Instance, App: as.App,
 				Instance: as.Instance, Release: as.Release, Index: as.Index, State: common.StateRunning, HostPort: p,
-				RestartCount: a.restarts})
+				LocalAddr: fmt.Sprintf("172.20.0.%d:8080", p-40000+2), RestartCount: a.restarts})
 		}
 	}
 	url := a.url
@@ -296,6 +296,9 @@ func TestServerReconciles(t *testing.T) {
 	addrs := map[string]string{}
 	for _, b := range r.Backends {
 		addrs[b.Instance] = b.Addr
+		if b.LocalAddr != "172.20.0.2:8080" || b.Node != map[string]string{a1.Instance: "n1", a2.Instance: "n2"}[b.Instance] {
+			t.Fatalf("backend without its node-local address and node: %+v", b)
+		}
 		if b.Healthy {
 			t.Fatalf("backend healthy before any probe: %+v", b)
 		}
@@ -307,8 +310,10 @@ func TestServerReconciles(t *testing.T) {
 		t.Fatalf("route %+v", r)
 	}
 	var state string
-	if err := e.pool.QueryRow(`SELECT state FROM instances WHERE id = ?`, a1.Instance).Scan(&state); err != nil || state != "running" {
-		t.Fatalf("instance row state %q %v", state, err)
+	var local string
+	if err := e.pool.QueryRow(`SELECT state, local_addr FROM instances WHERE id = ?`, a1.Instance).Scan(&state, &local); err != nil ||
+		state != "running" || local != "172.20.0.2:8080" {
+		t.Fatalf("instance row state %q local address %q %v", state, local, err)
 	}
 
 	// hm marks one healthy, one unhealthy.

@@ -122,7 +122,7 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 		return nil, fmt.Errorf("read domains: %w", err)
 	}
 
-	rows, err = tx.QueryContext(ctx, `SELECT id, app_id, release_version, idx, node, state, host_port, container_id,
+	rows, err = tx.QueryContext(ctx, `SELECT id, app_id, release_version, idx, node, state, host_port, local_addr, container_id,
 		restarts, COALESCE(error, ''), started_at, created_at, updated_at FROM instances`)
 	if err != nil {
 		return nil, fmt.Errorf("read instances: %w", err)
@@ -130,7 +130,7 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 	for rows.Next() {
 		var in reconcile.Instance
 		var started sql.NullTime
-		if err := rows.Scan(&in.ID, &in.AppID, &in.Release, &in.Index, &in.Node, &in.State, &in.HostPort,
+		if err := rows.Scan(&in.ID, &in.AppID, &in.Release, &in.Index, &in.Node, &in.State, &in.HostPort, &in.LocalAddr,
 			&in.ContainerID, &in.Restarts, &in.Error, &started, &in.CreatedAt, &in.UpdatedAt); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read instances: %w", err)
@@ -181,9 +181,9 @@ func applyRows(ctx context.Context, pool *sql.DB, plan reconcile.Plan, events []
 	}
 	defer tx.Rollback()
 	for _, in := range plan.Create {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO instances (id, app_id, release_version, idx, node, state, host_port,
-			container_id, restarts, error, started_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-			in.ID, in.AppID, in.Release, in.Index, in.Node, in.State, in.HostPort, in.ContainerID, in.Restarts,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO instances (id, app_id, release_version, idx, node, state, host_port, local_addr,
+			container_id, restarts, error, started_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			in.ID, in.AppID, in.Release, in.Index, in.Node, in.State, in.HostPort, in.LocalAddr, in.ContainerID, in.Restarts,
 			nullString(in.Error), nullTime(in.StartedAt), in.CreatedAt, in.UpdatedAt); err != nil {
 			return fmt.Errorf("insert instance %s: %w", in.ID, err)
 		}
@@ -191,9 +191,9 @@ func applyRows(ctx context.Context, pool *sql.DB, plan reconcile.Plan, events []
 	for _, in := range plan.Update {
 		// updated_at is set explicitly: for a stopping row it is the start of
 		// its drain period.
-		if _, err := tx.ExecContext(ctx, `UPDATE instances SET state = ?, host_port = ?, container_id = ?, restarts = ?,
+		if _, err := tx.ExecContext(ctx, `UPDATE instances SET state = ?, host_port = ?, local_addr = ?, container_id = ?, restarts = ?,
 			error = ?, started_at = ?, updated_at = ? WHERE id = ?`,
-			in.State, in.HostPort, in.ContainerID, in.Restarts, nullString(in.Error), nullTime(in.StartedAt),
+			in.State, in.HostPort, in.LocalAddr, in.ContainerID, in.Restarts, nullString(in.Error), nullTime(in.StartedAt),
 			in.UpdatedAt, in.ID); err != nil {
 			return fmt.Errorf("update instance %s: %w", in.ID, err)
 		}

@@ -17,7 +17,10 @@ type Backend struct {
 	Addr     string
 	Instance string
 	Healthy  bool
-	state    *State
+	// Local is true when Addr is the instance's node-local address (the
+	// router runs on the instance's node).
+	Local bool
+	state *State
 }
 
 // State is the mutable, concurrently updated state of one backend address.
@@ -125,6 +128,7 @@ type Spec struct {
 	Addr     string
 	Instance string
 	Healthy  bool
+	Local    bool
 }
 
 // Pool is the immutable set of one route's backends plus its balancer.
@@ -182,7 +186,7 @@ func NewPool(specs []Spec, bal *Balancer, prev *Pool) *Pool {
 			st = &State{}
 			old[s.Addr] = st // duplicate addrs share one state
 		}
-		b := &Backend{Addr: s.Addr, Instance: s.Instance, Healthy: s.Healthy, state: st}
+		b := &Backend{Addr: s.Addr, Instance: s.Instance, Healthy: s.Healthy, Local: s.Local, state: st}
 		p.all = append(p.all, b)
 		if s.Healthy {
 			p.healthy = append(p.healthy, b)

@@ -80,6 +80,7 @@ type Instance struct {
 	State       string
 	HostPort    int
 	ContainerID string
+	LocalAddr   string // address on its node (common.Backend.LocalAddr); "" when not reported
 	Restarts    int
 	Error       string
 	StartedAt   time.Time // zero: never started
@@ -599,7 +600,8 @@ func Compute(in Input) Plan {
 			backends = append(backends, common.Backend{
 				Addr:     string(buf),
 				Instance: inst.ID, Index: inst.Index, Release: inst.Release,
-				Healthy: inst.healthy,
+				Healthy:   inst.healthy,
+				LocalAddr: inst.LocalAddr, Node: inst.Node,
 			})
 		}
 		plan.Routes[common.AppHost(app.Name, in.Domain)] = common.Route{
@@ -750,17 +752,17 @@ func retireReason(n *Node, hs common.HealthStatus) string {
 func observe(inst *Instance, c *common.Container, now time.Time) {
 	// Only these fields change below; saving them is cheaper than copying
 	// the whole row 50,000 times a round.
-	state, hostPort, containerID, restarts, errText, startedAt :=
-		inst.State, inst.HostPort, inst.ContainerID, inst.Restarts, inst.Error, inst.StartedAt
+	state, hostPort, localAddr, containerID, restarts, errText, startedAt :=
+		inst.State, inst.HostPort, inst.LocalAddr, inst.ContainerID, inst.Restarts, inst.Error, inst.StartedAt
 	switch {
 	case c == nil:
 		// Not created yet, or gone: the agent (re)creates it.
 		inst.State = StatePending
-		inst.HostPort = 0
+		inst.HostPort, inst.LocalAddr = 0, ""
 		inst.ContainerID = ""
 	case c.State == common.StateRunning:
 		inst.State = StateRunning
-		inst.HostPort = c.HostPort
+		inst.HostPort, inst.LocalAddr = c.HostPort, c.LocalAddr
 		inst.ContainerID = c.ID
 		inst.Restarts = c.RestartCount
 		inst.Error = ""
@@ -770,7 +772,7 @@ func observe(inst *Instance, c *common.Container, now time.Time) {
 	case c.Error != "" || c.State == common.StateExited || c.State == common.StateDead:
 		// Keep it assigned: the agent restarts it with backoff.
 		inst.State = StateFailed
-		inst.HostPort = 0
+		inst.HostPort, inst.LocalAddr = 0, ""
 		inst.ContainerID = c.ID
 		inst.Restarts = c.RestartCount
 		switch {
@@ -783,14 +785,14 @@ func observe(inst *Instance, c *common.Container, now time.Time) {
 		}
 	default:
 		inst.State = StatePending
-		inst.HostPort = 0
+		inst.HostPort, inst.LocalAddr = 0, ""
 		inst.ContainerID = c.ID
 		inst.Restarts = c.RestartCount
 	}
 	if len(inst.Error) > maxErrorLen {
 		inst.Error = inst.Error[:maxErrorLen]
 	}
-	if inst.State != state || inst.HostPort != hostPort || inst.ContainerID != containerID ||
+	if inst.State != state || inst.HostPort != hostPort || inst.LocalAddr != localAddr || inst.ContainerID != containerID ||
 		inst.Restarts != restarts || inst.Error != errText || !inst.StartedAt.Equal(startedAt) {
 		inst.UpdatedAt = now
 	}
@@ -799,7 +801,7 @@ func observe(inst *Instance, c *common.Container, now time.Time) {
 // sameRow reports whether two rows hold the same content (UpdatedAt aside).
 func sameRow(a, b Instance) bool {
 	return a.ID == b.ID && a.AppID == b.AppID && a.Release == b.Release && a.Index == b.Index &&
-		a.Node == b.Node && a.State == b.State && a.HostPort == b.HostPort &&
+		a.Node == b.Node && a.State == b.State && a.HostPort == b.HostPort && a.LocalAddr == b.LocalAddr &&
 		a.ContainerID == b.ContainerID && a.Restarts == b.Restarts && a.Error == b.Error &&
 		a.StartedAt.Equal(b.StartedAt)
 }

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -885,4 +886,43 @@ func TestComputeAfterStoreEpochChange(t *testing.T) {
 	// No grace at all (the bug): every node lost at once.
 	p = Compute(input(time.Time{}))
 	eq(t, "lost without grace", strings.Join(p.Lost, ","), "n1,n2,n3")
+}
+
+// A heartbeat's node-local address lands in the row (a change is an
+// update) and in the route, with the instance's node; an agent that
+// reports none (older agents) leaves it empty and readers use the
+// published address.
+func TestComputeLocalAddr(t *testing.T) {
+	withLocal := func(c common.Container, addr string) common.Container { c.LocalAddr = addr; return c }
+	a := inst("a", 1, 0, "n1", StateRunning)
+	a.HostPort = 31000
+	b := inst("b", 1, 1, "n2", StateRunning)
+	b.HostPort = 32000
+	in := Input{Now: t0, Domain: "apps.io", LostAfter: lostAfter, NewID: seqIDs(),
+		Apps:      []App{webApp(2, 1, 1)},
+		Instances: []Instance{a, b},
+		Nodes: []Node{node("n1", 1024, withLocal(running("a", 31000), "172.20.0.2:8080")),
+			node("n2", 1024, running("b", 32000))},
+		Health: healthy("a", "b")}
+	p := Compute(in)
+	eq(t, "update", ids(p.Update), "a@n1:running")
+	if p.Update[0].LocalAddr != "172.20.0.2:8080" {
+		t.Fatalf("row %+v", p.Update[0])
+	}
+	got := p.Routes["web.apps.io"].Backends
+	want := []common.Backend{
+		{Addr: "10.0.0.1:31000", Instance: "a", Index: 0, Release: 1, Healthy: true, LocalAddr: "172.20.0.2:8080", Node: "n1"},
+		{Addr: "10.0.0.2:32000", Instance: "b", Index: 1, Release: 1, Healthy: true, Node: "n2"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("backends\n got %+v\nwant %+v", got, want)
+	}
+
+	// The container exits: the row loses its addresses with its port.
+	in.Instances = []Instance{p.Update[0], b}
+	in.Nodes[0].Heartbeat.Containers[0].State = common.StateExited
+	p = Compute(in)
+	if len(p.Update) != 1 || p.Update[0].LocalAddr != "" || p.Update[0].HostPort != 0 {
+		t.Fatalf("update %+v", p.Update)
+	}
 }
