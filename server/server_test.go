@@ -103,6 +103,7 @@ type fakeAgent struct {
 	running  bool
 	paused   bool
 	restarts int // restart count reported for every container
+	lastExit *common.Exit // last exit reported for every container
 	ports    map[string]int
 	last     common.HeartbeatResponse
 	status   int
@@ -140,7 +141,7 @@ func (a *fakeAgent) beat() {
 			}
 			hb.Containers = append(hb.Containers, common.Container{ID: "c" + as.Instance, App: as.App,
 				Instance: as.Instance, Release: as.Release, Index: as.Index, State: common.StateRunning, HostPort: p,
-				RestartCount: a.restarts})
+				RestartCount: a.restarts, LastExit: a.lastExit})
 		}
 	}
 	url := a.url
