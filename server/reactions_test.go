@@ -180,7 +180,9 @@ func TestServerExitEventsCarryEvidence(t *testing.T) {
 		e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: e.keys.Logs("web"), Values: map[string]any{"e": raw}})
 	}
 	at := time.Now().UTC().Truncate(time.Millisecond)
-	n1.set(func(a *fakeAgent) { a.lastExit = &common.Exit{Code: 137, OOM: true, MemoryMB: 128, RuntimeMS: 1500, At: at} })
+	n1.set(func(a *fakeAgent) {
+		a.lastExit = &common.Exit{Code: 137, OOM: true, MemoryMB: 128, RuntimeMS: 1500, At: at}
+	})
 	waitFor(t, "oom event", 10*time.Second, func() (bool, string) {
 		ev := e.events(t, appID, "oom")
 		return len(ev) == 1 && strings.Contains(ev[0], "killed: exceeded its 128 MB memory limit after 1.5 s"), fmt.Sprint(ev)

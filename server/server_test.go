@@ -102,7 +102,7 @@ type fakeAgent struct {
 	mu       sync.Mutex
 	running  bool
 	paused   bool
-	restarts int // restart count reported for every container
+	restarts int          // restart count reported for every container
 	lastExit *common.Exit // last exit reported for every container
 	ports    map[string]int
 	last     common.HeartbeatResponse

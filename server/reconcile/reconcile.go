@@ -181,11 +181,6 @@ func NeedsEvidence(kind string) bool {
 	return false
 }
 
-// CrashedRestarts is how many restarts make an instance count as one that
-// cannot become healthy (a release whose new instances all crashed this
-// often is rolled back without waiting for StartTimeout).
-const CrashedRestarts = 3
-
 // Plan is what the leader must write.
 type Plan struct {
 	Create []Instance
@@ -778,36 +773,7 @@ func rollback(app *App, cur, old []*Instance, healthy int, now time.Time, timeou
 // turning healthy, or hm judges it unhealthy past its health check's grace
 // period. The dashboard's release status uses the same rule.
 func cannotServe(app *App, inst *Instance, hs common.HealthStatus, now time.Time) (string, bool) {
-	return CannotServe(app.Health, inst.Restarts, inst.LastExit, inst.Error, inst.CreatedAt, hs, now)
-}
-
-// CannotServe is the rule behind fail-fast rollbacks and deploy status, on
-// plain values: restarts and how the last container ended (or the last
-// error), when the instance was placed and hm's verdict.
-func CannotServe(h common.HealthConfig, restarts int, lastExit, errText string, placed time.Time, hs common.HealthStatus, now time.Time) (string, bool) {
-	if hs.Status == common.Healthy {
-		return "", false
-	}
-	if restarts >= CrashedRestarts {
-		last := lastExit
-		if last == "" {
-			last = errText
-		}
-		msg := fmt.Sprintf("crashed %d times", restarts)
-		if last != "" {
-			msg += ", last " + last
-		}
-		return msg, true
-	}
-	grace := time.Duration(h.WithDefaults().GraceMS) * time.Millisecond
-	if hs.Status == common.Unhealthy && !placed.IsZero() && now.Sub(placed) >= grace {
-		msg := fmt.Sprintf("failed its health check past the %s grace period", grace)
-		if hs.Error != "" {
-			msg += ": " + hs.Error
-		}
-		return msg, true
-	}
-	return "", false
+	return common.CannotServe(app.Health, inst.Restarts, inst.LastExit, inst.Error, inst.CreatedAt, hs, now)
 }
 
 // retireReason says why a retiring instance is replaced.
