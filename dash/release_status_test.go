@@ -83,6 +83,15 @@ func TestReleaseStatus(t *testing.T) {
 		!strings.HasPrefix(st.Reason, "release v2 cannot become healthy") {
 		t.Fatalf("v2 rolled back: %+v", st)
 	}
+	// The app page shows the evidence and the instance's last exit.
+	mustExec(t, e.pool, `INSERT INTO instances (id, app_id, release_version, idx, node, state, restarts, last_exit, last_exit_at)
+		VALUES ('i-back', ?, 1, 0, 'n1', 'failed', 1, 'killed: exceeded its 64 MB memory limit after 1.0 s', NOW(6))`, appID)
+	b := newBrowser(t, e.url)
+	b.login(e.admin.User, e.admin.Password)
+	if resp, page := b.get("/apps/web"); resp.StatusCode != 200 || !strings.Contains(page, `<pre class="log evidence">boom`) ||
+		!strings.Contains(page, "killed: exceeded its 64 MB memory limit after 1.0 s") {
+		t.Errorf("app page: %d\n%s", resp.StatusCode, page)
+	}
 	var evs struct{ Events []Event }
 	e.call("GET", "/api/v1/apps/web/events", e.admin.Token, nil, &evs)
 	if evs.Events[0].Kind != "rollback" || evs.Events[0].Instance != "i-new" || len(evs.Events[0].Evidence) != 1 {
