@@ -43,6 +43,12 @@ func (a *Agent) observe(ctx context.Context) ([]common.Container, error) {
 		seen[s.ID] = true
 		c := containerFromSummary(s)
 		info, ok := a.inspects[s.ID]
+		// A created container has nothing to inspect yet, and the engine
+		// answers an inspect only once a start in progress is done (seconds on
+		// a busy node): that would hold up the heartbeat.
+		if !ok && string(s.State) == common.StateCreated {
+			info, ok = inspected{state: common.StateCreated}, true
+		}
 		if !ok || info.state != string(s.State) {
 			ins, err := a.docker.ContainerInspect(ctx, s.ID)
 			switch {

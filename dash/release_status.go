@@ -123,7 +123,7 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 		}
 	}
 	switch {
-	case st.Wanted > 0 && st.Healthy >= st.Wanted:
+	case st.Healthy >= st.Wanted: // scaled to 0: nothing to wait for
 		st.State = ReleaseHealthy
 	case len(mine) > 0 && broken == len(mine):
 		st.State, st.Reason, st.Instance = ReleaseFailed, fmt.Sprintf("release v%d cannot become healthy: every instance failed (%s)", version, why), first
