@@ -255,7 +255,7 @@ func (a *Agent) stopAndRemove(ctx context.Context, c common.Container) error {
 // drainLogs waits (a bounded time: logs never hold a node up) until the
 // output of ended container c is in its app's log stream.
 func (a *Agent) drainLogs(ctx context.Context, c common.Container) {
-	if a.logs == nil || c.App == "" {
+	if a.logs == nil || c.App == "" || c.State == common.StateCreated { // never started: no output
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, logDrainTimeout)
