@@ -376,14 +376,14 @@ func TestDockerExitsShipped(t *testing.T) {
 		}
 		return n
 	}
-	testenv.WaitFor(t, "three crashes shipped", 60*time.Second, func() bool {
+	testenv.WaitFor(t, "three crashes shipped", 120*time.Second, func() bool {
 		return count(entries("crashy"), common.LogSourcePlatform, "exited with code 3 after") >= 3
 	})
 	t.Logf("crashes at %s", time.Now().Format(time.TimeOnly))
-	testenv.WaitFor(t, "an OOM kill shipped", 60*time.Second, func() bool {
+	testenv.WaitFor(t, "an OOM kill shipped", 120*time.Second, func() bool {
 		return count(entries("hungry"), common.LogSourcePlatform, "killed: exceeded its 32 MB memory limit") >= 1
 	})
-	testenv.WaitFor(t, "the heartbeat's last exit", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "the heartbeat's last exit", 30*time.Second, func() bool {
 		server.mu.Lock()
 		defer server.mu.Unlock()
 		ok := 0
@@ -401,7 +401,7 @@ func TestDockerExitsShipped(t *testing.T) {
 	// Stop the agent so no crash is in flight, then compare: each container
 	// printed its two lines once and was announced once.
 	server.set(200, true)
-	testenv.WaitFor(t, "containers removed", 30*time.Second, func() bool { return len(nodeContainers(t, dc, node)) == 0 })
+	testenv.WaitFor(t, "containers removed", 60*time.Second, func() bool { return len(nodeContainers(t, dc, node)) == 0 })
 	stop()
 	es := entries("crashy")
 	exits := count(es, common.LogSourcePlatform, "exited with code 3")
