@@ -379,7 +379,6 @@ func TestDockerExitsShipped(t *testing.T) {
 	testenv.WaitFor(t, "three crashes shipped", 120*time.Second, func() bool {
 		return count(entries("crashy"), common.LogSourcePlatform, "exited with code 3 after") >= 3
 	})
-	t.Logf("crashes at %s", time.Now().Format(time.TimeOnly))
 	testenv.WaitFor(t, "an OOM kill shipped", 120*time.Second, func() bool {
 		return count(entries("hungry"), common.LogSourcePlatform, "killed: exceeded its 32 MB memory limit") >= 1
 	})
@@ -397,7 +396,6 @@ func TestDockerExitsShipped(t *testing.T) {
 		}
 		return ok == 2
 	})
-	t.Logf("exits at %s", time.Now().Format(time.TimeOnly))
 	// Stop the agent so no crash is in flight, then compare: each container
 	// printed its two lines once and was announced once.
 	server.set(200, true)
