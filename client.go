@@ -404,13 +404,13 @@ func clientAppsCommand(f *clientFlags) *cobra.Command {
 				return clientPrintJSON(cmd.OutOrStdout(), out.Apps)
 			}
 			w := clientTable(cmd.OutOrStdout())
-			fmt.Fprintln(w, "NAME\tTEAM\tRUNNING\tMEMORY\tRELEASE\tURL")
+			fmt.Fprintln(w, "NAME\tTEAM\tSTATE\tRUNNING\tMEMORY\tRELEASE\tURL")
 			for _, a := range out.Apps {
 				rel := "-"
 				if a.CurrentRelease != nil {
 					rel = "v" + strconv.Itoa(*a.CurrentRelease)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d/%d\t%dM\t%s\t%s\n", a.Name, a.Team, a.Running, a.Instances, a.MemoryMB, rel, a.URL)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%dM\t%s\t%s\n", a.Name, a.Team, a.State, a.Running, a.Instances, a.MemoryMB, rel, a.URL)
 			}
 			return w.Flush()
 		},

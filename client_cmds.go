@@ -20,7 +20,7 @@ func clientAppPath(app, rest string) string { return "/apps/" + url.PathEscape(a
 func clientPsCommand(f *clientFlags) *cobra.Command {
 	return f.withJSON(f.withApp(&cobra.Command{
 		Use:   "ps [APP]",
-		Short: "Show an app's instances: node, address, release, state, health, restarts, uptime",
+		Short: "Show an app's instances: node, address, release, state, health, restarts, uptime, last exit",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, _, c, err := f.appClient(args)
@@ -36,13 +36,22 @@ func clientPsCommand(f *clientFlags) *cobra.Command {
 			}
 			sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].Index < s.Instances[j].Index })
 			w := clientTable(cmd.OutOrStdout())
-			fmt.Fprintln(w, "INDEX\tINSTANCE\tRELEASE\tNODE\tADDR\tSTATE\tHEALTH\tRESTARTS\tUPTIME")
+			fmt.Fprintln(w, "INDEX\tINSTANCE\tRELEASE\tNODE\tADDR\tSTATE\tHEALTH\tRESTARTS\tUPTIME\tLAST EXIT")
 			for _, in := range s.Instances {
 				up := "-"
 				if in.StartedAt != nil && in.State == "running" {
 					up = time.Since(*in.StartedAt).Round(time.Second).String()
 				}
-				fmt.Fprintf(w, "%d\t%s\tv%d\t%s\t%s\t%s\t%s\t%d\t%s\n", in.Index, in.ID, in.Release, in.Node, in.Addr, in.State, in.Health, in.Restarts, up)
+				exit := "-"
+				if in.LastExit != "" {
+					exit = in.LastExit
+					if in.LastExitAt != nil {
+						exit += " (" + time.Since(*in.LastExitAt).Round(time.Second).String() + " ago)"
+					}
+				} else if in.Error != "" {
+					exit = in.Error
+				}
+				fmt.Fprintf(w, "%d\t%s\tv%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", in.Index, in.ID, in.Release, in.Node, in.Addr, in.State, in.Health, in.Restarts, up, exit)
 			}
 			return w.Flush()
 		},
@@ -278,7 +287,11 @@ func clientEventsCommand(f *clientFlags) *cobra.Command {
 			}
 			return clientListing(cmd, f, c, clientAppPath(name, "/events"), "events", "TIME\tKIND\tMESSAGE",
 				func(e dash.Event) string {
-					return fmt.Sprintf("%s\t%s\t%s", e.At.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
+					row := fmt.Sprintf("%s\t%s\t%s", e.At.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
+					for _, l := range e.Evidence {
+						row += "\n    | " + l // no tab: outside the table's columns
+					}
+					return row
 				})
 		},
 	}))

@@ -175,35 +175,59 @@ func clientFollowBuild(ctx context.Context, c clientConfig, app string, w io.Wri
 	}
 }
 
-// clientWaitHealthy polls the app until every wanted instance runs the
-// release and is healthy, then prints its URL.
+// clientWaitHealthy polls the release's status until every wanted
+// instance runs it and is healthy (then prints the app's URL), or until it
+// cannot become healthy or was rolled back: then it prints why, with the
+// failing instance's last output lines, and exits 6 at once.
 func clientWaitHealthy(cmd *cobra.Command, c clientConfig, name string, version int, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	last := ""
 	for {
-		var s dash.AppDetail
-		if err := c.call("GET", "/apps/"+url.PathEscape(name), nil, "", &s); err != nil {
+		var st dash.ReleaseStatus
+		if err := c.call("GET", clientAppPath(name, fmt.Sprintf("/releases/%d/status", version)), nil, "", &st); err != nil {
 			return err
 		}
-		healthy := 0
-		for _, in := range s.Instances {
-			if in.Release == version && in.State == "running" && in.Health == "healthy" {
-				healthy++
+		switch st.State {
+		case dash.ReleaseHealthy:
+			var s dash.AppDetail
+			if err := c.call("GET", clientAppPath(name, ""), nil, "", &s); err != nil {
+				return err
 			}
-		}
-		if healthy >= s.App.Instances {
-			fmt.Fprintf(cmd.OutOrStdout(), "v%d: %d/%d instances healthy: %s\n", version, healthy, s.App.Instances, s.App.URL)
+			fmt.Fprintf(cmd.OutOrStdout(), "v%d: %d/%d instances healthy: %s\n", version, st.Healthy, st.Wanted, s.App.URL)
 			return nil
+		case dash.ReleaseFailed, dash.ReleaseRolledBack, dash.ReleaseSuperseded:
+			clientPrintEvidence(cmd.ErrOrStderr(), st.Instance, st.Lines)
+			var err error
+			switch st.State {
+			case dash.ReleaseRolledBack:
+				err = fmt.Errorf("rolled back to v%d: %s", st.CurrentRelease, st.Reason)
+			case dash.ReleaseSuperseded:
+				err = fmt.Errorf("release v%d was replaced by v%d", version, st.CurrentRelease)
+			default:
+				err = fmt.Errorf("%s (see `dinp logs %s` and `dinp events %s`)", st.Reason, name, name)
+			}
+			return &clientExitError{code: clientExitTimeout, err: err}
 		}
-		if msg := fmt.Sprintf("waiting for v%d: %d/%d instances healthy", version, healthy, s.App.Instances); msg != last {
+		if msg := fmt.Sprintf("waiting for v%d: %d/%d instances healthy", version, st.Healthy, st.Wanted); msg != last {
 			fmt.Fprintln(cmd.ErrOrStderr(), msg)
 			last = msg
 		}
 		if time.Now().After(deadline) {
 			return &clientExitError{code: clientExitTimeout,
-				err: fmt.Errorf("release v%d: %d/%d instances healthy after %s (see `dinp ps %s` and `dinp logs %s`)", version, healthy, s.App.Instances, wait, name, name)}
+				err: fmt.Errorf("release v%d: %d/%d instances healthy after %s (see `dinp ps %s` and `dinp logs %s`)", version, st.Healthy, st.Wanted, wait, name, name)}
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// clientPrintEvidence prints an instance's last output lines, indented.
+func clientPrintEvidence(w io.Writer, instance string, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "last output of instance %s:\n", instance)
+	for _, l := range lines {
+		fmt.Fprintln(w, "  | "+l)
 	}
 }
 

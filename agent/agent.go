@@ -246,6 +246,9 @@ func (a *Agent) heartbeat(containers []common.Container) common.Heartbeat {
 		if st := a.states[c.Instance]; st != nil && c.Instance != "" {
 			c.Error = st.lastErr
 			c.RestartCount = max(c.RestartCount, st.restarts)
+			if c.LastExit == nil {
+				c.LastExit = st.lastExit
+			}
 		}
 		has[c.Instance] = true
 		hb.Containers = append(hb.Containers, c)
@@ -264,6 +267,7 @@ func (a *Agent) heartbeat(containers []common.Container) common.Heartbeat {
 			State:        statePending,
 			RestartCount: st.restarts,
 			Error:        st.lastErr,
+			LastExit:     st.lastExit,
 		})
 	}
 	return hb

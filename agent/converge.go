@@ -32,7 +32,27 @@ func (a *Agent) converge(ctx context.Context, assigned []common.Assignment, cont
 		st.crashedID = id
 		st.delay = nextDelay(st.delay)
 		st.notBefore = now.Add(st.delay)
-		a.log.Info("container exited", "instance", inst, "container", short(id), "retry_in", st.delay.String())
+		var c common.Container
+		for _, x := range containers {
+			if x.ID == id {
+				c = x
+			}
+		}
+		exit := common.Exit{Code: c.ExitCode}
+		if c.LastExit != nil {
+			exit = *c.LastExit
+		}
+		st.lastExit = &exit
+		a.log.Info("container exited", "app", c.App, "instance", inst, "container", short(id), "reason", exit.Reason(), "retry_in", st.delay.String())
+		if a.logs != nil {
+			// Its output, then how it ended, before anything replaces it.
+			a.busy[inst] = true
+			a.spawn(inst, "", "exit", func() error {
+				a.drainLogs(ctx, c)
+				a.logs.announceExit(ctx, c, exit)
+				return nil
+			})
+		}
 	}
 	for _, inst := range p.Stable {
 		st := a.state(inst)
@@ -55,7 +75,7 @@ func (a *Agent) converge(ctx context.Context, assigned []common.Assignment, cont
 		c := c
 		a.log.Info("removing unassigned container", "app", c.App, "instance", c.Instance, "container", short(c.ID))
 		a.spawn(containerKey(c.ID), "", "remove", func() error {
-			return a.stopAndRemove(ctx, c.ID, isUp(c.State))
+			return a.stopAndRemove(ctx, c)
 		})
 	}
 
@@ -136,7 +156,7 @@ func (a *Agent) place(ctx context.Context, pl placement, restarts int) error {
 	as := pl.Assignment
 	log := a.log.With("app", as.App, "instance", as.Instance, "release", as.Release)
 	if pl.Old != nil {
-		if err := a.stopAndRemove(ctx, pl.Old.ID, isUp(pl.Old.State)); err != nil {
+		if err := a.stopAndRemove(ctx, *pl.Old); err != nil {
 			return err
 		}
 	}
@@ -217,17 +237,30 @@ func (a *Agent) ensureImage(ctx context.Context, ref string) error {
 	return err
 }
 
-// stopAndRemove stops (gracefully when it runs) and removes a container.
-// A container that is already gone is success.
-func (a *Agent) stopAndRemove(ctx context.Context, id string, running bool) error {
-	if running {
+// stopAndRemove stops (gracefully when it runs) and removes a container,
+// shipping the rest of its output in between. A container that is already
+// gone is success.
+func (a *Agent) stopAndRemove(ctx context.Context, c common.Container) error {
+	if isUp(c.State) {
 		secs := int(a.cfg.StopTimeout / time.Second)
-		err := a.docker.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs})
+		err := a.docker.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs})
 		if err != nil && !isNotFound(err) {
-			return fmt.Errorf("stop %s: %w", short(id), err)
+			return fmt.Errorf("stop %s: %w", short(c.ID), err)
 		}
 	}
-	return a.remove(ctx, id)
+	a.drainLogs(ctx, c)
+	return a.remove(ctx, c.ID)
+}
+
+// drainLogs waits (a bounded time: logs never hold a node up) until the
+// output of ended container c is in its app's log stream.
+func (a *Agent) drainLogs(ctx context.Context, c common.Container) {
+	if a.logs == nil || c.App == "" || c.State == common.StateCreated { // never started: no output
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, logDrainTimeout)
+	defer cancel()
+	a.logs.drain(dctx, c)
 }
 
 func (a *Agent) remove(ctx context.Context, id string) error {

@@ -37,6 +37,22 @@ import (
 
 func main() {
 	id := os.Getenv("DINP_INSTANCE_ID")
+	if msg := os.Getenv("CRASH_WITH"); msg != "" {
+		fmt.Println(msg)
+		fmt.Fprintln(os.Stderr, "giving up")
+		os.Exit(3)
+	}
+	if os.Getenv("EAT_MEMORY") != "" {
+		fmt.Println("eating memory")
+		var keep [][]byte
+		for {
+			b := make([]byte, 1<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			keep = append(keep, b)
+		}
+	}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("request", r.URL.Path)
 		fmt.Fprintf(w, "hello from %s\n", id)
@@ -319,4 +335,105 @@ func countLogLines(t *testing.T, rdb *redis.Client, stream, line string) int {
 		}
 	}
 	return n
+}
+
+// Containers that exit within milliseconds: every line they wrote reaches
+// the app's log stream exactly once, followed by one platform line saying
+// how each ended (exit code, or the OOM killer at the memory limit), and
+// the heartbeat carries the last exit.
+func TestDockerExitsShipped(t *testing.T) {
+	dc := dockerOrSkip(t)
+	rdb, prefix := testenv.Redis(t)
+	node := "itest-" + common.RandomToken(4)
+	ref := "dinp-agent-test/" + node + ":latest"
+	buildTestImage(t, dc, ref)
+	t.Cleanup(func() {
+		for _, c := range nodeContainers(t, dc, node) {
+			_ = dc.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
+		}
+	})
+	server, url := startFakeServer(t, testToken)
+	marker := "boom-" + common.RandomToken(4)
+	crash := common.Assignment{Instance: "cr" + common.RandomToken(6), App: "crashy", Release: 1, Index: 0, Image: ref,
+		MemoryMB: 64, CPUShares: 256, Port: 8080, Env: map[string]string{"CRASH_WITH": marker}}
+	oom := common.Assignment{Instance: "om" + common.RandomToken(6), App: "hungry", Release: 1, Index: 0, Image: ref,
+		MemoryMB: 32, CPUShares: 256, Port: 8080, Env: map[string]string{"EAT_MEMORY": "1"}}
+	server.set(200, true, crash, oom)
+
+	cfg := DefaultConfig()
+	cfg.ClusterToken = testToken
+	cfg.KeyPrefix = prefix
+	cfg.NodeID = node
+	cfg.DataDir = t.TempDir()
+	cfg.ServerURL = url
+	cfg.Addr = ""
+	cfg.Interval = 200 * time.Millisecond
+	cfg.StopTimeout = time.Second
+	cfg.MemoryMB = 1024
+	cfg.Log = common.DiscardLogger()
+	_, stop := startAgent(t, cfg)
+
+	keys := common.NewKeys(prefix)
+	entries := func(app string) []common.LogEntry {
+		msgs, err := rdb.XRange(context.Background(), keys.Logs(app), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []common.LogEntry
+		for _, m := range msgs {
+			var e common.LogEntry
+			s, _ := m.Values["e"].(string)
+			if json.Unmarshal([]byte(s), &e) == nil {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	count := func(es []common.LogEntry, source, substr string) int {
+		n := 0
+		for _, e := range es {
+			if e.Source == source && strings.Contains(e.Line, substr) {
+				n++
+			}
+		}
+		return n
+	}
+	testenv.WaitFor(t, "three crashes shipped", 120*time.Second, func() bool {
+		return count(entries("crashy"), common.LogSourcePlatform, "exited with code 3 after") >= 3
+	})
+	testenv.WaitFor(t, "an OOM kill shipped", 120*time.Second, func() bool {
+		return count(entries("hungry"), common.LogSourcePlatform, "killed: exceeded its 32 MB memory limit") >= 1
+	})
+	testenv.WaitFor(t, "the heartbeat's last exit", 30*time.Second, func() bool {
+		server.mu.Lock()
+		defer server.mu.Unlock()
+		ok := 0
+		for _, c := range server.got[len(server.got)-1].Containers {
+			switch {
+			case c.Instance == crash.Instance && c.LastExit != nil && c.LastExit.Code == 3 && !c.LastExit.OOM:
+				ok++
+			case c.Instance == oom.Instance && c.LastExit != nil && c.LastExit.OOM && c.LastExit.MemoryMB == 32:
+				ok++
+			}
+		}
+		return ok == 2
+	})
+	// Stop the agent so no crash is in flight, then compare: each container
+	// printed its two lines once and was announced once.
+	server.set(200, true)
+	testenv.WaitFor(t, "containers removed", 60*time.Second, func() bool { return len(nodeContainers(t, dc, node)) == 0 })
+	stop()
+	es := entries("crashy")
+	exits := count(es, common.LogSourcePlatform, "exited with code 3")
+	if got := count(es, common.LogSourceApp, marker); got != exits {
+		t.Errorf("%d lines %q for %d exits: want one per container", got, marker, exits)
+	}
+	if got := count(es, common.LogSourceApp, "giving up"); got != exits {
+		t.Errorf("%d stderr lines for %d exits", got, exits)
+	}
+	for _, e := range es {
+		if e.Source == common.LogSourcePlatform && (e.Instance != crash.Instance || !strings.HasPrefix(e.Line, "instance "+crash.Instance+" exited")) {
+			t.Errorf("platform line %+v", e)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,10 +24,16 @@ import (
 const (
 	logStreamMaxLen = 10000
 	maxLineBytes    = 16 << 10
+	// logDrainTimeout bounds how long removing a container waits for its
+	// output to be shipped.
+	logDrainTimeout = 10 * time.Second
 )
 
-// logShipper follows the output of every running container of the node and
-// appends it to the app's log stream. The loop goroutine owns followers.
+// logShipper follows the output of every container of the node, running or
+// ended, and appends it to the app's log stream. The loop goroutine starts
+// and stops followers; operations that remove a container first wait (drain)
+// for its follower to have shipped everything, so output of a container that
+// lived for milliseconds is shipped before the container goes.
 type logShipper struct {
 	docker Docker
 	rdb    *redis.Client
@@ -35,15 +42,32 @@ type logShipper struct {
 	since  time.Time // agent start: where a container without a cursor starts
 	cursor string    // Keys.LogCursors(node)
 
-	followers map[string]*follower
-	pruned    bool // cursors of containers gone while no agent ran were removed
+	mu        sync.Mutex           // guards followers (the loop writes, drain reads)
+	followers map[string]*follower // by container id, until the container is gone
+	pruned    bool                 // cursors of containers gone while no agent ran were removed (loop only)
 	wg        sync.WaitGroup
 }
 
 type follower struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	ended  time.Time // written before done is closed
+	cancel  context.CancelFunc
+	done    chan struct{}
+	running bool      // the container ran when the follower started
+	ended   time.Time // written before done is closed
+	err     error     // written before done is closed
+}
+
+// exitField is the cursor hash field that records that a container's end
+// was announced in its app's log stream, so it is announced once.
+func exitField(id string) string { return "exit:" + id }
+
+// followable reports states whose output can be read: an ended container's
+// log is complete, a running one's is followed until it ends.
+func followable(state string) bool {
+	switch state {
+	case common.StateRunning, common.StateExited, common.StateDead, common.StatePaused, common.StateRestarting:
+		return true
+	}
+	return false
 }
 
 func newLogShipper(d Docker, rdb *redis.Client, keys common.Keys, node string, log *slog.Logger, since time.Time) *logShipper {
@@ -70,30 +94,34 @@ func (s *logShipper) resumeAt(ctx context.Context, id string, fallback time.Time
 	return fallback
 }
 
-// sync starts a follower per running container and stops those whose
-// container no longer runs.
+// sync starts a follower per container whose output is not all shipped yet
+// and forgets those whose container is gone. A follower of a container that
+// stopped is left to read the rest: Docker ends the stream after the last
+// line, and the follower is done.
 func (s *logShipper) sync(ctx context.Context, containers []common.Container) {
-	running := map[string]common.Container{}
+	present := map[string]common.Container{}
 	for _, c := range containers {
-		if c.State == common.StateRunning && c.App != "" {
-			running[c.ID] = c
+		if c.App != "" {
+			present[c.ID] = c
 		}
 	}
 	var gone []string
+	s.mu.Lock()
 	for id, f := range s.followers {
-		if _, ok := running[id]; !ok {
+		if _, ok := present[id]; !ok {
 			f.cancel()
 			delete(s.followers, id)
-			gone = append(gone, id)
+			gone = append(gone, id, exitField(id))
 		}
 	}
+	s.mu.Unlock()
 	if !s.pruned {
 		// Containers removed while no agent ran leave cursors behind.
-		if ids, err := s.rdb.HKeys(ctx, s.cursor).Result(); err == nil {
+		if fields, err := s.rdb.HKeys(ctx, s.cursor).Result(); err == nil {
 			s.pruned = true
-			for _, id := range ids {
-				if _, ok := running[id]; !ok {
-					gone = append(gone, id)
+			for _, field := range fields {
+				if _, ok := present[strings.TrimPrefix(field, "exit:")]; !ok {
+					gone = append(gone, field)
 				}
 			}
 		}
@@ -101,38 +129,91 @@ func (s *logShipper) sync(ctx context.Context, containers []common.Container) {
 	if len(gone) > 0 {
 		s.rdb.HDel(ctx, s.cursor, gone...)
 	}
-	for id, c := range running {
-		fallback := s.since
-		if f, ok := s.followers[id]; ok {
-			select {
-			case <-f.done: // the stream broke while the container runs: resume
-				fallback = f.ended
-			default:
-				continue
-			}
+	for _, c := range present {
+		if followable(c.State) {
+			s.start(ctx, c)
 		}
-		since := s.resumeAt(ctx, id, fallback)
-		fctx, cancel := context.WithCancel(ctx)
-		f := &follower{cancel: cancel, done: make(chan struct{})}
-		s.followers[id] = f
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer close(f.done)
-			err := s.follow(fctx, c, since)
-			f.ended = time.Now()
-			if err != nil && fctx.Err() == nil {
-				s.log.Debug("log follower ended", "instance", c.Instance, "err", err)
-			}
-		}()
 	}
 }
 
+// start makes sure container c has a follower that ships what it has not
+// yet shipped, and returns it. A follower whose stream broke while the
+// container runs is replaced; one that read an ended container to its end
+// is kept (its output is all shipped).
+func (s *logShipper) start(ctx context.Context, c common.Container) *follower {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fallback := s.since
+	if f, ok := s.followers[c.ID]; ok {
+		select {
+		case <-f.done:
+			if f.err == nil && (!f.running || c.State != common.StateRunning) {
+				return f // read to its end
+			}
+			fallback = f.ended
+		default:
+			return f
+		}
+	}
+	since := s.resumeAt(ctx, c.ID, fallback)
+	fctx, cancel := context.WithCancel(ctx)
+	f := &follower{cancel: cancel, done: make(chan struct{}), running: c.State == common.StateRunning}
+	s.followers[c.ID] = f
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(f.done)
+		f.err = s.follow(fctx, c, since)
+		f.ended = time.Now()
+		if f.err != nil && fctx.Err() == nil {
+			s.log.Debug("log follower ended", "instance", c.Instance, "err", f.err)
+		}
+	}()
+	return f
+}
+
+// drain waits until every line container c wrote is shipped. c must have
+// ended (or be about to: the caller stopped it). Called from tasks before a
+// container is removed; ctx bounds the wait.
+func (s *logShipper) drain(ctx context.Context, c common.Container) {
+	c.State = common.StateExited
+	for range 3 { // a broken stream is resumed from the cursor
+		f := s.start(ctx, c)
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return
+		}
+		if f.err == nil {
+			return
+		}
+	}
+}
+
+// announceExit ships the platform's line saying how container c's process
+// ended, once per container (also across agent restarts).
+func (s *logShipper) announceExit(ctx context.Context, c common.Container, e common.Exit) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	first, err := s.rdb.HSetNX(rctx, s.cursor, exitField(c.ID), "1").Result()
+	if err != nil || !first {
+		return
+	}
+	at := e.At
+	if at.IsZero() {
+		at = time.Now().UTC()
+	}
+	line := fmt.Sprintf("instance %s %s", c.Instance, e.Reason())
+	s.append(rctx, c.App, common.LogEntry{Source: common.LogSourcePlatform, Instance: c.Instance, Line: line, At: at}, nil)
+}
+
 func (s *logShipper) stopAll() {
+	s.mu.Lock()
 	for id, f := range s.followers {
 		f.cancel()
 		delete(s.followers, id)
 	}
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
@@ -208,17 +289,24 @@ func (s *logShipper) ship(ctx context.Context, c common.Container, stream string
 	if len(line) > maxLineBytes {
 		line = line[:maxLineBytes]
 	}
-	e, _ := json.Marshal(common.LogEntry{Source: "app", Instance: c.Instance, Stream: stream, Line: string(line), At: at})
 	xctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	// The line and the container's cursor in one round trip.
+	s.append(xctx, c.App, common.LogEntry{Source: common.LogSourceApp, Instance: c.Instance, Stream: stream, Line: string(line), At: at},
+		func(pipe redis.Pipeliner) { pipe.HSet(xctx, s.cursor, c.ID, at.Format(time.RFC3339Nano)) })
+}
+
+// append adds e to app's stream; with also, more commands go in the same
+// round trip (the container's cursor moves with its line).
+func (s *logShipper) append(ctx context.Context, app string, e common.LogEntry, also func(redis.Pipeliner)) {
+	raw, _ := json.Marshal(e)
 	pipe := s.rdb.Pipeline()
-	pipe.XAdd(xctx, &redis.XAddArgs{
-		Stream: s.keys.Logs(c.App), MaxLen: logStreamMaxLen, Approx: true, Values: map[string]any{"e": e},
+	pipe.XAdd(ctx, &redis.XAddArgs{
+		Stream: s.keys.Logs(app), MaxLen: logStreamMaxLen, Approx: true, Values: map[string]any{"e": raw},
 	})
-	pipe.HSet(xctx, s.cursor, c.ID, at.Format(time.RFC3339Nano))
-	_, err := pipe.Exec(xctx)
-	if err != nil && ctx.Err() == nil {
-		s.log.Debug("ship log line", "app", c.App, "err", err)
+	if also != nil {
+		also(pipe)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
+		s.log.Debug("ship log line", "app", app, "err", err)
 	}
 }

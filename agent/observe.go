@@ -24,6 +24,7 @@ type inspected struct {
 	state     string
 	exitCode  int
 	startedAt time.Time
+	exit      *common.Exit // set for an exited or dead container
 }
 
 // observe lists this node's containers. A failed list returns an error and
@@ -52,6 +53,12 @@ func (a *Agent) observe(ctx context.Context) ([]common.Container, error) {
 			out = append(out, c)
 			continue
 		}
+		// A created container has nothing to inspect yet, and the engine
+		// answers an inspect only once a start in progress is done (seconds on
+		// a busy node): that would hold up the heartbeat.
+		if !ok && string(s.State) == common.StateCreated {
+			info, ok = inspected{state: common.StateCreated}, true
+		}
 		if !ok || info.state != string(s.State) {
 			ins, err := a.docker.ContainerInspect(ctx, s.ID)
 			switch {
@@ -66,11 +73,15 @@ func (a *Agent) observe(ctx context.Context) ([]common.Container, error) {
 				if t, err := time.Parse(time.RFC3339Nano, ins.State.StartedAt); err == nil && t.Year() > 1 {
 					info.startedAt = t
 				}
+				if info.state == common.StateExited || info.state == common.StateDead {
+					info.exit = exitOf(ins)
+				}
 			}
 			a.inspects[s.ID] = info
 		}
 		c.ExitCode = info.exitCode
 		c.StartedAt = info.startedAt
+		c.LastExit = info.exit
 		out = append(out, c)
 	}
 	for id := range a.inspects {
@@ -80,6 +91,24 @@ func (a *Agent) observe(ctx context.Context) ([]common.Container, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// exitOf reads how an ended container's process ended.
+func exitOf(ins container.InspectResponse) *common.Exit {
+	st := ins.State
+	e := &common.Exit{Code: st.ExitCode, OOM: st.OOMKilled}
+	if ins.HostConfig != nil {
+		e.MemoryMB = ins.HostConfig.Memory >> 20
+	}
+	started, _ := time.Parse(time.RFC3339Nano, st.StartedAt)
+	finished, err := time.Parse(time.RFC3339Nano, st.FinishedAt)
+	if err == nil && finished.Year() > 1 {
+		e.At = finished.UTC()
+		if started.Year() > 1 && finished.After(started) {
+			e.RuntimeMS = finished.Sub(started).Milliseconds()
+		}
+	}
+	return e
 }
 
 // containerFromSummary reads an instance's identity back from its labels.

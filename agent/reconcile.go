@@ -23,6 +23,7 @@ type instState struct {
 	notBefore time.Time     // no create/start/replace before this
 	crashedID string        // exited container whose backoff is running
 	lastErr   string        // last pull/create/start error, "" after a success
+	lastExit  *common.Exit  // how its last container ended on its own, nil when none has
 }
 
 // nextDelay doubles d within [backoffMin, backoffMax].

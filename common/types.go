@@ -1,6 +1,9 @@
 package common
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // DefaultAppPort is the port an app listens on inside its container ($PORT).
 const DefaultAppPort = 8080
@@ -152,6 +155,36 @@ type Container struct {
 	// LocalAddr is the container's ip:port on its node's network (see
 	// Backend.LocalAddr); empty when it has none.
 	LocalAddr string `json:"local_addr,omitempty"`
+	// LastExit is how the instance's last container ended on its own (not
+	// stopped by the platform); nil when none has.
+	LastExit *Exit `json:"last_exit,omitempty"`
+}
+
+// Exit is how a container's process ended, as the engine saw it.
+type Exit struct {
+	Code int `json:"code"`
+	// OOM is the engine's OOMKilled flag: the kernel killed the process at
+	// its memory limit (MemoryMB).
+	OOM       bool      `json:"oom,omitempty"`
+	MemoryMB  int64     `json:"memory_mb,omitempty"`
+	RuntimeMS int64     `json:"runtime_ms"`
+	At        time.Time `json:"at"`
+}
+
+// Reason says in words why the process ended, with how long it ran:
+// "exited with code 1 after 0.2 s", "killed: exceeded its 64 MB memory
+// limit after 3.0 s", "killed by signal 9 after 12.5 s".
+func (e Exit) Reason() string {
+	after := fmt.Sprintf(" after %.1f s", float64(e.RuntimeMS)/1000)
+	switch {
+	case e.OOM && e.MemoryMB > 0:
+		return fmt.Sprintf("killed: exceeded its %d MB memory limit", e.MemoryMB) + after
+	case e.OOM:
+		return "killed: exceeded its memory limit" + after
+	case e.Code > 128 && e.Code < 160:
+		return fmt.Sprintf("killed by signal %d", e.Code-128) + after
+	}
+	return fmt.Sprintf("exited with code %d", e.Code) + after
 }
 
 // HeartbeatResponse carries the node's complete set of assignments. Known is
@@ -178,10 +211,17 @@ type Assignment struct {
 
 // LogEntry is one line in an app's log stream (Keys.Logs).
 type LogEntry struct {
-	Source   string    `json:"source"` // "app", "build", "platform"
+	Source   string    `json:"source"` // LogSourceApp, "build", LogSourcePlatform
 	Instance string    `json:"instance,omitempty"`
 	Build    int64     `json:"build,omitempty"`
 	Stream   string    `json:"stream,omitempty"` // stdout or stderr
 	Line     string    `json:"line"`
 	At       time.Time `json:"at"`
 }
+
+// Log sources of LogEntry: an app's own output, and what the platform says
+// about an instance (how its process ended).
+const (
+	LogSourceApp      = "app"
+	LogSourcePlatform = "platform"
+)

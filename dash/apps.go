@@ -51,6 +51,13 @@ type AppSummary struct {
 	// instance the leader placed (pending, failed, stopping included).
 	Running int `json:"running"`
 	Placed  int `json:"placed"`
+	// Crashed counts the current release's instances that crashed
+	// common.CrashedRestarts times and do not run.
+	Crashed int `json:"crashed"`
+	// State is new (never deployed), stopped (no instance wanted), serving
+	// (all wanted run), starting (some), crashed (none, and the current
+	// release's instances keep crashing) or down (none).
+	State string `json:"state"`
 }
 
 // Instance is one placed instance of an app.
@@ -65,6 +72,11 @@ type Instance struct {
 	Restarts  int        `json:"restarts"`
 	Error     string     `json:"error"`
 	StartedAt *time.Time `json:"started_at"`
+	// LastExit is how its last container ended on its own ("exited with
+	// code 1 after 0.2 s", "killed: exceeded its 64 MB memory limit …"),
+	// at LastExitAt; empty when none has.
+	LastExit   string     `json:"last_exit,omitempty"`
+	LastExitAt *time.Time `json:"last_exit_at,omitempty"`
 }
 
 // AppDetail is the answer of GET /api/v1/apps/{app}.
@@ -252,7 +264,9 @@ func (d *Dash) listApps(c *gin.Context) {
 	}
 	out := make([]AppSummary, 0, len(rows))
 	for _, a := range rows {
-		out = append(out, AppSummary{App: d.appView(a), Running: a.Running, Placed: a.Placed})
+		sum := AppSummary{App: d.appView(a), Running: a.Running, Placed: a.Placed, Crashed: a.Crashed}
+		sum.State = appState(sum)
+		out = append(out, sum)
 	}
 	c.JSON(http.StatusOK, gin.H{"apps": out})
 }
@@ -302,7 +316,7 @@ func (d *Dash) appDetail(ctx context.Context, a appRow) (AppDetail, error) {
 	for i, r := range rows {
 		in := Instance{
 			ID: r.ID, Index: r.Index, Release: r.Release, Node: r.Node, State: r.State, Health: health[i],
-			Restarts: r.Restarts, Error: r.Error, StartedAt: r.StartedAt,
+			Restarts: r.Restarts, Error: r.Error, StartedAt: r.StartedAt, LastExit: r.LastExit, LastExitAt: r.LastExitAt,
 		}
 		if r.Address != "" && r.HostPort > 0 {
 			in.Addr = r.Address + ":" + strconv.Itoa(r.HostPort)

@@ -221,6 +221,7 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	app.PUT("/env", d.putEnv)
 	app.PATCH("/env", d.putEnv)
 	app.GET("/releases", d.listReleases)
+	app.GET("/releases/:version/status", d.getReleaseStatus)
 	app.POST("/rollback", d.rollback)
 	app.GET("/events", d.listEvents)
 	app.GET("/builds", d.listBuilds)

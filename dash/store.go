@@ -47,8 +47,10 @@ type appRow struct {
 	Health         common.HealthConfig
 	Env            map[string]string
 	CurrentRelease *int
-	// Running and Placed count the app's instances (list only).
-	Running, Placed int
+	// Running and Placed count the app's instances (list only); Crashed
+	// counts the current release's instances that crashed
+	// common.CrashedRestarts times and do not run.
+	Running, Placed, Crashed int
 }
 
 // Release is one immutable release of an app: image pinned by digest plus
@@ -71,6 +73,12 @@ type Event struct {
 	Kind    string    `json:"kind"`
 	Message string    `json:"message"`
 	At      time.Time `json:"at"`
+	// Instance is the instance the event is about, if any.
+	Instance string `json:"instance,omitempty"`
+	// Evidence is the instance's last output lines when the event explains
+	// a failure (crash_loop, instance_exited, oom, instance_failed, health,
+	// rollback), oldest first.
+	Evidence []string `json:"evidence,omitempty"`
 }
 
 // instanceRow is one placed instance joined with its node's address.
@@ -85,6 +93,10 @@ type instanceRow struct {
 	Restarts  int
 	Error     string
 	StartedAt *time.Time
+	CreatedAt time.Time
+	// LastExit is how its last container ended on its own, at LastExitAt.
+	LastExit   string
+	LastExitAt *time.Time
 }
 
 func (s *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
@@ -250,20 +262,22 @@ func (s *store) app(ctx context.Context, u User, name string) (appRow, error) {
 func (s *store) apps(ctx context.Context, u User) ([]appRow, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+appColumns+`,
 		(SELECT COUNT(*) FROM instances i WHERE i.app_id = a.id AND i.state = 'running'),
-		(SELECT COUNT(*) FROM instances i WHERE i.app_id = a.id)
-		FROM apps a JOIN teams t ON t.id = a.team_id WHERE `+visible+` ORDER BY a.name`, u.IsAdmin, u.ID)
+		(SELECT COUNT(*) FROM instances i WHERE i.app_id = a.id),
+		(SELECT COUNT(*) FROM instances i WHERE i.app_id = a.id AND i.release_version = a.current_release
+			AND i.state <> 'running' AND i.restarts >= ?)
+		FROM apps a JOIN teams t ON t.id = a.team_id WHERE `+visible+` ORDER BY a.name`, common.CrashedRestarts, u.IsAdmin, u.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list apps: %w", err)
 	}
 	defer rows.Close()
 	out := []appRow{}
 	for rows.Next() {
-		var running, placed int
-		a, err := scanApp(rows, &running, &placed)
+		var running, placed, crashed int
+		a, err := scanApp(rows, &running, &placed, &crashed)
 		if err != nil {
 			return nil, fmt.Errorf("list apps: %w", err)
 		}
-		a.Running, a.Placed = running, placed
+		a.Running, a.Placed, a.Crashed = running, placed, crashed
 		out = append(out, a)
 	}
 	return out, rows.Err()
@@ -578,7 +592,8 @@ func (s *store) releases(ctx context.Context, appID int64, limit int) ([]Release
 
 // events lists an app's events, newest first.
 func (s *store) events(ctx context.Context, appID int64, limit int) ([]Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT kind, message, at FROM events WHERE app_id = ? ORDER BY at DESC, id DESC LIMIT ?`, appID, limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, message, at, COALESCE(instance, ''), COALESCE(evidence, '')
+		FROM events WHERE app_id = ? ORDER BY at DESC, id DESC LIMIT ?`, appID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
@@ -586,8 +601,12 @@ func (s *store) events(ctx context.Context, appID int64, limit int) ([]Event, er
 	out := []Event{}
 	for rows.Next() {
 		var e Event
-		if err := rows.Scan(&e.Kind, &e.Message, &e.At); err != nil {
+		var evidence string
+		if err := rows.Scan(&e.Kind, &e.Message, &e.At, &e.Instance, &evidence); err != nil {
 			return nil, fmt.Errorf("list events: %w", err)
+		}
+		if evidence != "" {
+			_ = json.Unmarshal([]byte(evidence), &e.Evidence) // evidence is best effort
 		}
 		out = append(out, e)
 	}
@@ -598,7 +617,8 @@ func (s *store) events(ctx context.Context, appID int64, limit int) ([]Event, er
 // address of their node.
 func (s *store) instances(ctx context.Context, appID int64) ([]instanceRow, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT i.id, i.idx, i.release_version, i.node, COALESCE(n.address, ''),
-		i.host_port, i.state, i.restarts, COALESCE(i.error, ''), i.started_at
+		i.host_port, i.state, i.restarts, COALESCE(i.error, ''), i.started_at, i.created_at,
+		COALESCE(i.last_exit, ''), i.last_exit_at
 		FROM instances i LEFT JOIN nodes n ON n.id = i.node WHERE i.app_id = ? ORDER BY i.idx, i.created_at`, appID)
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
@@ -607,13 +627,12 @@ func (s *store) instances(ctx context.Context, appID int64) ([]instanceRow, erro
 	out := []instanceRow{}
 	for rows.Next() {
 		var r instanceRow
-		var started sql.NullTime
-		if err := rows.Scan(&r.ID, &r.Index, &r.Release, &r.Node, &r.Address, &r.HostPort, &r.State, &r.Restarts, &r.Error, &started); err != nil {
+		var started, exited sqlNullTime
+		if err := rows.Scan(&r.ID, &r.Index, &r.Release, &r.Node, &r.Address, &r.HostPort, &r.State, &r.Restarts, &r.Error,
+			&started, &r.CreatedAt, &r.LastExit, &exited); err != nil {
 			return nil, fmt.Errorf("list instances: %w", err)
 		}
-		if started.Valid {
-			r.StartedAt = &started.Time
-		}
+		r.StartedAt, r.LastExitAt = started.ptr(), exited.ptr()
 		out = append(out, r)
 	}
 	return out, rows.Err()

@@ -96,7 +96,8 @@ func ago(v any) string {
 }
 
 // appState summarises an app for the list: not deployed, stopped, serving
-// (all instances running), starting (some) or down (none).
+// (all instances running), starting (some), crashed (none, and the
+// current release's instances keep crashing) or down (none).
 func appState(a AppSummary) string {
 	switch {
 	case a.CurrentRelease == nil:
@@ -107,6 +108,8 @@ func appState(a AppSummary) string {
 		return "serving"
 	case a.Running > 0:
 		return "starting"
+	case a.Crashed > 0:
+		return "crashed"
 	}
 	return "down"
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -37,6 +38,7 @@ type restartTrack struct {
 	count   int         // last restart count seen
 	times   []time.Time // when the last crashLoopRestarts restarts were seen
 	looping bool        // a crash_loop event was written for the current loop
+	exitAt  time.Time   // last process end seen (an event was written for it)
 }
 
 func newObservations() *observations {
@@ -56,9 +58,13 @@ func (o *observations) observe(now time.Time, d *desired, plan reconcile.Plan, h
 		known[a.ID] = true
 	}
 	var events []reconcile.Event
-	emit := func(app int64, kind, msg string) {
+	emit := func(app int64, kind, msg string, instance ...string) {
 		if o.seeded && known[app] {
-			events = append(events, reconcile.Event{AppID: app, Kind: kind, Message: msg})
+			e := reconcile.Event{AppID: app, Kind: kind, Message: msg}
+			if len(instance) > 0 {
+				e.Instance = instance[0]
+			}
+			events = append(events, e)
 		}
 	}
 	updated := make(map[string]reconcile.Instance, len(plan.Update))
@@ -87,13 +93,17 @@ func (o *observations) observe(now time.Time, d *desired, plan reconcile.Plan, h
 			if hs.Status == common.Unhealthy && hs.Error != "" {
 				msg += ": " + hs.Error
 			}
-			emit(row.AppID, EventHealth, msg)
+			if hs.Status == common.Unhealthy {
+				emit(row.AppID, EventHealth, msg, row.ID)
+			} else {
+				emit(row.AppID, EventHealth, msg)
+			}
 		}
 
 		// Crash loops, from the restart counts heartbeats report.
 		tr := o.restarts[row.ID]
 		if tr == nil {
-			tr = &restartTrack{count: row.Restarts}
+			tr = &restartTrack{count: row.Restarts, exitAt: row.LastExitAt}
 		} else {
 			cp := *tr
 			cp.times = append([]time.Time(nil), tr.times...)
@@ -108,15 +118,30 @@ func (o *observations) observe(now time.Time, d *desired, plan reconcile.Plan, h
 			}
 		}
 		tr.count = row.Restarts
+		// Each process end is an event with its reason, until the instance
+		// is known to loop (the crash_loop event speaks for the rest).
+		if row.LastExitAt.After(tr.exitAt) {
+			tr.exitAt = row.LastExitAt
+			kind := reconcile.EventExited
+			if row.LastExitOOM {
+				kind = reconcile.EventOOM
+			}
+			if !tr.looping || row.LastExitOOM {
+				emit(row.AppID, kind, fmt.Sprintf("instance %s (index %d, release v%d) on node %s %s",
+					row.ID, row.Index, row.Release, row.Node, row.LastExit), row.ID)
+			}
+		}
 		switch {
 		case len(tr.times) == crashLoopRestarts && now.Sub(tr.times[0]) <= crashLoopWindow && !tr.looping:
 			tr.looping = true
 			msg := fmt.Sprintf("instance %s (index %d, release v%d) on node %s restarted %d times within %s",
 				row.ID, row.Index, row.Release, row.Node, crashLoopRestarts, crashLoopWindow)
-			if row.Error != "" {
+			if row.LastExit != "" {
+				msg += "; last: " + row.LastExit
+			} else if row.Error != "" {
 				msg += "; last: " + row.Error
 			}
-			emit(row.AppID, EventCrashLoop, msg)
+			emit(row.AppID, EventCrashLoop, msg, row.ID)
 		case tr.looping && len(tr.times) > 0 && now.Sub(tr.times[len(tr.times)-1]) > crashLoopWindow:
 			tr.looping = false // it ran a whole window without restarting
 		}
@@ -145,4 +170,40 @@ func (o *observations) observe(now time.Time, d *desired, plan reconcile.Plan, h
 		}
 	}
 	return events, next
+}
+
+// attachEvidence gives the events (and rollbacks) that explain a failure
+// the last output lines of their instance, read from the app's log stream.
+// The logs are evidence, not state: a failed read leaves the event without.
+func (s *Server) attachEvidence(ctx context.Context, d *desired, events []reconcile.Event, rollbacks []reconcile.Rollback) {
+	names := make(map[int64]string, len(d.apps))
+	for _, a := range d.apps {
+		names[a.ID] = a.Name
+	}
+	tails := map[string][]string{}
+	tail := func(app int64, instance string) []string {
+		if lines, ok := tails[instance]; ok {
+			return lines
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		lines, err := common.InstanceTail(rctx, s.rdb, s.keys, names[app], instance, common.EvidenceLines, 2000)
+		if err != nil {
+			s.log.Debug("read evidence", "instance", instance, "err", err)
+		}
+		tails[instance] = lines
+		return lines
+	}
+	for i := range events {
+		e := &events[i]
+		if e.Instance != "" && len(e.Evidence) == 0 && reconcile.NeedsEvidence(e.Kind) && names[e.AppID] != "" {
+			e.Evidence = tail(e.AppID, e.Instance)
+		}
+	}
+	for i := range rollbacks {
+		rb := &rollbacks[i]
+		if rb.Instance != "" {
+			rb.Evidence = tail(rb.AppID, rb.Instance)
+		}
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dinp/dinp/common"
 )
 
@@ -152,6 +154,71 @@ func TestServerCrashLoopEvent(t *testing.T) {
 	ev := e.events(t, appID, EventCrashLoop)
 	if len(ev) != 1 || !strings.Contains(ev[0], "restarted 3 times") {
 		t.Fatalf("crash loop events %q, want one", ev)
+	}
+}
+
+// Process ends are events with the reason; oom, exit and crash_loop events
+// carry the instance's last output lines from its log stream, and the row
+// keeps the last exit for `dinp ps`.
+func TestServerExitEventsCarryEvidence(t *testing.T) {
+	e := newEnv(t)
+	appID := e.insertApp(t, "web", 1, 128)
+	s := startServer(t, e.cfg)
+	n1 := newFakeAgent("http://"+s.Addr(), "n1", "127.0.0.11", 1024)
+	n1.set(func(a *fakeAgent) { a.running = true })
+	n1.start(t)
+	var inst string
+	waitFor(t, "routed", 10*time.Second, func() (bool, string) {
+		for id := range e.routedHealth(t) {
+			inst = id
+		}
+		return inst != "", ""
+	})
+	ctx := context.Background()
+	for i := range 25 {
+		raw, _ := json.Marshal(common.LogEntry{Source: common.LogSourceApp, Instance: inst, Line: fmt.Sprintf("line %d", i), At: time.Now()})
+		e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: e.keys.Logs("web"), Values: map[string]any{"e": raw}})
+	}
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	n1.set(func(a *fakeAgent) {
+		a.lastExit = &common.Exit{Code: 137, OOM: true, MemoryMB: 128, RuntimeMS: 1500, At: at}
+	})
+	waitFor(t, "oom event", 10*time.Second, func() (bool, string) {
+		ev := e.events(t, appID, "oom")
+		return len(ev) == 1 && strings.Contains(ev[0], "killed: exceeded its 128 MB memory limit after 1.5 s"), fmt.Sprint(ev)
+	})
+	var evidence, lastExit string
+	if err := e.pool.QueryRow(`SELECT COALESCE(evidence, '') FROM events WHERE app_id = ? AND kind = 'oom'`, appID).Scan(&evidence); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	if err := json.Unmarshal([]byte(evidence), &lines); err != nil || len(lines) != common.EvidenceLines ||
+		lines[0] != "line 5" || lines[19] != "line 24" {
+		t.Fatalf("evidence %q (%v)", evidence, err)
+	}
+	e.pool.QueryRow(`SELECT COALESCE(last_exit, '') FROM instances WHERE id = ?`, inst).Scan(&lastExit)
+	if !strings.HasPrefix(lastExit, "killed: exceeded its 128 MB") {
+		t.Errorf("last_exit %q", lastExit)
+	}
+	// A plain exit is an instance_exited event; three restarts a crash loop
+	// with the same evidence.
+	n1.set(func(a *fakeAgent) { a.lastExit = &common.Exit{Code: 1, RuntimeMS: 200, At: at.Add(time.Second)} })
+	for i := 1; i <= 3; i++ {
+		n1.set(func(a *fakeAgent) { a.restarts = i })
+		waitFor(t, "restart count stored", 5*time.Second, func() (bool, string) {
+			var n int
+			e.pool.QueryRow(`SELECT restarts FROM instances WHERE app_id = ?`, appID).Scan(&n)
+			return n == i, fmt.Sprint(n)
+		})
+	}
+	waitFor(t, "exit and crash loop events", 5*time.Second, func() (bool, string) {
+		ex, cl := e.events(t, appID, "instance_exited"), e.events(t, appID, EventCrashLoop)
+		return len(ex) == 1 && strings.Contains(ex[0], "exited with code 1 after 0.2 s") && len(cl) == 1, fmt.Sprint(ex, cl)
+	})
+	var n int
+	e.pool.QueryRow(`SELECT COUNT(*) FROM events WHERE app_id = ? AND kind IN ('crash_loop', 'instance_exited') AND evidence LIKE '%line 24%'`, appID).Scan(&n)
+	if n != 2 {
+		t.Errorf("%d exit/crash_loop events with evidence, want 2", n)
 	}
 }
 

@@ -156,6 +156,7 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 			s.log.Warn("cannot place", "app_id", app, "reason", reason)
 		}
 	}
+	s.attachEvidence(ctx, d, events, plan.Rollbacks)
 	if err := applyRows(ctx, pool, plan, events); err != nil {
 		s.log.Error("apply plan failed; nothing written", "err", err)
 		return

@@ -102,7 +102,8 @@ type fakeAgent struct {
 	mu       sync.Mutex
 	running  bool
 	paused   bool
-	restarts int // restart count reported for every container
+	restarts int          // restart count reported for every container
+	lastExit *common.Exit // last exit reported for every container
 	ports    map[string]int
 	last     common.HeartbeatResponse
 	status   int
@@ -140,7 +141,7 @@ func (a *fakeAgent) beat() {
 			}
 			hb.Containers = append(hb.Containers, common.Container{ID: "c" + as.Instance, App: as.App,
 				Instance: as.Instance, Release: as.Release, Index: as.Index, State: common.StateRunning, HostPort: p,
-				LocalAddr: fmt.Sprintf("172.20.0.%d:8080", p-40000+2), RestartCount: a.restarts})
+				LocalAddr: fmt.Sprintf("172.20.0.%d:8080", p-40000+2), RestartCount: a.restarts, LastExit: a.lastExit})
 		}
 	}
 	url := a.url

@@ -123,20 +123,25 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 	}
 
 	rows, err = tx.QueryContext(ctx, `SELECT id, app_id, release_version, idx, node, state, host_port, local_addr, container_id,
-		restarts, COALESCE(error, ''), started_at, created_at, updated_at FROM instances`)
+		restarts, COALESCE(error, ''), started_at, created_at, updated_at,
+		COALESCE(last_exit, ''), last_exit_at, last_exit_oom FROM instances`)
 	if err != nil {
 		return nil, fmt.Errorf("read instances: %w", err)
 	}
 	for rows.Next() {
 		var in reconcile.Instance
-		var started sql.NullTime
+		var started, exited sql.NullTime
 		if err := rows.Scan(&in.ID, &in.AppID, &in.Release, &in.Index, &in.Node, &in.State, &in.HostPort, &in.LocalAddr,
-			&in.ContainerID, &in.Restarts, &in.Error, &started, &in.CreatedAt, &in.UpdatedAt); err != nil {
+			&in.ContainerID, &in.Restarts, &in.Error, &started, &in.CreatedAt, &in.UpdatedAt,
+			&in.LastExit, &exited, &in.LastExitOOM); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read instances: %w", err)
 		}
 		if started.Valid {
 			in.StartedAt = started.Time
+		}
+		if exited.Valid {
+			in.LastExitAt = exited.Time
 		}
 		d.instances = append(d.instances, in)
 	}
@@ -182,9 +187,11 @@ func applyRows(ctx context.Context, pool *sql.DB, plan reconcile.Plan, events []
 	defer tx.Rollback()
 	for _, in := range plan.Create {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO instances (id, app_id, release_version, idx, node, state, host_port, local_addr,
-			container_id, restarts, error, started_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			container_id, restarts, error, started_at, created_at, updated_at, last_exit, last_exit_at, last_exit_oom)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			in.ID, in.AppID, in.Release, in.Index, in.Node, in.State, in.HostPort, in.LocalAddr, in.ContainerID, in.Restarts,
-			nullString(in.Error), nullTime(in.StartedAt), in.CreatedAt, in.UpdatedAt); err != nil {
+			nullString(in.Error), nullTime(in.StartedAt), in.CreatedAt, in.UpdatedAt,
+			nullString(in.LastExit), nullTime(in.LastExitAt), in.LastExitOOM); err != nil {
 			return fmt.Errorf("insert instance %s: %w", in.ID, err)
 		}
 	}
@@ -192,9 +199,9 @@ func applyRows(ctx context.Context, pool *sql.DB, plan reconcile.Plan, events []
 		// updated_at is set explicitly: for a stopping row it is the start of
 		// its drain period.
 		if _, err := tx.ExecContext(ctx, `UPDATE instances SET state = ?, host_port = ?, local_addr = ?, container_id = ?, restarts = ?,
-			error = ?, started_at = ?, updated_at = ? WHERE id = ?`,
+			error = ?, started_at = ?, updated_at = ?, last_exit = ?, last_exit_at = ?, last_exit_oom = ? WHERE id = ?`,
 			in.State, in.HostPort, in.LocalAddr, in.ContainerID, in.Restarts, nullString(in.Error), nullTime(in.StartedAt),
-			in.UpdatedAt, in.ID); err != nil {
+			in.UpdatedAt, nullString(in.LastExit), nullTime(in.LastExitAt), in.LastExitOOM, in.ID); err != nil {
 			return fmt.Errorf("update instance %s: %w", in.ID, err)
 		}
 	}
@@ -204,8 +211,13 @@ func applyRows(ctx context.Context, pool *sql.DB, plan reconcile.Plan, events []
 		}
 	}
 	for _, e := range events {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO events (app_id, kind, message) VALUES (?,?,?)`,
-			e.AppID, e.Kind, e.Message); err != nil {
+		var evidence any
+		if len(e.Evidence) > 0 {
+			raw, _ := json.Marshal(e.Evidence)
+			evidence = string(raw)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events (app_id, kind, message, instance, evidence) VALUES (?,?,?,?,?)`,
+			e.AppID, e.Kind, e.Message, nullString(e.Instance), evidence); err != nil {
 			return fmt.Errorf("insert event: %w", err)
 		}
 	}
@@ -219,8 +231,13 @@ func applyRows(ctx context.Context, pool *sql.DB, plan reconcile.Plan, events []
 		if n, _ := res.RowsAffected(); n == 0 {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO events (app_id, kind, message) VALUES (?,?,?)`,
-			rb.AppID, reconcile.EventRollback, rb.Reason); err != nil {
+		var evidence any
+		if len(rb.Evidence) > 0 {
+			raw, _ := json.Marshal(rb.Evidence)
+			evidence = string(raw)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events (app_id, kind, message, instance, evidence) VALUES (?,?,?,?,?)`,
+			rb.AppID, reconcile.EventRollback, rb.Reason, nullString(rb.Instance), evidence); err != nil {
 			return fmt.Errorf("insert event: %w", err)
 		}
 	}

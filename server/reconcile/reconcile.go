@@ -84,6 +84,11 @@ type Instance struct {
 	Restarts    int
 	Error       string
 	StartedAt   time.Time // zero: never started
+	// LastExit is how its last container ended on its own (the agent's
+	// words), at LastExitAt; LastExitOOM when the OOM killer ended it.
+	LastExit    string
+	LastExitAt  time.Time
+	LastExitOOM bool
 	CreatedAt   time.Time
 	// UpdatedAt is when the row last changed; for a stopping instance it is
 	// when the drain started.
@@ -160,6 +165,29 @@ type Event struct {
 	AppID   int64
 	Kind    string
 	Message string
+	// Instance is the instance the event is about ("" for the app); the
+	// writer attaches its last output lines as Evidence for the kinds that
+	// explain a failure (see NeedsEvidence).
+	Instance string
+	Evidence []string
+}
+
+// Event kinds about an instance's process ending.
+const (
+	// EventExited: a container exited on its own (code, signal, runtime).
+	EventExited = "instance_exited"
+	// EventOOM: the kernel killed a container at its memory limit.
+	EventOOM = "oom"
+)
+
+// NeedsEvidence reports the event kinds that carry the last output lines
+// of their instance.
+func NeedsEvidence(kind string) bool {
+	switch kind {
+	case EventFailed, EventExited, EventOOM, "crash_loop", "health":
+		return true
+	}
+	return false
 }
 
 // Plan is what the leader must write.
@@ -200,6 +228,10 @@ type Rollback struct {
 	From   int
 	To     int
 	Reason string
+	// Instance is the failed instance the reason names ("" after a plain
+	// timeout); its last output lines go with the event as Evidence.
+	Instance string
+	Evidence []string
 }
 
 // Compute returns the plan that moves the actual state toward the desired
@@ -306,7 +338,7 @@ func Compute(in Input) Plan {
 			// distinct reason (exits are the crash-loop detector's business).
 			if c != nil && c.Error != "" && inst.State == StateFailed &&
 				(o.State != StateFailed || o.Error != inst.Error) && appByID[inst.AppID] != nil {
-				plan.Events = append(plan.Events, Event{AppID: inst.AppID, Kind: EventFailed,
+				plan.Events = append(plan.Events, Event{AppID: inst.AppID, Kind: EventFailed, Instance: inst.ID,
 					Message: fmt.Sprintf("instance %s (index %d, release v%d) on node %s failed: %s; retrying",
 						inst.ID, inst.Index, inst.Release, inst.Node, inst.Error)})
 			}
@@ -534,7 +566,8 @@ func Compute(in Input) Plan {
 		}
 		if len(old) > 0 {
 			// Retiring new instances count: replacing one does not restart the clock.
-			if rb, ok := rollback(app, append(cur, retire...), old, n, in.Now, in.StartTimeout, healthy); ok {
+			broken := func(inst *Instance) (string, bool) { return cannotServe(app, inst, in.Health[inst.ID], in.Now) }
+			if rb, ok := rollback(app, append(cur, retire...), old, n, in.Now, in.StartTimeout, healthy, broken); ok {
 				plan.Rollbacks = append(plan.Rollbacks, rb)
 			}
 		}
@@ -702,22 +735,15 @@ func groupByApp(list []*Instance, appIdx map[int64]int, n int, keep func(*Instan
 	return groups
 }
 
-// rollback decides whether a deploy has run out of time: one of the current
-// release's instances has existed for the start timeout without becoming
-// healthy. The target is the newest older release that still has instances
-// (it is serving, so going back to it is safe).
-func rollback(app *App, cur, old []*Instance, healthy int, now time.Time, timeout time.Duration, isHealthy func(*Instance) bool) (Rollback, bool) {
+// rollback decides whether a deploy has failed: every one of the current
+// release's instances cannot serve (crashed CrashedRestarts times, or
+// unhealthy past the health check's grace period), or one of them has
+// existed for the start timeout without becoming healthy. The target is the
+// newest older release that still has instances (it is serving, so going
+// back to it is safe).
+func rollback(app *App, cur, old []*Instance, healthy int, now time.Time, timeout time.Duration,
+	isHealthy func(*Instance) bool, broken func(*Instance) (string, bool)) (Rollback, bool) {
 	if timeout <= 0 {
-		return Rollback{}, false
-	}
-	late := false
-	for _, inst := range cur {
-		if !isHealthy(inst) && now.Sub(inst.CreatedAt) >= timeout {
-			late = true
-			break
-		}
-	}
-	if !late {
 		return Rollback{}, false
 	}
 	to := 0
@@ -729,9 +755,43 @@ func rollback(app *App, cur, old []*Instance, healthy int, now time.Time, timeou
 	if to == 0 {
 		return Rollback{}, false
 	}
+	why, first := "", ""
+	for _, inst := range cur {
+		reason, ok := broken(inst)
+		if !ok {
+			why = ""
+			break
+		}
+		if why == "" {
+			why, first = fmt.Sprintf("instance %s %s", inst.ID, reason), inst.ID
+		}
+	}
+	if why != "" {
+		return Rollback{AppID: app.ID, App: app.Name, From: app.CurrentRelease, To: to, Instance: first,
+			Reason: fmt.Sprintf("release v%d cannot become healthy: every new instance failed (%s); rolling back to v%d",
+				app.CurrentRelease, why, to)}, true
+	}
+	late := false
+	for _, inst := range cur {
+		if !isHealthy(inst) && now.Sub(inst.CreatedAt) >= timeout {
+			late = true
+			break
+		}
+	}
+	if !late {
+		return Rollback{}, false
+	}
 	return Rollback{AppID: app.ID, App: app.Name, From: app.CurrentRelease, To: to,
 		Reason: fmt.Sprintf("release v%d not healthy after %s (%d/%d healthy); rolling back to v%d",
 			app.CurrentRelease, timeout, healthy, app.Instances, to)}, true
+}
+
+// cannotServe says whether an instance has shown it will not become
+// healthy on its own, and why: it crashed CrashedRestarts times without
+// turning healthy, or hm judges it unhealthy past its health check's grace
+// period. The dashboard's release status uses the same rule.
+func cannotServe(app *App, inst *Instance, hs common.HealthStatus, now time.Time) (string, bool) {
+	return common.CannotServe(app.Health, inst.Restarts, inst.LastExit, inst.Error, inst.CreatedAt, hs, now)
 }
 
 // retireReason says why a retiring instance is replaced.
@@ -752,8 +812,16 @@ func retireReason(n *Node, hs common.HealthStatus) string {
 func observe(inst *Instance, c *common.Container, now time.Time) {
 	// Only these fields change below; saving them is cheaper than copying
 	// the whole row 50,000 times a round.
-	state, hostPort, localAddr, containerID, restarts, errText, startedAt :=
-		inst.State, inst.HostPort, inst.LocalAddr, inst.ContainerID, inst.Restarts, inst.Error, inst.StartedAt
+	state, hostPort, localAddr, containerID, restarts, errText, startedAt, exitAt :=
+		inst.State, inst.HostPort, inst.LocalAddr, inst.ContainerID, inst.Restarts, inst.Error, inst.StartedAt, inst.LastExitAt
+	if c != nil && c.LastExit != nil && !c.LastExit.At.IsZero() {
+		inst.LastExit = c.LastExit.Reason()
+		inst.LastExitAt = c.LastExit.At.UTC().Truncate(time.Microsecond)
+		inst.LastExitOOM = c.LastExit.OOM
+		if len(inst.LastExit) > 255 {
+			inst.LastExit = inst.LastExit[:255]
+		}
+	}
 	switch {
 	case c == nil:
 		// Not created yet, or gone: the agent (re)creates it.
@@ -780,6 +848,8 @@ func observe(inst *Instance, c *common.Container, now time.Time) {
 			inst.Error = c.Error
 		case c.State == common.StateDead:
 			inst.Error = "container dead"
+		case c.LastExit != nil:
+			inst.Error = c.LastExit.Reason()
 		default:
 			inst.Error = fmt.Sprintf("exited with code %d", c.ExitCode)
 		}
@@ -793,7 +863,7 @@ func observe(inst *Instance, c *common.Container, now time.Time) {
 		inst.Error = inst.Error[:maxErrorLen]
 	}
 	if inst.State != state || inst.HostPort != hostPort || inst.LocalAddr != localAddr || inst.ContainerID != containerID ||
-		inst.Restarts != restarts || inst.Error != errText || !inst.StartedAt.Equal(startedAt) {
+		inst.Restarts != restarts || inst.Error != errText || !inst.StartedAt.Equal(startedAt) || !inst.LastExitAt.Equal(exitAt) {
 		inst.UpdatedAt = now
 	}
 }
@@ -803,7 +873,8 @@ func sameRow(a, b Instance) bool {
 	return a.ID == b.ID && a.AppID == b.AppID && a.Release == b.Release && a.Index == b.Index &&
 		a.Node == b.Node && a.State == b.State && a.HostPort == b.HostPort && a.LocalAddr == b.LocalAddr &&
 		a.ContainerID == b.ContainerID && a.Restarts == b.Restarts && a.Error == b.Error &&
-		a.StartedAt.Equal(b.StartedAt)
+		a.StartedAt.Equal(b.StartedAt) && a.LastExit == b.LastExit && a.LastExitAt.Equal(b.LastExitAt) &&
+		a.LastExitOOM == b.LastExitOOM
 }
 
 func appName(apps map[int64]*App, id int64) string {

@@ -632,6 +632,79 @@ func TestCompute(t *testing.T) {
 			},
 		},
 		{
+			name: "every new instance crashed 3 times: rolled back at once, not at the start timeout",
+			in: Input{Apps: []App{webApp(2, 2, 1, 2)}, StartTimeout: time.Hour,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning),
+					func() Instance { i := inst("v1", 2, 0, "n1", StateFailed); i.Restarts = 3; return i }(),
+					func() Instance { i := inst("v2", 2, 1, "n1", StateFailed); i.Restarts = 4; return i }()},
+				Nodes: []Node{node("n1", 1024, running("o1", 30000),
+					common.Container{Instance: "v1", State: common.StateExited, RestartCount: 3,
+						LastExit: &common.Exit{Code: 1, RuntimeMS: 200, At: t0}},
+					common.Container{Instance: "v2", State: common.StateExited, RestartCount: 4,
+						LastExit: &common.Exit{Code: 1, RuntimeMS: 300, At: t0}})},
+				Health: healthy("o1")},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 1 || p.Rollbacks[0].From != 2 || p.Rollbacks[0].To != 1 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+				eq(t, "reason", p.Rollbacks[0].Reason, "release v2 cannot become healthy: every new instance failed "+
+					"(instance v1 crashed 3 times, last exited with code 1 after 0.2 s); rolling back to v1")
+				eq(t, "last exit", p.Update[0].LastExit+" "+p.Update[0].LastExitAt.Format(time.RFC3339), "exited with code 1 after 0.2 s "+t0.Format(time.RFC3339))
+			},
+		},
+		{
+			name: "one new instance still starting: no fail-fast rollback",
+			in: Input{Apps: []App{webApp(2, 2, 1, 2)}, StartTimeout: time.Hour,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning),
+					func() Instance { i := inst("v1", 2, 0, "n1", StateFailed); i.Restarts = 3; return i }(),
+					port(inst("v2", 2, 1, "n1", StateRunning), 30002)},
+				Nodes: []Node{node("n1", 1024, running("o1", 30000),
+					common.Container{Instance: "v1", State: common.StateExited, RestartCount: 3}, running("v2", 30002))},
+				Health: healthy("o1")},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 0 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+			},
+		},
+		{
+			name: "every new instance unhealthy past the grace period: rolled back",
+			in: Input{Apps: []App{webApp(1, 2, 1, 2)}, StartTimeout: time.Hour,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning),
+					func() Instance {
+						i := port(inst("v1", 2, 0, "n1", StateRunning), 30002)
+						i.CreatedAt = t0.Add(-31 * time.Second)
+						return i
+					}()},
+				Nodes: []Node{node("n1", 1024, running("o1", 30000), running("v1", 30002))},
+				Health: merge(healthy("o1"), map[string]common.HealthStatus{"v1": {Status: common.Unhealthy,
+					Since: t0.Add(-5 * time.Second), Error: "GET /healthz: status 500"}})},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 1 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+				eq(t, "reason", p.Rollbacks[0].Reason, "release v2 cannot become healthy: every new instance failed "+
+					"(instance v1 failed its health check past the 30s grace period: GET /healthz: status 500); rolling back to v1")
+			},
+		},
+		{
+			name: "unhealthy within the grace period: no rollback",
+			in: Input{Apps: []App{webApp(1, 2, 1, 2)}, StartTimeout: time.Hour,
+				Instances: []Instance{inst("o1", 1, 0, "n1", StateRunning),
+					func() Instance {
+						i := port(inst("v1", 2, 0, "n1", StateRunning), 30002)
+						i.CreatedAt = t0.Add(-29 * time.Second)
+						return i
+					}()},
+				Nodes:  []Node{node("n1", 1024, running("o1", 30000), running("v1", 30002))},
+				Health: merge(healthy("o1"), unhealthy("v1", t0.Add(-5*time.Second)))},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Rollbacks) != 0 {
+					t.Fatalf("rollbacks %+v", p.Rollbacks)
+				}
+			},
+		},
+		{
 			name: "first deploy has nothing to roll back to",
 			in: Input{Apps: []App{webApp(1, 1, 1)}, StartTimeout: 30 * time.Second,
 				Instances: []Instance{func() Instance { i := inst("v1", 1, 0, "n1", StatePending); i.CreatedAt = t0.Add(-time.Hour); return i }()},

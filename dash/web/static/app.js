@@ -52,11 +52,12 @@ function initInstances() {
           cell(tr, String(i.index)); cell(tr, i.id.slice(0, 12)); cell(tr, "v" + i.release); cell(tr, i.node);
           cell(tr, i.addr); cell(tr, i.state, true); cell(tr, i.health, true); cell(tr, String(i.restarts));
           cell(tr, i.started_at ? new Date(i.started_at).toLocaleTimeString() : "");
+          cell(tr, i.last_exit ? i.last_exit + (i.last_exit_at ? " at " + new Date(i.last_exit_at).toLocaleTimeString() : "") : "");
           tbody.appendChild(tr);
         });
         if (!d.instances.length) {
           var tr = document.createElement("tr"); var td = document.createElement("td");
-          td.colSpan = 9; td.className = "muted"; td.textContent = "No instances."; tr.appendChild(td); tbody.appendChild(tr);
+          td.colSpan = 10; td.className = "muted"; td.textContent = "No instances."; tr.appendChild(td); tbody.appendChild(tr);
         }
       }).catch(function () {});
   }
@@ -97,6 +98,7 @@ function initDeploy() {
         status.appendChild(document.createTextNode("Release v" + body.release.version + " created. "));
         var a = document.createElement("a"); a.href = form.dataset.done; a.id = "deployed"; a.textContent = "Watch it roll out →";
         status.appendChild(a);
+        watchRollout(form.dataset.status + body.release.version + "/status");
       } else {
         status.className = "flash err";
         status.textContent = (body.error && body.error.message) || ("Deploy failed: HTTP " + xhr.status);
@@ -105,6 +107,35 @@ function initDeploy() {
     xhr.onerror = function () { ctrl.abort(); button.disabled = false; status.className = "flash err"; status.textContent = "Upload failed: network error"; };
     xhr.send(file);
   });
+}
+
+// watchRollout polls a release's status until it is healthy, cannot
+// become healthy or was rolled back, and shows why with the failing
+// instance's last output lines.
+function watchRollout(url) {
+  var el = document.getElementById("rollout"), ev = document.getElementById("rollout-evidence");
+  el.hidden = false; el.className = "muted";
+  function poll() {
+    fetch(url, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (s) {
+        if (!s) { setTimeout(poll, 2000); return; }
+        if (s.state === "deploying") {
+          el.textContent = "Rolling out v" + s.release + ": " + s.healthy + "/" + s.wanted + " instances healthy…";
+          setTimeout(poll, 2000);
+          return;
+        }
+        if (s.state === "healthy") {
+          el.className = "flash ok"; el.textContent = "v" + s.release + ": " + s.healthy + "/" + s.wanted + " instances healthy.";
+          return;
+        }
+        el.className = "flash err";
+        el.textContent = s.state === "rolled_back" ? "Rolled back to v" + s.current_release + ": " + s.reason
+          : s.state === "failed" ? s.reason : "v" + s.release + " was replaced by v" + s.current_release + ".";
+        if (s.lines && s.lines.length) { ev.hidden = false; ev.textContent = s.lines.join("\n"); }
+      }).catch(function () { setTimeout(poll, 2000); });
+  }
+  poll();
 }
 
 // Forms with data-confirm ask first.

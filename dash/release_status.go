@@ -1,0 +1,135 @@
+package dash
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dinp/dinp/common"
+)
+
+// Release states of GET /api/v1/apps/{app}/releases/{version}/status.
+const (
+	ReleaseDeploying  = "deploying"   // instances starting; may still turn healthy
+	ReleaseHealthy    = "healthy"     // every wanted instance runs it and is healthy
+	ReleaseFailed     = "failed"      // cannot become healthy: every instance crashed or failed health past grace
+	ReleaseRolledBack = "rolled_back" // the leader went back to an older release
+	ReleaseSuperseded = "superseded"  // a newer release replaced it
+)
+
+// ReleaseStatus says whether a release is rolling out, healthy, or cannot
+// become healthy, and why — with the failing instance's last output lines.
+// `dinp deploy` and the dashboard's deploy view poll it and stop waiting
+// as soon as the state is final.
+type ReleaseStatus struct {
+	Release        int    `json:"release"`
+	CurrentRelease int    `json:"current_release"`
+	State          string `json:"state"`
+	Healthy        int    `json:"healthy"`
+	Wanted         int    `json:"wanted"`
+	// Reason explains a failed or rolled back release.
+	Reason string `json:"reason,omitempty"`
+	// Instance is the failing instance Lines come from.
+	Instance string   `json:"instance,omitempty"`
+	Lines    []string `json:"lines,omitempty"`
+}
+
+// Final reports states a deploy waiting for the release stops at.
+func (s ReleaseStatus) Final() bool { return s.State != ReleaseDeploying }
+
+func (d *Dash) getReleaseStatus(c *gin.Context) {
+	v, err := strconv.Atoi(c.Param("version"))
+	if err != nil || v <= 0 {
+		d.fail(c, invalid("invalid_version", "version must be a positive integer"))
+		return
+	}
+	st, err := d.releaseStatus(c.Request.Context(), appOf(c), v)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, st)
+}
+
+// releaseStatus judges release version of app a from the instance rows,
+// hm's verdicts, the leader's rollback events and the log stream, with
+// the leader's own rule (common.CannotServe).
+func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (ReleaseStatus, error) {
+	if _, err := d.store.release(ctx, a.ID, version); err != nil {
+		if errors.Is(err, errNotFound) {
+			return ReleaseStatus{}, common.Errf(http.StatusNotFound, "not_found", fmt.Sprintf("release v%d not found", version))
+		}
+		return ReleaseStatus{}, err
+	}
+	st := ReleaseStatus{Release: version, Wanted: a.Instances, State: ReleaseDeploying}
+	if a.CurrentRelease != nil {
+		st.CurrentRelease = *a.CurrentRelease
+	}
+	if st.CurrentRelease != version {
+		evs, err := d.store.events(ctx, a.ID, listLimit)
+		if err != nil {
+			return ReleaseStatus{}, err
+		}
+		// The leader's rollback reasons start with "release vN ".
+		for _, e := range evs {
+			if e.Kind == "rollback" && strings.HasPrefix(e.Message, fmt.Sprintf("release v%d ", version)) {
+				st.State, st.Reason, st.Instance, st.Lines = ReleaseRolledBack, e.Message, e.Instance, e.Evidence
+				return st, nil
+			}
+		}
+		st.State = ReleaseSuperseded
+		if st.CurrentRelease < version {
+			st.State, st.Reason = ReleaseRolledBack, fmt.Sprintf("the current release is v%d", st.CurrentRelease)
+		}
+		return st, nil
+	}
+
+	rows, err := d.store.instances(ctx, a.ID)
+	if err != nil {
+		return ReleaseStatus{}, err
+	}
+	var mine []instanceRow
+	ids := []string{}
+	for _, r := range rows {
+		if r.Release == version && r.State != "stopping" {
+			mine = append(mine, r)
+			ids = append(ids, r.ID)
+		}
+	}
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	health, err := common.ReadHealth(hctx, d.rdb, d.keys, ids)
+	cancel()
+	if err != nil {
+		health = map[string]common.HealthStatus{} // unknown: nothing is judged healthy or failed by hm
+	}
+	now := time.Now()
+	broken, why, first := 0, "", ""
+	for _, r := range mine {
+		hs := health[r.ID]
+		if r.State == "running" && hs.Status == common.Healthy {
+			st.Healthy++
+		}
+		if reason, ok := common.CannotServe(a.Health, r.Restarts, r.LastExit, r.Error, r.CreatedAt, hs, now); ok {
+			broken++
+			if why == "" {
+				why, first = fmt.Sprintf("instance %s %s", r.ID, reason), r.ID
+			}
+		}
+	}
+	switch {
+	case st.Healthy >= st.Wanted: // scaled to 0: nothing to wait for
+		st.State = ReleaseHealthy
+	case len(mine) > 0 && broken == len(mine):
+		st.State, st.Reason, st.Instance = ReleaseFailed, fmt.Sprintf("release v%d cannot become healthy: every instance failed (%s)", version, why), first
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		st.Lines, _ = common.InstanceTail(lctx, d.rdb, d.keys, a.Name, first, common.EvidenceLines, 2000)
+		cancel()
+	}
+	return st, nil
+}
