@@ -19,6 +19,7 @@ func (b *Builder) routes() http.Handler {
 	v1.GET("/builds/:id", b.handleGet)
 	v1.GET("/builds/:id/log", b.handleLog)
 	v1.GET("/stacks", b.handleStacks)
+	v1.POST("/stacks/build", b.handleBuildStacks)
 	return r
 }
 
