@@ -471,3 +471,14 @@ func ensureRootfs(ctx context.Context, cache, name string, logf func(string)) (*
 	}
 	return buildRootfs(ctx, cache, name, logf)
 }
+
+// EnsureStack makes sure the machine's stack cache has a version of the
+// named Debian-based stack, building it if not (tests warm the cache with
+// it before they deploy, so no deploy waits minutes for a stack).
+func EnsureStack(ctx context.Context, cache, name string, logf func(string)) (version string, err error) {
+	r, err := ensureRootfs(ctx, cache, name, logf)
+	if err != nil {
+		return "", err
+	}
+	return r.meta.Version, nil
+}
