@@ -441,6 +441,12 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	}
 	res.Stack = det.Stack
 	logf(fmt.Sprintf("stack %s: %s", det.Stack, det.Reason))
+	if det.War != "" {
+		// Before the stack: a bad war should not wait for a stack build.
+		if err := checkWar(filepath.Join(src, det.War)); err != nil {
+			return err
+		}
+	}
 	var base stackBase
 	if det.Stack != StackDockerfile {
 		if base, err = b.stackBase(ctx, det.Stack, logf); err != nil {
