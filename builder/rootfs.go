@@ -259,6 +259,9 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 		"--skip=essential/unlink", // keeps downloaded packages for the deb cache
 		"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
 		"--setup-hook=sync-in " + debs + " /var/cache/apt/archives/",
+		// update-alternatives (openjdk's postinst) links man pages into
+		// man1, which path-exclude leaves out: give it the directory.
+		`--essential-hook=mkdir -p "$1"/usr/share/man/man1`,
 	}
 	for _, p := range trimmed {
 		args = append(args, "--dpkgopt=path-exclude="+p)
@@ -270,7 +273,7 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 	if spec.Hook != "" {
 		args = append(args, "--customize-hook="+spec.Hook)
 	}
-	args = append(args, `--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/tmp/* "$1"/root/.cache; mkdir -p "$1"/app`)
+	args = append(args, `--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/tmp/* "$1"/root/.cache "$1"/usr/share/man/*; mkdir -p "$1"/app`)
 	args = append(args, suite(), filepath.Join(tmp, "rootfs.tar"))
 	if src := aptSources(); src != "" {
 		args = append(args, src)
