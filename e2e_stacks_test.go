@@ -23,6 +23,14 @@ import (
 // two instances. The stacks come from the machine's stack cache; a cold
 // cache builds each once (mmdebstrap), before the platform starts.
 
+// startStackPlatform starts `dinp up` with heartbeats patient enough for
+// a loaded machine pulling a stack's base image (tens of MB) while other
+// tests run.
+func startStackPlatform(t *testing.T) *platform {
+	t.Helper()
+	return startPlatform(t, "--heartbeat-interval", "5s")
+}
+
 // warmStacks builds the stacks the test needs into the machine's cache.
 func warmStacks(t *testing.T, names ...string) {
 	t.Helper()
@@ -194,7 +202,7 @@ func TestStackDebianC(t *testing.T) {
 	writeFiles(t, dir, map[string]string{"server.c": cServer, "Procfile": "web: ./server $PORT\n"})
 	run(t, dir, "gcc", "-O1", "-o", "server", "server.c")
 	os.Remove(filepath.Join(dir, "server.c"))
-	p := startPlatform(t)
+	p := startStackPlatform(t)
 	if stack := deployStackApp(t, p, "capp", 64, tarDir(t, dir), "c app"); stack != builder.StackDebian {
 		t.Errorf("stack = %q, want debian", stack)
 	}
@@ -223,7 +231,7 @@ def application(environ, start_response):
 `,
 		"vendor/greeting/__init__.py": "def hello():\n    return 'python app with a vendored lib'\n",
 	})
-	p := startPlatform(t)
+	p := startStackPlatform(t)
 	if stack := deployStackApp(t, p, "pyapp", 128, tarDir(t, dir), "python app with a vendored lib"); stack != builder.StackPython {
 		t.Errorf("stack = %q, want python", stack)
 	}
@@ -249,7 +257,7 @@ http.createServer((req, res) => {
 		"node_modules/greet/package.json": `{"name":"greet","main":"lib/index.js"}`,
 		"node_modules/greet/lib/index.js": "module.exports = () => 'node app with a module';\n",
 	})
-	p := startPlatform(t)
+	p := startStackPlatform(t)
 	if stack := deployStackApp(t, p, "nodeapp", 128, tarDir(t, dir), "node app with a module"); stack != builder.StackNode {
 		t.Errorf("stack = %q, want node", stack)
 	}
@@ -284,7 +292,7 @@ func TestStackJavaJar(t *testing.T) {
 	writeFiles(t, src, map[string]string{"Main.java": javaMain})
 	run(t, src, "javac", "--release", "17", "Main.java")
 	run(t, src, "jar", "--create", "--file", filepath.Join(dir, "app.jar"), "--main-class", "Main", "Main.class")
-	p := startPlatform(t)
+	p := startStackPlatform(t)
 	if stack := deployStackApp(t, p, "jarapp", 256, tarDir(t, dir), "jar app heap="); stack != builder.StackJava {
 		t.Errorf("stack = %q, want java", stack)
 	}
@@ -344,7 +352,7 @@ public class Hello extends HttpServlet {
 	run(t, stubs, "javac", append([]string{"--release", "17", "-d", "."}, stubSrc...)...)
 	run(t, web, "javac", "--release", "17", "-cp", stubs, "-d", "WEB-INF/classes", "src/Hello.java")
 	run(t, web, "jar", "--create", "--file", filepath.Join(dir, "hello.war"), "WEB-INF")
-	p := startPlatform(t)
+	p := startStackPlatform(t)
 	if stack := deployStackApp(t, p, "warapp", 256, tarDir(t, dir), "war app"); stack != builder.StackJava {
 		t.Errorf("stack = %q, want java", stack)
 	}
@@ -369,7 +377,7 @@ func TestStackBinaryPort(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "busybox"), busybox, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := startPlatform(t)
+	p := startStackPlatform(t)
 	body := `{"name":"bbapp","instances":1,"memory_mb":32,"health_path":"/"}`
 	if _, err := p.api("POST", "/api/v1/apps", strings.NewReader(body), "application/json", nil); err != nil {
 		t.Fatal(err)
