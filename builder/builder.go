@@ -145,8 +145,9 @@ type Builder struct {
 	// image is pushed.
 	testHookPushed func(ref string)
 
-	stacksMu  sync.Mutex
-	stackImgs map[string]v1.Image // stack base images, built once
+	stacksMu     sync.Mutex
+	stackImgs    map[string]v1.Image // stack base images, built once
+	stacksPushed map[string]bool     // "name:version" of Debian-based stacks pushed
 }
 
 // New validates cfg, connects to MySQL, prepares the build scratch dir and
@@ -205,7 +206,7 @@ func New(cfg Config) (*Builder, error) {
 		rdb:       cfg.NewRedis(), // connects lazily; log lines are best effort
 		slots:     newSlots(cfg.Concurrency),
 		logs:      map[int64]*buildLog{},
-		stackImgs: map[string]v1.Image{},
+		stackImgs: map[string]v1.Image{}, stacksPushed: map[string]bool{},
 		ln:        ln,
 		now:       time.Now,
 		dockerCli: cfg.Docker,
@@ -541,6 +542,9 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		}
 		tm.since("build", t)
 		t = time.Now()
+		if err := b.ensureStackPushed(ctx, base); err != nil {
+			return err
+		}
 		pushed = d.String() // a push cut short may still have stored the manifest
 		if _, err := pushImage(ctx, ref, img, auth); err != nil {
 			return err

@@ -127,6 +127,9 @@ func (b *Builder) rebase(ctx context.Context, image string, res *common.Build, l
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.cfg.BuildTimeout)
 	defer cancel()
+	if err := b.ensureStackPushed(pctx, base); err != nil {
+		return err
+	}
 	if _, err := pushImage(pctx, fmt.Sprintf("%s/%s:build-%d", b.cfg.RegistryAddr, res.App, res.ID), img, auth); err != nil {
 		return err
 	}

@@ -80,6 +80,29 @@ func (b *Builder) stackBase(ctx context.Context, stack string, logf func(string)
 	return stackBase{img: img}, nil
 }
 
+// ensureStackPushed pushes a Debian-based stack's base image as
+// dinp/stacks/<name>:<version> once per builder (before the first app on
+// it, whose push then finds the base blob there).
+func (b *Builder) ensureStackPushed(ctx context.Context, base stackBase) error {
+	if base.fs == nil {
+		return nil
+	}
+	key := base.fs.meta.Name + ":" + base.fs.meta.Version
+	b.stacksMu.Lock()
+	done := b.stacksPushed[key]
+	b.stacksMu.Unlock()
+	if done {
+		return nil
+	}
+	if _, _, _, err := b.pushStack(ctx, base.fs.meta.Name, base.fs.meta.Version, base.img); err != nil {
+		return err
+	}
+	b.stacksMu.Lock()
+	b.stacksPushed[key] = true
+	b.stacksMu.Unlock()
+	return nil
+}
+
 func (b *Builder) rootfsBase(r *rootfs) (stackBase, error) {
 	b.stacksMu.Lock()
 	defer b.stacksMu.Unlock()
@@ -97,11 +120,17 @@ func (b *Builder) rootfsBase(r *rootfs) (stackBase, error) {
 
 // pushStacks pushes the stacks' base images to the registry (a no-op when
 // they are there already) and reports them. Debian-based stacks that are
-// not built yet are listed as such, not built here.
-func (b *Builder) pushStacks(ctx context.Context) ([]StackInfo, error) {
+// not built yet are listed as such, not built here; with withRootfs false
+// (at start) they are not pushed either: their tens of MB go up with the
+// first app that needs them.
+func (b *Builder) pushStacks(ctx context.Context, withRootfs bool) ([]StackInfo, error) {
 	var out []StackInfo
 	var firstErr error
-	for _, s := range []string{StackBinary, StackStatic, StackDebian, StackPython, StackNode, StackJava} {
+	names := []string{StackBinary, StackStatic}
+	if withRootfs {
+		names = append(names, rootfsStacks...)
+	}
+	for _, s := range names {
 		info := StackInfo{Name: s, Description: stackDescriptions[s], Version: "latest"}
 		var base stackBase
 		var err error
@@ -137,6 +166,11 @@ func (b *Builder) pushStacks(ctx context.Context) ([]StackInfo, error) {
 			}
 		} else {
 			info.Pushed = true
+			if base.fs != nil {
+				b.stacksMu.Lock()
+				b.stacksPushed[s+":"+info.Version] = true
+				b.stacksMu.Unlock()
+			}
 		}
 		out = append(out, info)
 	}
@@ -208,7 +242,7 @@ func (b *Builder) handleBuildStacks(c *gin.Context) {
 // Stacks lists the supported stacks with their base images, pushing the
 // base images first if they are not in the registry yet.
 func (b *Builder) Stacks(ctx context.Context) ([]StackInfo, error) {
-	return b.pushStacks(ctx)
+	return b.pushStacks(ctx, true)
 }
 
 // pushStacksLoop pushes the stack base images at start, retrying while the
@@ -216,7 +250,7 @@ func (b *Builder) Stacks(ctx context.Context) ([]StackInfo, error) {
 func (b *Builder) pushStacksLoop(ctx context.Context) {
 	delay := time.Second
 	for {
-		_, err := b.pushStacks(ctx)
+		_, err := b.pushStacks(ctx, false)
 		if err == nil {
 			b.log.Info("stack base images pushed")
 			return
