@@ -359,7 +359,7 @@ func compressRootfs(src, dst, list string) (*fileLayer, error) {
 	defer f.Close()
 	comp := &hashWriter{h: sha256.New()}
 	bw := bufio.NewWriterSize(io.MultiWriter(f, comp), 1<<20)
-	gz, err := gzip.NewWriterLevel(bw, gzip.BestCompression)
+	gz, err := gzip.NewWriterLevel(bw, gzip.DefaultCompression) // best costs ~3× the time for ~3% smaller
 	if err != nil {
 		return nil, err
 	}
