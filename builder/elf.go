@@ -4,7 +4,6 @@ import (
 	"archive/zip"
 	"bufio"
 	"debug/elf"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -372,7 +371,7 @@ func checkWar(file string) error {
 	z, err := zip.OpenReader(file)
 	if err != nil {
 		return common.Errf(http.StatusUnprocessableEntity, CodeBadWar,
-			fmt.Sprintf("%s is not a web archive: %v", filepath.Base(file), errors.Unwrap(err)))
+			fmt.Sprintf("%s is not a web archive (a zip with WEB-INF/): %v", filepath.Base(file), err))
 	}
 	defer z.Close()
 	for _, f := range z.File {
