@@ -273,7 +273,7 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 	if spec.Hook != "" {
 		args = append(args, "--customize-hook="+spec.Hook)
 	}
-	args = append(args, `--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/tmp/* "$1"/root/.cache "$1"/usr/share/man/*; mkdir -p "$1"/app`)
+	args = append(args, `--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/tmp/* "$1"/root/.cache "$1"/usr/share/man/* "$1"/usr/share/info/*; find "$1"/usr/share/doc -mindepth 2 ! -type d ! -name copyright -delete; find "$1"/usr/share/doc -mindepth 1 -depth -type d -empty -delete; mkdir -p "$1"/app`)
 	args = append(args, suite(), filepath.Join(tmp, "rootfs.tar"))
 	if src := aptSources(); src != "" {
 		args = append(args, src)
