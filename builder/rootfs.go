@@ -243,7 +243,13 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 	version := start.UTC().Format("20060102.150405")
 	dir := filepath.Join(cache, name, version)
 	tmp := filepath.Join(cache, name, ".tmp-"+version)
-	os.RemoveAll(tmp)
+	// The caller holds the stack's lock: any other .tmp- dir is what a
+	// killed build left.
+	if stale, _ := filepath.Glob(filepath.Join(cache, name, ".tmp-*")); len(stale) > 0 {
+		for _, d := range stale {
+			os.RemoveAll(d)
+		}
+	}
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("stack cache: %w", err)
 	}
