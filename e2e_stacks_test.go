@@ -26,10 +26,32 @@ import (
 // startStackPlatform starts `dinp up` with heartbeats patient enough for
 // a loaded machine pulling a stack's base image (tens of MB) while other
 // tests run.
+// The images the test's node pulled (tens of MB each) are removed after
+// the platform (and so the containers) stopped.
 func startStackPlatform(t *testing.T) *platform {
 	t.Helper()
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "images", "-q", "--filter", "label=dinp.stack").Output()
+		ids := strings.Fields(string(out))
+		var mine []string
+		for _, id := range ids {
+			// Only images of this test's apps: other tests may run theirs.
+			repo, _ := exec.Command("docker", "image", "inspect", "--format", "{{range .RepoDigests}}{{.}} {{end}}", id).Output()
+			for _, app := range stackTestApps {
+				if strings.Contains(string(repo), "/"+app+"@") {
+					mine = append(mine, id)
+				}
+			}
+		}
+		if len(mine) > 0 {
+			exec.Command("docker", append([]string{"rmi", "-f"}, mine...)...).Run()
+		}
+	})
 	return startPlatform(t, "--heartbeat-interval", "5s")
 }
+
+// stackTestApps are the apps these tests deploy.
+var stackTestApps = []string{"capp", "pyapp", "nodeapp", "jarapp", "warapp", "bbapp"}
 
 // requireJavaE2E gates the java end-to-end tests: the java stack's build
 // and Jetty set-up were not yet seen through end to end on a machine (the
