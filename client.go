@@ -282,7 +282,7 @@ func clientCommands() []*cobra.Command {
 		clientLoginCommand(), clientLogoutCommand(),
 		clientAppsCommand(f), clientCreateCommand(), clientDestroyCommand(f),
 		clientDeployCommand(), clientPsCommand(f), clientScaleCommand(f),
-		clientEnvCommand(f), clientReleasesCommand(f), clientRollbackCommand(f),
+		clientEnvCommand(f), clientReleasesCommand(f), clientRollbackCommand(f), clientRebuildCommand(f),
 		clientLogsCommand(f), clientEventsCommand(f), clientDomainsCommand(f),
 		clientNodesCommand(f),
 	}

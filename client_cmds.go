@@ -209,6 +209,34 @@ func clientReleasesCommand(f *clientFlags) *cobra.Command {
 	}))
 }
 
+// clientRebuildCommand is `dinp rebuild APP`: the current build's app
+// layer on the newest version of its stack, released like a deploy.
+func clientRebuildCommand(f *clientFlags) *cobra.Command {
+	return f.withApp(&cobra.Command{
+		Use:   "rebuild [APP]",
+		Short: "Release the current build again on the newest version of its stack (no upload)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, _, err := f.appName(args)
+			if err != nil {
+				return err
+			}
+			c, err := loadClientConfig()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Release dash.Release `json:"release"`
+			}
+			if err := c.call("POST", clientAppPath(name, "/rebuild"), nil, "", &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: release v%d (%s)\n", name, out.Release.Version, out.Release.Description)
+			return nil
+		},
+	})
+}
+
 func clientRollbackCommand(f *clientFlags) *cobra.Command {
 	return f.withApp(&cobra.Command{
 		Use:   "rollback [APP] [VERSION]",

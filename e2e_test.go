@@ -119,7 +119,8 @@ func requireDocker(t *testing.T) {
 	}
 }
 
-func startPlatform(t *testing.T) *platform {
+// startPlatform starts `dinp up`; extra flags are appended to its command.
+func startPlatform(t *testing.T, extra ...string) *platform {
 	t.Helper()
 	requireDocker(t)
 	dsn, _ := testenv.MySQL(t)
@@ -155,6 +156,7 @@ func startPlatform(t *testing.T) *platform {
 		"--drain-period", "1s",
 		"--log-level", "debug",
 	)
+	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

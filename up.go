@@ -78,6 +78,8 @@ func newUpCommand() *cobra.Command {
 	fs.StringVar(&c.dash.Addr, "dash-addr", c.dash.Addr, "dash listen address")
 	fs.StringVar(&c.dash.AdminPassword, "admin-password", c.dash.AdminPassword, "password of the first admin (generated when empty)")
 	fs.DurationVar(&c.server.DrainPeriod, "drain-period", c.server.DrainPeriod, "how long old instances keep running after leaving the route")
+	fs.DurationVar(&c.server.HeartbeatInterval, "heartbeat-interval", c.server.HeartbeatInterval, "agent heartbeat interval (a node is lost after 3)")
+	fs.StringVar(&c.builder.StackCache, "builder-stack-cache", c.builder.StackCache, "directory of the built Debian-based stacks (shared by the machine's builders)")
 	return cmd
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/redis/go-redis/v9"
@@ -61,6 +62,10 @@ type Config struct {
 	BuildMemoryBytes int64   // memory limit of Dockerfile RUN steps
 	BuildCPUs        float64 // CPU limit of Dockerfile RUN steps (0: none)
 
+	// StackCache holds the Debian-based stacks' layers, built once per
+	// machine and shared by every builder on it.
+	StackCache string
+
 	// Docker is the engine for Dockerfile builds; nil means a client from
 	// the environment (DOCKER_HOST), created on first use.
 	Docker DockerClient
@@ -83,6 +88,7 @@ func DefaultConfig() Config {
 		BuildTimeout:     10 * time.Minute,
 		BuildMemoryBytes: 1 << 30,
 		BuildCPUs:        1,
+		StackCache:       DefaultStackCache(),
 	}
 }
 
@@ -101,6 +107,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.BuildTimeout, "builder-timeout", c.BuildTimeout, "time limit of one build")
 	fs.Int64Var(&c.BuildMemoryBytes, "builder-memory-bytes", c.BuildMemoryBytes, "memory limit of Dockerfile build steps")
 	fs.Float64Var(&c.BuildCPUs, "builder-cpus", c.BuildCPUs, "CPU limit of Dockerfile build steps (0: none)")
+	fs.StringVar(&c.StackCache, "builder-stack-cache", c.StackCache, "directory of the built Debian-based stacks (shared by the machine's builders)")
 }
 
 // dockerCleanupTimeout bounds removing a local build image.
@@ -138,8 +145,9 @@ type Builder struct {
 	// image is pushed.
 	testHookPushed func(ref string)
 
-	stacksMu  sync.Mutex
-	stackImgs map[string]v1.Image // stack base images, built once
+	stacksMu     sync.Mutex
+	stackImgs    map[string]v1.Image // stack base images, built once
+	stacksPushed map[string]bool     // "name:version" of Debian-based stacks pushed
 }
 
 // New validates cfg, connects to MySQL, prepares the build scratch dir and
@@ -153,6 +161,9 @@ func New(cfg Config) (*Builder, error) {
 	}
 	if cfg.RegistryPassword == "" {
 		cfg.RegistryPassword = cfg.ClusterToken
+	}
+	if cfg.StackCache == "" {
+		cfg.StackCache = DefaultStackCache()
 	}
 	switch {
 	case cfg.Addr == "":
@@ -195,7 +206,7 @@ func New(cfg Config) (*Builder, error) {
 		rdb:       cfg.NewRedis(), // connects lazily; log lines are best effort
 		slots:     newSlots(cfg.Concurrency),
 		logs:      map[int64]*buildLog{},
-		stackImgs: map[string]v1.Image{},
+		stackImgs: map[string]v1.Image{}, stacksPushed: map[string]bool{},
 		ln:        ln,
 		now:       time.Now,
 		dockerCli: cfg.Docker,
@@ -430,10 +441,36 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		return err
 	}
 	res.Stack = det.Stack
-	if det.Stack == StackBinary {
-		logf(fmt.Sprintf("stack binary, command %q", det.Argv))
-	} else {
-		logf("stack " + det.Stack)
+	logf(fmt.Sprintf("stack %s: %s", det.Stack, det.Reason))
+	if det.War != "" {
+		// Before the stack: a bad war should not wait for a stack build.
+		if err := checkWar(filepath.Join(src, det.War)); err != nil {
+			return err
+		}
+	}
+	var base stackBase
+	if det.Stack != StackDockerfile {
+		if base, err = b.stackBase(ctx, det.Stack, logf); err != nil {
+			return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+det.Stack+" is not available on this builder: "+err.Error())
+		}
+		if base.fs != nil {
+			logf(fmt.Sprintf("stack %s version %s", det.Stack, base.fs.meta.Version))
+		}
+	}
+	if det.Stack != StackDockerfile && det.Stack != StackStatic {
+		var files stackFiles
+		if base.fs != nil {
+			files = base.fs
+		}
+		if err := checkApp(src, det, files); err != nil {
+			return err
+		}
+		switch {
+		case det.Argv != nil && det.Command == "":
+			logf(fmt.Sprintf("command %q", det.Argv))
+		default:
+			logf("command: " + det.Command)
+		}
 	}
 
 	if prev, ok, err := b.reusable(ctx, appID, hash, det.Stack); err != nil {
@@ -471,12 +508,27 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	}()
 	t = time.Now()
 	switch det.Stack {
-	case StackBinary, StackStatic:
-		base, err := b.stackBase(det.Stack)
-		if err != nil {
-			return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+det.Stack+" is not available on this builder: "+err.Error())
+	case StackBinary, StackStatic, StackDebian, StackPython, StackNode, StackJava:
+		img, entry := base.img, det.Argv
+		switch {
+		case det.Stack == StackBinary && det.Command != "":
+			l, err := launcherLayer()
+			if err != nil {
+				return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", err.Error())
+			}
+			if img, err = mutate.Append(img, mutate.Addendum{Layer: l, History: v1.History{CreatedBy: "dinp: $VAR launcher (busybox sh)"}}); err != nil {
+				return fmt.Errorf("build image: %w", err)
+			}
+			entry = []string{launcherPath, "-c", det.Command}
+		case det.Stack != StackBinary && det.Stack != StackStatic && entry == nil:
+			entry = []string{"/bin/sh", "-c", det.Command}
 		}
-		img, err := appImage(base, src, work, det.Argv)
+		if det.War != "" {
+			if err := writeWarContext(src, det.War); err != nil {
+				return fmt.Errorf("war context: %w", err)
+			}
+		}
+		img, err := appImage(img, src, work, entry)
 		if err != nil {
 			return fmt.Errorf("build image: %w", err)
 		}
@@ -490,6 +542,9 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		}
 		tm.since("build", t)
 		t = time.Now()
+		if err := b.ensureStackPushed(ctx, base); err != nil {
+			return err
+		}
 		pushed = d.String() // a push cut short may still have stored the manifest
 		if _, err := pushImage(ctx, ref, img, auth); err != nil {
 			return err

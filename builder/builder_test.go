@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"io"
@@ -301,7 +302,27 @@ func TestBuildRejects(t *testing.T) {
 		}, "no_command", 422},
 		hostileCase{"command not in archive", func(t testing.TB) []byte {
 			return tarGz(t, file("Procfile", "web: ./missing", 0o644))
-		}, "bad_command", 422},
+		}, CodeCommandNotFound, 422},
+		hostileCase{"dynamic binary forced onto binary", func(t testing.TB) []byte {
+			ls, err := os.ReadFile("/bin/ls")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tarGz(t, file("dinp.yaml", "stack: binary\n", 0o644), file("ls", string(ls), 0o755))
+		}, CodeUnsupportedBinary, 422},
+		hostileCase{"binary for another architecture", func(t testing.TB) []byte {
+			other := elf.EM_AARCH64
+			if elfMachine() == elf.EM_AARCH64 {
+				other = elf.EM_X86_64
+			}
+			return tarGz(t, file("srv", string(fakeELF(other, "")), 0o755))
+		}, CodeWrongArchitecture, 422},
+		hostileCase{"war without WEB-INF", func(t testing.TB) []byte {
+			return tarGz(t, file("app.war", "PK\x05\x06"+strings.Repeat("\x00", 18), 0o644))
+		}, CodeBadWar, 422},
+		hostileCase{"package.json without start", func(t testing.TB) []byte {
+			return tarGz(t, file("package.json", `{"name":"x"}`, 0o644))
+		}, "no_command", 422},
 		hostileCase{"dockerfile from internet", func(t testing.TB) []byte {
 			return tarGz(t, file("Dockerfile", "FROM scratch AS a\nFROM alpine:3\nCOPY --from=a / /\n", 0o644))
 		}, "from_not_allowed", 422},

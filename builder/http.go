@@ -20,6 +20,8 @@ func (b *Builder) routes() http.Handler {
 	v1.GET("/builds/:id", b.handleGet)
 	v1.GET("/builds/:id/log", b.handleLog)
 	v1.GET("/stacks", b.handleStacks)
+	v1.POST("/stacks/build", b.handleBuildStacks)
+	v1.POST("/rebuilds", b.handleRebuild)
 	return r
 }
 

@@ -7,8 +7,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
+	"html"
 	"io"
 	"io/fs"
 	"os"
@@ -99,8 +101,8 @@ func stackImage(stack string) (v1.Image, error) {
 }
 
 // appImage appends srcDir as a layer under /app (owned by nobody) to a
-// stack's base image; argv, when set, becomes the entrypoint. scratchDir
-// holds the app layer file.
+// stack's base image; argv, when set, becomes the entrypoint (and the
+// base's cmd is dropped). scratchDir holds the app layer file.
 func appImage(base v1.Image, srcDir, scratchDir string, argv []string) (v1.Image, error) {
 	app, err := writeAppLayer(srcDir, filepath.Join(scratchDir, "app-layer.tar.gz"))
 	if err != nil {
@@ -116,7 +118,7 @@ func appImage(base v1.Image, srcDir, scratchDir string, argv []string) (v1.Image
 			return nil, fmt.Errorf("image config: %w", err)
 		}
 		c := *cf.Config.DeepCopy()
-		c.Entrypoint = argv
+		c.Entrypoint, c.Cmd = argv, nil
 		if img, err = mutate.Config(img, c); err != nil {
 			return nil, fmt.Errorf("image config: %w", err)
 		}
@@ -370,4 +372,106 @@ func pushImage(ctx context.Context, ref string, img v1.Image, auth authn.Authent
 		return v1.Hash{}, fmt.Errorf("image digest: %w", err)
 	}
 	return d, nil
+}
+
+// launcherPath is the binary stack's launcher: a static busybox named sh
+// that expands $VAR in a Procfile command and execs the program. Only apps
+// whose command has variables get it (one more, shared, layer).
+const launcherPath = "/.dinp/sh"
+
+// launcherLayer holds the host's static busybox at launcherPath.
+func launcherLayer() (v1.Layer, error) {
+	busybox, err := os.ReadFile(hostBusybox)
+	if err != nil {
+		return nil, fmt.Errorf("the $VAR launcher needs a static busybox at %s (Debian package busybox-static): %w", hostBusybox, err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: ".dinp/", Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+		return nil, err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: ".dinp/sh", Mode: 0o755,
+		Size: int64(len(busybox)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(busybox); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	raw := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(raw)), nil
+	}, tarball.WithMediaType(types.DockerLayer))
+}
+
+// rootfsEnv is each Debian-based stack's environment besides PORT and PATH.
+var rootfsEnv = map[string][]string{
+	StackPython: {"PYTHONPATH=/app/vendor:/app/site-packages:/app", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"},
+	StackNode:   {"NODE_ENV=production"},
+	// The heap follows the container's memory limit; serial GC and a
+	// small code cache keep a 256 MB instance clear of the OOM killer.
+	StackJava: {"JAVA_TOOL_OPTIONS=-XX:MaxRAMPercentage=50 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=32m -XX:MaxMetaspaceSize=96m -Xss512k -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError"},
+}
+
+// rootfsImage is a Debian-based stack's base image: its one layer and the
+// config its apps share (non-root, /app, PORT).
+func rootfsImage(r *rootfs) (v1.Image, error) {
+	env := []string{"PORT=8080", "PATH=/app:/app/node_modules/.bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+		"LANG=C.UTF-8", "HOME=/tmp"}
+	env = append(env, rootfsEnv[r.meta.Name]...)
+	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
+	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
+	img, err := mutate.ConfigFile(img, &v1.ConfigFile{
+		Architecture: runtime.GOARCH,
+		OS:           "linux",
+		RootFS:       v1.RootFS{Type: "layers"},
+		Config: v1.Config{
+			WorkingDir:   AppDir,
+			User:         strconv.Itoa(nobody) + ":" + strconv.Itoa(nobody),
+			Env:          env,
+			ExposedPorts: map[string]struct{}{"8080/tcp": {}},
+			Labels:       map[string]string{"dinp.stack": r.meta.Name, "dinp.stack.version": r.meta.Version},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image config: %w", err)
+	}
+	img, err = mutate.Append(img, mutate.Addendum{Layer: r.layer, History: v1.History{
+		CreatedBy: fmt.Sprintf("dinp: mmdebstrap %s (%d packages)", r.meta.Name, len(r.meta.Packages))}})
+	if err != nil {
+		return nil, fmt.Errorf("append stack layer: %w", err)
+	}
+	return img, nil
+}
+
+// writeWarContext writes the Jetty context file that serves the app's war
+// at / (the java stack's Jetty deploys what is in jettyWebapps). It writes
+// through an os.Root: the archive's own .dinp (say a symlink) cannot send
+// it elsewhere.
+func writeWarContext(src, war string) error {
+	root, err := os.OpenRoot(src)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, d := range []string{".dinp", ".dinp/webapps"} {
+		if err := root.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	f, err := root.OpenFile(".dinp/webapps/root.xml", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, `<?xml version="1.0"?>
+<!DOCTYPE Configure PUBLIC "-//Jetty//Configure//EN" "http://www.eclipse.org/jetty/configure_9_3.dtd">
+<Configure class="org.eclipse.jetty.webapp.WebAppContext">
+  <Set name="contextPath">/</Set>
+  <Set name="war">%s</Set>
+  <Set name="extractWAR">true</Set>
+</Configure>
+`, html.EscapeString(path.Join(AppDir, war)))
+	return f.Close()
 }

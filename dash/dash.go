@@ -216,6 +216,7 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	app.PATCH("", d.scale)
 	app.DELETE("", d.deleteApp)
 	app.POST("/deploy", d.deploy)
+	app.POST("/rebuild", d.rebuild)
 	app.POST("/scale", d.scale)
 	app.GET("/env", d.getEnv)
 	app.PUT("/env", d.putEnv)

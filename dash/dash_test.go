@@ -49,6 +49,10 @@ func newFakeBuilder(t *testing.T) *fakeBuilder {
 }
 
 func (fb *fakeBuilder) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == "/v1/rebuilds" && common.BearerToken(r) == clusterToken {
+		fb.serveRebuild(w, r)
+		return
+	}
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/builds" {
 		http.NotFound(w, r)
 		return

@@ -11,7 +11,13 @@
 # stamp file, so the builder's content-hash reuse never short-circuits.
 # Everything it started is stopped and removed at exit.
 #
-# Environment: BENCH_RUNS (5), BENCH_BLOB_MB (10).
+# Then, per runtime stack (java, python, node), the same median for a typical
+# app: a ~20 MB jar, a WSGI app with a vendored library, a Node app whose
+# node_modules has ~1,000 files; the stacks are built first if the machine's
+# stack cache lacks them (not timed), and each stack's build time from
+# nothing and compressed size are printed (`dinp builder stacks --json`).
+#
+# Environment: BENCH_RUNS (5), BENCH_BLOB_MB (10), BENCH_STACKS ("java python node").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +25,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/services.sh"
 
 RUNS=${BENCH_RUNS:-5}
+STACKS=${BENCH_STACKS-java python node}
 BLOB_MB=${BENCH_BLOB_MB:-10}
 DB=dinp_bench_build
 PREFIX="dinp-bench-build-$$"
@@ -117,8 +124,11 @@ api -fo /dev/null -X POST -H 'Content-Type: application/json' \
 deploy_once() {
   local stack=$1 run=$2 dir="$WORK/ctx-$1-$2" out code secs
   mkdir -p "$dir"
-  cp "$WORK/app/hello" "$WORK/app/Procfile" "$dir/"
-  [ "$stack" = dockerfile ] && cp "$WORK/Dockerfile" "$dir/"
+  case $stack in
+    binary) cp "$WORK/app/hello" "$WORK/app/Procfile" "$dir/" ;;
+    dockerfile) cp "$WORK/app/hello" "$WORK/app/Procfile" "$WORK/Dockerfile" "$dir/" ;;
+    *) cp -r "$WORK/stackapp-$stack/." "$dir/" ;;
+  esac
   printf '%s %s %s\n' "$stack" "$run" "$(date +%s%N)" >"$dir/stamp.txt"
   tar -C "$dir" -czf "$dir.tar.gz" .
   out=$(api -o "$dir.json" -w '%{http_code} %{time_total}' -X POST -H 'Content-Type: application/gzip' \
@@ -147,6 +157,35 @@ for stack in binary dockerfile; do
 done
 size=$(stat -c %s "$WORK/app/hello")
 
+# Typical apps of the runtime stacks.
+mkdir -p "$WORK/stackapp-java" "$WORK/stackapp-python/vendor/greeting" "$WORK/stackapp-node/node_modules"
+head -c $((20 << 20)) /dev/urandom >"$WORK/blob20.bin"
+(cd "$WORK" && python3 -m zipfile -c stackapp-java/app.jar blob20.bin)
+printf 'def application(environ, start_response):\n    start_response("200 OK", [])\n    return [b"hi"]\n' >"$WORK/stackapp-python/wsgi.py"
+for i in $(seq 1 20); do printf 'def f%d():\n    return %d\n' "$i" "$i" >"$WORK/stackapp-python/vendor/greeting/m$i.py"; done
+printf '{"name":"b","scripts":{"start":"node server.js"}}\n' >"$WORK/stackapp-node/package.json"
+printf 'require("http").createServer((q, r) => r.end("hi")).listen(process.env.PORT)\n' >"$WORK/stackapp-node/server.js"
+for d in $(seq 1 100); do
+  mkdir -p "$WORK/stackapp-node/node_modules/m$d/lib"
+  printf '{"name":"m%d","main":"lib/f0.js"}\n' "$d" >"$WORK/stackapp-node/node_modules/m$d/package.json"
+  for f in $(seq 0 8); do printf 'module.exports = %d;\n' "$f" >"$WORK/stackapp-node/node_modules/m$d/lib/f$f.js"; done
+done
+builder_stacks() { "$WORK/dinp" builder stacks --json --builder-url "http://$BUILDER" --data-dir "$DATA" --timeout 30m; }
+for stack in $STACKS; do
+  if ! builder_stacks | python3 -c "import json,sys; sys.exit(0 if any(s['name']=='$stack' and s.get('pushed') for s in json.load(sys.stdin)) else 1)"; then
+    log "building stack $stack (not in the machine's stack cache yet)"
+    "$WORK/dinp" builder stacks build "$stack" --builder-url "http://$BUILDER" --data-dir "$DATA" >/dev/null
+  fi
+  deploy_once "$stack" warmup >/dev/null # the first push of a stack's base blob is not an app deploy
+  times=()
+  for run in $(seq 1 "$RUNS"); do
+    t=$(deploy_once "$stack" "$run")
+    times+=("$t")
+    log "$stack run $run: ${t} s"
+  done
+  RESULT[$stack]=$(printf '%s\n' "${times[@]}" | median)
+done
+
 echo
 echo "per-step builder timings (ms) of these builds, from the builds table:"
 mysql_q "SELECT CONCAT(stack, ' build ', id, ': ', timings_json) FROM $DB.builds ORDER BY id"
@@ -159,4 +198,15 @@ if awk "BEGIN {exit !(${RESULT[binary]} <= 0.5)}"; then
   echo "target (binary stack median <= 0.5 s): met"
 else
   echo "target (binary stack median <= 0.5 s): NOT met"
+fi
+if [ -n "$STACKS" ]; then
+  echo
+  echo "runtime stacks: median upload start to release recorded ($RUNS runs; target <= 0.5 s), stack build time from nothing, compressed size (targets: debian 40, python 60, node 70, java 120 MB)"
+  for stack in $STACKS; do printf '%-7s app deploy median %.2f s\n' "$stack" "${RESULT[$stack]}"; done
+  builder_stacks | python3 -c '
+import json, sys
+for s in json.load(sys.stdin):
+    if s.get("build_seconds"):
+        print("%-7s stack %s: built in %.0f s, %.1f MB compressed, %d packages" % (s["name"], s["version"], s["build_seconds"], s["size_bytes"] / 1e6, len(s.get("packages") or [])))
+'
 fi
