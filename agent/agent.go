@@ -35,6 +35,16 @@ type Agent struct {
 	pullSem chan struct{}
 	pulls   singleflight.Group
 
+	// nets is the engine's network API (nil: containers stay on the
+	// engine's default network, as with the unit tests' fake engine).
+	nets       Networks
+	netCreates singleflight.Group
+	// firewallOK tells tasks the packet filter is in place.
+	firewallOK atomic.Bool
+	// lastGuard is when the loop last checked the firewall and pruned
+	// networks (loop goroutine only).
+	lastGuard time.Time
+
 	// Owned by the loop goroutine (Run, or a test calling step).
 	states    map[string]*instState
 	busy      map[string]bool
@@ -100,6 +110,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.docker, a.closeDocker = c, c
 	}
+	a.nets, _ = a.docker.(Networks)
 	if cfg.Addr != "" {
 		ln, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
@@ -143,6 +154,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent started", "addr", a.Addr(), "servers", a.servers, "advertise", a.cfg.AdvertiseAddr)
 
+	a.guard(ctx)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 loop:
@@ -186,6 +198,9 @@ func (a *Agent) close() {
 // a Known answer changes nothing on the node.
 func (a *Agent) step(ctx context.Context) {
 	a.processResults()
+	if a.cfg.Now().Sub(a.lastGuard) >= guardInterval {
+		a.guard(ctx)
+	}
 	containers, err := a.observe(ctx)
 	if err != nil {
 		// Without a list, a heartbeat would claim the node runs nothing.
@@ -267,4 +282,32 @@ func (a *Agent) heartbeat(containers []common.Container) common.Heartbeat {
 		})
 	}
 	return hb
+}
+
+// guardInterval is how often the agent re-checks its packet-filter rules and
+// removes unused app networks.
+const guardInterval = 30 * time.Second
+
+// guard (re)installs the packet filter and prunes app networks nothing
+// uses. It runs on the loop goroutine.
+func (a *Agent) guard(ctx context.Context) {
+	a.lastGuard = a.cfg.Now()
+	if a.nets == nil {
+		return
+	}
+	if a.cfg.Firewall {
+		err := installFirewall(ctx, firewallRules(a.cfg.Egress, a.cfg.platformHosts()))
+		if err != nil {
+			a.log.Error("packet filter not installed: no new containers start", "err", err)
+			a.setStatus(func(s *Status) { s.LastError = err.Error() })
+		} else if !a.firewallOK.Load() {
+			a.log.Info("packet filter installed", "egress", a.cfg.Egress)
+		}
+		a.firewallOK.Store(err == nil)
+	}
+	if a.assigned != nil {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		a.pruneNetworks(pctx, a.nets, a.assigned)
+		cancel()
+	}
 }

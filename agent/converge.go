@@ -50,12 +50,23 @@ func (a *Agent) converge(ctx context.Context, assigned []common.Assignment, cont
 			return a.place(ctx, pl, restarts)
 		})
 	}
+	assignedApps := map[string]bool{}
+	for _, as := range assigned {
+		assignedApps[as.App] = true
+	}
 	for _, c := range p.Remove {
 		a.busy[containerKey(c.ID)] = true
 		c := c
 		a.log.Info("removing unassigned container", "app", c.App, "instance", c.Instance, "container", short(c.ID))
+		dropNet := a.nets != nil && !assignedApps[c.App]
 		a.spawn(containerKey(c.ID), "", "remove", func() error {
-			return a.stopAndRemove(ctx, c.ID, isUp(c.State))
+			if err := a.stopAndRemove(ctx, c.ID, isUp(c.State)); err != nil {
+				return err
+			}
+			if dropNet {
+				a.dropNetwork(ctx, c.App)
+			}
+			return nil
 		})
 	}
 
@@ -146,6 +157,16 @@ func (a *Agent) place(ctx context.Context, pl placement, restarts int) error {
 			return err
 		}
 		spec := buildSpec(as, a.cfg.NodeID, a.cfg.AdvertiseAddr, a.cfg.PidsLimit, restarts)
+		if a.nets != nil {
+			if a.cfg.Firewall && !a.firewallOK.Load() {
+				return errNoFirewall
+			}
+			netName, err := a.ensureNetwork(ctx, a.nets, as.App)
+			if err != nil {
+				return err
+			}
+			spec.Host.NetworkMode = container.NetworkMode(netName)
+		}
 		resp, err := a.docker.ContainerCreate(ctx, spec.Config, spec.Host, nil, nil, spec.Name)
 		switch {
 		case err == nil:
