@@ -81,7 +81,21 @@ func (s *store) addUser(ctx context.Context, name, hash string, isAdmin bool, te
 		if err != nil {
 			return err
 		}
-		return addMember(ctx, tx, id, tid, "member")
+		if err := addMember(ctx, tx, id, tid, "member"); err != nil {
+			return err
+		}
+		// A team the admin made for this user alone is their personal team:
+		// their apps go there unless they name another.
+		var others int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM memberships WHERE team_id = ? AND user_id <> ?`, tid, id).Scan(&others); err != nil {
+			return fmt.Errorf("read team: %w", err)
+		}
+		if others == 0 {
+			if _, err := tx.ExecContext(ctx, `UPDATE users SET personal_team_id = ? WHERE id = ?`, tid, id); err != nil {
+				return fmt.Errorf("personal team: %w", err)
+			}
+		}
+		return nil
 	})
 	return u, err
 }
@@ -159,17 +173,88 @@ func (s *store) manageableTeam(ctx context.Context, u User, name string) (int64,
 	return id, nil
 }
 
-// setMember adds (or changes the role of) a member.
-func (s *store) setMember(ctx context.Context, teamID int64, user, role string) error {
-	var uid int64
-	err := s.db.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, user).Scan(&uid)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("user %s: %w", user, errNotFound)
-	}
+// setMember changes the role of a member of team teamID, or invites user
+// (invited = true). by is who asks; admins add members directly. An
+// unknown user is answered as an invitation, storing nothing.
+func (s *store) setMember(ctx context.Context, teamID int64, by User, user, role string) (invited bool, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var uid int64
+		var member bool
+		err := tx.QueryRowContext(ctx, `SELECT u.id, EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.id AND m.team_id = ?)
+			FROM users u WHERE u.name = ?`, teamID, user).Scan(&uid, &member)
+		if errors.Is(err, sql.ErrNoRows) {
+			if by.IsAdmin {
+				return fmt.Errorf("user %s: %w", user, errNotFound)
+			}
+			invited = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read user: %w", err)
+		}
+		if member || by.IsAdmin {
+			return addMember(ctx, tx, uid, teamID, role)
+		}
+		invited = true
+		if _, err := tx.ExecContext(ctx, `INSERT INTO invitations (team_id, user_id, role, invited_by) VALUES (?, ?, ?, ?)
+			ON DUPLICATE KEY UPDATE role = VALUES(role), invited_by = VALUES(invited_by)`, teamID, uid, role, by.ID); err != nil {
+			return fmt.Errorf("invite: %w", err)
+		}
+		return nil
+	})
+	return invited, err
+}
+
+// Invitation is a pending invitation to a team, as its invitee sees it.
+type Invitation struct {
+	Team      string    `json:"team"`
+	Role      string    `json:"role"`
+	InvitedBy string    `json:"invited_by"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// invitations lists u's pending invitations.
+func (s *store) invitations(ctx context.Context, u User) ([]Invitation, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT t.name, i.role, COALESCE(b.name, ''), i.created_at FROM invitations i
+		JOIN teams t ON t.id = i.team_id LEFT JOIN users b ON b.id = i.invited_by
+		WHERE i.user_id = ? ORDER BY i.created_at`, u.ID)
 	if err != nil {
-		return fmt.Errorf("read user: %w", err)
+		return nil, fmt.Errorf("list invitations: %w", err)
 	}
-	return addMember(ctx, s.db, uid, teamID, role)
+	defer rows.Close()
+	out := []Invitation{}
+	for rows.Next() {
+		var inv Invitation
+		if err := rows.Scan(&inv.Team, &inv.Role, &inv.InvitedBy, &inv.CreatedAt); err != nil {
+			return nil, fmt.Errorf("list invitations: %w", err)
+		}
+		out = append(out, inv)
+	}
+	return out, rows.Err()
+}
+
+// answerInvitation accepts (u joins with the invited role) or declines u's
+// invitation to team; either way the invitation is gone.
+func (s *store) answerInvitation(ctx context.Context, u User, team string, accept bool) (role string, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var tid int64
+		err := tx.QueryRowContext(ctx, `SELECT i.team_id, i.role FROM invitations i JOIN teams t ON t.id = i.team_id
+			WHERE i.user_id = ? AND t.name = ? FOR UPDATE`, u.ID, team).Scan(&tid, &role)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("invitation to %s: %w", team, errNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read invitation: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM invitations WHERE team_id = ? AND user_id = ?`, tid, u.ID); err != nil {
+			return fmt.Errorf("answer invitation: %w", err)
+		}
+		if accept {
+			return addMember(ctx, tx, u.ID, tid, role)
+		}
+		return nil
+	})
+	return role, err
 }
 
 // removeMember removes a member; the last owner stays, so a team is never

@@ -171,29 +171,75 @@ type execer interface {
 }
 
 // teamForUser resolves the team an app is created in: the named team if the
-// user may use it, else the user's first team.
+// user may use it, else the user's personal team (created on first use).
+// Never a team someone else enrolled the user in.
 func (s *store) teamForUser(ctx context.Context, u User, name string) (int64, string, error) {
+	if name == "" {
+		return s.personalTeam(ctx, u)
+	}
 	var id int64
 	var team string
-	var err error
-	if name != "" {
-		err = s.db.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t WHERE t.name = ? AND
-			(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`,
-			name, u.IsAdmin, u.ID).Scan(&id, &team)
-	} else {
-		err = s.db.QueryRowContext(ctx, `SELECT t.id, t.name FROM memberships m JOIN teams t ON t.id = m.team_id
-			WHERE m.user_id = ? ORDER BY t.id LIMIT 1`, u.ID).Scan(&id, &team)
-	}
+	err := s.db.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t WHERE t.name = ? AND
+		(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`,
+		name, u.IsAdmin, u.ID).Scan(&id, &team)
 	if errors.Is(err, sql.ErrNoRows) {
-		if name == "" {
-			return 0, "", common.Errf(422, "no_team", "you are not a member of any team")
-		}
 		return 0, "", fmt.Errorf("team %s: %w", name, errNotFound)
 	}
 	if err != nil {
 		return 0, "", fmt.Errorf("find team: %w", err)
 	}
 	return id, team, nil
+}
+
+// personalTeam returns u's personal team, creating it (named after the user
+// when that name is free) with u as its owner.
+func (s *store) personalTeam(ctx context.Context, u User) (id int64, team string, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var pid sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT personal_team_id FROM users WHERE id = ? FOR UPDATE`, u.ID).Scan(&pid); err != nil {
+			return fmt.Errorf("read user: %w", err)
+		}
+		if pid.Valid {
+			err := tx.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t JOIN memberships m ON m.team_id = t.id
+				WHERE t.id = ? AND m.user_id = ?`, pid.Int64, u.ID).Scan(&id, &team)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("read personal team: %w", err)
+			}
+		}
+		for _, cand := range []string{u.Name, u.Name + "-personal", u.Name + "-" + common.RandomToken(3)} {
+			if len(cand) > 64 {
+				continue
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO teams (name) VALUES (?)`, cand)
+			if db.IsDuplicate(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("create personal team: %w", err)
+			}
+			id, team = mustID(res), cand
+			break
+		}
+		if id == 0 {
+			return fmt.Errorf("create personal team for %s: no free name", u.Name)
+		}
+		if err := addMember(ctx, tx, u.ID, id, "owner"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET personal_team_id = ? WHERE id = ?`, id, u.ID); err != nil {
+			return fmt.Errorf("set personal team: %w", err)
+		}
+		return nil
+	})
+	return id, team, err
+}
+
+func mustID(res sql.Result) int64 {
+	id, _ := res.LastInsertId()
+	return id
 }
 
 // --- apps ---

@@ -592,8 +592,12 @@ func (d *Dash) webCreateTeam(c *gin.Context) {
 
 func (d *Dash) webAddMember(c *gin.Context) {
 	req := MemberRequest{User: strings.TrimSpace(c.PostForm("user")), Role: c.PostForm("role")}
-	err := d.setMember(c.Request.Context(), currentUser(c), c.Param("team"), req)
-	d.back(c, "/account", req.User+" added to "+c.Param("team"), err)
+	invited, err := d.setMember(c.Request.Context(), currentUser(c), c.Param("team"), req)
+	msg := req.User + " added to " + c.Param("team")
+	if invited {
+		msg = req.User + " invited to " + c.Param("team") + " (they join when they accept)"
+	}
+	d.back(c, "/account", msg, err)
 }
 
 func (d *Dash) webRemoveMember(c *gin.Context) {
