@@ -31,10 +31,32 @@ var errLogsUnavailable = common.Errf(http.StatusServiceUnavailable, "logs_unavai
 type logFilter struct {
 	Source string // "" for every source
 	Build  int64  // 0 for every build
+	// Since drops lines older than the app: a deleted app of the same
+	// name may have left some (its stream is deleted with it, but a
+	// container being stopped can still write).
+	Since time.Time
 }
 
 func (f logFilter) match(e common.LogEntry) bool {
-	return (f.Source == "" || e.Source == f.Source) && (f.Build == 0 || e.Build == f.Build)
+	return (f.Source == "" || e.Source == f.Source) && (f.Build == 0 || e.Build == f.Build) &&
+		(f.Since.IsZero() || !e.At.Before(f.Since))
+}
+
+// appSince is when app id was created (zero when unknown: no filter).
+func (d *Dash) appSince(ctx context.Context, id int64) time.Time {
+	var at time.Time
+	if err := d.store.db.QueryRowContext(ctx, `SELECT created_at FROM apps WHERE id = ?`, id).Scan(&at); err != nil {
+		return time.Time{}
+	}
+	return at
+}
+
+// dropLogs deletes app's log stream: it goes with the app, and a new app of
+// the same name starts with none. Best effort (Redis may be down).
+func (d *Dash) dropLogs(ctx context.Context, app string) {
+	if err := d.rdb.Del(ctx, d.keys.Logs(app)).Err(); err != nil {
+		d.log.Warn("delete log stream", "app", app, "err", err)
+	}
 }
 
 // logWriter writes entries as text lines or NDJSON and flushes each batch.
@@ -204,7 +226,7 @@ func (d *Dash) appLogs(c *gin.Context) {
 		}
 		n = v
 	}
-	f := logFilter{Source: c.Query("source")}
+	f := logFilter{Source: c.Query("source"), Since: d.appSince(c.Request.Context(), a.ID)}
 	if f.Source != "" && f.Source != "app" && f.Source != "build" && f.Source != "platform" {
 		d.fail(c, invalid("invalid_source", "source must be app, build or platform"))
 		return

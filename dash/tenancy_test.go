@@ -1,7 +1,11 @@
 package dash
 
 import (
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/dinp/dinp/common"
 )
 
 // TestTeamsNeedConsent plays mallory, owner of a team created before her
@@ -65,5 +69,37 @@ func TestTeamsNeedConsent(t *testing.T) {
 	// Still: an app without a team goes to her own.
 	if st, _ := e.call("POST", "/api/v1/apps", alice, CreateAppRequest{Name: "more"}, &created); st != 201 || created.App.Team != "alices" {
 		t.Fatalf("second app: %d %+v", st, created.App)
+	}
+}
+
+// TestLogsGoWithTheApp plays a tenant who takes the name of another team's
+// deleted app: neither the old app's build log nor its output reach them.
+func TestLogsGoWithTheApp(t *testing.T) {
+	e := newEnv(t, nil)
+	e.createApp("hello")
+	e.addLog("hello", common.LogEntry{Source: "build", Build: 1, Line: "secret build step"})
+	e.addLog("hello", common.LogEntry{Source: "app", Instance: "abcdef0123456789", Line: "secret output"})
+	if st, body := e.get("/api/v1/apps/hello/logs", e.admin.Token); st != 200 || !strings.Contains(body, "secret") {
+		t.Fatalf("owner's logs: %d %q", st, body)
+	}
+	if st, code := e.call("DELETE", "/api/v1/apps/hello", e.admin.Token, nil, nil); st != 200 {
+		t.Fatalf("delete: %d %s", st, code)
+	}
+	// A line the old app's dying container writes late (timestamped before
+	// the new app existed) must not show either.
+	late := time.Now()
+	mallory := e.addUser("mallory", "mal")
+	if st, code := e.call("POST", "/api/v1/apps", mallory, CreateAppRequest{Name: "hello"}, nil); st != 201 {
+		t.Fatalf("create: %d %s", st, code)
+	}
+	e.addLog("hello", common.LogEntry{Source: "app", Instance: "abcdef0123456789", Line: "secret late line", At: late.Add(-time.Second)})
+	for _, q := range []string{"", "?source=build", "?format=json"} {
+		if st, body := e.get("/api/v1/apps/hello/logs"+q, mallory); st != 200 || strings.Contains(body, "secret") {
+			t.Fatalf("new app's logs%s: %d %q", q, st, body)
+		}
+	}
+	e.addLog("hello", common.LogEntry{Source: "app", Instance: "0123456789abcdef", Line: "mine"})
+	if st, body := e.get("/api/v1/apps/hello/logs", mallory); st != 200 || !strings.Contains(body, "mine") {
+		t.Fatalf("new app's own line: %d %q", st, body)
 	}
 }

@@ -402,7 +402,7 @@ func (d *Dash) webApp(c *gin.Context) {
 		data.EnvKeys = append(data.EnvKeys, k)
 	}
 	sort.Strings(data.EnvKeys)
-	if es, _, err := d.recentLogs(ctx, a.Name, 100, logFilter{}); err == nil {
+	if es, _, err := d.recentLogs(ctx, a.Name, 100, logFilter{Since: d.appSince(ctx, a.ID)}); err == nil {
 		for _, e := range es {
 			data.Logs = append(data.Logs, formatLogLine(e))
 		}
