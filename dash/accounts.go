@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,6 +165,31 @@ type LoginRequest struct {
 	Password string `json:"password"`
 	// TokenName names the API token created (default "cli").
 	TokenName string `json:"token_name,omitempty"`
+	// ExpiresIn makes the token expire ("720h", "30d"); empty: never.
+	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// maxTokenLife bounds expires_in.
+const maxTokenLife = 3650 * 24 * time.Hour
+
+// tokenExpiry parses expires_in: a Go duration or N days ("30d").
+func tokenExpiry(now time.Time, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n int
+		n, err = strconv.Atoi(days)
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d < time.Minute || d > maxTokenLife {
+		return time.Time{}, invalid("invalid_expires_in", "expires_in must be a duration between 1m and 3650d (e.g. 720h or 30d)")
+	}
+	return now.Add(d), nil
 }
 
 // login checks a password and answers a new API token (shown once).
@@ -186,8 +212,13 @@ func (d *Dash) login(c *gin.Context) {
 		d.fail(c, invalid("invalid_name", "token name must be at most 64 characters"))
 		return
 	}
+	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
 	tok, hash := newToken()
-	id, err := d.store.createToken(c.Request.Context(), u.ID, name, hash)
+	id, err := d.store.createToken(c.Request.Context(), u.ID, name, hash, exp)
 	if err != nil {
 		d.fail(c, err)
 		return
@@ -294,7 +325,17 @@ func (d *Dash) changePassword(c *gin.Context) {
 		d.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"changed": true})
+	// Whoever knew the old password may hold a token or session: only the
+	// one making this change stays valid.
+	keep := common.BearerToken(c.Request)
+	if s, ok := c.Get(sessionKey); ok {
+		keep = s.(string)
+	}
+	if err := d.store.revokeOtherTokens(c.Request.Context(), u.ID, hashToken(keep)); err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"changed": true, "other_tokens_revoked": true})
 }
 
 func (d *Dash) listTeams(c *gin.Context) {
@@ -424,6 +465,8 @@ func (d *Dash) listTokens(c *gin.Context) {
 // TokenRequest is the body of POST /api/v1/tokens.
 type TokenRequest struct {
 	Name string `json:"name"`
+	// ExpiresIn makes the token expire ("720h", "30d"); empty: never.
+	ExpiresIn string `json:"expires_in,omitempty"`
 }
 
 func (d *Dash) createToken(c *gin.Context) {
@@ -432,20 +475,29 @@ func (d *Dash) createToken(c *gin.Context) {
 		d.fail(c, err)
 		return
 	}
-	tok, id, err := d.newAPIToken(c.Request.Context(), currentUser(c), req.Name)
+	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
 	if err != nil {
 		d.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusCreated, gin.H{"token": tok, "id": id, "name": req.Name})
+	tok, id, err := d.newAPIToken(c.Request.Context(), currentUser(c), req.Name, exp)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	out := gin.H{"token": tok, "id": id, "name": req.Name}
+	if !exp.IsZero() {
+		out["expires_at"] = exp.UTC()
+	}
+	c.JSON(http.StatusCreated, out)
 }
 
-func (d *Dash) newAPIToken(ctx context.Context, u User, name string) (string, int64, error) {
+func (d *Dash) newAPIToken(ctx context.Context, u User, name string, expires ...time.Time) (string, int64, error) {
 	if name == "" || len(name) > 64 || name == sessionTokenName {
 		return "", 0, invalid("invalid_name", "token name must be 1-64 characters")
 	}
 	tok, hash := newToken()
-	id, err := d.store.createToken(ctx, u.ID, name, hash)
+	id, err := d.store.createToken(ctx, u.ID, name, hash, expires...)
 	return tok, id, err
 }
 
@@ -472,4 +524,89 @@ func (d *Dash) setUserPassword(ctx context.Context, u User, password string) err
 		return err
 	}
 	return d.store.setPassword(ctx, u.ID, string(hash))
+}
+
+// UserPatch is the body of PATCH /api/v1/users/{user} (admins).
+type UserPatch struct {
+	Disabled *bool `json:"disabled,omitempty"`
+}
+
+// adminTarget resolves the user an admin acts on; admins do not lock
+// themselves out.
+func (d *Dash) adminTarget(c *gin.Context) (int64, bool) {
+	name := c.Param("user")
+	if name == currentUser(c).Name {
+		d.fail(c, common.Errf(http.StatusConflict, "self", "admins cannot disable or delete themselves"))
+		return 0, false
+	}
+	id, err := d.store.userIDByName(c.Request.Context(), name)
+	if err != nil {
+		d.fail(c, err)
+		return 0, false
+	}
+	return id, true
+}
+
+func (d *Dash) patchUser(c *gin.Context) {
+	var req UserPatch
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if req.Disabled == nil {
+		d.fail(c, invalid("invalid_patch", "nothing to change (disabled: true|false)"))
+		return
+	}
+	id, ok := d.adminTarget(c)
+	if !ok {
+		return
+	}
+	if err := d.store.setDisabled(c.Request.Context(), id, *req.Disabled); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("user changed", "user", c.Param("user"), "disabled", *req.Disabled, "by", currentUser(c).Name)
+	c.JSON(http.StatusOK, gin.H{"user": c.Param("user"), "disabled": *req.Disabled})
+}
+
+func (d *Dash) deleteUser(c *gin.Context) {
+	id, ok := d.adminTarget(c)
+	if !ok {
+		return
+	}
+	if err := d.store.deleteUser(c.Request.Context(), id); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("user deleted", "user", c.Param("user"), "by", currentUser(c).Name)
+	c.JSON(http.StatusOK, gin.H{"deleted": c.Param("user")})
+}
+
+func (d *Dash) listUserTokens(c *gin.Context) {
+	id, err := d.store.userIDByName(c.Request.Context(), c.Param("user"))
+	if err == nil {
+		var ts []Token
+		if ts, err = d.store.tokens(c.Request.Context(), id); err == nil {
+			c.JSON(http.StatusOK, gin.H{"tokens": ts})
+			return
+		}
+	}
+	d.fail(c, err)
+}
+
+func (d *Dash) revokeUserToken(c *gin.Context) {
+	tid, perr := strconv.ParseInt(c.Param("id"), 10, 64)
+	id, err := d.store.userIDByName(c.Request.Context(), c.Param("user"))
+	if err == nil && perr != nil {
+		err = common.Errf(http.StatusNotFound, "not_found", "no such token")
+	}
+	if err == nil {
+		err = d.store.revokeToken(c.Request.Context(), id, tid)
+	}
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("token revoked", "user", c.Param("user"), "token", tid, "by", currentUser(c).Name)
+	c.JSON(http.StatusOK, gin.H{"revoked": tid})
 }

@@ -30,13 +30,14 @@ type Token struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 }
 
 // userByName returns a user and its bcrypt hash.
 func (s *store) userByName(ctx context.Context, name string) (User, string, error) {
 	var u User
 	var hash string
-	err := s.db.QueryRowContext(ctx, `SELECT id, name, is_admin, password_hash FROM users WHERE name = ?`, name).
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, is_admin, password_hash FROM users WHERE name = ? AND disabled_at IS NULL`, name).
 		Scan(&u.ID, &u.Name, &u.IsAdmin, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, "", fmt.Errorf("user %s: %w", name, errNotFound)
@@ -287,9 +288,14 @@ func (s *store) removeMember(ctx context.Context, teamID int64, user string) err
 	})
 }
 
-// createToken stores a new token for a user and returns its id.
-func (s *store) createToken(ctx context.Context, userID int64, name, hash string) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash) VALUES (?, ?, ?)`, userID, name, hash)
+// createToken stores a new token for a user and returns its id; a zero
+// expires never expires.
+func (s *store) createToken(ctx context.Context, userID int64, name, hash string, expires ...time.Time) (int64, error) {
+	var exp sql.NullTime
+	if len(expires) > 0 && !expires[0].IsZero() {
+		exp = sql.NullTime{Time: expires[0].UTC(), Valid: true}
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash, expires_at) VALUES (?, ?, ?, ?)`, userID, name, hash, exp)
 	if err != nil {
 		return 0, fmt.Errorf("insert token: %w", err)
 	}
@@ -298,7 +304,7 @@ func (s *store) createToken(ctx context.Context, userID int64, name, hash string
 
 // tokens lists a user's API tokens (web sessions left out).
 func (s *store) tokens(ctx context.Context, userID int64) ([]Token, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at, last_used_at, revoked_at FROM tokens
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at, last_used_at, revoked_at, expires_at FROM tokens
 		WHERE user_id = ? AND name <> ? ORDER BY id DESC LIMIT 200`, userID, sessionTokenName)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
@@ -307,8 +313,8 @@ func (s *store) tokens(ctx context.Context, userID int64) ([]Token, error) {
 	out := []Token{}
 	for rows.Next() {
 		var t Token
-		var used, revoked sql.NullTime
-		if err := rows.Scan(&t.ID, &t.Name, &t.CreatedAt, &used, &revoked); err != nil {
+		var used, revoked, expires sql.NullTime
+		if err := rows.Scan(&t.ID, &t.Name, &t.CreatedAt, &used, &revoked, &expires); err != nil {
 			return nil, fmt.Errorf("list tokens: %w", err)
 		}
 		if used.Valid {
@@ -316,6 +322,9 @@ func (s *store) tokens(ctx context.Context, userID int64) ([]Token, error) {
 		}
 		if revoked.Valid {
 			t.RevokedAt = &revoked.Time
+		}
+		if expires.Valid {
+			t.ExpiresAt = &expires.Time
 		}
 		out = append(out, t)
 	}
@@ -338,6 +347,53 @@ func (s *store) revokeToken(ctx context.Context, userID, id int64) error {
 func (s *store) revokeTokenHash(ctx context.Context, hash string) error {
 	if _, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked_at = NOW(6) WHERE hash = ? AND revoked_at IS NULL`, hash); err != nil {
 		return fmt.Errorf("revoke token: %w", err)
+	}
+	return nil
+}
+
+// revokeOtherTokens revokes every token and web session of a user but the
+// one with hash keep (a password change).
+func (s *store) revokeOtherTokens(ctx context.Context, userID int64, keep string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked_at = NOW(6) WHERE user_id = ? AND revoked_at IS NULL AND hash <> ?`,
+		userID, keep); err != nil {
+		return fmt.Errorf("revoke tokens: %w", err)
+	}
+	return nil
+}
+
+// userIDByName returns the id of user name (disabled or not).
+func (s *store) userIDByName(ctx context.Context, name string) (int64, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("user %s: %w", name, errNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read user: %w", err)
+	}
+	return id, nil
+}
+
+// setDisabled disables (revoking every token) or enables a user.
+func (s *store) setDisabled(ctx context.Context, userID int64, disabled bool) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if !disabled {
+			_, err := tx.ExecContext(ctx, `UPDATE users SET disabled_at = NULL WHERE id = ?`, userID)
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET disabled_at = COALESCE(disabled_at, NOW(6)) WHERE id = ?`, userID); err != nil {
+			return fmt.Errorf("disable user: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at = NOW(6) WHERE user_id = ? AND revoked_at IS NULL`, userID)
+		return err
+	})
+}
+
+// deleteUser removes a user: tokens, memberships and invitations go with
+// it; apps stay with their teams (they belong to teams, not users).
+func (s *store) deleteUser(ctx context.Context, userID int64) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, userID); err != nil {
+		return fmt.Errorf("delete user: %w", err)
 	}
 	return nil
 }

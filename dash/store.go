@@ -111,7 +111,8 @@ func (s *store) userByTokenHash(ctx context.Context, hash string) (User, error) 
 	var tokenID int64
 	err := s.db.QueryRowContext(ctx, `
 		SELECT u.id, u.name, u.is_admin, t.id FROM tokens t JOIN users u ON u.id = t.user_id
-		WHERE t.hash = ? AND t.revoked_at IS NULL
+		WHERE t.hash = ? AND t.revoked_at IS NULL AND u.disabled_at IS NULL
+		AND (t.expires_at IS NULL OR t.expires_at > NOW(6))
 		AND (t.name <> ? OR t.created_at > NOW(6) - INTERVAL `+sessionDaysSQL+` DAY)`, hash, sessionTokenName).Scan(&u.ID, &u.Name, &u.IsAdmin, &tokenID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, fmt.Errorf("token: %w", errNotFound)

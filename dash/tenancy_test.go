@@ -103,3 +103,92 @@ func TestLogsGoWithTheApp(t *testing.T) {
 		t.Fatalf("new app's own line: %d %q", st, body)
 	}
 }
+
+// TestAccountLifecycle: admins disable, enable and delete users and revoke
+// any token; tokens expire; a password change revokes every other token.
+func TestAccountLifecycle(t *testing.T) {
+	e := newEnv(t, nil)
+	admin := e.admin.Token
+	if st, code := e.call("POST", "/api/v1/users", admin, CreateUserRequest{Name: "bob", Password: "bob-password-1"}, nil); st != 201 {
+		t.Fatalf("create bob: %d %s", st, code)
+	}
+	bob1, _, _ := e.login("bob", "bob-password-1")
+	bob2, _, _ := e.login("bob", "bob-password-1")
+	ok := func(tok string) bool { st, _ := e.call("GET", "/api/v1/user", tok, nil, nil); return st == 200 }
+	if !ok(bob1) || !ok(bob2) {
+		t.Fatal("fresh tokens refused")
+	}
+
+	// Expiring tokens.
+	if st, code := e.call("POST", "/api/v1/tokens", bob1, TokenRequest{Name: "ci", ExpiresIn: "0s"}, nil); st != 422 || code != "invalid_expires_in" {
+		t.Fatalf("bad expires_in: %d %s", st, code)
+	}
+	var ci struct {
+		Token     string
+		ID        int64
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if st, _ := e.call("POST", "/api/v1/tokens", bob1, TokenRequest{Name: "ci", ExpiresIn: "30d"}, &ci); st != 201 ||
+		ci.ExpiresAt.Before(time.Now().Add(29*24*time.Hour)) || !ok(ci.Token) {
+		t.Fatalf("expiring token: %d %+v", st, ci)
+	}
+	e.pool.Exec(`UPDATE tokens SET expires_at = NOW(6) - INTERVAL 1 SECOND WHERE id = ?`, ci.ID)
+	if ok(ci.Token) {
+		t.Fatal("expired token accepted")
+	}
+
+	// An admin lists and revokes another user's token; bob cannot.
+	var list struct{ Tokens []Token }
+	if st, _ := e.call("GET", "/api/v1/users/bob/tokens", admin, nil, &list); st != 200 || len(list.Tokens) != 3 {
+		t.Fatalf("admin lists bob's tokens: %d %+v", st, list)
+	}
+	if st, _ := e.call("GET", "/api/v1/users/admin/tokens", bob1, nil, nil); st != 403 {
+		t.Fatalf("bob lists the admin's tokens: %d", st)
+	}
+	var bob2ID int64
+	e.pool.QueryRow(`SELECT id FROM tokens WHERE hash = ?`, hashToken(bob2)).Scan(&bob2ID)
+	if st, _ := e.call("DELETE", "/api/v1/users/bob/tokens/"+itoa(bob2ID), admin, nil, nil); st != 200 || ok(bob2) {
+		t.Fatalf("admin revokes bob's token: %d, still valid %v", st, ok(bob2))
+	}
+
+	// A password change keeps only the token it was made with.
+	bob3, _, _ := e.login("bob", "bob-password-1")
+	if st, _ := e.call("PUT", "/api/v1/user/password", bob1, PasswordRequest{Current: "bob-password-1", New: "bob-password-2"}, nil); st != 200 {
+		t.Fatalf("change password: %d", st)
+	}
+	if !ok(bob1) || ok(bob3) {
+		t.Fatalf("after the password change: current token ok=%v, other token ok=%v", ok(bob1), ok(bob3))
+	}
+
+	// Disabled: no token, no login; enabled again: login works.
+	if st, code := e.call("PATCH", "/api/v1/users/admin", admin, UserPatch{Disabled: ptr(true)}, nil); st != 409 || code != "self" {
+		t.Fatalf("admin disables itself: %d %s", st, code)
+	}
+	if st, _ := e.call("POST", "/api/v1/apps", bob1, CreateAppRequest{Name: "bobs-app"}, nil); st != 201 {
+		t.Fatalf("bob creates an app: %d", st)
+	}
+	if st, _ := e.call("PATCH", "/api/v1/users/bob", admin, UserPatch{Disabled: ptr(true)}, nil); st != 200 || ok(bob1) {
+		t.Fatalf("disable: %d, token still valid %v", st, ok(bob1))
+	}
+	if _, st, _ := e.login("bob", "bob-password-2"); st != 401 {
+		t.Fatalf("disabled user logs in: %d", st)
+	}
+	e.call("PATCH", "/api/v1/users/bob", admin, UserPatch{Disabled: ptr(false)}, nil)
+	if _, st, _ := e.login("bob", "bob-password-2"); st != 201 {
+		t.Fatalf("enabled user cannot log in: %d", st)
+	}
+
+	// Deleted: gone, the app stays with its team.
+	if st, _ := e.call("DELETE", "/api/v1/users/bob", admin, nil, nil); st != 200 {
+		t.Fatalf("delete: %d", st)
+	}
+	if n := e.count(`SELECT COUNT(*) FROM users WHERE name = 'bob'`); n != 0 {
+		t.Fatal("bob still exists")
+	}
+	var app struct{ App App }
+	if st, _ := e.call("GET", "/api/v1/apps/bobs-app", admin, nil, &app); st != 200 || app.App.Team != "bob" {
+		t.Fatalf("bob's app after deleting bob: %d %+v", st, app.App)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
