@@ -108,7 +108,7 @@ func (d *Dash) Run(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	d.db, d.store = pool, &store{db: pool, claimTTL: d.cfg.DomainClaimTTL}
+	d.db, d.store = pool, &store{db: pool, claimTTL: d.cfg.DomainClaimTTL, defaults: d.cfg.TeamLimits}
 	if err := db.Migrate(ctx, pool); err != nil {
 		d.ln.Close()
 		if ctx.Err() != nil {
@@ -207,6 +207,8 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	api.POST("/teams", d.createTeam)
 	api.POST("/teams/:team/members", d.addMember)
 	api.DELETE("/teams/:team/members/:user", d.removeMember)
+	api.GET("/teams/:team/limits", d.teamLimitsAPI)
+	api.PUT("/teams/:team/limits", requireAdmin, d.setTeamLimits)
 	api.GET("/invitations", d.listInvitations)
 	api.POST("/invitations/:team/accept", d.acceptInvitation)
 	api.POST("/invitations/:team/decline", d.declineInvitation)

@@ -26,6 +26,8 @@ type store struct {
 	// claimTTL is how long an unverified domain claim blocks other apps
 	// (Config.DomainClaimTTL).
 	claimTTL time.Duration
+	// defaults are the team limits where an admin set none.
+	defaults TeamLimits
 }
 
 // User is an authenticated dash user.
@@ -320,7 +322,13 @@ func (s *store) apps(ctx context.Context, u User) ([]appRow, error) {
 func (s *store) createApp(ctx context.Context, a appRow, by string) error {
 	health, _ := json.Marshal(a.Health)
 	env, _ := json.Marshal(a.Env)
+	if err := checkEnvSize(a.Env); err != nil {
+		return err
+	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkTeamQuota(ctx, tx, a.TeamID, a.Team, 0, a.Instances, a.MemoryMB); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO apps (name, team_id, instances, memory_mb, cpu_shares,
 			health_json, env_json, constraints_json) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`,
 			a.Name, a.TeamID, a.Instances, a.MemoryMB, a.CPUShares, string(health), string(env))
@@ -424,6 +432,9 @@ func newRelease(ctx context.Context, tx *sql.Tx, a appRow, spec releaseSpec) (Re
 	if err := insertEvent(ctx, tx, a.ID, spec.EventKind, msg); err != nil {
 		return Release{}, err
 	}
+	if err := pruneReleases(ctx, tx, a.ID, r.Version); err != nil {
+		return Release{}, err
+	}
 	return r, nil
 }
 
@@ -502,6 +513,14 @@ func (s *store) updateApp(ctx context.Context, appID int64, ch appChange, by, ki
 		out = a
 		if len(what) == 0 {
 			return nil
+		}
+		if err := checkEnvSize(a.Env); err != nil {
+			return err
+		}
+		if ch.Instances != nil || ch.MemoryMB != nil {
+			if err := s.checkTeamQuota(ctx, tx, a.TeamID, a.Team, a.ID, a.Instances, a.MemoryMB); err != nil {
+				return err
+			}
 		}
 		env, _ := json.Marshal(a.Env)
 		if _, err := tx.ExecContext(ctx, `UPDATE apps SET instances = ?, memory_mb = ?, cpu_shares = ?, env_json = ? WHERE id = ?`,

@@ -1,6 +1,7 @@
 package dash
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -192,3 +193,84 @@ func TestAccountLifecycle(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestQuotas plays a tenant filling the platform: apps, instances and
+// memory stop at the team's limits (403 quota_exceeded), env at 64 KB (413),
+// unproven domain claims at the team's cap, which never blocks an admin;
+// old releases (and their env snapshots) do not pile up.
+func TestQuotas(t *testing.T) {
+	e := newEnv(t, nil)
+	mallory := e.addUser("mallory", "mal")
+	var lim struct {
+		Limits TeamLimits
+		Usage  TeamUsage
+	}
+	if st, _ := e.call("PUT", "/api/v1/teams/mal/limits", mallory, TeamLimits{MaxApps: 100}, nil); st != 403 {
+		t.Fatalf("tenant raises its own limits: %d", st)
+	}
+	if st, code := e.call("PUT", "/api/v1/teams/mal/limits", e.admin.Token,
+		TeamLimits{MaxApps: 2, MaxInstances: 3, MaxMemoryMB: 512, MaxDomainClaims: 1}, &lim); st != 200 || lim.Limits.MaxApps != 2 {
+		t.Fatalf("set limits: %d %s %+v", st, code, lim)
+	}
+	one, big := 1, 1024
+	for _, name := range []string{"m1", "m2"} {
+		if st, code := e.call("POST", "/api/v1/apps", mallory, CreateAppRequest{Name: name, Instances: &one, MemoryMB: ptr(128)}, nil); st != 201 {
+			t.Fatalf("create %s: %d %s", name, st, code)
+		}
+	}
+	refused := func(what string, st int, code string, wantSt int, wantCode string) {
+		t.Helper()
+		if st != wantSt || code != wantCode {
+			t.Fatalf("%s: %d %s, want %d %s", what, st, code, wantSt, wantCode)
+		}
+	}
+	st, code := e.call("POST", "/api/v1/apps", mallory, CreateAppRequest{Name: "m3", Instances: &one}, nil)
+	refused("third app", st, code, 403, "quota_exceeded")
+	st, code = e.call("POST", "/api/v1/apps/m1/scale", mallory, ScaleRequest{Instances: ptr(3)}, nil)
+	refused("4 instances in all", st, code, 403, "quota_exceeded")
+	st, code = e.call("POST", "/api/v1/apps/m1/scale", mallory, ScaleRequest{MemoryMB: &big}, nil)
+	refused("1152 MB in all", st, code, 403, "quota_exceeded")
+	if st, code := e.call("POST", "/api/v1/apps/m1/scale", mallory, ScaleRequest{Instances: ptr(2)}, nil); st != 200 {
+		t.Fatalf("scale within limits: %d %s", st, code)
+	}
+	e.call("GET", "/api/v1/teams/mal/limits", mallory, nil, &lim)
+	if lim.Usage.Apps != 2 || lim.Usage.Instances != 3 || lim.Usage.MemoryMB != 384 {
+		t.Fatalf("usage %+v", lim.Usage)
+	}
+
+	// env: 64 KB per app, whatever the number of requests.
+	v30 := strings.Repeat("x", 30<<10)
+	if st, code := e.call("PUT", "/api/v1/apps/m1/env", mallory, EnvRequest{Set: map[string]string{"A": v30}}, nil); st != 200 {
+		t.Fatalf("30 KB env: %d %s", st, code)
+	}
+	e.call("PUT", "/api/v1/apps/m1/env", mallory, EnvRequest{Set: map[string]string{"B": v30}}, nil)
+	st, code = e.call("PUT", "/api/v1/apps/m1/env", mallory, EnvRequest{Set: map[string]string{"C": v30}}, nil)
+	refused("90 KB env", st, code, 413, "env_too_large")
+	if n := e.count(`SELECT COALESCE(MAX(LENGTH(env_json)), 0) FROM apps`); n > MaxEnvBytes+100 {
+		t.Fatalf("stored env of %d bytes", n)
+	}
+
+	// Domain claims: one unproven claim per team here; an admin still binds.
+	if st, code := e.call("POST", "/api/v1/apps/m1/domains", mallory, DomainRequest{Name: "shop.example.com"}, nil); st != 201 {
+		t.Fatalf("claim: %d %s", st, code)
+	}
+	st, code = e.call("POST", "/api/v1/apps/m2/domains", mallory, DomainRequest{Name: "bank.example.com"}, nil)
+	refused("second claim", st, code, 403, "quota_exceeded")
+	e.createApp("shop")
+	if st, code := e.call("POST", "/api/v1/apps/shop/domains", e.admin.Token, DomainRequest{Name: "shop.example.com"}, nil); st != 201 {
+		t.Fatalf("admin blocked by an unproven claim: %d %s", st, code)
+	}
+
+	// Releases: at most maxReleasesKept (+ current and running) stay.
+	var appID int64
+	e.pool.QueryRow(`SELECT id FROM apps WHERE name = 'm2'`).Scan(&appID)
+	for i := 0; i < maxReleasesKept+15; i++ {
+		if _, err := (&store{db: e.pool}).deployRelease(context.Background(), appID, releaseSpec{Image: "reg/m2@sha256:" + strings.Repeat("a", 64),
+			CreatedBy: "mallory", EventKind: "deploy"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.count(`SELECT COUNT(*) FROM releases WHERE app_id = ?`, appID); n > maxReleasesKept+1 {
+		t.Fatalf("%d releases kept", n)
+	}
+}
