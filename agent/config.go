@@ -95,6 +95,13 @@ type Config struct {
 	FirewallDeny []string
 	// AppSubnets is the IPv4 pool app networks take a /24 from.
 	AppSubnets string
+	// TmpfsMB sizes the writable tmpfs /tmp of a container (its root
+	// filesystem is read-only); it counts against the memory limit.
+	TmpfsMB int
+	// LogMaxMB and LogMaxFiles cap a container's log on the node
+	// (json-file rotation).
+	LogMaxMB    int
+	LogMaxFiles int
 
 	// Log is the agent's logger; nil means common.NewLogger("agent", LogLevel).
 	Log *slog.Logger
@@ -129,6 +136,9 @@ func DefaultConfig() Config {
 		Firewall:        true,
 		Egress:          EgressDenyPrivate,
 		AppSubnets:      DefaultAppSubnets,
+		TmpfsMB:         64,
+		LogMaxMB:        10,
+		LogMaxFiles:     3,
 	}
 }
 
@@ -153,6 +163,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Egress, "egress", c.Egress, "what app containers may connect to: allow, deny-private or deny")
 	fs.StringSliceVar(&c.FirewallDeny, "firewall-deny", c.FirewallDeny, "more hosts no app container may connect to (Redis, MySQL and servers always)")
 	fs.StringVar(&c.AppSubnets, "app-subnets", c.AppSubnets, "IPv4 pool of app networks' subnets (a /24 per app)")
+	fs.IntVar(&c.TmpfsMB, "tmpfs-mb", c.TmpfsMB, "size of each container's writable /tmp (the root filesystem is read-only)")
+	fs.IntVar(&c.LogMaxMB, "log-max-mb", c.LogMaxMB, "size of a container's log file on the node before it rotates")
+	fs.IntVar(&c.LogMaxFiles, "log-max-files", c.LogMaxFiles, "rotated log files kept per container")
 	fs.StringVar(&c.NodeSecretFile, "node-secret-file", c.NodeSecretFile, "file keeping this node's identity secret (default <data-dir>/node-<node-id>.secret)")
 }
 
@@ -201,6 +214,9 @@ func (c *Config) validate() ([]string, error) {
 	}
 	if c.PidsLimit <= 0 {
 		errs = append(errs, errors.New("pids limit must be positive"))
+	}
+	if c.TmpfsMB <= 0 || c.LogMaxMB <= 0 || c.LogMaxFiles <= 0 {
+		errs = append(errs, errors.New("tmpfs and log sizes must be positive"))
 	}
 	switch c.Egress {
 	case EgressAllow, EgressDenyPrivate, EgressDeny:

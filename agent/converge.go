@@ -157,6 +157,7 @@ func (a *Agent) place(ctx context.Context, pl placement, restarts int) error {
 			return err
 		}
 		spec := buildSpec(as, a.cfg.NodeID, a.cfg.AdvertiseAddr, a.cfg.PidsLimit, restarts)
+		a.cfg.harden(&spec)
 		if a.nets != nil {
 			if a.cfg.Firewall && !a.firewallOK.Load() {
 				return errNoFirewall

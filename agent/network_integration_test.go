@@ -47,6 +47,17 @@ func main() {
 		c.Close()
 		fmt.Fprintln(w, "connected")
 	})
+	http.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
+		if err := os.WriteFile(r.URL.Query().Get("path"), []byte("x"), 0o644); err != nil {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintln(w, err)
+			return
+		}
+		fmt.Fprintln(w, "written")
+	})
+	http.HandleFunc("/uid", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, os.Getuid())
+	})
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "app", os.Getenv("DINP_APP"))
 	})
@@ -81,7 +92,7 @@ func buildProberImage(t *testing.T, dc *client.Client, ref string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rc, err := dc.ImageImport(ctx, image.ImportSource{Source: &buf, SourceName: "-"}, ref,
-		image.ImportOptions{Changes: []string{`CMD ["/app"]`, "USER 65534"}})
+		image.ImportOptions{Changes: []string{`CMD ["/app"]`, "USER 0"}}) // the agent must not run it as root
 	if err != nil {
 		t.Fatalf("import image: %v", err)
 	}
@@ -100,6 +111,9 @@ func buildProberImage(t *testing.T, dc *client.Client, ref string) {
 // every address (as with --addr 0.0.0.0), Redis and MySQL: every attempt
 // fails, while the host — where routers and hm dial from — reaches both
 // apps, by published port and by the container's address on its network.
+//
+// It also checks the containers' hardening (non-root, read-only root,
+// private cgroup namespace, capped log).
 func TestTenantNetworkIsolation(t *testing.T) {
 	dc := dockerOrSkip(t)
 	node := "netiso-" + common.RandomToken(4)
@@ -222,6 +236,29 @@ func TestTenantNetworkIsolation(t *testing.T) {
 	for what, target := range probes {
 		if ok, body := dial(target); ok {
 			t.Errorf("app %s reached %s (%s): %s", appA, what, target, body)
+		}
+	}
+
+	// Hardening: not root whatever the image says, read-only root with a
+	// writable /tmp, private cgroup namespace, capped log.
+	if code, body := get("http://127.0.0.1:" + a.hostPort + "/uid"); code != 200 || body != "65534" {
+		t.Errorf("app runs as uid %q (%d)", body, code)
+	}
+	if code, body := get("http://127.0.0.1:" + a.hostPort + "/write?path=/owned"); code == 200 {
+		t.Errorf("app wrote to its root filesystem: %s", body)
+	}
+	if code, body := get("http://127.0.0.1:" + a.hostPort + "/write?path=/tmp/scratch"); code != 200 {
+		t.Errorf("app cannot write /tmp: %d %s", code, body)
+	}
+	for _, c := range nodeContainers(t, dc, node) {
+		ins, err := dc.ContainerInspect(context.Background(), c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := ins.HostConfig
+		if !h.ReadonlyRootfs || h.Tmpfs["/tmp"] == "" || h.CgroupnsMode != container.CgroupnsModePrivate ||
+			h.LogConfig.Config["max-size"] == "" {
+			t.Errorf("container %s: readonly %v tmpfs %q cgroupns %q log %+v", c.ID[:12], h.ReadonlyRootfs, h.Tmpfs, h.CgroupnsMode, h.LogConfig)
 		}
 	}
 
