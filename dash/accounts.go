@@ -32,10 +32,34 @@ func validName(kind, s string) error {
 	return nil
 }
 
-// validPassword keeps passwords within what bcrypt hashes whole (72 bytes).
+// MinPasswordLen is the shortest password accepted.
+const MinPasswordLen = 10
+
+// commonPasswords are refused whatever their length: the first guesses of
+// any attacker (lowercased).
+var commonPasswords = map[string]bool{}
+
+func init() {
+	for _, p := range strings.Fields(`1234567890 12345678910 0123456789 1234567890a 1q2w3e4r5t 1qaz2wsx3edc
+		qwertyuiop qwertyuiop1 qwerty1234 qwerty12345 asdfghjkl; asdfghjkl1 zxcvbnm123 password12 password123
+		password1234 password1! passw0rd12 p@ssw0rd12 p@ssword123 iloveyou12 iloveyou123 letmein123 welcome123
+		welcome1234 admin12345 administrator changeme123 trustno1234 football123 baseball123 sunshine12
+		princess12 starwars12 whatever12 superman12 monkey1234 dragon1234 master1234 abc1234567 abcdefghij
+		1111111111 0000000000 9876543210 a123456789 q123456789 qwer123456 test123456 secret1234 default123
+		dinp123456 dinppassword`) {
+		commonPasswords[p] = true
+	}
+}
+
+// validPassword enforces the password policy: MinPasswordLen to 72 bytes
+// (what bcrypt hashes whole), not a common password, not one character
+// repeated.
 func validPassword(p string) error {
-	if len(p) < 8 || len(p) > 72 {
-		return invalid("invalid_password", "password must be 8 to 72 bytes long")
+	if len(p) < MinPasswordLen || len(p) > 72 {
+		return invalid("invalid_password", "password must be "+strconv.Itoa(MinPasswordLen)+" to 72 bytes long")
+	}
+	if commonPasswords[strings.ToLower(p)] || strings.Count(p, p[:1]) == len(p) {
+		return invalid("invalid_password", "this password is too common; choose another")
 	}
 	return nil
 }
@@ -109,9 +133,11 @@ func (l *loginLimiter) reset(key string) {
 	delete(l.fails, key)
 }
 
-// checkPassword verifies a login, rate-limited per user and per IP.
+// checkPassword verifies a login, rate-limited per (user, client address)
+// and per address: someone guessing a user's password from elsewhere slows
+// themselves down, never locks the real user out.
 func (d *Dash) checkPassword(ctx context.Context, ip, name, password string) (User, error) {
-	userKey, ipKey := "user:"+name, "ip:"+ip
+	userKey, ipKey := "user:"+name+"@"+ip, "ip:"+ip
 	if wait := d.userLimit.retryAfter(userKey); wait > 0 {
 		return User{}, tooManyLogins(wait)
 	}

@@ -1,7 +1,11 @@
 package dash
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -272,5 +276,55 @@ func TestQuotas(t *testing.T) {
 	}
 	if n := e.count(`SELECT COUNT(*) FROM releases WHERE app_id = ?`, appID); n > maxReleasesKept+1 {
 		t.Fatalf("%d releases kept", n)
+	}
+}
+
+// TestLoginHardening: a stranger guessing a user's password from their own
+// address slows down themselves, not the user; weak passwords are refused;
+// the post-login redirect stays on the site.
+func TestLoginHardening(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, p := range []string{"12345678", "1234567890", "aaaaaaaaaaaa", "Password123"} {
+		if st, code := e.call("POST", "/api/v1/users", e.admin.Token, CreateUserRequest{Name: "weak", Password: p}, nil); st != 422 || code != "invalid_password" {
+			t.Fatalf("password %q: %d %s", p, st, code)
+		}
+	}
+	if st, code := e.call("POST", "/api/v1/users", e.admin.Token, CreateUserRequest{Name: "alice", Password: "correct horse battery"}, nil); st != 201 {
+		t.Fatalf("create alice: %d %s", st, code)
+	}
+	for i := 0; i < 6; i++ {
+		e.login("alice", "guess-number-"+itoa(int64(i)))
+	}
+	if _, st, code := e.login("alice", "correct horse battery"); st != 429 {
+		t.Fatalf("the guesser's address after 6 failures: %d %s, want 429", st, code)
+	}
+	// alice, from another address, is not locked out.
+	from2 := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+	raw, _ := json.Marshal(LoginRequest{User: "alice", Password: "correct horse battery"})
+	resp, err := from2.Post(e.url+"/api/v1/login", "application/json", bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("alice from 127.0.0.2: %d, want 201", resp.StatusCode)
+	}
+
+	for next, want := range map[string]string{
+		"/apps/hello":           "/apps/hello",
+		"/apps?x=1":             "/apps?x=1",
+		"/\t/evil.example":      "/apps",
+		"/%09/evil.example":     "/apps",
+		"//evil.example":        "/apps",
+		"/\\evil.example":       "/apps",
+		"https://evil.example/": "/apps",
+		" /evil":                "/apps",
+		"/ /evil":               "/apps",
+		"/\r\n/evil":            "/apps",
+	} {
+		if got := safeNext(next); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", next, got, want)
+		}
 	}
 }

@@ -246,10 +246,29 @@ func (d *Dash) back(c *gin.Context, path, flash string, err error) {
 	c.Redirect(http.StatusSeeOther, path)
 }
 
-// safeNext keeps a post-login redirect on this site.
+// safeNext keeps a post-login redirect on this site: a path, never a
+// scheme or host, and nothing a browser would strip or turn into one
+// (control characters, spaces, backslashes: "/\t/evil.example" is
+// "//evil.example" to a browser).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/apps"
+	const home = "/apps"
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\ ") {
+		return home
+	}
+	for _, r := range next {
+		if r < 0x20 || r == 0x7f {
+			return home
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") ||
+		strings.HasPrefix(u.Path, "//") || strings.ContainsAny(u.Path, "\\") {
+		return home
+	}
+	for _, r := range u.Path {
+		if r < 0x20 || r == 0x7f {
+			return home
+		}
 	}
 	return next
 }
