@@ -42,6 +42,8 @@ type Dash struct {
 	// before that.
 	db    *sql.DB
 	store *store
+	// hub serves log follows (set by Run, like store).
+	hub *logHub
 }
 
 // New validates cfg and opens the listener. MySQL is connected in Run, so
@@ -123,6 +125,15 @@ func (d *Dash) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("dash: %w", err)
 	}
+
+	// Log follows read Redis through a client of their own: however many
+	// are open, API requests keep their connections.
+	opts := common.RedisOptions(d.cfg.Base)
+	opts.PoolSize, opts.ContextTimeoutEnabled = 512, true
+	followRdb := redis.NewClient(opts)
+	defer followRdb.Close()
+	d.hub = newLogHub(ctx, followRdb, d.log, d.cfg.MaxFollowsPerUser)
+	defer d.hub.stop()
 
 	srv := &http.Server{
 		Handler:           d.handler(),

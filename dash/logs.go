@@ -175,43 +175,6 @@ func (d *Dash) recentLogs(ctx context.Context, app string, n int, f logFilter) (
 	return out, last, nil
 }
 
-// followLogs streams new entries after id last until ctx ends or done()
-// reports true (checked after each quiet block).
-func (d *Dash) followLogs(ctx context.Context, app, last string, f logFilter, w logWriter, done func() bool) {
-	for ctx.Err() == nil {
-		res, err := d.rdb.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{d.keys.Logs(app), last}, Count: 500, Block: logBlock,
-		}).Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			if done != nil && done() {
-				return
-			}
-			continue
-		case err != nil:
-			if ctx.Err() != nil {
-				return
-			}
-			d.log.Debug("follow logs", "app", app, "err", err)
-			if !common.Sleep(ctx, time.Second) {
-				return
-			}
-			continue
-		}
-		for _, s := range res {
-			if len(s.Messages) == 0 {
-				continue
-			}
-			last = s.Messages[len(s.Messages)-1].ID
-			if es := decodeEntries(s.Messages, f); len(es) > 0 {
-				if w.write(es) != nil {
-					return
-				}
-			}
-		}
-	}
-}
-
 // appLogs answers GET /api/v1/apps/{app}/logs: the last lines of the app's
 // log stream (every instance, builds too, kept across redeploys), then new
 // lines as they come with follow=1.
@@ -233,6 +196,16 @@ func (d *Dash) appLogs(c *gin.Context) {
 	}
 	w := logWriter{c: c, json: c.Query("format") == "json"}
 	ctx := c.Request.Context()
+	var sub *logSub
+	if isTrue(c.Query("follow")) {
+		// Join before reading the recent lines: nothing falls in between.
+		var err error
+		if sub, err = d.joinFollow(ctx, currentUser(c), a.Name); err != nil {
+			d.fail(c, err)
+			return
+		}
+		defer sub.leave()
+	}
 	es, last, err := d.recentLogs(ctx, a.Name, n, f)
 	if err != nil {
 		d.log.Warn("read logs", "app", a.Name, "err", err)
@@ -243,11 +216,22 @@ func (d *Dash) appLogs(c *gin.Context) {
 	if len(es) > 0 && w.write(es) != nil {
 		return
 	}
-	if !isTrue(c.Query("follow")) {
+	if sub == nil {
 		return
 	}
 	c.Writer.Flush()
-	d.followLogs(ctx, a.Name, last, f, w, nil)
+	sub.follow(ctx, last, f, w, nil)
+}
+
+// joinFollow makes u a follower of app's log stream.
+func (d *Dash) joinFollow(ctx context.Context, u User, app string) (*logSub, error) {
+	sub, err := d.hub.join(ctx, u.ID, d.keys.Logs(app))
+	var ae *common.APIError
+	if err != nil && !errors.As(err, &ae) {
+		d.log.Warn("follow logs", "app", app, "err", err)
+		return nil, errLogsUnavailable
+	}
+	return sub, err
 }
 
 func isTrue(s string) bool { return s == "1" || s == "true" || s == "yes" }
@@ -317,6 +301,15 @@ func (d *Dash) buildLog(c *gin.Context) {
 		return
 	}
 	f := logFilter{Source: "build", Build: b.ID}
+	var sub *logSub
+	if follow && !b.finished() {
+		var err error
+		if sub, err = d.joinFollow(ctx, currentUser(c), b.App); err != nil {
+			d.fail(c, err)
+			return
+		}
+		defer sub.leave()
+	}
 	es, last, err := d.recentLogs(ctx, b.App, maxLogLines, f)
 	if err != nil {
 		d.log.Warn("read build log", "build", b.ID, "err", err)
@@ -328,11 +321,11 @@ func (d *Dash) buildLog(c *gin.Context) {
 	if len(es) > 0 && w.write(es) != nil {
 		return
 	}
-	if !follow || b.finished() {
+	if sub == nil {
 		return
 	}
 	c.Writer.Flush()
-	d.followLogs(ctx, b.App, last, f, w, func() bool {
+	sub.follow(ctx, last, f, w, func() bool {
 		cur, err := d.store.build(ctx, currentUser(c), b.ID)
 		return err == nil && cur.finished()
 	})
