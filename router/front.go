@@ -149,6 +149,7 @@ func (f *front) newConn(c net.Conn) *frontConn {
 	} else {
 		fc.client = c.RemoteAddr().String()
 	}
+	fc.trusted = f.r.cfg.trustedPeer(fc.client)
 	fc.c = newRawConn(c, f.r.cfg.ClientWriteTimeout)
 	if f.tlsCfg != nil {
 		fc.c = tls.Server(fc.c, f.tlsCfg)
@@ -170,6 +171,8 @@ type frontConn struct {
 	tls    bool
 	br     *bufio.Reader // reads through fc.Read
 	client string        // client IP, for X-Forwarded-For
+	// trusted: the peer is a trusted proxy, whose forwarding headers stay.
+	trusted bool
 	state  atomic.Int32
 	now    time.Time // last clock reading
 
