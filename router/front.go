@@ -173,8 +173,8 @@ type frontConn struct {
 	client string        // client IP, for X-Forwarded-For
 	// trusted: the peer is a trusted proxy, whose forwarding headers stay.
 	trusted bool
-	state  atomic.Int32
-	now    time.Time // last clock reading
+	state   atomic.Int32
+	now     time.Time // last clock reading
 
 	rdlIdle  bool // the idle read deadline is set on c
 	rdlSetAt time.Time
