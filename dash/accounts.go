@@ -347,17 +347,7 @@ func (d *Dash) changePassword(c *gin.Context) {
 		d.failLogin(c, err)
 		return
 	}
-	if err := d.setUserPassword(c.Request.Context(), u, req.New); err != nil {
-		d.fail(c, err)
-		return
-	}
-	// Whoever knew the old password may hold a token or session: only the
-	// one making this change stays valid.
-	keep := common.BearerToken(c.Request)
-	if s, ok := c.Get(sessionKey); ok {
-		keep = s.(string)
-	}
-	if err := d.store.revokeOtherTokens(c.Request.Context(), u.ID, hashToken(keep)); err != nil {
+	if err := d.newPassword(c, u, req.New); err != nil {
 		d.fail(c, err)
 		return
 	}
@@ -538,6 +528,20 @@ func (d *Dash) revokeToken(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"revoked": id})
+}
+
+// newPassword sets u's password and revokes every other token and web
+// session of u: whoever knew the old password may hold one. Only the
+// token or session making the change stays valid.
+func (d *Dash) newPassword(c *gin.Context, u User, password string) error {
+	if err := d.setUserPassword(c.Request.Context(), u, password); err != nil {
+		return err
+	}
+	keep := common.BearerToken(c.Request)
+	if s, ok := c.Get(sessionKey); ok {
+		keep = s.(string)
+	}
+	return d.store.revokeOtherTokens(c.Request.Context(), u.ID, hashToken(keep))
 }
 
 // setUserPassword validates and stores a new password.

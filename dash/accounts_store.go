@@ -397,3 +397,36 @@ func (s *store) deleteUser(ctx context.Context, userID int64) error {
 	}
 	return nil
 }
+
+// Session is one of a user's web sessions, as the account page lists it.
+type Session struct {
+	ID         int64      `json:"id"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Current    bool       `json:"current"`
+}
+
+// sessions lists a user's live web sessions; current is the hash of the one
+// asking. Revoke one with revokeToken (sessions are tokens).
+func (s *store) sessions(ctx context.Context, userID int64, current string) ([]Session, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, created_at, last_used_at, hash = ? FROM tokens
+		WHERE user_id = ? AND name = ? AND revoked_at IS NULL AND created_at > NOW(6) - INTERVAL `+sessionDaysSQL+` DAY
+		ORDER BY id DESC LIMIT 100`, current, userID, sessionTokenName)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	out := []Session{}
+	for rows.Next() {
+		var se Session
+		var used sql.NullTime
+		if err := rows.Scan(&se.ID, &se.CreatedAt, &used, &se.Current); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		if used.Valid {
+			se.LastUsedAt = &used.Time
+		}
+		out = append(out, se)
+	}
+	return out, rows.Err()
+}

@@ -125,6 +125,8 @@ func (d *Dash) webRoutes(r *gin.Engine) {
 	w.GET("/account", d.webAccount)
 	w.POST("/account/tokens", d.webCreateToken)
 	w.POST("/account/tokens/:id/revoke", d.webRevokeToken)
+	w.POST("/account/invitations/:team/accept", d.webAnswerInvitation)
+	w.POST("/account/invitations/:team/decline", d.webAnswerInvitation)
 	w.POST("/account/teams", d.webCreateTeam)
 	w.POST("/account/teams/:team/members", d.webAddMember)
 	w.POST("/account/teams/:team/members/:user/remove", d.webRemoveMember)
@@ -558,10 +560,12 @@ func (d *Dash) webDeleteApp(c *gin.Context) {
 }
 
 type accountData struct {
-	Tokens   []Token
-	Teams    []Team
-	Users    []User
-	NewToken string
+	Tokens      []Token
+	Sessions    []Session
+	Invitations []Invitation
+	Teams       []Team
+	Users       []User
+	NewToken    string
 }
 
 func (d *Dash) renderAccount(c *gin.Context, newToken string) {
@@ -569,6 +573,11 @@ func (d *Dash) renderAccount(c *gin.Context, newToken string) {
 	data := accountData{NewToken: newToken}
 	var err error
 	if data.Tokens, err = d.store.tokens(ctx, u.ID); err == nil {
+		if data.Sessions, err = d.store.sessions(ctx, u.ID, hashToken(c.MustGet(sessionKey).(string))); err == nil {
+			data.Invitations, err = d.store.invitations(ctx, u)
+		}
+	}
+	if err == nil {
 		if data.Teams, err = d.store.teams(ctx, u); err == nil && u.IsAdmin {
 			data.Users, err = d.store.users(ctx)
 		}
@@ -598,6 +607,16 @@ func (d *Dash) webRevokeToken(c *gin.Context) {
 		err = d.store.revokeToken(c.Request.Context(), currentUser(c).ID, id)
 	}
 	d.back(c, "/account", "token revoked", err)
+}
+
+func (d *Dash) webAnswerInvitation(c *gin.Context) {
+	accept := strings.HasSuffix(c.Request.URL.Path, "/accept")
+	_, err := d.store.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), accept)
+	msg := "invitation to " + c.Param("team") + " declined"
+	if accept {
+		msg = "you joined " + c.Param("team")
+	}
+	d.back(c, "/account", msg, err)
 }
 
 func (d *Dash) webCreateTeam(c *gin.Context) {
@@ -643,7 +662,7 @@ func (d *Dash) webPassword(c *gin.Context) {
 	ctx, u := c.Request.Context(), currentUser(c)
 	_, err := d.checkPassword(ctx, clientIP(c.Request), u.Name, c.PostForm("current"))
 	if err == nil {
-		err = d.setUserPassword(ctx, u, c.PostForm("new"))
+		err = d.newPassword(c, u, c.PostForm("new"))
 	}
-	d.back(c, "/account", "password changed", err)
+	d.back(c, "/account", "password changed; your other sessions and tokens are revoked", err)
 }
