@@ -11,9 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 
 	"github.com/dinp/dinp/common"
 	"github.com/redis/go-redis/v9"
@@ -41,6 +46,9 @@ type Agent struct {
 	netCreates singleflight.Group
 	// firewallOK tells tasks the packet filter is in place.
 	firewallOK atomic.Bool
+	// fwMu serialises rule writes (the loop's guard, tasks that created a
+	// network) so an older rule set never replaces a newer one.
+	fwMu sync.Mutex
 	// lastGuard is when the loop last checked the firewall and pruned
 	// networks (loop goroutine only).
 	lastGuard time.Time
@@ -296,7 +304,7 @@ func (a *Agent) guard(ctx context.Context) {
 		return
 	}
 	if a.cfg.Firewall {
-		err := installFirewall(ctx, firewallRules(a.cfg.Egress, a.cfg.platformHosts()))
+		err := a.refreshFirewall(ctx)
 		if err != nil {
 			a.log.Error("packet filter not installed: no new containers start", "err", err)
 			a.setStatus(func(s *Status) { s.LastError = err.Error() })
@@ -310,4 +318,23 @@ func (a *Agent) guard(ctx context.Context) {
 		a.pruneNetworks(pctx, a.nets, a.assigned)
 		cancel()
 	}
+}
+
+// refreshFirewall writes the packet filter for the app networks now on the
+// engine.
+func (a *Agent) refreshFirewall(ctx context.Context) error {
+	a.fwMu.Lock()
+	defer a.fwMu.Unlock()
+	list, err := a.nets.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelNetwork))})
+	if err != nil {
+		return fmt.Errorf("list networks: %w", err)
+	}
+	var bridges []string
+	for _, n := range list {
+		if br := n.Options["com.docker.network.bridge.name"]; strings.HasPrefix(br, BridgePrefix) {
+			bridges = append(bridges, br)
+		}
+	}
+	sort.Strings(bridges)
+	return installFirewall(ctx, firewallRules(a.cfg.Egress, a.cfg.platformHosts(), bridges))
 }

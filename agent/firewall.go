@@ -41,7 +41,11 @@ var privateNets = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100
 // Redis, MySQL, other apps' published ports); towards the platform's own
 // hosts always, and towards private or all addresses by egress policy.
 // Traffic between app networks is cut by the engine's isolation rules.
-func firewallRules(egress string, platformHosts []netip.Addr) string {
+//
+// bridges are the host interfaces of the app networks on the engine:
+// instances of one app reach each other (the same bridge), nothing reaches
+// another app's bridge.
+func firewallRules(egress string, platformHosts []netip.Addr, bridges []string) string {
 	in := "-i " + BridgePrefix + "+"
 	var b strings.Builder
 	b.WriteString("*filter\n")
@@ -49,6 +53,10 @@ func firewallRules(egress string, platformHosts []netip.Addr) string {
 	fmt.Fprintf(&b, "-A %s %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n", chainInput, in)
 	fmt.Fprintf(&b, "-A %s %s -j REJECT\n", chainInput, in)
 	fmt.Fprintf(&b, "-A %s %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n", chainForward, in)
+	for _, br := range bridges {
+		fmt.Fprintf(&b, "-A %s -i %s -o %s -j RETURN\n", chainForward, br, br)
+	}
+	fmt.Fprintf(&b, "-A %s %s -o %s+ -j REJECT\n", chainForward, in, BridgePrefix)
 	for _, h := range platformHosts {
 		if h.Is4() {
 			fmt.Fprintf(&b, "-A %s %s -d %s/32 -j REJECT\n", chainForward, in, h)

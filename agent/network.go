@@ -77,6 +77,12 @@ func (a *Agent) ensureNetwork(ctx context.Context, nets Networks, app string) (s
 			})
 			if err == nil {
 				a.log.Info("app network created", "app", app, "network", name, "subnet", subnet.String())
+				if a.cfg.Firewall {
+					// Let the app's instances reach each other at once.
+					if err := a.refreshFirewall(ctx); err != nil {
+						a.log.Warn("packet filter refresh", "err", err)
+					}
+				}
 				return nil, nil
 			}
 			// Taken meanwhile (name or subnet, by another agent on this

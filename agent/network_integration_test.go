@@ -150,8 +150,9 @@ func TestTenantNetworkIsolation(t *testing.T) {
 	mk := func(app string) common.Assignment {
 		return common.Assignment{Instance: "n" + common.RandomToken(6), App: app, Release: 1, Image: ref, MemoryMB: 64, Port: 8080}
 	}
-	asA, asB := mk(appA), mk(appB)
-	server.set(200, true, asA, asB)
+	asA, asA2, asB := mk(appA), mk(appA), mk(appB)
+	asA2.Index = 1
+	server.set(200, true, asA, asA2, asB)
 
 	cfg := DefaultConfig()
 	cfg.ClusterToken = testToken
@@ -168,6 +169,7 @@ func TestTenantNetworkIsolation(t *testing.T) {
 
 	type inst struct{ hostPort, ip, gateway string }
 	running := map[string]inst{}
+	var peerA string // the other instance of app A
 	testenv.WaitFor(t, "both apps running", 60*time.Second, func() bool {
 		for _, c := range nodeContainers(t, dc, node) {
 			ins, err := dc.ContainerInspect(context.Background(), c.ID)
@@ -180,9 +182,13 @@ func TestTenantNetworkIsolation(t *testing.T) {
 			if ep == nil || ep.IPAddress == "" || len(binds) == 0 {
 				continue
 			}
+			if ins.Config.Labels[common.LabelInstance] == asA2.Instance {
+				peerA = ep.IPAddress
+				continue
+			}
 			running[app] = inst{hostPort: binds[0].HostPort, ip: ep.IPAddress, gateway: ep.Gateway}
 		}
-		return running[appA].ip != "" && running[appB].ip != ""
+		return running[appA].ip != "" && running[appB].ip != "" && peerA != ""
 	})
 	a, b := running[appA], running[appB]
 	if a.gateway == b.gateway {
@@ -217,10 +223,14 @@ func TestTenantNetworkIsolation(t *testing.T) {
 		code, body := get("http://127.0.0.1:" + a.hostPort + "/dial?addr=" + url.QueryEscape(target))
 		return code == 200, body
 	}
-	// The probe works: the app reaches itself.
+	// The probe works: the app reaches itself and its other instance.
 	if ok, body := dial(a.ip + ":8080"); !ok {
 		t.Fatalf("app cannot reach itself: %s", body)
 	}
+	testenv.WaitFor(t, "app A's instances reach each other", 20*time.Second, func() bool {
+		ok, _ := dial(peerA + ":8080")
+		return ok
+	})
 	probes := map[string]string{
 		"the other app's container":                     b.ip + ":8080",
 		"the other app's published port (bridge gw)":    a.gateway + ":" + b.hostPort,
