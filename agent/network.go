@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -156,7 +157,7 @@ func (a *Agent) pruneNetworks(ctx context.Context, nets Networks, assigned []com
 			continue
 		}
 		ins, err := nets.NetworkInspect(ctx, n.ID, network.InspectOptions{})
-		if err != nil || len(ins.Containers) > 0 {
+		if err != nil || len(ins.Containers) > 0 || a.networkInUse(ctx, n.Name) {
 			continue
 		}
 		if err := nets.NetworkRemove(ctx, n.ID); err != nil && !isNotFound(err) {
@@ -171,9 +172,21 @@ func (a *Agent) pruneNetworks(ctx context.Context, nets Networks, assigned []com
 // engine refuses while any container (another instance, another agent's)
 // still uses it, which leaves it to pruneNetworks.
 func (a *Agent) dropNetwork(ctx context.Context, app string) {
+	if a.networkInUse(ctx, AppNetwork(app)) {
+		return
+	}
 	if err := a.nets.NetworkRemove(ctx, AppNetwork(app)); err == nil {
 		a.log.Info("app network removed", "network", AppNetwork(app))
 	}
+}
+
+// networkInUse tells whether any container, in any state, names the
+// network: the engine refuses to remove a network with running endpoints
+// only, and a created container (another agent's, about to start) would
+// then fail to start. When unsure, it says yes.
+func (a *Agent) networkInUse(ctx context.Context, name string) bool {
+	list, err := a.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("network", name))})
+	return err != nil || len(list) > 0
 }
 
 // errNoFirewall stops new containers while the packet filter that keeps
