@@ -49,9 +49,8 @@ type Agent struct {
 	// fwMu serialises rule writes (the loop's guard, tasks that created a
 	// network) so an older rule set never replaces a newer one.
 	fwMu sync.Mutex
-	// lastGuard is when the loop last checked the firewall and pruned
-	// networks (loop goroutine only).
-	lastGuard time.Time
+	// assignedSnap is the last assignments, for the guard goroutine.
+	assignedSnap atomic.Pointer[[]common.Assignment]
 
 	// Owned by the loop goroutine (Run, or a test calling step).
 	states    map[string]*instState
@@ -163,6 +162,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started", "addr", a.Addr(), "servers", a.servers, "advertise", a.cfg.AdvertiseAddr)
 
 	a.guard(ctx)
+	if a.nets != nil {
+		// Packet-filter checks and network pruning run beside the loop:
+		// slow iptables or engine calls never delay a heartbeat.
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			t := time.NewTicker(guardInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					a.guard(ctx)
+				}
+			}
+		}()
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 loop:
@@ -206,9 +223,6 @@ func (a *Agent) close() {
 // a Known answer changes nothing on the node.
 func (a *Agent) step(ctx context.Context) {
 	a.processResults()
-	if a.cfg.Now().Sub(a.lastGuard) >= guardInterval {
-		a.guard(ctx)
-	}
 	containers, err := a.observe(ctx)
 	if err != nil {
 		// Without a list, a heartbeat would claim the node runs nothing.
@@ -297,9 +311,9 @@ func (a *Agent) heartbeat(containers []common.Container) common.Heartbeat {
 const guardInterval = 30 * time.Second
 
 // guard (re)installs the packet filter and prunes app networks nothing
-// uses. It runs on the loop goroutine.
+// uses. Run calls it at start, then its guard goroutine every
+// guardInterval.
 func (a *Agent) guard(ctx context.Context) {
-	a.lastGuard = a.cfg.Now()
 	if a.nets == nil {
 		return
 	}
@@ -313,9 +327,9 @@ func (a *Agent) guard(ctx context.Context) {
 		}
 		a.firewallOK.Store(err == nil)
 	}
-	if a.assigned != nil {
+	if assigned := a.assignedSnap.Load(); assigned != nil {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		a.pruneNetworks(pctx, a.nets, a.assigned)
+		a.pruneNetworks(pctx, a.nets, *assigned)
 		cancel()
 	}
 }

@@ -19,6 +19,7 @@ func (a *Agent) converge(ctx context.Context, assigned []common.Assignment, cont
 		assigned = []common.Assignment{}
 	}
 	a.assigned = assigned
+	a.assignedSnap.Store(&assigned)
 	for _, c := range containers {
 		if c.Instance != "" {
 			st := a.state(c.Instance)
