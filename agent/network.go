@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -56,7 +57,11 @@ func appBridge(app string) string {
 func (a *Agent) ensureNetwork(ctx context.Context, nets Networks, app string) (string, error) {
 	name := AppNetwork(app)
 	_, err, _ := a.netCreates.Do(name, func() (any, error) {
+		var lastErr error
 		for attempt := 0; attempt < 8; attempt++ {
+			if attempt > 0 && !common.Sleep(ctx, time.Duration(attempt)*100*time.Millisecond) {
+				return nil, ctx.Err()
+			}
 			if _, err := nets.NetworkInspect(ctx, name, network.InspectOptions{}); err == nil {
 				return nil, nil
 			} else if !isNotFound(err) {
@@ -88,9 +93,10 @@ func (a *Agent) ensureNetwork(ctx context.Context, nets Networks, app string) (s
 			}
 			// Taken meanwhile (name or subnet, by another agent on this
 			// engine): look again.
+			lastErr = err
 			a.log.Debug("create network", "network", name, "subnet", subnet.String(), "err", err)
 		}
-		return nil, fmt.Errorf("create network %s: no free subnet in %s", name, a.cfg.AppSubnets)
+		return nil, fmt.Errorf("create network %s in %s: %w", name, a.cfg.AppSubnets, lastErr)
 	})
 	return name, err
 }
