@@ -319,7 +319,8 @@ func clientLoginCommand() *cobra.Command {
 				var out struct {
 					Token string `json:"token"`
 				}
-				body := map[string]string{"user": user, "password": password, "token_name": "cli@" + host}
+				expires, _ := cmd.Flags().GetString("expires")
+				body := map[string]string{"user": user, "password": password, "token_name": "cli@" + host, "expires_in": expires}
 				if err := c.call("POST", "/login", clientJSONBody(body), "application/json", &out); err != nil {
 					return err
 				}
@@ -341,6 +342,7 @@ func clientLoginCommand() *cobra.Command {
 	cmd.Flags().String("target", "http://127.0.0.1:8000", "dash URL")
 	cmd.Flags().String("token", "", "API token (skips the password prompt)")
 	cmd.Flags().StringP("user", "u", "", "user name (prompted when empty)")
+	cmd.Flags().String("expires", "", "the token expires after this long (e.g. 720h or 30d; default never)")
 	return cmd
 }
 

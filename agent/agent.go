@@ -11,9 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 
 	"github.com/dinp/dinp/common"
 	"github.com/redis/go-redis/v9"
@@ -34,6 +39,18 @@ type Agent struct {
 
 	pullSem chan struct{}
 	pulls   singleflight.Group
+
+	// nets is the engine's network API (nil: containers stay on the
+	// engine's default network, as with the unit tests' fake engine).
+	nets       Networks
+	netCreates singleflight.Group
+	// firewallOK tells tasks the packet filter is in place.
+	firewallOK atomic.Bool
+	// fwMu serialises rule writes (the loop's guard, tasks that created a
+	// network) so an older rule set never replaces a newer one.
+	fwMu sync.Mutex
+	// assignedSnap is the last assignments, for the guard goroutine.
+	assignedSnap atomic.Pointer[[]common.Assignment]
 
 	// Owned by the loop goroutine (Run, or a test calling step).
 	states    map[string]*instState
@@ -100,6 +117,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.docker, a.closeDocker = c, c
 	}
+	a.nets, _ = a.docker.(Networks)
 	if cfg.Addr != "" {
 		ln, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
@@ -143,6 +161,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent started", "addr", a.Addr(), "servers", a.servers, "advertise", a.cfg.AdvertiseAddr)
 
+	a.guard(ctx)
+	if a.nets != nil {
+		// Packet-filter checks and network pruning run beside the loop:
+		// slow iptables or engine calls never delay a heartbeat.
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			t := time.NewTicker(guardInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					a.guard(ctx)
+				}
+			}
+		}()
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 loop:
@@ -271,4 +308,51 @@ func (a *Agent) heartbeat(containers []common.Container) common.Heartbeat {
 		})
 	}
 	return hb
+}
+
+// guardInterval is how often the agent re-checks its packet-filter rules and
+// removes unused app networks.
+const guardInterval = 30 * time.Second
+
+// guard (re)installs the packet filter and prunes app networks nothing
+// uses. Run calls it at start, then its guard goroutine every
+// guardInterval.
+func (a *Agent) guard(ctx context.Context) {
+	if a.nets == nil {
+		return
+	}
+	if a.cfg.Firewall {
+		err := a.refreshFirewall(ctx)
+		if err != nil {
+			a.log.Error("packet filter not installed: no new containers start", "err", err)
+			a.setStatus(func(s *Status) { s.LastError = err.Error() })
+		} else if !a.firewallOK.Load() {
+			a.log.Info("packet filter installed", "egress", a.cfg.Egress)
+		}
+		a.firewallOK.Store(err == nil)
+	}
+	if assigned := a.assignedSnap.Load(); assigned != nil {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		a.pruneNetworks(pctx, a.nets, *assigned)
+		cancel()
+	}
+}
+
+// refreshFirewall writes the packet filter for the app networks now on the
+// engine.
+func (a *Agent) refreshFirewall(ctx context.Context) error {
+	a.fwMu.Lock()
+	defer a.fwMu.Unlock()
+	list, err := a.nets.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelNetwork))})
+	if err != nil {
+		return fmt.Errorf("list networks: %w", err)
+	}
+	var bridges []string
+	for _, n := range list {
+		if br := n.Options["com.docker.network.bridge.name"]; strings.HasPrefix(br, BridgePrefix) {
+			bridges = append(bridges, br)
+		}
+	}
+	sort.Strings(bridges)
+	return installFirewall(ctx, firewallRules(a.cfg.Egress, a.cfg.platformHosts(), bridges))
 }

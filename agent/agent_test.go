@@ -245,7 +245,7 @@ func TestContainerSpec(t *testing.T) {
 	if !slices.Equal(h.CapDrop, []string{"ALL"}) || !slices.Equal(h.SecurityOpt, []string{"no-new-privileges"}) {
 		t.Errorf("hardening = capdrop %q secopt %q", h.CapDrop, h.SecurityOpt)
 	}
-	if h.RestartPolicy.Name != "no" || h.ReadonlyRootfs || h.Init == nil || *h.Init {
+	if h.RestartPolicy.Name != "no" || !h.ReadonlyRootfs || h.Init == nil || *h.Init {
 		t.Errorf("restart %q readonly %v init %v", h.RestartPolicy.Name, h.ReadonlyRootfs, h.Init)
 	}
 	b := h.PortBindings["8080/tcp"]

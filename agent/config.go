@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,6 +30,8 @@ const (
 	DefaultPullConcurrency = 2
 	DefaultPidsLimit       = 256
 	DefaultRegistryUser    = "dinp"
+	// DefaultAppSubnets is the pool of app networks' subnets (a /24 each).
+	DefaultAppSubnets = "10.213.0.0/16"
 	// MemoryReserveMB is kept back from the host's memory for the OS, the
 	// Docker engine and the agent itself when MemoryMB is not set.
 	MemoryReserveMB = 512
@@ -79,6 +82,26 @@ type Config struct {
 	// NodeSecretFile keeps NodeSecret across restarts; empty means
 	// <DataDir>/node-<NodeID>.secret.
 	NodeSecretFile string
+	// Firewall makes the agent install and keep the packet-filter rules
+	// that keep app containers off the node itself and the platform's
+	// hosts (see firewall.go). On by default; without the rules in place
+	// the agent starts no new container.
+	Firewall bool
+	// Egress is what app containers may reach besides replies: allow,
+	// deny-private (default) or deny.
+	Egress string
+	// FirewallDeny lists more hosts (IPs or names) no app may connect to;
+	// Redis, MySQL and the servers are always in the list.
+	FirewallDeny []string
+	// AppSubnets is the IPv4 pool app networks take a /24 from.
+	AppSubnets string
+	// TmpfsMB sizes the writable tmpfs /tmp of a container (its root
+	// filesystem is read-only); it counts against the memory limit.
+	TmpfsMB int
+	// LogMaxMB and LogMaxFiles cap a container's log on the node
+	// (json-file rotation).
+	LogMaxMB    int
+	LogMaxFiles int
 
 	// Log is the agent's logger; nil means common.NewLogger("agent", LogLevel).
 	Log *slog.Logger
@@ -110,6 +133,12 @@ func DefaultConfig() Config {
 		PullConcurrency: DefaultPullConcurrency,
 		PidsLimit:       DefaultPidsLimit,
 		ShipLogs:        true,
+		Firewall:        true,
+		Egress:          EgressDenyPrivate,
+		AppSubnets:      DefaultAppSubnets,
+		TmpfsMB:         64,
+		LogMaxMB:        10,
+		LogMaxFiles:     3,
 	}
 }
 
@@ -130,6 +159,13 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.PullConcurrency, "pull-concurrency", c.PullConcurrency, "simultaneous image pulls")
 	fs.Int64Var(&c.PidsLimit, "pids-limit", c.PidsLimit, "max processes per container")
 	fs.BoolVar(&c.ShipLogs, "ship-logs", c.ShipLogs, "ship container output to Redis log streams")
+	fs.BoolVar(&c.Firewall, "firewall", c.Firewall, "install packet-filter rules keeping app containers off this node and the platform's hosts")
+	fs.StringVar(&c.Egress, "egress", c.Egress, "what app containers may connect to: allow, deny-private or deny")
+	fs.StringSliceVar(&c.FirewallDeny, "firewall-deny", c.FirewallDeny, "more hosts no app container may connect to (Redis, MySQL and servers always)")
+	fs.StringVar(&c.AppSubnets, "app-subnets", c.AppSubnets, "IPv4 pool of app networks' subnets (a /24 per app)")
+	fs.IntVar(&c.TmpfsMB, "tmpfs-mb", c.TmpfsMB, "size of each container's writable /tmp (the root filesystem is read-only)")
+	fs.IntVar(&c.LogMaxMB, "log-max-mb", c.LogMaxMB, "size of a container's log file on the node before it rotates")
+	fs.IntVar(&c.LogMaxFiles, "log-max-files", c.LogMaxFiles, "rotated log files kept per container")
 	fs.StringVar(&c.NodeSecretFile, "node-secret-file", c.NodeSecretFile, "file keeping this node's identity secret (default <data-dir>/node-<node-id>.secret)")
 }
 
@@ -178,6 +214,17 @@ func (c *Config) validate() ([]string, error) {
 	}
 	if c.PidsLimit <= 0 {
 		errs = append(errs, errors.New("pids limit must be positive"))
+	}
+	if c.TmpfsMB <= 0 || c.LogMaxMB <= 0 || c.LogMaxFiles <= 0 {
+		errs = append(errs, errors.New("tmpfs and log sizes must be positive"))
+	}
+	switch c.Egress {
+	case EgressAllow, EgressDenyPrivate, EgressDeny:
+	default:
+		errs = append(errs, fmt.Errorf("egress %q: want allow, deny-private or deny", c.Egress))
+	}
+	if p, err := netip.ParsePrefix(c.AppSubnets); err != nil || !p.Addr().Is4() || p.Bits() > 24 {
+		errs = append(errs, fmt.Errorf("app subnets %q: want an IPv4 prefix of /24 or wider", c.AppSubnets))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)

@@ -19,6 +19,7 @@ func (a *Agent) converge(ctx context.Context, assigned []common.Assignment, cont
 		assigned = []common.Assignment{}
 	}
 	a.assigned = assigned
+	a.assignedSnap.Store(&assigned)
 	for _, c := range containers {
 		if c.Instance != "" {
 			st := a.state(c.Instance)
@@ -70,12 +71,23 @@ func (a *Agent) converge(ctx context.Context, assigned []common.Assignment, cont
 			return a.place(ctx, pl, restarts)
 		})
 	}
+	assignedApps := map[string]bool{}
+	for _, as := range assigned {
+		assignedApps[as.App] = true
+	}
 	for _, c := range p.Remove {
 		a.busy[containerKey(c.ID)] = true
 		c := c
 		a.log.Info("removing unassigned container", "app", c.App, "instance", c.Instance, "container", short(c.ID))
+		dropNet := a.nets != nil && !assignedApps[c.App]
 		a.spawn(containerKey(c.ID), "", "remove", func() error {
-			return a.stopAndRemove(ctx, c)
+			if err := a.stopAndRemove(ctx, c); err != nil {
+				return err
+			}
+			if dropNet {
+				a.dropNetwork(ctx, c.App)
+			}
+			return nil
 		})
 	}
 
@@ -166,6 +178,17 @@ func (a *Agent) place(ctx context.Context, pl placement, restarts int) error {
 			return err
 		}
 		spec := buildSpec(as, a.cfg.NodeID, a.cfg.AdvertiseAddr, a.cfg.PidsLimit, restarts)
+		a.cfg.harden(&spec)
+		if a.nets != nil {
+			if a.cfg.Firewall && !a.firewallOK.Load() {
+				return errNoFirewall
+			}
+			netName, err := a.ensureNetwork(ctx, a.nets, as.App)
+			if err != nil {
+				return err
+			}
+			spec.Host.NetworkMode = container.NetworkMode(netName)
+		}
 		resp, err := a.docker.ContainerCreate(ctx, spec.Config, spec.Host, nil, nil, spec.Name)
 		switch {
 		case err == nil:

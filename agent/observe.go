@@ -18,6 +18,9 @@ import (
 // server. It is not a Docker state; servers treat it as not running.
 const statePending = "pending"
 
+// inspectTimeout bounds one container inspect of a heartbeat round.
+const inspectTimeout = time.Second
+
 // inspected is what the agent keeps from an inspect; it only changes when the
 // container's state does, so it is cached by (id, state).
 type inspected struct {
@@ -60,10 +63,19 @@ func (a *Agent) observe(ctx context.Context) ([]common.Container, error) {
 			info, ok = inspected{state: common.StateCreated}, true
 		}
 		if !ok || info.state != string(s.State) {
-			ins, err := a.docker.ContainerInspect(ctx, s.ID)
+			// The engine holds a container's lock while it starts it (network
+			// set-up can take seconds under load): a heartbeat must not wait
+			// for that. Past inspectTimeout the list's word is reported and
+			// the inspect retried next round.
+			ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
+			ins, err := a.docker.ContainerInspect(ictx, s.ID)
+			cancel()
 			switch {
 			case isNotFound(err):
 				continue // removed between list and inspect: it is gone
+			case err != nil && ctx.Err() == nil && ictx.Err() != nil:
+				out = append(out, c)
+				continue
 			case err != nil:
 				return nil, fmt.Errorf("inspect %s: %w", s.ID, err)
 			}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"sort"
 	"strconv"
 
@@ -91,4 +92,21 @@ func buildSpec(a common.Assignment, node, advertise string, pidsLimit int64, res
 			},
 		},
 	}
+}
+
+// appUser is who app processes run as, whatever the image says: a
+// Dockerfile's USER root does not make a root process on the node.
+const appUser = "65534:65534"
+
+// harden applies the node-level limits every app container gets on top of
+// buildSpec's: a non-root user, a read-only root filesystem with a
+// size-limited tmpfs /tmp, a private cgroup namespace, and a capped log.
+func (c *Config) harden(spec *containerSpec) {
+	spec.Config.User = appUser
+	h := spec.Host
+	h.ReadonlyRootfs = true
+	h.Tmpfs = map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%dm,mode=1777", c.TmpfsMB)}
+	h.CgroupnsMode = container.CgroupnsModePrivate
+	h.LogConfig = container.LogConfig{Type: "json-file", Config: map[string]string{
+		"max-size": fmt.Sprintf("%dm", c.LogMaxMB), "max-file": strconv.Itoa(c.LogMaxFiles)}}
 }

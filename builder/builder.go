@@ -484,7 +484,9 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		return nil
 	}
 
-	ref := fmt.Sprintf("%s/%s:build-%d", b.cfg.RegistryAddr, res.App, res.ID)
+	// The tag is unguessable: images are named by digest everywhere, and
+	// nobody should find another build's image by counting.
+	ref := fmt.Sprintf("%s/%s:build-%d-%s", b.cfg.RegistryAddr, res.App, res.ID, common.RandomToken(8))
 	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
 	// Once something is pushed, a failure after it (or a cancelled build)
 	// must not leave the image behind: delete it by digest.
@@ -555,7 +557,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		tm.since("push", t)
 		res.Digest, res.SizeBytes = d.String(), size
 	case StackDockerfile:
-		d, _, err := b.dockerBuild(ctx, src, ref, logf)
+		d, _, err := b.dockerBuild(ctx, appID, res.App, src, ref, logf)
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,10 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/dinp/dinp/common"
 )
@@ -35,13 +39,27 @@ const cpuPeriod = 100000
 // dockerBuild builds srcDir's Dockerfile with the engine, tags it ref,
 // pushes it and returns the pushed digest and size. The local tag is
 // removed afterwards, whatever happened: images live in the registry.
-func (b *Builder) dockerBuild(ctx context.Context, srcDir, ref string, logf func(string)) (digest string, size int64, err error) {
-	df, err := os.ReadFile(filepath.Join(srcDir, "Dockerfile"))
+func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref string, logf func(string)) (digest string, size int64, err error) {
+	dfPath := filepath.Join(srcDir, "Dockerfile")
+	df, err := os.ReadFile(dfPath)
 	if err != nil {
 		return "", 0, fmt.Errorf("read dockerfile: %w", err)
 	}
-	if err := fromAllowed(df, b.registryHosts()); err != nil {
+	pinned, err := pinDockerfile(ctx, df, b.imagePolicy(appID, app))
+	if err != nil {
 		return "", 0, err
+	}
+	// The engine builds the checked, pinned file, never the upload's.
+	if err := os.Remove(dfPath); err != nil {
+		return "", 0, fmt.Errorf("replace dockerfile: %w", err)
+	}
+	if err := os.WriteFile(dfPath, pinned, 0o644); err != nil {
+		return "", 0, fmt.Errorf("replace dockerfile: %w", err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(pinned)), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.EqualFold(f[0], "FROM") {
+			logf(l)
+		}
 	}
 	docker, err := b.docker()
 	if err != nil {
@@ -133,6 +151,38 @@ func (b *Builder) dockerBuild(ctx context.Context, srcDir, ref string, logf func
 		return "", 0, errors.New("docker push: engine reported no digest")
 	}
 	return pushed.Digest, pushed.Size, nil
+}
+
+// imagePolicy is what a Dockerfile build of app may name: the platform's
+// stacks and the images this app's builds produced, pinned by digest.
+func (b *Builder) imagePolicy(appID int64, app string) imagePolicy {
+	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
+	resolve := func(ctx context.Context, repo, id string) (string, error) {
+		sep := ":"
+		if strings.HasPrefix(id, "sha256:") {
+			sep = "@"
+		}
+		r, err := name.ParseReference(b.cfg.RegistryAddr+"/"+repo+sep+id, name.Insecure)
+		if err != nil {
+			return "", errImageNotFound
+		}
+		desc, err := remote.Head(r, remote.WithAuth(auth), remote.WithContext(ctx))
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusBadRequest) {
+			return "", errImageNotFound
+		}
+		if err != nil {
+			return "", err
+		}
+		return desc.Digest.String(), nil
+	}
+	ownBuild := func(ctx context.Context, repo, digest string) (bool, error) {
+		var n int
+		err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM builds WHERE app_id = ? AND status = ? AND image = ?`,
+			appID, StatusSucceeded, b.cfg.RegistryHost+"/"+repo+"@"+digest).Scan(&n)
+		return n > 0, err
+	}
+	return appImagePolicy(b.registryHosts(), app, resolve, ownBuild)
 }
 
 // readMessages reads an engine JSON message stream, passing output lines to

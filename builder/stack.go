@@ -483,66 +483,6 @@ func resolveArgv(dir string, argv []string) ([]string, error) {
 	return out, nil
 }
 
-// fromAllowed checks every FROM of a Dockerfile: each base must be scratch,
-// an earlier stage, or an image of the platform registry (one of hosts). The
-// engine cannot pull from the internet, and images from elsewhere would
-// escape review anyway.
-func fromAllowed(dockerfile []byte, hosts []string) error {
-	stages := map[string]bool{}
-	froms := 0
-	for _, line := range logicalLines(dockerfile) {
-		fields := strings.Fields(line)
-		if len(fields) == 0 || !strings.EqualFold(fields[0], "FROM") {
-			continue
-		}
-		froms++
-		args := fields[1:]
-		for len(args) > 0 && strings.HasPrefix(args[0], "--") {
-			args = args[1:] // --platform=...
-		}
-		if len(args) == 0 {
-			return fromErr("FROM without an image")
-		}
-		img := args[0]
-		switch {
-		case strings.Contains(img, "$"):
-			return fromErr(fmt.Sprintf("FROM %s: variables in FROM are not allowed", img))
-		case strings.EqualFold(img, "scratch"), stages[strings.ToLower(img)]:
-		case fromPlatform(img, hosts):
-		default:
-			return fromErr(fmt.Sprintf("FROM %s: base images must be scratch or come from the platform registry (%s)", img, strings.Join(hosts, ", ")))
-		}
-		// Stage names become usable from the next FROM on.
-		for name := range pendingStage(args) {
-			stages[name] = true
-		}
-	}
-	if froms == 0 {
-		return fromErr("Dockerfile has no FROM")
-	}
-	return nil
-}
-
-func pendingStage(args []string) map[string]bool {
-	if len(args) >= 3 && strings.EqualFold(args[1], "AS") {
-		return map[string]bool{strings.ToLower(args[2]): true}
-	}
-	return nil
-}
-
-func fromPlatform(img string, hosts []string) bool {
-	for _, h := range hosts {
-		if h != "" && strings.HasPrefix(img, h+"/") && len(img) > len(h)+1 {
-			return true
-		}
-	}
-	return false
-}
-
-func fromErr(msg string) error {
-	return common.Errf(http.StatusUnprocessableEntity, "from_not_allowed", msg)
-}
-
 // logicalLines joins backslash continuations and drops comments.
 func logicalLines(src []byte) []string {
 	var out []string

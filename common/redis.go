@@ -64,6 +64,8 @@ func NewRedisClient(b Base, opt *redis.Options) *redis.Client {
 		MaxRetries:    opt.MaxRetries,
 		PoolSize:      opt.PoolSize,
 		DialerRetries: opt.DialerRetries,
+
+		ContextTimeoutEnabled: opt.ContextTimeoutEnabled,
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,10 +32,34 @@ func validName(kind, s string) error {
 	return nil
 }
 
-// validPassword keeps passwords within what bcrypt hashes whole (72 bytes).
+// MinPasswordLen is the shortest password accepted.
+const MinPasswordLen = 10
+
+// commonPasswords are refused whatever their length: the first guesses of
+// any attacker (lowercased).
+var commonPasswords = map[string]bool{}
+
+func init() {
+	for _, p := range strings.Fields(`1234567890 12345678910 0123456789 1234567890a 1q2w3e4r5t 1qaz2wsx3edc
+		qwertyuiop qwertyuiop1 qwerty1234 qwerty12345 asdfghjkl; asdfghjkl1 zxcvbnm123 password12 password123
+		password1234 password1! passw0rd12 p@ssw0rd12 p@ssword123 iloveyou12 iloveyou123 letmein123 welcome123
+		welcome1234 admin12345 administrator changeme123 trustno1234 football123 baseball123 sunshine12
+		princess12 starwars12 whatever12 superman12 monkey1234 dragon1234 master1234 abc1234567 abcdefghij
+		1111111111 0000000000 9876543210 a123456789 q123456789 qwer123456 test123456 secret1234 default123
+		dinp123456 dinppassword`) {
+		commonPasswords[p] = true
+	}
+}
+
+// validPassword enforces the password policy: MinPasswordLen to 72 bytes
+// (what bcrypt hashes whole), not a common password, not one character
+// repeated.
 func validPassword(p string) error {
-	if len(p) < 8 || len(p) > 72 {
-		return invalid("invalid_password", "password must be 8 to 72 bytes long")
+	if len(p) < MinPasswordLen || len(p) > 72 {
+		return invalid("invalid_password", "password must be "+strconv.Itoa(MinPasswordLen)+" to 72 bytes long")
+	}
+	if commonPasswords[strings.ToLower(p)] || strings.Count(p, p[:1]) == len(p) {
+		return invalid("invalid_password", "this password is too common; choose another")
 	}
 	return nil
 }
@@ -108,9 +133,11 @@ func (l *loginLimiter) reset(key string) {
 	delete(l.fails, key)
 }
 
-// checkPassword verifies a login, rate-limited per user and per IP.
+// checkPassword verifies a login, rate-limited per (user, client address)
+// and per address: someone guessing a user's password from elsewhere slows
+// themselves down, never locks the real user out.
 func (d *Dash) checkPassword(ctx context.Context, ip, name, password string) (User, error) {
-	userKey, ipKey := "user:"+name, "ip:"+ip
+	userKey, ipKey := "user:"+name+"@"+ip, "ip:"+ip
 	if wait := d.userLimit.retryAfter(userKey); wait > 0 {
 		return User{}, tooManyLogins(wait)
 	}
@@ -164,6 +191,31 @@ type LoginRequest struct {
 	Password string `json:"password"`
 	// TokenName names the API token created (default "cli").
 	TokenName string `json:"token_name,omitempty"`
+	// ExpiresIn makes the token expire ("720h", "30d"); empty: never.
+	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// maxTokenLife bounds expires_in.
+const maxTokenLife = 3650 * 24 * time.Hour
+
+// tokenExpiry parses expires_in: a Go duration or N days ("30d").
+func tokenExpiry(now time.Time, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n int
+		n, err = strconv.Atoi(days)
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d < time.Minute || d > maxTokenLife {
+		return time.Time{}, invalid("invalid_expires_in", "expires_in must be a duration between 1m and 3650d (e.g. 720h or 30d)")
+	}
+	return now.Add(d), nil
 }
 
 // login checks a password and answers a new API token (shown once).
@@ -186,8 +238,13 @@ func (d *Dash) login(c *gin.Context) {
 		d.fail(c, invalid("invalid_name", "token name must be at most 64 characters"))
 		return
 	}
+	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
 	tok, hash := newToken()
-	id, err := d.store.createToken(c.Request.Context(), u.ID, name, hash)
+	id, err := d.store.createToken(c.Request.Context(), u.ID, name, hash, exp)
 	if err != nil {
 		d.fail(c, err)
 		return
@@ -290,11 +347,11 @@ func (d *Dash) changePassword(c *gin.Context) {
 		d.failLogin(c, err)
 		return
 	}
-	if err := d.setUserPassword(c.Request.Context(), u, req.New); err != nil {
+	if err := d.newPassword(c, u, req.New); err != nil {
 		d.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"changed": true})
+	c.JSON(http.StatusOK, gin.H{"changed": true, "other_tokens_revoked": true})
 }
 
 func (d *Dash) listTeams(c *gin.Context) {
@@ -340,25 +397,63 @@ func (d *Dash) addMember(c *gin.Context) {
 		d.fail(c, err)
 		return
 	}
-	if err := d.setMember(c.Request.Context(), currentUser(c), c.Param("team"), req); err != nil {
+	invited, err := d.setMember(c.Request.Context(), currentUser(c), c.Param("team"), req)
+	if err != nil {
 		d.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"team": c.Param("team"), "user": req.User})
+	if invited {
+		c.JSON(http.StatusAccepted, gin.H{"team": c.Param("team"), "user": req.User, "status": "invited"})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"team": c.Param("team"), "user": req.User, "status": "member"})
 }
 
-func (d *Dash) setMember(ctx context.Context, u User, team string, req MemberRequest) error {
+// setMember changes a member's role, or invites a user who is not a member:
+// they join when they accept. The answer for an unknown user name is the
+// same invitation (nothing is stored), so the call tells no one which names
+// exist. Admins add members directly.
+func (d *Dash) setMember(ctx context.Context, u User, team string, req MemberRequest) (invited bool, err error) {
 	if req.Role == "" {
 		req.Role = "member"
 	}
 	if req.Role != "member" && req.Role != "owner" {
-		return invalid("invalid_role", "role must be member or owner")
+		return false, invalid("invalid_role", "role must be member or owner")
+	}
+	if err := validName("user", req.User); err != nil {
+		return false, err
 	}
 	id, err := d.store.manageableTeam(ctx, u, team)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return d.store.setMember(ctx, id, req.User, req.Role)
+	return d.store.setMember(ctx, id, u, req.User, req.Role)
+}
+
+func (d *Dash) listInvitations(c *gin.Context) {
+	invs, err := d.store.invitations(c.Request.Context(), currentUser(c))
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"invitations": invs})
+}
+
+func (d *Dash) acceptInvitation(c *gin.Context) {
+	role, err := d.store.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), true)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"team": c.Param("team"), "role": role})
+}
+
+func (d *Dash) declineInvitation(c *gin.Context) {
+	if _, err := d.store.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), false); err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"declined": c.Param("team")})
 }
 
 func (d *Dash) removeMember(c *gin.Context) {
@@ -386,6 +481,8 @@ func (d *Dash) listTokens(c *gin.Context) {
 // TokenRequest is the body of POST /api/v1/tokens.
 type TokenRequest struct {
 	Name string `json:"name"`
+	// ExpiresIn makes the token expire ("720h", "30d"); empty: never.
+	ExpiresIn string `json:"expires_in,omitempty"`
 }
 
 func (d *Dash) createToken(c *gin.Context) {
@@ -394,20 +491,29 @@ func (d *Dash) createToken(c *gin.Context) {
 		d.fail(c, err)
 		return
 	}
-	tok, id, err := d.newAPIToken(c.Request.Context(), currentUser(c), req.Name)
+	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
 	if err != nil {
 		d.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusCreated, gin.H{"token": tok, "id": id, "name": req.Name})
+	tok, id, err := d.newAPIToken(c.Request.Context(), currentUser(c), req.Name, exp)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	out := gin.H{"token": tok, "id": id, "name": req.Name}
+	if !exp.IsZero() {
+		out["expires_at"] = exp.UTC()
+	}
+	c.JSON(http.StatusCreated, out)
 }
 
-func (d *Dash) newAPIToken(ctx context.Context, u User, name string) (string, int64, error) {
+func (d *Dash) newAPIToken(ctx context.Context, u User, name string, expires ...time.Time) (string, int64, error) {
 	if name == "" || len(name) > 64 || name == sessionTokenName {
 		return "", 0, invalid("invalid_name", "token name must be 1-64 characters")
 	}
 	tok, hash := newToken()
-	id, err := d.store.createToken(ctx, u.ID, name, hash)
+	id, err := d.store.createToken(ctx, u.ID, name, hash, expires...)
 	return tok, id, err
 }
 
@@ -424,6 +530,20 @@ func (d *Dash) revokeToken(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"revoked": id})
 }
 
+// newPassword sets u's password and revokes every other token and web
+// session of u: whoever knew the old password may hold one. Only the
+// token or session making the change stays valid.
+func (d *Dash) newPassword(c *gin.Context, u User, password string) error {
+	if err := d.setUserPassword(c.Request.Context(), u, password); err != nil {
+		return err
+	}
+	keep := common.BearerToken(c.Request)
+	if s, ok := c.Get(sessionKey); ok {
+		keep = s.(string)
+	}
+	return d.store.revokeOtherTokens(c.Request.Context(), u.ID, hashToken(keep))
+}
+
 // setUserPassword validates and stores a new password.
 func (d *Dash) setUserPassword(ctx context.Context, u User, password string) error {
 	if err := validPassword(password); err != nil {
@@ -434,4 +554,89 @@ func (d *Dash) setUserPassword(ctx context.Context, u User, password string) err
 		return err
 	}
 	return d.store.setPassword(ctx, u.ID, string(hash))
+}
+
+// UserPatch is the body of PATCH /api/v1/users/{user} (admins).
+type UserPatch struct {
+	Disabled *bool `json:"disabled,omitempty"`
+}
+
+// adminTarget resolves the user an admin acts on; admins do not lock
+// themselves out.
+func (d *Dash) adminTarget(c *gin.Context) (int64, bool) {
+	name := c.Param("user")
+	if name == currentUser(c).Name {
+		d.fail(c, common.Errf(http.StatusConflict, "self", "admins cannot disable or delete themselves"))
+		return 0, false
+	}
+	id, err := d.store.userIDByName(c.Request.Context(), name)
+	if err != nil {
+		d.fail(c, err)
+		return 0, false
+	}
+	return id, true
+}
+
+func (d *Dash) patchUser(c *gin.Context) {
+	var req UserPatch
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	if req.Disabled == nil {
+		d.fail(c, invalid("invalid_patch", "nothing to change (disabled: true|false)"))
+		return
+	}
+	id, ok := d.adminTarget(c)
+	if !ok {
+		return
+	}
+	if err := d.store.setDisabled(c.Request.Context(), id, *req.Disabled); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("user changed", "user", c.Param("user"), "disabled", *req.Disabled, "by", currentUser(c).Name)
+	c.JSON(http.StatusOK, gin.H{"user": c.Param("user"), "disabled": *req.Disabled})
+}
+
+func (d *Dash) deleteUser(c *gin.Context) {
+	id, ok := d.adminTarget(c)
+	if !ok {
+		return
+	}
+	if err := d.store.deleteUser(c.Request.Context(), id); err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("user deleted", "user", c.Param("user"), "by", currentUser(c).Name)
+	c.JSON(http.StatusOK, gin.H{"deleted": c.Param("user")})
+}
+
+func (d *Dash) listUserTokens(c *gin.Context) {
+	id, err := d.store.userIDByName(c.Request.Context(), c.Param("user"))
+	if err == nil {
+		var ts []Token
+		if ts, err = d.store.tokens(c.Request.Context(), id); err == nil {
+			c.JSON(http.StatusOK, gin.H{"tokens": ts})
+			return
+		}
+	}
+	d.fail(c, err)
+}
+
+func (d *Dash) revokeUserToken(c *gin.Context) {
+	tid, perr := strconv.ParseInt(c.Param("id"), 10, 64)
+	id, err := d.store.userIDByName(c.Request.Context(), c.Param("user"))
+	if err == nil && perr != nil {
+		err = common.Errf(http.StatusNotFound, "not_found", "no such token")
+	}
+	if err == nil {
+		err = d.store.revokeToken(c.Request.Context(), id, tid)
+	}
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	d.log.Info("token revoked", "user", c.Param("user"), "token", tid, "by", currentUser(c).Name)
+	c.JSON(http.StatusOK, gin.H{"revoked": tid})
 }

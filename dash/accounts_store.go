@@ -30,13 +30,14 @@ type Token struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 }
 
 // userByName returns a user and its bcrypt hash.
 func (s *store) userByName(ctx context.Context, name string) (User, string, error) {
 	var u User
 	var hash string
-	err := s.db.QueryRowContext(ctx, `SELECT id, name, is_admin, password_hash FROM users WHERE name = ?`, name).
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, is_admin, password_hash FROM users WHERE name = ? AND disabled_at IS NULL`, name).
 		Scan(&u.ID, &u.Name, &u.IsAdmin, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, "", fmt.Errorf("user %s: %w", name, errNotFound)
@@ -81,7 +82,21 @@ func (s *store) addUser(ctx context.Context, name, hash string, isAdmin bool, te
 		if err != nil {
 			return err
 		}
-		return addMember(ctx, tx, id, tid, "member")
+		if err := addMember(ctx, tx, id, tid, "member"); err != nil {
+			return err
+		}
+		// A team the admin made for this user alone is their personal team:
+		// their apps go there unless they name another.
+		var others int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM memberships WHERE team_id = ? AND user_id <> ?`, tid, id).Scan(&others); err != nil {
+			return fmt.Errorf("read team: %w", err)
+		}
+		if others == 0 {
+			if _, err := tx.ExecContext(ctx, `UPDATE users SET personal_team_id = ? WHERE id = ?`, tid, id); err != nil {
+				return fmt.Errorf("personal team: %w", err)
+			}
+		}
+		return nil
 	})
 	return u, err
 }
@@ -159,17 +174,88 @@ func (s *store) manageableTeam(ctx context.Context, u User, name string) (int64,
 	return id, nil
 }
 
-// setMember adds (or changes the role of) a member.
-func (s *store) setMember(ctx context.Context, teamID int64, user, role string) error {
-	var uid int64
-	err := s.db.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, user).Scan(&uid)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("user %s: %w", user, errNotFound)
-	}
+// setMember changes the role of a member of team teamID, or invites user
+// (invited = true). by is who asks; admins add members directly. An
+// unknown user is answered as an invitation, storing nothing.
+func (s *store) setMember(ctx context.Context, teamID int64, by User, user, role string) (invited bool, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var uid int64
+		var member bool
+		err := tx.QueryRowContext(ctx, `SELECT u.id, EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.id AND m.team_id = ?)
+			FROM users u WHERE u.name = ?`, teamID, user).Scan(&uid, &member)
+		if errors.Is(err, sql.ErrNoRows) {
+			if by.IsAdmin {
+				return fmt.Errorf("user %s: %w", user, errNotFound)
+			}
+			invited = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read user: %w", err)
+		}
+		if member || by.IsAdmin {
+			return addMember(ctx, tx, uid, teamID, role)
+		}
+		invited = true
+		if _, err := tx.ExecContext(ctx, `INSERT INTO invitations (team_id, user_id, role, invited_by) VALUES (?, ?, ?, ?)
+			ON DUPLICATE KEY UPDATE role = VALUES(role), invited_by = VALUES(invited_by)`, teamID, uid, role, by.ID); err != nil {
+			return fmt.Errorf("invite: %w", err)
+		}
+		return nil
+	})
+	return invited, err
+}
+
+// Invitation is a pending invitation to a team, as its invitee sees it.
+type Invitation struct {
+	Team      string    `json:"team"`
+	Role      string    `json:"role"`
+	InvitedBy string    `json:"invited_by"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// invitations lists u's pending invitations.
+func (s *store) invitations(ctx context.Context, u User) ([]Invitation, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT t.name, i.role, COALESCE(b.name, ''), i.created_at FROM invitations i
+		JOIN teams t ON t.id = i.team_id LEFT JOIN users b ON b.id = i.invited_by
+		WHERE i.user_id = ? ORDER BY i.created_at`, u.ID)
 	if err != nil {
-		return fmt.Errorf("read user: %w", err)
+		return nil, fmt.Errorf("list invitations: %w", err)
 	}
-	return addMember(ctx, s.db, uid, teamID, role)
+	defer rows.Close()
+	out := []Invitation{}
+	for rows.Next() {
+		var inv Invitation
+		if err := rows.Scan(&inv.Team, &inv.Role, &inv.InvitedBy, &inv.CreatedAt); err != nil {
+			return nil, fmt.Errorf("list invitations: %w", err)
+		}
+		out = append(out, inv)
+	}
+	return out, rows.Err()
+}
+
+// answerInvitation accepts (u joins with the invited role) or declines u's
+// invitation to team; either way the invitation is gone.
+func (s *store) answerInvitation(ctx context.Context, u User, team string, accept bool) (role string, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var tid int64
+		err := tx.QueryRowContext(ctx, `SELECT i.team_id, i.role FROM invitations i JOIN teams t ON t.id = i.team_id
+			WHERE i.user_id = ? AND t.name = ? FOR UPDATE`, u.ID, team).Scan(&tid, &role)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("invitation to %s: %w", team, errNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read invitation: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM invitations WHERE team_id = ? AND user_id = ?`, tid, u.ID); err != nil {
+			return fmt.Errorf("answer invitation: %w", err)
+		}
+		if accept {
+			return addMember(ctx, tx, u.ID, tid, role)
+		}
+		return nil
+	})
+	return role, err
 }
 
 // removeMember removes a member; the last owner stays, so a team is never
@@ -202,9 +288,14 @@ func (s *store) removeMember(ctx context.Context, teamID int64, user string) err
 	})
 }
 
-// createToken stores a new token for a user and returns its id.
-func (s *store) createToken(ctx context.Context, userID int64, name, hash string) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash) VALUES (?, ?, ?)`, userID, name, hash)
+// createToken stores a new token for a user and returns its id; a zero
+// expires never expires.
+func (s *store) createToken(ctx context.Context, userID int64, name, hash string, expires ...time.Time) (int64, error) {
+	var exp sql.NullTime
+	if len(expires) > 0 && !expires[0].IsZero() {
+		exp = sql.NullTime{Time: expires[0].UTC(), Valid: true}
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash, expires_at) VALUES (?, ?, ?, ?)`, userID, name, hash, exp)
 	if err != nil {
 		return 0, fmt.Errorf("insert token: %w", err)
 	}
@@ -213,7 +304,7 @@ func (s *store) createToken(ctx context.Context, userID int64, name, hash string
 
 // tokens lists a user's API tokens (web sessions left out).
 func (s *store) tokens(ctx context.Context, userID int64) ([]Token, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at, last_used_at, revoked_at FROM tokens
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at, last_used_at, revoked_at, expires_at FROM tokens
 		WHERE user_id = ? AND name <> ? ORDER BY id DESC LIMIT 200`, userID, sessionTokenName)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
@@ -222,8 +313,8 @@ func (s *store) tokens(ctx context.Context, userID int64) ([]Token, error) {
 	out := []Token{}
 	for rows.Next() {
 		var t Token
-		var used, revoked sql.NullTime
-		if err := rows.Scan(&t.ID, &t.Name, &t.CreatedAt, &used, &revoked); err != nil {
+		var used, revoked, expires sql.NullTime
+		if err := rows.Scan(&t.ID, &t.Name, &t.CreatedAt, &used, &revoked, &expires); err != nil {
 			return nil, fmt.Errorf("list tokens: %w", err)
 		}
 		if used.Valid {
@@ -231,6 +322,9 @@ func (s *store) tokens(ctx context.Context, userID int64) ([]Token, error) {
 		}
 		if revoked.Valid {
 			t.RevokedAt = &revoked.Time
+		}
+		if expires.Valid {
+			t.ExpiresAt = &expires.Time
 		}
 		out = append(out, t)
 	}
@@ -255,4 +349,84 @@ func (s *store) revokeTokenHash(ctx context.Context, hash string) error {
 		return fmt.Errorf("revoke token: %w", err)
 	}
 	return nil
+}
+
+// revokeOtherTokens revokes every token and web session of a user but the
+// one with hash keep (a password change).
+func (s *store) revokeOtherTokens(ctx context.Context, userID int64, keep string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked_at = NOW(6) WHERE user_id = ? AND revoked_at IS NULL AND hash <> ?`,
+		userID, keep); err != nil {
+		return fmt.Errorf("revoke tokens: %w", err)
+	}
+	return nil
+}
+
+// userIDByName returns the id of user name (disabled or not).
+func (s *store) userIDByName(ctx context.Context, name string) (int64, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("user %s: %w", name, errNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read user: %w", err)
+	}
+	return id, nil
+}
+
+// setDisabled disables (revoking every token) or enables a user.
+func (s *store) setDisabled(ctx context.Context, userID int64, disabled bool) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if !disabled {
+			_, err := tx.ExecContext(ctx, `UPDATE users SET disabled_at = NULL WHERE id = ?`, userID)
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET disabled_at = COALESCE(disabled_at, NOW(6)) WHERE id = ?`, userID); err != nil {
+			return fmt.Errorf("disable user: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at = NOW(6) WHERE user_id = ? AND revoked_at IS NULL`, userID)
+		return err
+	})
+}
+
+// deleteUser removes a user: tokens, memberships and invitations go with
+// it; apps stay with their teams (they belong to teams, not users).
+func (s *store) deleteUser(ctx context.Context, userID int64) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, userID); err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	return nil
+}
+
+// Session is one of a user's web sessions, as the account page lists it.
+type Session struct {
+	ID         int64      `json:"id"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Current    bool       `json:"current"`
+}
+
+// sessions lists a user's live web sessions; current is the hash of the one
+// asking. Revoke one with revokeToken (sessions are tokens).
+func (s *store) sessions(ctx context.Context, userID int64, current string) ([]Session, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, created_at, last_used_at, hash = ? FROM tokens
+		WHERE user_id = ? AND name = ? AND revoked_at IS NULL AND created_at > NOW(6) - INTERVAL `+sessionDaysSQL+` DAY
+		ORDER BY id DESC LIMIT 100`, current, userID, sessionTokenName)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	out := []Session{}
+	for rows.Next() {
+		var se Session
+		var used sql.NullTime
+		if err := rows.Scan(&se.ID, &se.CreatedAt, &used, &se.Current); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		if used.Valid {
+			se.LastUsedAt = &used.Time
+		}
+		out = append(out, se)
+	}
+	return out, rows.Err()
 }

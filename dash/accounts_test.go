@@ -153,8 +153,12 @@ func TestUsersTeamsMembers(t *testing.T) {
 	if st, _ := e.call("POST", "/api/v1/teams/bobs/members", admin, MemberRequest{User: "bob", Role: "owner"}, nil); st != 200 {
 		t.Fatalf("admin makes bob owner: %d", st)
 	}
-	if st, code := e.call("POST", "/api/v1/teams/bobs/members", bob, MemberRequest{User: "carol"}, nil); st != 200 {
-		t.Fatalf("owner adds carol: %d %s", st, code)
+	if st, code := e.call("POST", "/api/v1/teams/bobs/members", bob, MemberRequest{User: "carol"}, nil); st != 202 {
+		t.Fatalf("owner invites carol: %d %s", st, code)
+	}
+	carol, _, _ := e.login("carol", "carol-password")
+	if st, code := e.call("POST", "/api/v1/invitations/bobs/accept", carol, nil, nil); st != 200 {
+		t.Fatalf("carol accepts: %d %s", st, code)
 	}
 	if st, _ := e.call("POST", "/api/v1/teams/main/members", bob, MemberRequest{User: "bob"}, nil); st != 404 {
 		t.Fatalf("bob joins a foreign team: %d", st)
@@ -177,10 +181,10 @@ func TestUsersTeamsMembers(t *testing.T) {
 	if st, _ := e.call("DELETE", "/api/v1/teams/bobs/members/carol", bob, nil, nil); st != 200 {
 		t.Fatalf("remove carol: %d", st)
 	}
-	// carol now sees no team, so creating an app has nowhere to go.
-	carol, _, _ := e.login("carol", "carol-password")
-	if st, code := e.call("POST", "/api/v1/apps", carol, CreateAppRequest{Name: "x"}, nil); st != 422 || code != "no_team" {
-		t.Fatalf("teamless create: %d %s", st, code)
+	// carol's app, naming no team, goes to her personal team.
+	var created struct{ App App }
+	if st, code := e.call("POST", "/api/v1/apps", carol, CreateAppRequest{Name: "x"}, &created); st != 201 || created.App.Team != "carol" {
+		t.Fatalf("create without a team: %d %s %+v", st, code, created.App)
 	}
 	// Password change: old one stops working.
 	if st, _ := e.call("PUT", "/api/v1/user/password", bob, PasswordRequest{Current: "bob-password", New: "bob-password-2"}, nil); st != 200 {

@@ -252,6 +252,7 @@ func (d *Dash) newApp(ctx context.Context, u User, req CreateAppRequest) (appRow
 	if err := d.store.createApp(ctx, a, u.Name); err != nil {
 		return appRow{}, err
 	}
+	d.dropLogs(ctx, a.Name) // lines a deleted app of this name may have left
 	d.log.Info("app created", "app", a.Name, "team", team, "user", u.Name)
 	return a, nil
 }
@@ -471,6 +472,7 @@ func (d *Dash) removeApp(ctx context.Context, a appRow, u User) error {
 	if err := d.store.deleteApp(ctx, a.ID); err != nil {
 		return err
 	}
+	d.dropLogs(ctx, a.Name)
 	d.publishDesired(ctx, a.Name)
 	d.log.Info("app deleted", "app", a.Name, "user", u.Name)
 	return nil

@@ -88,6 +88,9 @@ func (d *Dash) bootstrap(ctx context.Context) error {
 		if err := addMember(ctx, tx, uid, tid, "owner"); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET personal_team_id = ? WHERE id = ?`, tid, uid); err != nil {
+			return fmt.Errorf("personal team: %w", err)
+		}
 		return insertToken(ctx, tx, uid, "bootstrap", tokenHash)
 	}()
 	if err != nil {

@@ -32,6 +32,11 @@ type Config struct {
 	// other apps from claiming the name; after that another team's claim
 	// replaces it (a claim nobody proves must not squat a domain forever).
 	DomainClaimTTL time.Duration
+	// TeamLimits are the default per-team quotas (admins set others per
+	// team).
+	TeamLimits TeamLimits
+	// MaxFollowsPerUser bounds one user's open log follows (429 beyond).
+	MaxFollowsPerUser int
 	// PublicURL is how users reach dash (written to admin.json); empty means
 	// http://<listen address>.
 	PublicURL string
@@ -42,12 +47,14 @@ type Config struct {
 // DefaultConfig returns settings for one machine with everything on 127.0.0.1.
 func DefaultConfig() Config {
 	return Config{
-		Base:           common.DefaultBase(),
-		Addr:           "127.0.0.1:8000",
-		BuilderURL:     "http://127.0.0.1:7788",
-		AdminUser:      "admin",
-		MaxUploadBytes: 512 << 20,
-		DomainClaimTTL: 72 * time.Hour,
+		Base:              common.DefaultBase(),
+		Addr:              "127.0.0.1:8000",
+		BuilderURL:        "http://127.0.0.1:7788",
+		AdminUser:         "admin",
+		MaxUploadBytes:    512 << 20,
+		DomainClaimTTL:    72 * time.Hour,
+		MaxFollowsPerUser: DefaultMaxFollowsPerUser,
+		TeamLimits:        TeamLimits{MaxApps: 50, MaxInstances: 200, MaxMemoryMB: 64 << 10, MaxDomainClaims: 10},
 	}
 }
 
@@ -59,6 +66,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AdminPassword, "admin-password", c.AdminPassword, "password of the first admin (generated when empty)")
 	fs.Int64Var(&c.MaxUploadBytes, "max-upload-bytes", c.MaxUploadBytes, "largest accepted deploy upload in bytes")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL users reach dash at (default http://<addr>)")
+	fs.IntVar(&c.MaxFollowsPerUser, "max-follows-per-user", c.MaxFollowsPerUser, "log follows one user may keep open")
+	fs.IntVar(&c.TeamLimits.MaxApps, "team-max-apps", c.TeamLimits.MaxApps, "default limit of apps per team")
+	fs.IntVar(&c.TeamLimits.MaxInstances, "team-max-instances", c.TeamLimits.MaxInstances, "default limit of instances per team (all apps)")
+	fs.Int64Var(&c.TeamLimits.MaxMemoryMB, "team-max-memory-mb", c.TeamLimits.MaxMemoryMB, "default limit of instance memory per team in MiB (all apps)")
+	fs.IntVar(&c.TeamLimits.MaxDomainClaims, "team-max-domain-claims", c.TeamLimits.MaxDomainClaims, "default limit of unproven domain claims per team")
 	fs.DurationVar(&c.DomainClaimTTL, "domain-claim-ttl", c.DomainClaimTTL, "how long an unverified domain claim blocks other apps")
 }
 
@@ -80,6 +92,12 @@ func (c *Config) validate() error {
 	}
 	if c.DomainClaimTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("domain claim ttl %s: want at least 1m", c.DomainClaimTTL))
+	}
+	if l := c.TeamLimits; l.MaxApps <= 0 || l.MaxInstances <= 0 || l.MaxMemoryMB <= 0 || l.MaxDomainClaims < 0 {
+		errs = append(errs, errors.New("team limits must be positive"))
+	}
+	if c.MaxFollowsPerUser <= 0 {
+		errs = append(errs, errors.New("max follows per user must be positive"))
 	}
 	if c.MaxUploadBytes <= 0 {
 		errs = append(errs, errors.New("max upload bytes must be positive"))

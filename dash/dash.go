@@ -42,6 +42,8 @@ type Dash struct {
 	// before that.
 	db    *sql.DB
 	store *store
+	// hub serves log follows (set by Run, like store).
+	hub *logHub
 }
 
 // New validates cfg and opens the listener. MySQL is connected in Run, so
@@ -108,7 +110,7 @@ func (d *Dash) Run(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	d.db, d.store = pool, &store{db: pool, claimTTL: d.cfg.DomainClaimTTL}
+	d.db, d.store = pool, &store{db: pool, claimTTL: d.cfg.DomainClaimTTL, defaults: d.cfg.TeamLimits}
 	if err := db.Migrate(ctx, pool); err != nil {
 		d.ln.Close()
 		if ctx.Err() != nil {
@@ -123,6 +125,15 @@ func (d *Dash) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("dash: %w", err)
 	}
+
+	// Log follows read Redis through a client of their own: however many
+	// are open, API requests keep their connections.
+	opts := common.RedisOptions(d.cfg.Base)
+	opts.PoolSize, opts.ContextTimeoutEnabled = 512, true
+	followRdb := common.NewRedisClient(d.cfg.Base, opts)
+	defer followRdb.Close()
+	d.hub = newLogHub(ctx, followRdb, d.log, d.cfg.MaxFollowsPerUser)
+	defer d.hub.stop()
 
 	srv := &http.Server{
 		Handler:           d.handler(),
@@ -199,10 +210,19 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	api.PUT("/user/password", d.changePassword)
 	api.GET("/users", requireAdmin, d.listUsers)
 	api.POST("/users", requireAdmin, d.createUser)
+	api.PATCH("/users/:user", requireAdmin, d.patchUser)
+	api.DELETE("/users/:user", requireAdmin, d.deleteUser)
+	api.GET("/users/:user/tokens", requireAdmin, d.listUserTokens)
+	api.DELETE("/users/:user/tokens/:id", requireAdmin, d.revokeUserToken)
 	api.GET("/teams", d.listTeams)
 	api.POST("/teams", d.createTeam)
 	api.POST("/teams/:team/members", d.addMember)
 	api.DELETE("/teams/:team/members/:user", d.removeMember)
+	api.GET("/teams/:team/limits", d.teamLimitsAPI)
+	api.PUT("/teams/:team/limits", requireAdmin, d.setTeamLimits)
+	api.GET("/invitations", d.listInvitations)
+	api.POST("/invitations/:team/accept", d.acceptInvitation)
+	api.POST("/invitations/:team/decline", d.declineInvitation)
 	api.GET("/tokens", d.listTokens)
 	api.POST("/tokens", d.createToken)
 	api.DELETE("/tokens/:id", d.revokeToken)

@@ -259,6 +259,9 @@ func (e *env) addUser(name, team string) string {
 	if err := addMember(ctx, e.pool, uid, tid, "owner"); err != nil {
 		e.t.Fatal(err)
 	}
+	if _, err := e.pool.Exec(`UPDATE users SET personal_team_id = ? WHERE id = ?`, tid, uid); err != nil {
+		e.t.Fatal(err)
+	}
 	tok, hash := newToken()
 	if err := insertToken(ctx, e.pool, uid, "test", hash); err != nil {
 		e.t.Fatal(err)

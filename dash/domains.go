@@ -217,9 +217,24 @@ func (s *store) setClaimExpiry(dm *Domain) {
 func (s *store) addDomain(ctx context.Context, appID int64, name string, verified bool, token, msg string) (time.Time, error) {
 	var at time.Time
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if !verified {
+			var teamID int64
+			if err := tx.QueryRowContext(ctx, `SELECT team_id FROM apps WHERE id = ?`, appID).Scan(&teamID); err != nil {
+				return fmt.Errorf("read app: %w", err)
+			}
+			if err := s.checkClaimQuota(ctx, tx, teamID); err != nil {
+				return err
+			}
+		}
+		// An unproven claim gives way to an admin's binding at once, and
+		// to anyone's claim after claimTTL.
+		ttl := int64(s.claimTTL.Seconds())
+		if verified {
+			ttl = -1
+		}
 		var staleApp int64
 		err := tx.QueryRowContext(ctx, `SELECT app_id FROM domains WHERE name = ? AND verified = FALSE AND app_id <> ?
-			AND created_at < NOW(6) - INTERVAL ? SECOND FOR UPDATE`, name, appID, int64(s.claimTTL.Seconds())).Scan(&staleApp)
+			AND created_at < NOW(6) - INTERVAL ? SECOND FOR UPDATE`, name, appID, ttl).Scan(&staleApp)
 		switch {
 		case err == nil:
 			if _, err := tx.ExecContext(ctx, `DELETE FROM domains WHERE name = ? AND app_id = ?`, name, staleApp); err != nil {

@@ -31,10 +31,32 @@ var errLogsUnavailable = common.Errf(http.StatusServiceUnavailable, "logs_unavai
 type logFilter struct {
 	Source string // "" for every source
 	Build  int64  // 0 for every build
+	// Since drops lines older than the app: a deleted app of the same
+	// name may have left some (its stream is deleted with it, but a
+	// container being stopped can still write).
+	Since time.Time
 }
 
 func (f logFilter) match(e common.LogEntry) bool {
-	return (f.Source == "" || e.Source == f.Source) && (f.Build == 0 || e.Build == f.Build)
+	return (f.Source == "" || e.Source == f.Source) && (f.Build == 0 || e.Build == f.Build) &&
+		(f.Since.IsZero() || !e.At.Before(f.Since))
+}
+
+// appSince is when app id was created (zero when unknown: no filter).
+func (d *Dash) appSince(ctx context.Context, id int64) time.Time {
+	var at time.Time
+	if err := d.store.db.QueryRowContext(ctx, `SELECT created_at FROM apps WHERE id = ?`, id).Scan(&at); err != nil {
+		return time.Time{}
+	}
+	return at
+}
+
+// dropLogs deletes app's log stream: it goes with the app, and a new app of
+// the same name starts with none. Best effort (Redis may be down).
+func (d *Dash) dropLogs(ctx context.Context, app string) {
+	if err := d.rdb.Del(ctx, d.keys.Logs(app)).Err(); err != nil {
+		d.log.Warn("delete log stream", "app", app, "err", err)
+	}
 }
 
 // logWriter writes entries as text lines or NDJSON and flushes each batch.
@@ -153,43 +175,6 @@ func (d *Dash) recentLogs(ctx context.Context, app string, n int, f logFilter) (
 	return out, last, nil
 }
 
-// followLogs streams new entries after id last until ctx ends or done()
-// reports true (checked after each quiet block).
-func (d *Dash) followLogs(ctx context.Context, app, last string, f logFilter, w logWriter, done func() bool) {
-	for ctx.Err() == nil {
-		res, err := d.rdb.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{d.keys.Logs(app), last}, Count: 500, Block: logBlock,
-		}).Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			if done != nil && done() {
-				return
-			}
-			continue
-		case err != nil:
-			if ctx.Err() != nil {
-				return
-			}
-			d.log.Debug("follow logs", "app", app, "err", err)
-			if !common.Sleep(ctx, time.Second) {
-				return
-			}
-			continue
-		}
-		for _, s := range res {
-			if len(s.Messages) == 0 {
-				continue
-			}
-			last = s.Messages[len(s.Messages)-1].ID
-			if es := decodeEntries(s.Messages, f); len(es) > 0 {
-				if w.write(es) != nil {
-					return
-				}
-			}
-		}
-	}
-}
-
 // appLogs answers GET /api/v1/apps/{app}/logs: the last lines of the app's
 // log stream (every instance, builds too, kept across redeploys), then new
 // lines as they come with follow=1.
@@ -204,13 +189,23 @@ func (d *Dash) appLogs(c *gin.Context) {
 		}
 		n = v
 	}
-	f := logFilter{Source: c.Query("source")}
+	f := logFilter{Source: c.Query("source"), Since: d.appSince(c.Request.Context(), a.ID)}
 	if f.Source != "" && f.Source != "app" && f.Source != "build" && f.Source != "platform" {
 		d.fail(c, invalid("invalid_source", "source must be app, build or platform"))
 		return
 	}
 	w := logWriter{c: c, json: c.Query("format") == "json"}
 	ctx := c.Request.Context()
+	var sub *logSub
+	if isTrue(c.Query("follow")) {
+		// Join before reading the recent lines: nothing falls in between.
+		var err error
+		if sub, err = d.joinFollow(ctx, currentUser(c), a.Name); err != nil {
+			d.fail(c, err)
+			return
+		}
+		defer sub.leave()
+	}
 	es, last, err := d.recentLogs(ctx, a.Name, n, f)
 	if err != nil {
 		d.log.Warn("read logs", "app", a.Name, "err", err)
@@ -221,11 +216,22 @@ func (d *Dash) appLogs(c *gin.Context) {
 	if len(es) > 0 && w.write(es) != nil {
 		return
 	}
-	if !isTrue(c.Query("follow")) {
+	if sub == nil {
 		return
 	}
 	c.Writer.Flush()
-	d.followLogs(ctx, a.Name, last, f, w, nil)
+	sub.follow(ctx, last, f, w, nil)
+}
+
+// joinFollow makes u a follower of app's log stream.
+func (d *Dash) joinFollow(ctx context.Context, u User, app string) (*logSub, error) {
+	sub, err := d.hub.join(ctx, u.ID, d.keys.Logs(app))
+	var ae *common.APIError
+	if err != nil && !errors.As(err, &ae) {
+		d.log.Warn("follow logs", "app", app, "err", err)
+		return nil, errLogsUnavailable
+	}
+	return sub, err
 }
 
 func isTrue(s string) bool { return s == "1" || s == "true" || s == "yes" }
@@ -295,6 +301,15 @@ func (d *Dash) buildLog(c *gin.Context) {
 		return
 	}
 	f := logFilter{Source: "build", Build: b.ID}
+	var sub *logSub
+	if follow && !b.finished() {
+		var err error
+		if sub, err = d.joinFollow(ctx, currentUser(c), b.App); err != nil {
+			d.fail(c, err)
+			return
+		}
+		defer sub.leave()
+	}
 	es, last, err := d.recentLogs(ctx, b.App, maxLogLines, f)
 	if err != nil {
 		d.log.Warn("read build log", "build", b.ID, "err", err)
@@ -306,11 +321,11 @@ func (d *Dash) buildLog(c *gin.Context) {
 	if len(es) > 0 && w.write(es) != nil {
 		return
 	}
-	if !follow || b.finished() {
+	if sub == nil {
 		return
 	}
 	c.Writer.Flush()
-	d.followLogs(ctx, b.App, last, f, w, func() bool {
+	sub.follow(ctx, last, f, w, func() bool {
 		cur, err := d.store.build(ctx, currentUser(c), b.ID)
 		return err == nil && cur.finished()
 	})

@@ -26,6 +26,8 @@ type store struct {
 	// claimTTL is how long an unverified domain claim blocks other apps
 	// (Config.DomainClaimTTL).
 	claimTTL time.Duration
+	// defaults are the team limits where an admin set none.
+	defaults TeamLimits
 }
 
 // User is an authenticated dash user.
@@ -123,7 +125,8 @@ func (s *store) userByTokenHash(ctx context.Context, hash string) (User, error) 
 	var tokenID int64
 	err := s.db.QueryRowContext(ctx, `
 		SELECT u.id, u.name, u.is_admin, t.id FROM tokens t JOIN users u ON u.id = t.user_id
-		WHERE t.hash = ? AND t.revoked_at IS NULL
+		WHERE t.hash = ? AND t.revoked_at IS NULL AND u.disabled_at IS NULL
+		AND (t.expires_at IS NULL OR t.expires_at > NOW(6))
 		AND (t.name <> ? OR t.created_at > NOW(6) - INTERVAL `+sessionDaysSQL+` DAY)`, hash, sessionTokenName).Scan(&u.ID, &u.Name, &u.IsAdmin, &tokenID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, fmt.Errorf("token: %w", errNotFound)
@@ -183,29 +186,75 @@ type execer interface {
 }
 
 // teamForUser resolves the team an app is created in: the named team if the
-// user may use it, else the user's first team.
+// user may use it, else the user's personal team (created on first use).
+// Never a team someone else enrolled the user in.
 func (s *store) teamForUser(ctx context.Context, u User, name string) (int64, string, error) {
+	if name == "" {
+		return s.personalTeam(ctx, u)
+	}
 	var id int64
 	var team string
-	var err error
-	if name != "" {
-		err = s.db.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t WHERE t.name = ? AND
-			(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`,
-			name, u.IsAdmin, u.ID).Scan(&id, &team)
-	} else {
-		err = s.db.QueryRowContext(ctx, `SELECT t.id, t.name FROM memberships m JOIN teams t ON t.id = m.team_id
-			WHERE m.user_id = ? ORDER BY t.id LIMIT 1`, u.ID).Scan(&id, &team)
-	}
+	err := s.db.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t WHERE t.name = ? AND
+		(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`,
+		name, u.IsAdmin, u.ID).Scan(&id, &team)
 	if errors.Is(err, sql.ErrNoRows) {
-		if name == "" {
-			return 0, "", common.Errf(422, "no_team", "you are not a member of any team")
-		}
 		return 0, "", fmt.Errorf("team %s: %w", name, errNotFound)
 	}
 	if err != nil {
 		return 0, "", fmt.Errorf("find team: %w", err)
 	}
 	return id, team, nil
+}
+
+// personalTeam returns u's personal team, creating it (named after the user
+// when that name is free) with u as its owner.
+func (s *store) personalTeam(ctx context.Context, u User) (id int64, team string, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var pid sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT personal_team_id FROM users WHERE id = ? FOR UPDATE`, u.ID).Scan(&pid); err != nil {
+			return fmt.Errorf("read user: %w", err)
+		}
+		if pid.Valid {
+			err := tx.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t JOIN memberships m ON m.team_id = t.id
+				WHERE t.id = ? AND m.user_id = ?`, pid.Int64, u.ID).Scan(&id, &team)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("read personal team: %w", err)
+			}
+		}
+		for _, cand := range []string{u.Name, u.Name + "-personal", u.Name + "-" + common.RandomToken(3)} {
+			if len(cand) > 64 {
+				continue
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO teams (name) VALUES (?)`, cand)
+			if db.IsDuplicate(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("create personal team: %w", err)
+			}
+			id, team = mustID(res), cand
+			break
+		}
+		if id == 0 {
+			return fmt.Errorf("create personal team for %s: no free name", u.Name)
+		}
+		if err := addMember(ctx, tx, u.ID, id, "owner"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET personal_team_id = ? WHERE id = ?`, id, u.ID); err != nil {
+			return fmt.Errorf("set personal team: %w", err)
+		}
+		return nil
+	})
+	return id, team, err
+}
+
+func mustID(res sql.Result) int64 {
+	id, _ := res.LastInsertId()
+	return id
 }
 
 // --- apps ---
@@ -287,7 +336,13 @@ func (s *store) apps(ctx context.Context, u User) ([]appRow, error) {
 func (s *store) createApp(ctx context.Context, a appRow, by string) error {
 	health, _ := json.Marshal(a.Health)
 	env, _ := json.Marshal(a.Env)
+	if err := checkEnvSize(a.Env); err != nil {
+		return err
+	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkTeamQuota(ctx, tx, a.TeamID, a.Team, 0, a.Instances, a.MemoryMB); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO apps (name, team_id, instances, memory_mb, cpu_shares,
 			health_json, env_json, constraints_json) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`,
 			a.Name, a.TeamID, a.Instances, a.MemoryMB, a.CPUShares, string(health), string(env))
@@ -391,6 +446,9 @@ func newRelease(ctx context.Context, tx *sql.Tx, a appRow, spec releaseSpec) (Re
 	if err := insertEvent(ctx, tx, a.ID, spec.EventKind, msg); err != nil {
 		return Release{}, err
 	}
+	if err := pruneReleases(ctx, tx, a.ID, r.Version); err != nil {
+		return Release{}, err
+	}
 	return r, nil
 }
 
@@ -469,6 +527,14 @@ func (s *store) updateApp(ctx context.Context, appID int64, ch appChange, by, ki
 		out = a
 		if len(what) == 0 {
 			return nil
+		}
+		if err := checkEnvSize(a.Env); err != nil {
+			return err
+		}
+		if ch.Instances != nil || ch.MemoryMB != nil {
+			if err := s.checkTeamQuota(ctx, tx, a.TeamID, a.Team, a.ID, a.Instances, a.MemoryMB); err != nil {
+				return err
+			}
 		}
 		env, _ := json.Marshal(a.Env)
 		if _, err := tx.ExecContext(ctx, `UPDATE apps SET instances = ?, memory_mb = ?, cpu_shares = ?, env_json = ? WHERE id = ?`,

@@ -129,6 +129,8 @@ func (d *Dash) webRoutes(r *gin.Engine) {
 	w.GET("/account", d.webAccount)
 	w.POST("/account/tokens", d.webCreateToken)
 	w.POST("/account/tokens/:id/revoke", d.webRevokeToken)
+	w.POST("/account/invitations/:team/accept", d.webAnswerInvitation)
+	w.POST("/account/invitations/:team/decline", d.webAnswerInvitation)
 	w.POST("/account/teams", d.webCreateTeam)
 	w.POST("/account/teams/:team/members", d.webAddMember)
 	w.POST("/account/teams/:team/members/:user/remove", d.webRemoveMember)
@@ -263,10 +265,29 @@ func (d *Dash) back(c *gin.Context, path, flash string, err error) {
 	c.Redirect(http.StatusSeeOther, path)
 }
 
-// safeNext keeps a post-login redirect on this site.
+// safeNext keeps a post-login redirect on this site: a path, never a
+// scheme or host, and nothing a browser would strip or turn into one
+// (control characters, spaces, backslashes: "/\t/evil.example" is
+// "//evil.example" to a browser).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/apps"
+	const home = "/apps"
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\ ") {
+		return home
+	}
+	for _, r := range next {
+		if r < 0x20 || r == 0x7f {
+			return home
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") ||
+		strings.HasPrefix(u.Path, "//") || strings.ContainsAny(u.Path, "\\") {
+		return home
+	}
+	for _, r := range u.Path {
+		if r < 0x20 || r == 0x7f {
+			return home
+		}
 	}
 	return next
 }
@@ -419,7 +440,7 @@ func (d *Dash) webApp(c *gin.Context) {
 		data.EnvKeys = append(data.EnvKeys, k)
 	}
 	sort.Strings(data.EnvKeys)
-	if es, _, err := d.recentLogs(ctx, a.Name, 100, logFilter{}); err == nil {
+	if es, _, err := d.recentLogs(ctx, a.Name, 100, logFilter{Since: d.appSince(ctx, a.ID)}); err == nil {
 		for _, e := range es {
 			data.Logs = append(data.Logs, formatLogLine(e))
 		}
@@ -556,10 +577,12 @@ func (d *Dash) webDeleteApp(c *gin.Context) {
 }
 
 type accountData struct {
-	Tokens   []Token
-	Teams    []Team
-	Users    []User
-	NewToken string
+	Tokens      []Token
+	Sessions    []Session
+	Invitations []Invitation
+	Teams       []Team
+	Users       []User
+	NewToken    string
 }
 
 func (d *Dash) renderAccount(c *gin.Context, newToken string) {
@@ -567,6 +590,11 @@ func (d *Dash) renderAccount(c *gin.Context, newToken string) {
 	data := accountData{NewToken: newToken}
 	var err error
 	if data.Tokens, err = d.store.tokens(ctx, u.ID); err == nil {
+		if data.Sessions, err = d.store.sessions(ctx, u.ID, hashToken(c.MustGet(sessionKey).(string))); err == nil {
+			data.Invitations, err = d.store.invitations(ctx, u)
+		}
+	}
+	if err == nil {
 		if data.Teams, err = d.store.teams(ctx, u); err == nil && u.IsAdmin {
 			data.Users, err = d.store.users(ctx)
 		}
@@ -598,6 +626,16 @@ func (d *Dash) webRevokeToken(c *gin.Context) {
 	d.back(c, "/account", "token revoked", err)
 }
 
+func (d *Dash) webAnswerInvitation(c *gin.Context) {
+	accept := strings.HasSuffix(c.Request.URL.Path, "/accept")
+	_, err := d.store.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), accept)
+	msg := "invitation to " + c.Param("team") + " declined"
+	if accept {
+		msg = "you joined " + c.Param("team")
+	}
+	d.back(c, "/account", msg, err)
+}
+
 func (d *Dash) webCreateTeam(c *gin.Context) {
 	name := strings.TrimSpace(c.PostForm("name"))
 	err := validName("team", name)
@@ -609,8 +647,12 @@ func (d *Dash) webCreateTeam(c *gin.Context) {
 
 func (d *Dash) webAddMember(c *gin.Context) {
 	req := MemberRequest{User: strings.TrimSpace(c.PostForm("user")), Role: c.PostForm("role")}
-	err := d.setMember(c.Request.Context(), currentUser(c), c.Param("team"), req)
-	d.back(c, "/account", req.User+" added to "+c.Param("team"), err)
+	invited, err := d.setMember(c.Request.Context(), currentUser(c), c.Param("team"), req)
+	msg := req.User + " added to " + c.Param("team")
+	if invited {
+		msg = req.User + " invited to " + c.Param("team") + " (they join when they accept)"
+	}
+	d.back(c, "/account", msg, err)
 }
 
 func (d *Dash) webRemoveMember(c *gin.Context) {
@@ -637,7 +679,7 @@ func (d *Dash) webPassword(c *gin.Context) {
 	ctx, u := c.Request.Context(), currentUser(c)
 	_, err := d.checkPassword(ctx, clientIP(c.Request), u.Name, c.PostForm("current"))
 	if err == nil {
-		err = d.setUserPassword(ctx, u, c.PostForm("new"))
+		err = d.newPassword(c, u, c.PostForm("new"))
 	}
-	d.back(c, "/account", "password changed", err)
+	d.back(c, "/account", "password changed; your other sessions and tokens are revoked", err)
 }

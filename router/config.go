@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -64,8 +66,32 @@ type Config struct {
 	// 0 means 4 × the default, unless the GOMAXPROCS variable is set. See
 	// ApplyProcs.
 	Procs int
+	// TrustedProxies are the peers (IPs or CIDRs: LVS in NAT mode, a TLS
+	// terminator) whose X-Forwarded-For/-Proto, X-Request-Start and
+	// X-Real-IP are passed on; from anyone else those headers are replaced
+	// with the router's own values from the connection.
+	TrustedProxies []string
+	trusted        []netip.Prefix // parsed by validate
 
 	Log *slog.Logger
+}
+
+// trustedPeer tells whether ip (a client address) is a trusted proxy.
+func (c *Config) trustedPeer(ip string) bool {
+	if len(c.trusted) == 0 {
+		return false
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range c.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // DefaultConfig returns settings for one machine with everything on 127.0.0.1.
@@ -105,6 +131,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.FailMark, "fail-mark", c.FailMark, "how long a refusing backend is skipped")
 	fs.StringSliceVar(&c.StickyCookies, "sticky-cookies", c.StickyCookies, "session cookies that pin a client of a sticky app to its instance")
 	fs.BoolVar(&c.Metrics, "metrics", c.Metrics, "count requests per app (off only to measure its cost)")
+	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "IPs/CIDRs whose X-Forwarded-*, X-Request-Start and X-Real-IP headers are kept (default: nobody)")
 	fs.IntVar(&c.Procs, "procs", c.Procs, "Go Ps (GOMAXPROCS) for the router process (0 = 4 × CPUs unless GOMAXPROCS is set)")
 }
 
@@ -131,6 +158,23 @@ func (c Config) ApplyProcs() int {
 
 func (c *Config) validate() error {
 	var errs []error
+	c.trusted = nil
+	for _, t := range c.TrustedProxies {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(t)
+		if err != nil {
+			a, aerr := netip.ParseAddr(t)
+			if aerr != nil {
+				errs = append(errs, fmt.Errorf("trusted proxy %q: want an IP or a CIDR", t))
+				continue
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		c.trusted = append(c.trusted, p.Masked())
+	}
 	for name, addr := range map[string]string{"addr": c.Addr, "status-addr": c.StatusAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))

@@ -149,6 +149,7 @@ func (f *front) newConn(c net.Conn) *frontConn {
 	} else {
 		fc.client = c.RemoteAddr().String()
 	}
+	fc.trusted = f.r.cfg.trustedPeer(fc.client)
 	fc.c = newRawConn(c, f.r.cfg.ClientWriteTimeout)
 	if f.tlsCfg != nil {
 		fc.c = tls.Server(fc.c, f.tlsCfg)
@@ -170,8 +171,10 @@ type frontConn struct {
 	tls    bool
 	br     *bufio.Reader // reads through fc.Read
 	client string        // client IP, for X-Forwarded-For
-	state  atomic.Int32
-	now    time.Time // last clock reading
+	// trusted: the peer is a trusted proxy, whose forwarding headers stay.
+	trusted bool
+	state   atomic.Int32
+	now     time.Time // last clock reading
 
 	rdlIdle  bool // the idle read deadline is set on c
 	rdlSetAt time.Time

@@ -227,12 +227,20 @@ func (fc *frontConn) buildRequest(b []byte, q *reqHead) []byte {
 			if q.connOther && connectionNames(head, name) {
 				continue
 			}
+			if !fc.trusted && bytes.EqualFold(name, xRealIP) {
+				continue // set from the connection below
+			}
 			b = append(b, line...)
 			b = append(b, crlf...)
 		}
 	}
+	if !fc.trusted {
+		b = append(b, "X-Real-IP: "...)
+		b = append(b, fc.client...)
+		b = append(b, crlf...)
+	}
 	b = append(b, "X-Forwarded-For: "...)
-	if q.hasXFF {
+	if q.hasXFF && fc.trusted {
 		_, i := nextLine(head, 0)
 		for i < len(head)-2 {
 			var line []byte
@@ -248,7 +256,7 @@ func (fc *frontConn) buildRequest(b []byte, q *reqHead) []byte {
 	b = append(b, q.host...)
 	b = append(b, "\r\nX-Forwarded-Proto: "...)
 	switch {
-	case len(q.proto) > 0: // set by a TLS terminator in front
+	case len(q.proto) > 0 && fc.trusted: // set by a TLS terminator in front
 		b = append(b, q.proto...)
 	case fc.tls:
 		b = append(b, "https"...)
@@ -256,7 +264,7 @@ func (fc *frontConn) buildRequest(b []byte, q *reqHead) []byte {
 		b = append(b, "http"...)
 	}
 	b = append(b, "\r\nX-Request-Start: "...)
-	if q.start != nil {
+	if q.start != nil && fc.trusted {
 		b = append(b, q.start...)
 	} else {
 		b = strconv.AppendInt(b, fc.st.start.UnixMilli(), 10)
@@ -608,3 +616,7 @@ func (fc *frontConn) chunkLine(bc *backendConn) ([]byte, error) {
 		need = len(buf) + 1
 	}
 }
+
+// xRealIP is the header the router sets to the client's address unless the
+// peer is a trusted proxy.
+var xRealIP = []byte("X-Real-IP")

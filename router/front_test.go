@@ -662,7 +662,10 @@ func TestFrontRequestSmuggling(t *testing.T) {
 // (TestHopByHopHeaders covers the basic hop-by-hop list.)
 func TestFrontForwardedHeaders(t *testing.T) {
 	e := newFtEcho(t, "f")
-	r, _ := routerWith(t, nil, map[string]common.Route{"fw.apps.io": route("fw", 0, be(e.addr(), "if", true))})
+	// The client is a trusted proxy here: its forwarding headers stay
+	// (TestUntrustedForwardingHeaders covers everyone else).
+	r, _ := routerWith(t, func(c *Config) { c.TrustedProxies = []string{"127.0.0.1"} },
+		map[string]common.Route{"fw.apps.io": route("fw", 0, be(e.addr(), "if", true))})
 	fc := ftDial(t, r.Addr())
 	const query = "/p?q=1&r=%20&s=a%2Fb&t=%E2%82%AC&u"
 	fc.send(ftReq("GET", query, "fw.apps.io",

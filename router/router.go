@@ -404,13 +404,23 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = "backend.invalid" // replaced per attempt
 	pr.Out.Host = pr.In.Host
-	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
+	client, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	if err != nil {
+		client = pr.In.RemoteAddr
+	}
+	trusted := r.cfg.trustedPeer(client)
+	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok && trusted {
 		pr.Out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
 	}
 	proto := pr.In.Header.Get("X-Forwarded-Proto") // set by a TLS terminator in front
 	pr.SetXForwarded()
-	if proto != "" {
+	if proto != "" && trusted {
 		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	}
+	if !trusted {
+		// What a client says of itself is not passed on as the router's word.
+		pr.Out.Header.Del("X-Request-Start")
+		pr.Out.Header.Set("X-Real-IP", client)
 	}
 	if pr.Out.Header.Get("X-Request-Start") == "" {
 		pr.Out.Header.Set("X-Request-Start", strconv.FormatInt(st.start.UnixMilli(), 10))

@@ -23,12 +23,15 @@ import (
 	"github.com/dinp/dinp/common/testenv"
 )
 
+const testClusterToken = "router-test-token"
+
 func testConfig(redisAddr, prefix string) Config {
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.StatusAddr = "127.0.0.1:0"
 	cfg.RedisAddr = redisAddr
 	cfg.KeyPrefix = prefix
+	cfg.ClusterToken = testClusterToken
 	cfg.ResyncInterval = 200 * time.Millisecond
 	cfg.DialTimeout = time.Second
 	cfg.ResponseTimeout = 5 * time.Second
@@ -252,7 +255,8 @@ func TestEndToEnd(t *testing.T) {
 			got = b.last.Load()
 		}
 		h := got.Header
-		if xff := h.Get("X-Forwarded-For"); xff != "10.0.0.1, 127.0.0.1" {
+		// The client is no trusted proxy: its own claim is not passed on.
+		if xff := h.Get("X-Forwarded-For"); xff != "127.0.0.1" {
 			t.Errorf("X-Forwarded-For %q", xff)
 		}
 		if h.Get("X-Forwarded-Proto") != "http" || h.Get("X-Forwarded-Host") != host {
@@ -334,6 +338,16 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal("series created for a status class never seen")
 		}
 		resp, err = http.Get("http://" + r.StatusAddr() + "/routes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("/routes without the cluster token: %d", resp.StatusCode)
+		}
+		req, _ := http.NewRequest("GET", "http://"+r.StatusAddr()+"/routes", nil)
+		req.Header.Set("Authorization", "Bearer "+testClusterToken)
+		resp, err = http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,8 @@ func (r *Router) statusHandler() http.Handler {
 	g := common.NewEngine()
 	g.GET("/health", func(c *gin.Context) { r.writeHealth(c.Writer) })
 	g.GET("/metrics", gin.WrapH(promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})))
-	g.GET("/routes", r.routesDump)
+	// What every app is and where it runs is for the platform only.
+	g.GET("/routes", common.RequireToken(r.cfg.ClusterToken), r.routesDump)
 	return g
 }
 

@@ -90,6 +90,8 @@ start_redis() {
 }
 
 check_docker() {
+  # The agent's packet filter (app containers kept off the node) needs it.
+  command -v iptables-restore >/dev/null || apt_install iptables
   if docker info >/dev/null 2>&1; then return 0; fi
   if ! command -v dockerd >/dev/null; then
     apt_install docker.io
