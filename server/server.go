@@ -182,6 +182,10 @@ const heartbeatConns = 128
 func newRedis(b common.Base) *redis.Client {
 	opt := common.RedisOptions(b)
 	opt.PoolSize = max(heartbeatConns, 10*runtime.GOMAXPROCS(0))
+	// A heartbeat's Redis work is bounded by its context (heartbeatTimeout):
+	// a stalled Redis answers the agent 503 within a second instead of
+	// holding the handler for the read timeout, once per retry.
+	opt.ContextTimeoutEnabled = true
 	return common.NewRedisClient(b, opt)
 }
 
