@@ -76,7 +76,8 @@ run() {
 again() {
   local name=$1
   echo "---- started again" >>"$WORK/$name.log"
-  eval "${ARGS[$name]}" >>"$WORK/$name.log" 2>&1 &
+  # exec: the PID kept is the process's own, not a subshell's around it.
+  (eval "exec ${ARGS[$name]}") >>"$WORK/$name.log" 2>&1 &
   PIDS[$name]=$!
 }
 kill9() { kill -KILL "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; }
