@@ -58,9 +58,9 @@ func (d *Dash) nodeRoutes(api *gin.RouterGroup) {
 	nodes := api.Group("/nodes", requireAdmin)
 	nodes.GET("", d.listNodes)
 	nodes.GET("/:node", d.showNode)
-	nodes.POST("/:node/drain", d.drainNode(true))
-	nodes.POST("/:node/undrain", d.drainNode(false))
-	nodes.DELETE("/:node", d.forgetNode)
+	nodes.POST("/:node/drain", d.nodeActionAPI(nodeDrain))
+	nodes.POST("/:node/undrain", d.nodeActionAPI(nodeUndrain))
+	nodes.DELETE("/:node", d.nodeActionAPI(nodeForget))
 }
 
 // listNodes answers every node with its state, and the leading server.
@@ -113,22 +113,60 @@ func (d *Dash) node(ctx context.Context, id string) (Node, error) {
 	return list[0], nil
 }
 
-// drainNode sets or clears a node's drain flag: the leader then places
-// replacements elsewhere first and stops the node's instances once they
-// serve (no failed request), or lets the node take instances again.
-func (d *Dash) drainNode(drain bool) gin.HandlerFunc {
+// Node actions of the API and the Cluster page.
+const (
+	nodeDrain   = "drain"
+	nodeUndrain = "undrain"
+	nodeForget  = "forget"
+)
+
+// nodeAction runs one admin action on a node and tells the leader. Drain:
+// the leader places replacements elsewhere first and stops the node's
+// instances once they serve (no failed request); undrain: the node takes
+// instances again; forget: a lost node that runs nothing loses its row,
+// identity and Redis membership (it registers anew if it returns).
+func (d *Dash) nodeAction(ctx context.Context, id, action, by string) error {
+	var err error
+	switch action {
+	case nodeDrain:
+		err = d.store.setDrain(ctx, id, true, nodeDrain, "node drained: its instances are replaced elsewhere, then stopped", by)
+	case nodeUndrain:
+		err = d.store.setDrain(ctx, id, false, nodeUndrain, "node takes new instances again", by)
+	case nodeForget:
+		var n Node
+		if n, err = d.node(ctx, id); err != nil {
+			return err
+		}
+		if n.State != NodeLost || n.Instances > 0 {
+			return errNodeBusy
+		}
+		if err = d.store.forgetNode(ctx, id, by); err == nil {
+			err = d.forgetNodeState(ctx, id)
+		}
+	default:
+		return fmt.Errorf("node action %q: %w", action, errNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	d.publishDesired(ctx, "node:"+id)
+	return nil
+}
+
+// nodeActionAPI answers one node action: the node as it is now, or 204 when
+// it was forgotten.
+func (d *Dash) nodeActionAPI(action string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx := c.Request.Context()
 		id := c.Param("node")
-		kind, msg := "undrain", "node takes new instances again"
-		if drain {
-			kind, msg = "drain", "node drained: its instances are replaced elsewhere, then stopped"
-		}
-		if err := d.store.setDrain(ctx, id, drain, kind, msg, currentUser(c).Name); err != nil {
+		if err := d.nodeAction(ctx, id, action, currentUser(c).Name); err != nil {
 			d.fail(c, err)
 			return
 		}
-		d.publishDesired(ctx, "node:"+id)
+		if action == nodeForget {
+			c.Status(http.StatusNoContent)
+			return
+		}
 		n, err := d.node(ctx, id)
 		if err != nil {
 			d.fail(c, err)
@@ -136,31 +174,6 @@ func (d *Dash) drainNode(drain bool) gin.HandlerFunc {
 		}
 		c.JSON(http.StatusOK, gin.H{"node": n})
 	}
-}
-
-// forgetNode removes a lost node that runs nothing: its row, identity and
-// Redis membership. If its machine comes back it registers anew.
-func (d *Dash) forgetNode(c *gin.Context) {
-	ctx := c.Request.Context()
-	n, err := d.node(ctx, c.Param("node"))
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	if n.State != NodeLost || n.Instances > 0 {
-		d.fail(c, errNodeBusy)
-		return
-	}
-	if err := d.store.forgetNode(ctx, n.ID, currentUser(c).Name); err != nil {
-		d.fail(c, err)
-		return
-	}
-	if err := d.forgetNodeState(ctx, n.ID); err != nil {
-		d.fail(c, err)
-		return
-	}
-	d.publishDesired(ctx, "node:"+n.ID)
-	c.Status(http.StatusNoContent)
 }
 
 // forgetNodeState removes a forgotten node from what Redis holds of it.
@@ -341,30 +354,12 @@ func (d *Dash) webCluster(c *gin.Context) {
 
 // webNodeAction runs the drain, undrain or forget form of the Cluster page.
 func (d *Dash) webNodeAction(c *gin.Context) {
-	ctx := c.Request.Context()
-	id, by := c.Param("node"), currentUser(c).Name
-	var err error
-	var flash string
-	switch action := c.FullPath()[strings.LastIndexByte(c.FullPath(), '/')+1:]; action {
-	case "drain":
-		err = d.store.setDrain(ctx, id, true, "drain", "node drained: its instances are replaced elsewhere, then stopped", by)
-		flash = "node " + id + " draining: its instances move elsewhere"
-	case "undrain":
-		err = d.store.setDrain(ctx, id, false, "undrain", "node takes new instances again", by)
-		flash = "node " + id + " takes instances again"
-	case "forget":
-		var n Node
-		if n, err = d.node(ctx, id); err == nil {
-			if n.State != NodeLost || n.Instances > 0 {
-				err = errNodeBusy
-			} else if err = d.store.forgetNode(ctx, id, by); err == nil {
-				err = d.forgetNodeState(ctx, id)
-			}
-		}
-		flash = "node " + id + " forgotten"
-	}
-	if err == nil {
-		d.publishDesired(ctx, "node:"+id)
-	}
-	d.back(c, "/cluster", flash, err)
+	id := c.Param("node")
+	action := c.FullPath()[strings.LastIndexByte(c.FullPath(), '/')+1:]
+	flash := map[string]string{
+		nodeDrain:   "node " + id + " draining: its instances move elsewhere",
+		nodeUndrain: "node " + id + " takes instances again",
+		nodeForget:  "node " + id + " forgotten",
+	}[action]
+	d.back(c, "/cluster", flash, d.nodeAction(c.Request.Context(), id, action, currentUser(c).Name))
 }

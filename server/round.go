@@ -53,6 +53,8 @@ type leaderState struct {
 	healthGraceUntil time.Time
 	// completeFor is the epoch marker routes:complete was last set to.
 	completeFor string
+	// secretsSaved: the identities Redis held were copied to MySQL.
+	secretsSaved bool
 	// maxVersion is the highest route version this leader wrote or read,
 	// so versions never go back when Redis lost the counter.
 	maxVersion int64
@@ -413,7 +415,10 @@ func (s *Server) resync(ctx context.Context, pool *sql.DB, st *leaderState) erro
 	routes := pipe.HGetAll(ctx, s.keys.Routes())
 	assigned := pipe.HGetAll(ctx, s.keys.Assignments())
 	version := pipe.Get(ctx, s.keys.RoutesVersion())
-	secrets := pipe.HGetAll(ctx, s.keys.NodeSecrets())
+	var secrets *redis.MapStringStringCmd
+	if !st.secretsSaved {
+		secrets = pipe.HGetAll(ctx, s.keys.NodeSecrets())
+	}
 	pipe.Set(ctx, s.keys.Leader(), s.cfg.ID, 0)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
@@ -427,7 +432,11 @@ func (s *Server) resync(ctx context.Context, pool *sql.DB, st *leaderState) erro
 	} else {
 		st.maxVersion = v
 	}
-	s.saveSecrets(ctx, pool, secrets.Val())
+	if secrets != nil {
+		// Identities learnt before they moved to MySQL exist only in
+		// Redis: copied once per leadership (new ones go to MySQL first).
+		st.secretsSaved = s.saveSecrets(ctx, pool, secrets.Val())
+	}
 	st.routes = map[string]string{}
 	for host, raw := range routes.Val() {
 		var r common.Route
@@ -444,17 +453,19 @@ func (s *Server) resync(ctx context.Context, pool *sql.DB, st *leaderState) erro
 }
 
 // saveSecrets copies node identities only Redis holds into MySQL (those
-// learnt before identities moved there), so losing Redis loses none.
-func (s *Server) saveSecrets(ctx context.Context, pool *sql.DB, secrets map[string]string) {
+// learnt before identities moved there), so losing Redis loses none. It
+// reports whether every one was saved.
+func (s *Server) saveSecrets(ctx context.Context, pool *sql.DB, secrets map[string]string) bool {
 	for node, hash := range secrets {
 		if len(hash) != 64 || !nodeIDRE.MatchString(node) {
 			continue
 		}
 		if _, err := pool.ExecContext(ctx, `INSERT IGNORE INTO node_secrets (node, secret_hash) VALUES (?, ?)`, node, hash); err != nil {
 			s.log.Warn("save node identity", "node", node, "err", err)
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // writeAssignments writes the lists of the nodes whose list changed, all in

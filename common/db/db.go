@@ -12,8 +12,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -122,16 +120,10 @@ func IsUnavailable(err error) bool {
 		}
 		return false
 	}
+	// Dial, reset and broken-pipe errors are all net.Errors (*net.OpError).
 	var ne net.Error
-	var oe *net.OpError
-	switch {
-	case errors.Is(err, driver.ErrBadConn), errors.Is(err, mysql.ErrInvalidConn),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.As(err, &oe), errors.As(err, &ne):
-		return true
-	}
-	return strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "invalid connection")
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
 // UnavailableMessage is what a client is told when IsUnavailable.
