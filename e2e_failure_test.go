@@ -130,9 +130,14 @@ func TestFailureVisible(t *testing.T) {
 	if ps := c.ok("ps", "crashy"); !strings.Contains(ps, "exited with code 1 after") {
 		t.Errorf("ps shows no last exit:\n%s", ps)
 	}
-	if apps := c.ok("apps"); !strings.Contains(apps, "crashed") {
-		t.Errorf("apps does not say crashed:\n%s", apps)
-	}
+	// Between two crashes a restarted container runs for a moment: the
+	// state is read until it settles, within a deadline.
+	waitFor(t, 30*time.Second, "apps says crashed", func() error {
+		if apps := c.ok("apps"); !strings.Contains(apps, "crashed") {
+			return fmt.Errorf("apps does not say crashed:\n%s", apps)
+		}
+		return nil
+	})
 
 	// 2. A healthy release, then a crashing one: rolled back at once, no
 	// failed request through the router.
