@@ -18,6 +18,7 @@ import (
 	"github.com/dinp/dinp/builder"
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/dash"
+	"github.com/dinp/dinp/dash/cli"
 	"github.com/dinp/dinp/hm"
 	"github.com/dinp/dinp/registry"
 	"github.com/dinp/dinp/router"
@@ -52,7 +53,8 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(componentCommands()...)
 	builderCmdAttach(root)
 	root.AddCommand(newUpCommand())
-	root.AddCommand(clientCommands()...)
+	cli.Version = version
+	root.AddCommand(cli.Commands()...)
 	return root
 }
 

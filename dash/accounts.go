@@ -150,7 +150,7 @@ func (d *Dash) checkPassword(ctx context.Context, ip, name, password string) (Us
 	}
 	if err != nil {
 		// Same cost as a real check, so timing does not reveal names.
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 	}
 	if err != nil || bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
 		d.userLimit.fail(userKey)
@@ -161,7 +161,12 @@ func (d *Dash) checkPassword(ctx context.Context, ip, name, password string) (Us
 	return u, nil
 }
 
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dinp dummy password"), bcrypt.DefaultCost)
+// dummyHash is what a login of an unknown name is checked against, made on
+// first use (bcrypt at package init cost every `dinp` invocation ~50 ms).
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("dinp dummy password"), bcrypt.DefaultCost)
+	return h
+})
 
 func tooManyLogins(wait time.Duration) error {
 	secs := int(wait.Seconds()) + 1

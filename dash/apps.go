@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/dash/api"
 )
 
 // Limits of an app's desired state.
@@ -31,92 +32,21 @@ const (
 	listLimit     = 100
 )
 
-// App is an app's desired state as the API shows it.
-type App struct {
-	Name           string              `json:"name"`
-	Team           string              `json:"team"`
-	Instances      int                 `json:"instances"`
-	MemoryMB       int                 `json:"memory_mb"`
-	CPUShares      int                 `json:"cpu_shares"`
-	Health         common.HealthConfig `json:"health"`
-	Env            map[string]string   `json:"env"`
-	CurrentRelease *int                `json:"current_release"`
-	URL            string              `json:"url"`
-}
+type App = api.App
 
-// AppSummary is one app of GET /api/v1/apps.
-type AppSummary struct {
-	App
-	// Running counts instances reported running; Placed counts every
-	// instance the leader placed (pending, failed, stopping included).
-	Running int `json:"running"`
-	Placed  int `json:"placed"`
-	// Crashed counts the current release's instances that crashed
-	// common.CrashedRestarts times and do not run.
-	Crashed int `json:"crashed"`
-	// State is new (never deployed), stopped (no instance wanted), serving
-	// (all wanted run), starting (some), crashed (none, and the current
-	// release's instances keep crashing) or down (none).
-	State string `json:"state"`
-}
+type AppSummary = api.AppSummary
 
-// Instance is one placed instance of an app.
-type Instance struct {
-	ID        string     `json:"id"`
-	Index     int        `json:"index"`
-	Release   int        `json:"release"`
-	Node      string     `json:"node"`
-	Addr      string     `json:"addr"`
-	State     string     `json:"state"`
-	Health    string     `json:"health"` // healthy, unhealthy or unknown
-	Restarts  int        `json:"restarts"`
-	Error     string     `json:"error"`
-	StartedAt *time.Time `json:"started_at"`
-	// LastExit is how its last container ended on its own ("exited with
-	// code 1 after 0.2 s", "killed: exceeded its 64 MB memory limit …"),
-	// at LastExitAt; empty when none has.
-	LastExit   string     `json:"last_exit,omitempty"`
-	LastExitAt *time.Time `json:"last_exit_at,omitempty"`
-}
+type Instance = api.Instance
 
-// AppDetail is the answer of GET /api/v1/apps/{app}.
-type AppDetail struct {
-	App       App        `json:"app"`
-	Release   *Release   `json:"release"`
-	Instances []Instance `json:"instances"`
-}
+type AppDetail = api.AppDetail
 
-// CreateAppRequest is the body of POST /api/v1/apps. Nil fields take the
-// defaults (1 instance, 128 MB, 256 CPU shares, the user's first team).
-type CreateAppRequest struct {
-	Name       string            `json:"name"`
-	Team       string            `json:"team,omitempty"`
-	Instances  *int              `json:"instances,omitempty"`
-	MemoryMB   *int              `json:"memory_mb,omitempty"`
-	CPUShares  *int              `json:"cpu_shares,omitempty"`
-	HealthPath string            `json:"health_path,omitempty"`
-	Env        map[string]string `json:"env,omitempty"`
-}
+type CreateAppRequest = api.CreateAppRequest
 
-// ScaleRequest is the body of POST /api/v1/apps/{app}/scale. Nil fields
-// stay as they are.
-type ScaleRequest struct {
-	Instances *int `json:"instances,omitempty"`
-	MemoryMB  *int `json:"memory_mb,omitempty"`
-	CPUShares *int `json:"cpu_shares,omitempty"`
-}
+type ScaleRequest = api.ScaleRequest
 
-// EnvRequest is the body of PUT /api/v1/apps/{app}/env.
-type EnvRequest struct {
-	Set   map[string]string `json:"set,omitempty"`
-	Unset []string          `json:"unset,omitempty"`
-}
+type EnvRequest = api.EnvRequest
 
-// RollbackRequest is the body of POST /api/v1/apps/{app}/rollback; Version
-// 0 means the release before the current one.
-type RollbackRequest struct {
-	Version int `json:"version,omitempty"`
-}
+type RollbackRequest = api.RollbackRequest
 
 func (d *Dash) appView(a appRow) App {
 	return App{

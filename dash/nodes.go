@@ -15,41 +15,18 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/dash/api"
 )
 
-// Node states as the API shows them.
 const (
-	NodeReady    = "ready"    // beating, takes new instances
-	NodeDraining = "draining" // beating, its instances move elsewhere
-	NodeLost     = "lost"     // no live heartbeat
+	NodeReady    = api.NodeReady
+	NodeDraining = api.NodeDraining
+	NodeLost     = api.NodeLost
 )
 
-// Node is one Docker node as an admin sees it.
-type Node struct {
-	ID       string            `json:"id"`
-	Address  string            `json:"address"`
-	Labels   map[string]string `json:"labels"`
-	MemoryMB int64             `json:"memory_mb"`
-	CPUs     int               `json:"cpus"`
-	// ReservedMB is the memory of every instance placed on the node
-	// (pending and stopping ones included), as placement counts it.
-	ReservedMB int64  `json:"reserved_mb"`
-	Instances  int    `json:"instances"`
-	Drain      bool   `json:"drain"`
-	State      string `json:"state"`
-	// LastHeartbeat is when a server last received the node's heartbeat
-	// (nil when Redis holds none); HeartbeatAge is its age in seconds.
-	LastHeartbeat *time.Time `json:"last_heartbeat"`
-	HeartbeatAge  *float64   `json:"heartbeat_age_s"`
-}
+type Node = api.Node
 
-// NodeEvent is one admin action or observation on a node.
-type NodeEvent struct {
-	Kind    string    `json:"kind"`
-	Message string    `json:"message"`
-	By      string    `json:"by"`
-	At      time.Time `json:"at"`
-}
+type NodeEvent = api.NodeEvent
 
 // errNodeBusy refuses to forget a node that still beats or runs instances.
 var errNodeBusy = common.Errf(http.StatusConflict, "node_busy", "only a lost node without instances can be forgotten; drain it and stop its agent first")

@@ -12,36 +12,18 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/dash/api"
 )
 
-// Release states of GET /api/v1/apps/{app}/releases/{version}/status.
 const (
-	ReleaseDeploying  = "deploying"   // instances starting; may still turn healthy
-	ReleaseHealthy    = "healthy"     // every wanted instance runs it and is healthy
-	ReleaseFailed     = "failed"      // cannot become healthy: every instance crashed or failed health past grace
-	ReleaseRolledBack = "rolled_back" // the leader went back to an older release
-	ReleaseSuperseded = "superseded"  // a newer release replaced it
+	ReleaseDeploying  = api.ReleaseDeploying
+	ReleaseHealthy    = api.ReleaseHealthy
+	ReleaseFailed     = api.ReleaseFailed
+	ReleaseRolledBack = api.ReleaseRolledBack
+	ReleaseSuperseded = api.ReleaseSuperseded
 )
 
-// ReleaseStatus says whether a release is rolling out, healthy, or cannot
-// become healthy, and why — with the failing instance's last output lines.
-// `dinp deploy` and the dashboard's deploy view poll it and stop waiting
-// as soon as the state is final.
-type ReleaseStatus struct {
-	Release        int    `json:"release"`
-	CurrentRelease int    `json:"current_release"`
-	State          string `json:"state"`
-	Healthy        int    `json:"healthy"`
-	Wanted         int    `json:"wanted"`
-	// Reason explains a failed or rolled back release.
-	Reason string `json:"reason,omitempty"`
-	// Instance is the failing instance Lines come from.
-	Instance string   `json:"instance,omitempty"`
-	Lines    []string `json:"lines,omitempty"`
-}
-
-// Final reports states a deploy waiting for the release stops at.
-func (s ReleaseStatus) Final() bool { return s.State != ReleaseDeploying }
+type ReleaseStatus = api.ReleaseStatus
 
 func (d *Dash) getReleaseStatus(c *gin.Context) {
 	v, err := strconv.Atoi(c.Param("version"))

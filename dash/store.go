@@ -10,6 +10,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/dash/api"
 )
 
 // Errors the store returns for handlers to branch on; apiError maps them to
@@ -55,33 +56,9 @@ type appRow struct {
 	Running, Placed, Crashed int
 }
 
-// Release is one immutable release of an app: image pinned by digest plus
-// the env and limits snapshot it runs with.
-type Release struct {
-	Version     int               `json:"version"`
-	Image       string            `json:"image"`
-	Stack       string            `json:"stack"`
-	BuildID     *int64            `json:"build_id"`
-	Env         map[string]string `json:"env"`
-	MemoryMB    int               `json:"memory_mb"`
-	CPUShares   int               `json:"cpu_shares"`
-	Description string            `json:"description"`
-	CreatedBy   string            `json:"created_by"`
-	CreatedAt   time.Time         `json:"created_at"`
-}
+type Release = api.Release
 
-// Event is one entry of an app's history (create, deploy, scale, ...).
-type Event struct {
-	Kind    string    `json:"kind"`
-	Message string    `json:"message"`
-	At      time.Time `json:"at"`
-	// Instance is the instance the event is about, if any.
-	Instance string `json:"instance,omitempty"`
-	// Evidence is the instance's last output lines when the event explains
-	// a failure (crash_loop, instance_exited, oom, instance_failed, health,
-	// rollback), oldest first.
-	Evidence []string `json:"evidence,omitempty"`
-}
+type Event = api.Event
 
 // instanceRow is one placed instance joined with its node's address.
 type instanceRow struct {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"errors"
@@ -11,13 +11,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dinp/dinp/dash"
+	"github.com/dinp/dinp/dash/api"
 )
 
-// clientAppPath is the API path of an app's sub-resource.
-func clientAppPath(app, rest string) string { return "/apps/" + url.PathEscape(app) + rest }
+// appPath is the API path of an app's sub-resource.
+func appPath(app, rest string) string { return "/apps/" + url.PathEscape(app) + rest }
 
-func clientPsCommand(f *clientFlags) *cobra.Command {
+func psCommand(f *appFlags) *cobra.Command {
 	return f.withJSON(f.withApp(&cobra.Command{
 		Use:   "ps [APP]",
 		Short: "Show an app's instances: node, address, release, state, health, restarts, uptime, last exit",
@@ -27,15 +27,15 @@ func clientPsCommand(f *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var s dash.AppDetail
-			if err := c.call("GET", clientAppPath(name, ""), nil, "", &s); err != nil {
+			var s api.AppDetail
+			if err := c.call("GET", appPath(name, ""), nil, "", &s); err != nil {
 				return err
 			}
 			if f.asJSON {
-				return clientPrintJSON(cmd.OutOrStdout(), s)
+				return printJSON(cmd.OutOrStdout(), s)
 			}
 			sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].Index < s.Instances[j].Index })
-			w := clientTable(cmd.OutOrStdout())
+			w := newTable(cmd.OutOrStdout())
 			fmt.Fprintln(w, "INDEX\tINSTANCE\tRELEASE\tNODE\tADDR\tSTATE\tHEALTH\tRESTARTS\tUPTIME\tLAST EXIT")
 			for _, in := range s.Instances {
 				up := "-"
@@ -58,7 +58,7 @@ func clientPsCommand(f *clientFlags) *cobra.Command {
 	}))
 }
 
-func clientScaleCommand(f *clientFlags) *cobra.Command {
+func scaleCommand(f *appFlags) *cobra.Command {
 	cmd := f.withApp(&cobra.Command{
 		Use:   "scale [APP] [--instances N] [--memory MB] [--cpu-shares N]",
 		Short: "Change an app's instances, memory or CPU shares",
@@ -76,13 +76,13 @@ func clientScaleCommand(f *clientFlags) *cobra.Command {
 				}
 			}
 			if len(body) == 0 {
-				return &clientExitError{code: clientExitUsage, err: errors.New("nothing to change: give --instances, --memory or --cpu-shares")}
+				return &exitError{code: exitUsage, err: errors.New("nothing to change: give --instances, --memory or --cpu-shares")}
 			}
 			var out struct {
-				App     dash.App      `json:"app"`
-				Release *dash.Release `json:"release"`
+				App     api.App      `json:"app"`
+				Release *api.Release `json:"release"`
 			}
-			if err := c.call("POST", clientAppPath(name, "/scale"), clientJSONBody(body), "application/json", &out); err != nil {
+			if err := c.call("POST", appPath(name, "/scale"), jsonBody(body), "application/json", &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d instances, %d MB, %d CPU shares", name, out.App.Instances, out.App.MemoryMB, out.App.CPUShares)
@@ -99,7 +99,7 @@ func clientScaleCommand(f *clientFlags) *cobra.Command {
 	return cmd
 }
 
-func clientEnvCommand(f *clientFlags) *cobra.Command {
+func envCommand(f *appFlags) *cobra.Command {
 	env := &cobra.Command{Use: "env", Short: "List, set and unset an app's env vars (changes make a release, no rebuild)"}
 	list := f.withJSON(f.withApp(&cobra.Command{
 		Use:   "list [APP]",
@@ -113,11 +113,11 @@ func clientEnvCommand(f *clientFlags) *cobra.Command {
 			var out struct {
 				Env map[string]string `json:"env"`
 			}
-			if err := c.call("GET", clientAppPath(name, "/env"), nil, "", &out); err != nil {
+			if err := c.call("GET", appPath(name, "/env"), nil, "", &out); err != nil {
 				return err
 			}
 			if f.asJSON {
-				return clientPrintJSON(cmd.OutOrStdout(), out.Env)
+				return printJSON(cmd.OutOrStdout(), out.Env)
 			}
 			keys := make([]string, 0, len(out.Env))
 			for k := range out.Env {
@@ -142,20 +142,20 @@ func clientEnvCommand(f *clientFlags) *cobra.Command {
 				}
 				// Without --app, the first argument is the app only when it is not a variable.
 				if f.app == "" && strings.Contains(name, "=") {
-					return &clientExitError{code: clientExitUsage, err: errors.New("name the app first (or --app)")}
+					return &exitError{code: exitUsage, err: errors.New("name the app first (or --app)")}
 				}
 				body, err := build(rest)
 				if err != nil {
-					return &clientExitError{code: clientExitUsage, err: err}
+					return &exitError{code: exitUsage, err: err}
 				}
-				c, err := loadClientConfig()
+				c, err := loadConfig()
 				if err != nil {
 					return err
 				}
 				var out struct {
-					Release *dash.Release `json:"release"`
+					Release *api.Release `json:"release"`
 				}
-				if err := c.call("PUT", clientAppPath(name, "/env"), clientJSONBody(body), "application/json", &out); err != nil {
+				if err := c.call("PUT", appPath(name, "/env"), jsonBody(body), "application/json", &out); err != nil {
 					return err
 				}
 				if out.Release != nil {
@@ -191,7 +191,7 @@ func clientEnvCommand(f *clientFlags) *cobra.Command {
 	return env
 }
 
-func clientReleasesCommand(f *clientFlags) *cobra.Command {
+func releasesCommand(f *appFlags) *cobra.Command {
 	return f.withJSON(f.withApp(&cobra.Command{
 		Use:   "releases [APP]",
 		Short: "List an app's releases, newest first",
@@ -201,17 +201,17 @@ func clientReleasesCommand(f *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return clientListing(cmd, f, c, clientAppPath(name, "/releases"), "releases", "VERSION\tCREATED\tBY\tDESCRIPTION",
-				func(r dash.Release) string {
+			return listing(cmd, f, c, appPath(name, "/releases"), "releases", "VERSION\tCREATED\tBY\tDESCRIPTION",
+				func(r api.Release) string {
 					return fmt.Sprintf("v%d\t%s\t%s\t%s", r.Version, r.CreatedAt.Local().Format("2006-01-02 15:04:05"), r.CreatedBy, r.Description)
 				})
 		},
 	}))
 }
 
-// clientRebuildCommand is `dinp rebuild APP`: the current build's app
+// rebuildCommand is `dinp rebuild APP`: the current build's app
 // layer on the newest version of its stack, released like a deploy.
-func clientRebuildCommand(f *clientFlags) *cobra.Command {
+func rebuildCommand(f *appFlags) *cobra.Command {
 	return f.withApp(&cobra.Command{
 		Use:   "rebuild [APP]",
 		Short: "Release the current build again on the newest version of its stack (no upload)",
@@ -221,14 +221,14 @@ func clientRebuildCommand(f *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}
 			var out struct {
-				Release dash.Release `json:"release"`
+				Release api.Release `json:"release"`
 			}
-			if err := c.call("POST", clientAppPath(name, "/rebuild"), nil, "", &out); err != nil {
+			if err := c.call("POST", appPath(name, "/rebuild"), nil, "", &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: release v%d (%s)\n", name, out.Release.Version, out.Release.Description)
@@ -237,7 +237,7 @@ func clientRebuildCommand(f *clientFlags) *cobra.Command {
 	})
 }
 
-func clientRollbackCommand(f *clientFlags) *cobra.Command {
+func rollbackCommand(f *appFlags) *cobra.Command {
 	return f.withApp(&cobra.Command{
 		Use:   "rollback [APP] [VERSION]",
 		Short: "Release an earlier version again (default: the one before the current)",
@@ -251,18 +251,18 @@ func clientRollbackCommand(f *clientFlags) *cobra.Command {
 			if len(rest) > 0 {
 				v, err := strconv.Atoi(strings.TrimPrefix(rest[0], "v"))
 				if err != nil || v <= 0 {
-					return &clientExitError{code: clientExitUsage, err: fmt.Errorf("version %q: want a number like 3 or v3", rest[0])}
+					return &exitError{code: exitUsage, err: fmt.Errorf("version %q: want a number like 3 or v3", rest[0])}
 				}
 				body["version"] = v
 			}
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}
 			var out struct {
-				Release dash.Release `json:"release"`
+				Release api.Release `json:"release"`
 			}
-			if err := c.call("POST", clientAppPath(name, "/rollback"), clientJSONBody(body), "application/json", &out); err != nil {
+			if err := c.call("POST", appPath(name, "/rollback"), jsonBody(body), "application/json", &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: release v%d (%s)\n", name, out.Release.Version, out.Release.Description)
@@ -271,7 +271,7 @@ func clientRollbackCommand(f *clientFlags) *cobra.Command {
 	})
 }
 
-func clientLogsCommand(f *clientFlags) *cobra.Command {
+func logsCommand(f *appFlags) *cobra.Command {
 	cmd := f.withJSON(f.withApp(&cobra.Command{
 		Use:   "logs [APP] [-f]",
 		Short: "Show an app's recent log lines (every instance and build); -f follows",
@@ -294,7 +294,7 @@ func clientLogsCommand(f *clientFlags) *cobra.Command {
 			if f.asJSON {
 				q.Set("format", "json")
 			}
-			return c.stream(clientAppPath(name, "/logs?"+q.Encode()), cmd.OutOrStdout())
+			return c.stream(appPath(name, "/logs?"+q.Encode()), cmd.OutOrStdout())
 		},
 	}))
 	cmd.Flags().BoolP("follow", "f", false, "keep streaming new lines")
@@ -303,7 +303,7 @@ func clientLogsCommand(f *clientFlags) *cobra.Command {
 	return cmd
 }
 
-func clientEventsCommand(f *clientFlags) *cobra.Command {
+func eventsCommand(f *appFlags) *cobra.Command {
 	return f.withJSON(f.withApp(&cobra.Command{
 		Use:   "events [APP]",
 		Short: "Show an app's events: deploys, scaling, crashes, health flips, placement problems",
@@ -313,8 +313,8 @@ func clientEventsCommand(f *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return clientListing(cmd, f, c, clientAppPath(name, "/events"), "events", "TIME\tKIND\tMESSAGE",
-				func(e dash.Event) string {
+			return listing(cmd, f, c, appPath(name, "/events"), "events", "TIME\tKIND\tMESSAGE",
+				func(e api.Event) string {
 					row := fmt.Sprintf("%s\t%s\t%s", e.At.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
 					for _, l := range e.Evidence {
 						row += "\n    | " + l // no tab: outside the table's columns
@@ -325,7 +325,7 @@ func clientEventsCommand(f *clientFlags) *cobra.Command {
 	}))
 }
 
-type clientDomain struct {
+type domainView struct {
 	Name      string `json:"name"`
 	Verified  bool   `json:"verified"`
 	Challenge *struct {
@@ -335,7 +335,7 @@ type clientDomain struct {
 	} `json:"challenge"`
 }
 
-func clientPrintChallenge(cmd *cobra.Command, d clientDomain) {
+func printChallenge(cmd *cobra.Command, d domainView) {
 	if d.Challenge == nil {
 		return
 	}
@@ -343,14 +343,14 @@ func clientPrintChallenge(cmd *cobra.Command, d clientDomain) {
 		d.Name, d.Challenge.TXTRecord, d.Challenge.Token, d.Name, d.Challenge.FilePath)
 }
 
-func clientDomainsCommand(f *clientFlags) *cobra.Command {
+func domainsCommand(f *appFlags) *cobra.Command {
 	list := func(cmd *cobra.Command, args []string) error {
 		name, _, c, err := f.appClient(args)
 		if err != nil {
 			return err
 		}
-		return clientListing(cmd, f, c, clientAppPath(name, "/domains"), "domains", "DOMAIN\tSTATE\tCHALLENGE",
-			func(d clientDomain) string {
+		return listing(cmd, f, c, appPath(name, "/domains"), "domains", "DOMAIN\tSTATE\tCHALLENGE",
+			func(d domainView) string {
 				state, ch := "verified", ""
 				if !d.Verified {
 					state = "awaiting proof"
@@ -376,23 +376,23 @@ func clientDomainsCommand(f *clientFlags) *cobra.Command {
 				name, rest := f.app, args
 				if name == "" {
 					if len(args) != 2 {
-						return &clientExitError{code: clientExitUsage, err: errors.New("give APP DOMAIN (or --app)")}
+						return &exitError{code: exitUsage, err: errors.New("give APP DOMAIN (or --app)")}
 					}
 					name, rest = args[0], args[1:]
 				}
 				if len(rest) != 1 {
-					return &clientExitError{code: clientExitUsage, err: errors.New("give one DOMAIN")}
+					return &exitError{code: exitUsage, err: errors.New("give one DOMAIN")}
 				}
-				c, err := loadClientConfig()
+				c, err := loadConfig()
 				if err != nil {
 					return err
 				}
 				var out struct {
-					Domain clientDomain `json:"domain"`
+					Domain domainView `json:"domain"`
 				}
-				path := clientAppPath(name, "/domains")
+				path := appPath(name, "/domains")
 				if method == "POST" && suffix == "" {
-					err = c.call(method, path, clientJSONBody(map[string]string{"name": rest[0]}), "application/json", &out)
+					err = c.call(method, path, jsonBody(map[string]string{"name": rest[0]}), "application/json", &out)
 				} else {
 					err = c.call(method, path+"/"+url.PathEscape(rest[0])+suffix, nil, "", &out)
 				}
@@ -400,7 +400,7 @@ func clientDomainsCommand(f *clientFlags) *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s %s\n", name, rest[0], done)
-				clientPrintChallenge(cmd, out.Domain)
+				printChallenge(cmd, out.Domain)
 				return nil
 			},
 		})

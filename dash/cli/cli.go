@@ -1,4 +1,7 @@
-package main
+// Package cli is the dinp command-line client (`dinp login`, `apps`, `deploy`,
+// `logs`, ...): it talks to dash's public HTTP API only, decoding answers into
+// the dash/api types, and never links dash's server code.
+package cli
 
 import (
 	"bufio"
@@ -17,17 +20,21 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/dinp/dinp/dash"
+	"github.com/dinp/dinp/dash/api"
 )
 
-// clientConfig is what `dinp login` keeps in the user's home.
-type clientConfig struct {
+// Version is the dinp version the CLI reports in its User-Agent; the
+// binary sets it at start.
+var Version = "dev"
+
+// config is what `dinp login` keeps in the user's home.
+type config struct {
 	Target string `json:"target"`
 	Token  string `json:"token"`
 }
 
-// clientConfigPath is ~/.config/dinp/client.json, or $DINP_CLIENT_CONFIG.
-func clientConfigPath() string {
+// configPath is ~/.config/dinp/client.json, or $DINP_CLIENT_CONFIG.
+func configPath() string {
 	if p := os.Getenv("DINP_CLIENT_CONFIG"); p != "" {
 		return p
 	}
@@ -38,11 +45,11 @@ func clientConfigPath() string {
 	return filepath.Join(dir, "dinp", "client.json")
 }
 
-// loadClientConfig reads the config file; DINP_TARGET and DINP_TOKEN
+// loadConfig reads the config file; DINP_TARGET and DINP_TOKEN
 // override it (for scripts and CI).
-func loadClientConfig() (clientConfig, error) {
-	var c clientConfig
-	b, err := os.ReadFile(clientConfigPath())
+func loadConfig() (config, error) {
+	var c config
+	b, err := os.ReadFile(configPath())
 	if err == nil {
 		err = json.Unmarshal(b, &c)
 	} else if os.IsNotExist(err) {
@@ -55,13 +62,13 @@ func loadClientConfig() (clientConfig, error) {
 		c.Token = v
 	}
 	if err == nil && (c.Target == "" || c.Token == "") {
-		err = &clientExitError{code: clientExitAuth, err: errors.New("not logged in: run `dinp login`")}
+		err = &exitError{code: exitAuth, err: errors.New("not logged in: run `dinp login`")}
 	}
 	return c, err
 }
 
-func (c clientConfig) save() error {
-	p := clientConfigPath()
+func (c config) save() error {
+	p := configPath()
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
@@ -75,55 +82,55 @@ func (c clientConfig) save() error {
 
 // Exit codes of the client commands, for scripts.
 const (
-	clientExitFailure = 1 // anything else (network, local files)
-	clientExitUsage   = 2 // the request was refused as invalid (4xx)
-	clientExitServer  = 3 // the platform failed (5xx)
-	clientExitAuth    = 4 // not logged in, or the token is refused (401/403)
-	clientExitMissing = 5 // no such app, release, domain (404)
-	clientExitTimeout = 6 // deploy: not healthy in time
+	exitFailure = 1 // anything else (network, local files)
+	exitUsage   = 2 // the request was refused as invalid (4xx)
+	exitServer  = 3 // the platform failed (5xx)
+	exitAuth    = 4 // not logged in, or the token is refused (401/403)
+	exitMissing = 5 // no such app, release, domain (404)
+	exitTimeout = 6 // deploy: not healthy in time
 )
 
-// clientExitError carries an exit code.
-type clientExitError struct {
+// exitError carries an exit code.
+type exitError struct {
 	code int
 	err  error
 }
 
-func (e *clientExitError) Error() string { return e.err.Error() }
-func (e *clientExitError) Unwrap() error { return e.err }
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 // ExitCode implements main's exitCoder.
-func (e *clientExitError) ExitCode() int { return e.code }
+func (e *exitError) ExitCode() int { return e.code }
 
-// clientAPIError is an error answer of the dash API.
-type clientAPIError struct {
+// apiError is an error answer of the dash API.
+type apiError struct {
 	Status  int
 	Code    string
 	Message string
 }
 
-func (e *clientAPIError) Error() string {
+func (e *apiError) Error() string {
 	return fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
 }
 
 // ExitCode tells scripts what kind of failure it was.
-func (e *clientAPIError) ExitCode() int {
+func (e *apiError) ExitCode() int {
 	switch {
 	case e.Status == 401 || e.Status == 403:
-		return clientExitAuth
+		return exitAuth
 	case e.Status == 404:
-		return clientExitMissing
+		return exitMissing
 	case e.Status >= 400 && e.Status < 500:
-		return clientExitUsage
+		return exitUsage
 	}
-	return clientExitServer
+	return exitServer
 }
 
-// clientHTTP has no overall timeout: deploys and log follows last long.
-var clientHTTP = &http.Client{}
+// httpClient has no overall timeout: deploys and log follows last long.
+var httpClient = &http.Client{}
 
 // request builds an API request.
-func (c clientConfig) request(method, path string, body io.Reader) (*http.Request, error) {
+func (c config) request(method, path string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequest(method, strings.TrimRight(c.Target, "/")+"/api/v1"+path, body)
 	if err != nil {
 		return nil, err
@@ -131,12 +138,12 @@ func (c clientConfig) request(method, path string, body io.Reader) (*http.Reques
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	req.Header.Set("User-Agent", "dinp-cli/"+version)
+	req.Header.Set("User-Agent", "dinp-cli/"+Version)
 	return req, nil
 }
 
-// clientCheck turns an error answer into a *clientAPIError.
-func clientCheck(resp *http.Response) error {
+// checkResponse turns an error answer into a *apiError.
+func checkResponse(resp *http.Response) error {
 	if resp.StatusCode < 300 {
 		return nil
 	}
@@ -148,11 +155,11 @@ func clientCheck(resp *http.Response) error {
 	if e.Error.Message == "" {
 		e.Error.Code, e.Error.Message = "http_error", strings.TrimSpace(string(b))
 	}
-	return &clientAPIError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 }
 
 // call sends one API request and decodes the JSON answer into out.
-func (c clientConfig) call(method, path string, body io.Reader, contentType string, out any) error {
+func (c config) call(method, path string, body io.Reader, contentType string, out any) error {
 	req, err := c.request(method, path, body)
 	if err != nil {
 		return err
@@ -160,12 +167,12 @@ func (c clientConfig) call(method, path string, body io.Reader, contentType stri
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := clientHTTP.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := clientCheck(resp); err != nil {
+	if err := checkResponse(resp); err != nil {
 		return err
 	}
 	b, err := io.ReadAll(resp.Body)
@@ -179,82 +186,82 @@ func (c clientConfig) call(method, path string, body io.Reader, contentType stri
 }
 
 // stream GETs path and copies the body to w as it arrives.
-func (c clientConfig) stream(path string, w io.Writer) error {
+func (c config) stream(path string, w io.Writer) error {
 	req, err := c.request("GET", path, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := clientHTTP.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := clientCheck(resp); err != nil {
+	if err := checkResponse(resp); err != nil {
 		return err
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
 }
 
-func clientJSONBody(v any) io.Reader {
+func jsonBody(v any) io.Reader {
 	b, _ := json.Marshal(v)
 	return strings.NewReader(string(b))
 }
 
-func clientPrintJSON(w io.Writer, v any) error {
+func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
-func clientTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
 
-// clientIsTTY reports whether f is a terminal (progress bars, prompts).
-func clientIsTTY(f any) bool {
+// isTTY reports whether f is a terminal (progress bars, prompts).
+func isTTY(f any) bool {
 	file, ok := f.(*os.File)
 	return ok && term.IsTerminal(int(file.Fd()))
 }
 
-// clientFlags are the flags most commands share.
-type clientFlags struct {
+// appFlags are the flags most commands share.
+type appFlags struct {
 	asJSON bool
 	app    string
 }
 
-func (f *clientFlags) withApp(cmd *cobra.Command) *cobra.Command {
+func (f *appFlags) withApp(cmd *cobra.Command) *cobra.Command {
 	cmd.Flags().StringVarP(&f.app, "app", "a", "", "app name (default: the first argument)")
 	return cmd
 }
 
-func (f *clientFlags) withJSON(cmd *cobra.Command) *cobra.Command {
+func (f *appFlags) withJSON(cmd *cobra.Command) *cobra.Command {
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print JSON")
 	return cmd
 }
 
 // appName is --app, else the first argument.
-func (f *clientFlags) appName(args []string) (string, []string, error) {
+func (f *appFlags) appName(args []string) (string, []string, error) {
 	if f.app != "" {
 		return f.app, args, nil
 	}
 	if len(args) > 0 {
 		return args[0], args[1:], nil
 	}
-	return "", nil, &clientExitError{code: clientExitUsage, err: errors.New("name the app (--app NAME or first argument)")}
+	return "", nil, &exitError{code: exitUsage, err: errors.New("name the app (--app NAME or first argument)")}
 }
 
 // appClient resolves the app a command is about and the logged-in client.
-func (f *clientFlags) appClient(args []string) (string, []string, clientConfig, error) {
+func (f *appFlags) appClient(args []string) (string, []string, config, error) {
 	name, rest, err := f.appName(args)
 	if err != nil {
-		return "", nil, clientConfig{}, err
+		return "", nil, config{}, err
 	}
-	c, err := loadClientConfig()
+	c, err := loadConfig()
 	return name, rest, c, err
 }
 
-// clientListing prints the list that GET path answers under field: as JSON
+// listing prints the list that GET path answers under field: as JSON
 // with --json, else as a table with header and one row per item.
-func clientListing[T any](cmd *cobra.Command, f *clientFlags, c clientConfig, path, field, header string, row func(T) string) error {
+func listing[T any](cmd *cobra.Command, f *appFlags, c config, path, field, header string, row func(T) string) error {
 	var out map[string]json.RawMessage
 	if err := c.call("GET", path, nil, "", &out); err != nil {
 		return err
@@ -266,9 +273,9 @@ func clientListing[T any](cmd *cobra.Command, f *clientFlags, c clientConfig, pa
 		}
 	}
 	if f.asJSON {
-		return clientPrintJSON(cmd.OutOrStdout(), items)
+		return printJSON(cmd.OutOrStdout(), items)
 	}
-	w := clientTable(cmd.OutOrStdout())
+	w := newTable(cmd.OutOrStdout())
 	fmt.Fprintln(w, header)
 	for _, it := range items {
 		fmt.Fprintln(w, row(it))
@@ -276,19 +283,19 @@ func clientListing[T any](cmd *cobra.Command, f *clientFlags, c clientConfig, pa
 	return w.Flush()
 }
 
-func clientCommands() []*cobra.Command {
-	f := &clientFlags{}
+func Commands() []*cobra.Command {
+	f := &appFlags{}
 	return []*cobra.Command{
-		clientLoginCommand(), clientLogoutCommand(),
-		clientAppsCommand(f), clientCreateCommand(), clientDestroyCommand(f),
-		clientDeployCommand(), clientPsCommand(f), clientScaleCommand(f),
-		clientEnvCommand(f), clientReleasesCommand(f), clientRollbackCommand(f), clientRebuildCommand(f),
-		clientLogsCommand(f), clientEventsCommand(f), clientDomainsCommand(f),
-		clientNodesCommand(f),
+		loginCommand(), logoutCommand(),
+		appsCommand(f), createCommand(), destroyCommand(f),
+		deployCommand(), psCommand(f), scaleCommand(f),
+		envCommand(f), releasesCommand(f), rollbackCommand(f), rebuildCommand(f),
+		logsCommand(f), eventsCommand(f), domainsCommand(f),
+		nodesCommand(f),
 	}
 }
 
-func clientLoginCommand() *cobra.Command {
+func loginCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "login",
 		Short: "Log in to dash (user and password, or --token) and keep the token in your config",
@@ -297,21 +304,21 @@ func clientLoginCommand() *cobra.Command {
 			target, _ := cmd.Flags().GetString("target")
 			token, _ := cmd.Flags().GetString("token")
 			user, _ := cmd.Flags().GetString("user")
-			c := clientConfig{Target: strings.TrimRight(target, "/"), Token: token}
+			c := config{Target: strings.TrimRight(target, "/"), Token: token}
 			if token == "" {
 				in := bufio.NewReader(cmd.InOrStdin())
-				tty := clientIsTTY(cmd.InOrStdin())
+				tty := isTTY(cmd.InOrStdin())
 				if user == "" {
 					if tty {
 						fmt.Fprint(cmd.ErrOrStderr(), "User: ")
 					}
 					line, err := in.ReadString('\n')
 					if err != nil && line == "" {
-						return &clientExitError{code: clientExitUsage, err: errors.New("no user name given")}
+						return &exitError{code: exitUsage, err: errors.New("no user name given")}
 					}
 					user = strings.TrimSpace(line)
 				}
-				password, err := clientReadPassword(cmd, in, tty)
+				password, err := readPassword(cmd, in, tty)
 				if err != nil {
 					return err
 				}
@@ -321,7 +328,7 @@ func clientLoginCommand() *cobra.Command {
 				}
 				expires, _ := cmd.Flags().GetString("expires")
 				body := map[string]string{"user": user, "password": password, "token_name": "cli@" + host, "expires_in": expires}
-				if err := c.call("POST", "/login", clientJSONBody(body), "application/json", &out); err != nil {
+				if err := c.call("POST", "/login", jsonBody(body), "application/json", &out); err != nil {
 					return err
 				}
 				c.Token = out.Token
@@ -346,9 +353,9 @@ func clientLoginCommand() *cobra.Command {
 	return cmd
 }
 
-// clientReadPassword prompts without echo on a terminal; otherwise it reads
+// readPassword prompts without echo on a terminal; otherwise it reads
 // one line of stdin (for scripts: `echo $PW | dinp login -u me`).
-func clientReadPassword(cmd *cobra.Command, in *bufio.Reader, tty bool) (string, error) {
+func readPassword(cmd *cobra.Command, in *bufio.Reader, tty bool) (string, error) {
 	if tty {
 		fmt.Fprint(cmd.ErrOrStderr(), "Password: ")
 		b, err := term.ReadPassword(int(cmd.InOrStdin().(*os.File).Fd()))
@@ -357,22 +364,22 @@ func clientReadPassword(cmd *cobra.Command, in *bufio.Reader, tty bool) (string,
 	}
 	line, err := in.ReadString('\n')
 	if err != nil && line == "" {
-		return "", &clientExitError{code: clientExitUsage, err: errors.New("no password on stdin")}
+		return "", &exitError{code: exitUsage, err: errors.New("no password on stdin")}
 	}
 	return strings.TrimRight(line, "\r\n"), nil
 }
 
-func clientLogoutCommand() *cobra.Command {
+func logoutCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
 		Short: "Revoke your CLI token and forget it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}
-			var ae *clientAPIError
+			var ae *apiError
 			if err := c.call("POST", "/logout", nil, "", nil); err != nil && !(errors.As(err, &ae) && ae.Status == 401) {
 				return err
 			}
@@ -386,26 +393,26 @@ func clientLogoutCommand() *cobra.Command {
 	}
 }
 
-func clientAppsCommand(f *clientFlags) *cobra.Command {
+func appsCommand(f *appFlags) *cobra.Command {
 	return f.withJSON(&cobra.Command{
 		Use:   "apps",
 		Short: "List your apps",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}
 			var out struct {
-				Apps []dash.AppSummary `json:"apps"`
+				Apps []api.AppSummary `json:"apps"`
 			}
 			if err := c.call("GET", "/apps", nil, "", &out); err != nil {
 				return err
 			}
 			if f.asJSON {
-				return clientPrintJSON(cmd.OutOrStdout(), out.Apps)
+				return printJSON(cmd.OutOrStdout(), out.Apps)
 			}
-			w := clientTable(cmd.OutOrStdout())
+			w := newTable(cmd.OutOrStdout())
 			fmt.Fprintln(w, "NAME\tTEAM\tSTATE\tRUNNING\tMEMORY\tRELEASE\tURL")
 			for _, a := range out.Apps {
 				rel := "-"
@@ -419,13 +426,13 @@ func clientAppsCommand(f *clientFlags) *cobra.Command {
 	})
 }
 
-func clientCreateCommand() *cobra.Command {
+func createCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an app",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}
@@ -441,9 +448,9 @@ func clientCreateCommand() *cobra.Command {
 				body["team"] = team
 			}
 			var out struct {
-				App dash.App `json:"app"`
+				App api.App `json:"app"`
 			}
-			if err := c.call("POST", "/apps", clientJSONBody(body), "application/json", &out); err != nil {
+			if err := c.call("POST", "/apps", jsonBody(body), "application/json", &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created %s (team %s): %s\n", out.App.Name, out.App.Team, out.App.URL)
@@ -457,7 +464,7 @@ func clientCreateCommand() *cobra.Command {
 	return cmd
 }
 
-func clientDestroyCommand(f *clientFlags) *cobra.Command {
+func destroyCommand(f *appFlags) *cobra.Command {
 	cmd := f.withApp(&cobra.Command{
 		Use:   "destroy APP --confirm APP",
 		Short: "Delete an app: its instances stop and its routes go",
@@ -468,9 +475,9 @@ func clientDestroyCommand(f *clientFlags) *cobra.Command {
 				return err
 			}
 			if confirm, _ := cmd.Flags().GetString("confirm"); confirm != name {
-				return &clientExitError{code: clientExitUsage, err: fmt.Errorf("add --confirm %s to delete it", name)}
+				return &exitError{code: exitUsage, err: fmt.Errorf("add --confirm %s to delete it", name)}
 			}
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"archive/tar"
@@ -19,17 +19,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dinp/dinp/dash"
+	"github.com/dinp/dinp/dash/api"
 )
 
-func clientDeployCommand() *cobra.Command {
+func deployCommand() *cobra.Command {
 	var app string
 	cmd := &cobra.Command{
 		Use:   "deploy [DIR|TARBALL]",
 		Short: "Upload an app (a directory is packed for you), stream its build, wait until it is healthy",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}
@@ -46,21 +46,21 @@ func clientDeployCommand() *cobra.Command {
 			wait, _ := cmd.Flags().GetDuration("wait")
 			if image, _ := cmd.Flags().GetString("image"); image != "" {
 				if app == "" {
-					return &clientExitError{code: clientExitUsage, err: errors.New("--image needs --app")}
+					return &exitError{code: exitUsage, err: errors.New("--image needs --app")}
 				}
 				var out struct {
-					Release dash.Release `json:"release"`
+					Release api.Release `json:"release"`
 				}
-				if err := c.call("POST", clientAppPath(app, "/deploy"), clientJSONBody(map[string]string{"image": image}), "application/json", &out); err != nil {
+				if err := c.call("POST", appPath(app, "/deploy"), jsonBody(map[string]string{"image": image}), "application/json", &out); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "release v%d: %s\n", out.Release.Version, out.Release.Image)
 				if wait <= 0 {
 					return nil
 				}
-				return clientWaitHealthy(cmd, c, app, out.Release.Version, wait)
+				return waitHealthy(cmd, c, app, out.Release.Version, wait)
 			}
-			return clientDeploy(cmd, c, name, src, wait, quiet)
+			return deployApp(cmd, c, name, src, wait, quiet)
 		},
 	}
 	cmd.Flags().StringVarP(&app, "app", "a", "", "app name (default: the directory's name)")
@@ -70,9 +70,9 @@ func clientDeployCommand() *cobra.Command {
 	return cmd
 }
 
-func clientDeploy(cmd *cobra.Command, c clientConfig, name, src string, wait time.Duration, quiet bool) error {
+func deployApp(cmd *cobra.Command, c config, name, src string, wait time.Duration, quiet bool) error {
 	stderr := cmd.ErrOrStderr()
-	f, size, cleanup, err := clientTarball(src)
+	f, size, cleanup, err := tarball(src)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func clientDeploy(cmd *cobra.Command, c clientConfig, name, src string, wait tim
 		logs.Add(1)
 		go func() {
 			defer logs.Done()
-			clientFollowBuild(ctx, c, name, stderr, ready)
+			followBuild(ctx, c, name, stderr, ready)
 		}()
 		select {
 		case <-ready:
@@ -102,12 +102,12 @@ func clientDeploy(cmd *cobra.Command, c clientConfig, name, src string, wait tim
 	}
 
 	var body io.Reader = f
-	var bar *clientProgress
-	if clientIsTTY(stderr) {
-		bar = &clientProgress{w: stderr, total: size, label: "uploading " + name}
+	var bar *progressBar
+	if isTTY(stderr) {
+		bar = &progressBar{w: stderr, total: size, label: "uploading " + name}
 		body = io.TeeReader(f, bar)
 	} else {
-		fmt.Fprintf(stderr, "uploading %s (%s) to %s ...\n", src, clientBytes(size), name)
+		fmt.Fprintf(stderr, "uploading %s (%s) to %s ...\n", src, humanBytes(size), name)
 	}
 	req, err := c.request("POST", "/apps/"+url.PathEscape(name)+"/deploy", body)
 	if err != nil {
@@ -116,16 +116,16 @@ func clientDeploy(cmd *cobra.Command, c clientConfig, name, src string, wait tim
 	}
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/gzip")
-	resp, err := clientHTTP.Do(req)
+	resp, err := httpClient.Do(req)
 	if bar != nil {
 		bar.done()
 	}
 	var out struct {
-		Release dash.Release `json:"release"`
+		Release api.Release `json:"release"`
 	}
 	if err == nil {
 		defer resp.Body.Close()
-		if err = clientCheck(resp); err == nil {
+		if err = checkResponse(resp); err == nil {
 			err = json.NewDecoder(resp.Body).Decode(&out)
 		}
 	}
@@ -137,12 +137,12 @@ func clientDeploy(cmd *cobra.Command, c clientConfig, name, src string, wait tim
 	if wait <= 0 {
 		return nil
 	}
-	return clientWaitHealthy(cmd, c, name, out.Release.Version, wait)
+	return waitHealthy(cmd, c, name, out.Release.Version, wait)
 }
 
-// clientFollowBuild prints the app's build lines as they come until ctx
+// followBuild prints the app's build lines as they come until ctx
 // ends; ready is closed once the stream is open.
-func clientFollowBuild(ctx context.Context, c clientConfig, app string, w io.Writer, ready chan struct{}) {
+func followBuild(ctx context.Context, c config, app string, w io.Writer, ready chan struct{}) {
 	defer func() {
 		select {
 		case <-ready:
@@ -154,7 +154,7 @@ func clientFollowBuild(ctx context.Context, c clientConfig, app string, w io.Wri
 	if err != nil {
 		return
 	}
-	resp, err := clientHTTP.Do(req.WithContext(ctx))
+	resp, err := httpClient.Do(req.WithContext(ctx))
 	if err != nil {
 		return
 	}
@@ -175,53 +175,53 @@ func clientFollowBuild(ctx context.Context, c clientConfig, app string, w io.Wri
 	}
 }
 
-// clientWaitHealthy polls the release's status until every wanted
+// waitHealthy polls the release's status until every wanted
 // instance runs it and is healthy (then prints the app's URL), or until it
 // cannot become healthy or was rolled back: then it prints why, with the
 // failing instance's last output lines, and exits 6 at once.
-func clientWaitHealthy(cmd *cobra.Command, c clientConfig, name string, version int, wait time.Duration) error {
+func waitHealthy(cmd *cobra.Command, c config, name string, version int, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	last := ""
 	for {
-		var st dash.ReleaseStatus
-		if err := c.call("GET", clientAppPath(name, fmt.Sprintf("/releases/%d/status", version)), nil, "", &st); err != nil {
+		var st api.ReleaseStatus
+		if err := c.call("GET", appPath(name, fmt.Sprintf("/releases/%d/status", version)), nil, "", &st); err != nil {
 			return err
 		}
 		switch st.State {
-		case dash.ReleaseHealthy:
-			var s dash.AppDetail
-			if err := c.call("GET", clientAppPath(name, ""), nil, "", &s); err != nil {
+		case api.ReleaseHealthy:
+			var s api.AppDetail
+			if err := c.call("GET", appPath(name, ""), nil, "", &s); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "v%d: %d/%d instances healthy: %s\n", version, st.Healthy, st.Wanted, s.App.URL)
 			return nil
-		case dash.ReleaseFailed, dash.ReleaseRolledBack, dash.ReleaseSuperseded:
-			clientPrintEvidence(cmd.ErrOrStderr(), st.Instance, st.Lines)
+		case api.ReleaseFailed, api.ReleaseRolledBack, api.ReleaseSuperseded:
+			printEvidence(cmd.ErrOrStderr(), st.Instance, st.Lines)
 			var err error
 			switch st.State {
-			case dash.ReleaseRolledBack:
+			case api.ReleaseRolledBack:
 				err = fmt.Errorf("rolled back to v%d: %s", st.CurrentRelease, st.Reason)
-			case dash.ReleaseSuperseded:
+			case api.ReleaseSuperseded:
 				err = fmt.Errorf("release v%d was replaced by v%d", version, st.CurrentRelease)
 			default:
 				err = fmt.Errorf("%s (see `dinp logs %s` and `dinp events %s`)", st.Reason, name, name)
 			}
-			return &clientExitError{code: clientExitTimeout, err: err}
+			return &exitError{code: exitTimeout, err: err}
 		}
 		if msg := fmt.Sprintf("waiting for v%d: %d/%d instances healthy", version, st.Healthy, st.Wanted); msg != last {
 			fmt.Fprintln(cmd.ErrOrStderr(), msg)
 			last = msg
 		}
 		if time.Now().After(deadline) {
-			return &clientExitError{code: clientExitTimeout,
+			return &exitError{code: exitTimeout,
 				err: fmt.Errorf("release v%d: %d/%d instances healthy after %s (see `dinp ps %s` and `dinp logs %s`)", version, st.Healthy, st.Wanted, wait, name, name)}
 		}
 		time.Sleep(time.Second)
 	}
 }
 
-// clientPrintEvidence prints an instance's last output lines, indented.
-func clientPrintEvidence(w io.Writer, instance string, lines []string) {
+// printEvidence prints an instance's last output lines, indented.
+func printEvidence(w io.Writer, instance string, lines []string) {
 	if len(lines) == 0 {
 		return
 	}
@@ -231,8 +231,8 @@ func clientPrintEvidence(w io.Writer, instance string, lines []string) {
 	}
 }
 
-// clientProgress draws an upload progress bar on a terminal.
-type clientProgress struct {
+// progressBar draws an upload progress bar on a terminal.
+type progressBar struct {
 	w     io.Writer
 	total int64
 	label string
@@ -240,7 +240,7 @@ type clientProgress struct {
 	drawn time.Time
 }
 
-func (p *clientProgress) Write(b []byte) (int, error) {
+func (p *progressBar) Write(b []byte) (int, error) {
 	p.n += int64(len(b))
 	if time.Since(p.drawn) > 100*time.Millisecond || p.n == p.total {
 		p.draw()
@@ -248,7 +248,7 @@ func (p *clientProgress) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (p *clientProgress) draw() {
+func (p *progressBar) draw() {
 	p.drawn = time.Now()
 	frac := 1.0
 	if p.total > 0 {
@@ -257,15 +257,15 @@ func (p *clientProgress) draw() {
 	const width = 30
 	fill := int(frac * width)
 	fmt.Fprintf(p.w, "\r%s [%s%s] %3.0f%% %s/%s", p.label, strings.Repeat("#", fill), strings.Repeat(" ", width-fill),
-		frac*100, clientBytes(p.n), clientBytes(p.total))
+		frac*100, humanBytes(p.n), humanBytes(p.total))
 }
 
-func (p *clientProgress) done() {
+func (p *progressBar) done() {
 	p.draw()
 	fmt.Fprintln(p.w)
 }
 
-func clientBytes(n int64) string {
+func humanBytes(n int64) string {
 	switch {
 	case n >= 1<<20:
 		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
@@ -275,10 +275,10 @@ func clientBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// clientTarball opens src as a .tar.gz with its size: the file itself, or
+// tarball opens src as a .tar.gz with its size: the file itself, or
 // a directory packed into a temporary file (so the upload has a length for
 // the progress bar and is never held in memory).
-func clientTarball(src string) (*os.File, int64, func(), error) {
+func tarball(src string) (*os.File, int64, func(), error) {
 	st, err := os.Stat(src)
 	if err != nil {
 		return nil, 0, nil, err
@@ -295,7 +295,7 @@ func clientTarball(src string) (*os.File, int64, func(), error) {
 		return nil, 0, nil, err
 	}
 	cleanup := func() { f.Close(); os.Remove(f.Name()) }
-	if err := clientPackDir(src, f); err != nil {
+	if err := packDir(src, f); err != nil {
 		cleanup()
 		return nil, 0, nil, fmt.Errorf("pack %s: %w", src, err)
 	}
@@ -310,8 +310,8 @@ func clientTarball(src string) (*os.File, int64, func(), error) {
 	return f, size, cleanup, nil
 }
 
-// clientPackDir writes dir as a gzipped tar to w, skipping VCS folders.
-func clientPackDir(dir string, w io.Writer) error {
+// packDir writes dir as a gzipped tar to w, skipping VCS folders.
+func packDir(dir string, w io.Writer) error {
 	gz := gzip.NewWriter(w)
 	tw := tar.NewWriter(gz)
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {

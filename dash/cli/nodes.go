@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -8,32 +8,32 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dinp/dinp/dash"
+	"github.com/dinp/dinp/dash/api"
 )
 
-// clientNodesCommand is `dinp nodes` (admins): list the Docker nodes, and
+// nodesCommand is `dinp nodes` (admins): list the Docker nodes, and
 // drain, undrain or forget one.
-func clientNodesCommand(f *clientFlags) *cobra.Command {
+func nodesCommand(f *appFlags) *cobra.Command {
 	cmd := f.withJSON(&cobra.Command{
 		Use:   "nodes",
 		Short: "List the Docker nodes (admins): capacity, reserved memory, instances, heartbeat, state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loadClientConfig()
+			c, err := loadConfig()
 			if err != nil {
 				return err
 			}
 			var out struct {
-				Nodes  []dash.Node `json:"nodes"`
-				Leader string      `json:"leader"`
+				Nodes  []api.Node `json:"nodes"`
+				Leader string     `json:"leader"`
 			}
 			if err := c.call("GET", "/nodes", nil, "", &out); err != nil {
 				return err
 			}
 			if f.asJSON {
-				return clientPrintJSON(cmd.OutOrStdout(), out)
+				return printJSON(cmd.OutOrStdout(), out)
 			}
-			w := clientTable(cmd.OutOrStdout())
+			w := newTable(cmd.OutOrStdout())
 			fmt.Fprintln(w, "NODE\tADDRESS\tSTATE\tINSTANCES\tMEMORY\tHEARTBEAT\tLABELS")
 			for _, n := range out.Nodes {
 				beat := "-"
@@ -45,7 +45,7 @@ func clientNodesCommand(f *clientFlags) *cobra.Command {
 					labels = append(labels, k+"="+v)
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%dM\t%s\t%s\n", n.ID, n.Address, n.State, n.Instances,
-					n.ReservedMB, n.MemoryMB, beat, clientLabels(labels))
+					n.ReservedMB, n.MemoryMB, beat, formatLabels(labels))
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -66,7 +66,7 @@ func clientNodesCommand(f *clientFlags) *cobra.Command {
 			Short: a.short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := loadClientConfig()
+				c, err := loadConfig()
 				if err != nil {
 					return err
 				}
@@ -81,8 +81,8 @@ func clientNodesCommand(f *clientFlags) *cobra.Command {
 	return cmd
 }
 
-// clientLabels prints labels as sorted k=v pairs ("-" for none).
-func clientLabels(s []string) string {
+// formatLabels prints labels as sorted k=v pairs ("-" for none).
+func formatLabels(s []string) string {
 	if len(s) == 0 {
 		return "-"
 	}
