@@ -15,6 +15,7 @@ import (
 
 	"github.com/dinp/dinp/builder"
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 )
 
 // builderCmdAttach adds the builder's operator subcommands (`dinp builder
@@ -45,7 +46,7 @@ func builderCmdStacks() *cobra.Command {
 		Short: "List the build stacks and their base images",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := common.LoadFlags(cmd.Flags(), ""); err != nil {
+			if err := config.LoadFlags(cmd.Flags(), ""); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
@@ -80,7 +81,7 @@ func builderCmdStacksBuild() *cobra.Command {
 		Short: "Build a new version of a Debian-based stack (all of them without NAME)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := common.LoadFlags(cmd.Flags(), ""); err != nil {
+			if err := config.LoadFlags(cmd.Flags(), ""); err != nil {
 				return err
 			}
 			path := "/v1/stacks/build"
@@ -107,7 +108,7 @@ func stacksFlags(cmd *cobra.Command, url, token, dataDir *string) {
 	fs := cmd.Flags()
 	fs.StringVar(url, "builder-url", "http://127.0.0.1:7788", "base URL of the builder API")
 	fs.StringVar(token, "cluster-token", "", "cluster token (default: <data-dir>/cluster-token)")
-	fs.StringVar(dataDir, "data-dir", common.DefaultBase().DataDir, "platform data directory (for the cluster token)")
+	fs.StringVar(dataDir, "data-dir", config.DefaultBase().DataDir, "platform data directory (for the cluster token)")
 }
 
 // stacksRequest calls a builder stacks endpoint with the cluster token.

@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/testenv"
 )
 
@@ -140,7 +141,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	began := time.Now()
 	dsn, pool := testenv.MySQL(t)
 	rdb, prefix := testenv.Redis(t)
-	id := common.RandomToken(3)
+	id := config.RandomToken(3)
 	c := &clusterEnv{
 		t:      t,
 		bin:    bin,
@@ -149,7 +150,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		db:     pool,
 		rdb:    rdb,
 		keys:   common.NewKeys(prefix),
-		token:  common.RandomToken(24),
+		token:  config.RandomToken(24),
 		domain: "apps.io",
 		procs:  map[string]*clusterProc{},
 		client: &http.Client{Timeout: 10 * time.Second},

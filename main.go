@@ -16,7 +16,7 @@ import (
 
 	"github.com/dinp/dinp/agent"
 	"github.com/dinp/dinp/builder"
-	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/dash"
 	"github.com/dinp/dinp/dash/cli"
 	"github.com/dinp/dinp/hm"
@@ -66,14 +66,14 @@ type runner interface {
 // componentCommand builds `dinp <name>`: shared flags, the component's own
 // flags, DINP_* environment and --config file, then New and Run until SIGINT
 // or SIGTERM.
-func componentCommand(name, short string, base *common.Base, addFlags func(*pflag.FlagSet), start func() (runner, error)) *cobra.Command {
+func componentCommand(name, short string, base *config.Base, addFlags func(*pflag.FlagSet), start func() (runner, error)) *cobra.Command {
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := common.LoadFlags(cmd.Flags(), configFile); err != nil {
+			if err := config.LoadFlags(cmd.Flags(), configFile); err != nil {
 				return err
 			}
 			r, err := start()

@@ -15,6 +15,7 @@ import (
 	"github.com/dinp/dinp/agent"
 	"github.com/dinp/dinp/builder"
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
 	"github.com/dinp/dinp/dash"
 	"github.com/dinp/dinp/hm"
@@ -26,7 +27,7 @@ import (
 // upConfig is every component's configuration for `dinp up`, which runs them
 // all in one process on one machine.
 type upConfig struct {
-	base     common.Base
+	base     config.Base
 	registry registry.Config
 	builder  builder.Config
 	server   server.Config
@@ -38,7 +39,7 @@ type upConfig struct {
 
 func newUpCommand() *cobra.Command {
 	c := upConfig{
-		base:     common.DefaultBase(),
+		base:     config.DefaultBase(),
 		registry: registry.DefaultConfig(),
 		builder:  builder.DefaultConfig(),
 		server:   server.DefaultConfig(),
@@ -53,7 +54,7 @@ func newUpCommand() *cobra.Command {
 		Short: "Run every component in one process (one machine, development)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := common.LoadFlags(cmd.Flags(), configFile); err != nil {
+			if err := config.LoadFlags(cmd.Flags(), configFile); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -89,7 +90,7 @@ func runUp(ctx context.Context, c upConfig) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	if c.base.ClusterToken == "" {
-		tok, err := common.EnsureSecret(filepath.Join(c.base.DataDir, "cluster-token"))
+		tok, err := config.EnsureSecret(filepath.Join(c.base.DataDir, "cluster-token"))
 		if err != nil {
 			return fmt.Errorf("cluster token: %w", err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 )
@@ -128,7 +129,7 @@ func New(cfg Config) (*Agent, error) {
 		a.srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	}
 	if cfg.ShipLogs {
-		a.rdb = cfg.NewRedis()
+		a.rdb = redisx.New(cfg.Base)
 		a.logs = newLogShipper(a.docker, a.rdb, cfg.Keys(), cfg.NodeID, a.log, cfg.Now())
 	}
 	return a, nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/spf13/pflag"
 )
 
@@ -42,7 +43,7 @@ const (
 
 // Config holds the settings of one agent.
 type Config struct {
-	common.Base
+	config.Base
 
 	// NodeID names this node; every container the agent owns is labelled
 	// dinp.node=NodeID, so several agents can share one engine.
@@ -119,7 +120,7 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Base:            common.DefaultBase(),
+		Base:            config.DefaultBase(),
 		NodeID:          host,
 		AdvertiseAddr:   DefaultAdvertiseAddr,
 		ServerURL:       DefaultServerURL,
@@ -234,7 +235,7 @@ func (c *Config) validate() ([]string, error) {
 		if file == "" {
 			file = filepath.Join(c.DataDir, "node-"+c.NodeID+".secret")
 		}
-		secret, err := common.EnsureSecret(file)
+		secret, err := config.EnsureSecret(file)
 		if err != nil {
 			return nil, fmt.Errorf("agent config: node secret %s: %w", file, err)
 		}

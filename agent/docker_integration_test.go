@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/testenv"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -152,7 +153,7 @@ func startAgent(t *testing.T, cfg Config) (a *Agent, stop func()) {
 func TestDockerIntegration(t *testing.T) {
 	dc := dockerOrSkip(t)
 	rdb, prefix := testenv.Redis(t)
-	node := "itest-" + common.RandomToken(4)
+	node := "itest-" + config.RandomToken(4)
 	ref := "dinp-agent-test/" + node + ":latest"
 	buildTestImage(t, dc, ref)
 	t.Cleanup(func() {
@@ -162,7 +163,7 @@ func TestDockerIntegration(t *testing.T) {
 	})
 
 	server, url := startFakeServer(t, testToken)
-	as := common.Assignment{Instance: "e2e" + common.RandomToken(6), App: "hello", Release: 1, Index: 0, Image: ref,
+	as := common.Assignment{Instance: "e2e" + config.RandomToken(6), App: "hello", Release: 1, Index: 0, Image: ref,
 		MemoryMB: 64, CPUShares: 256, Port: 8080, Env: map[string]string{"GREETING": "hi"}}
 	server.set(200, true, as)
 
@@ -344,7 +345,7 @@ func countLogLines(t *testing.T, rdb *redis.Client, stream, line string) int {
 func TestDockerExitsShipped(t *testing.T) {
 	dc := dockerOrSkip(t)
 	rdb, prefix := testenv.Redis(t)
-	node := "itest-" + common.RandomToken(4)
+	node := "itest-" + config.RandomToken(4)
 	ref := "dinp-agent-test/" + node + ":latest"
 	buildTestImage(t, dc, ref)
 	t.Cleanup(func() {
@@ -353,10 +354,10 @@ func TestDockerExitsShipped(t *testing.T) {
 		}
 	})
 	server, url := startFakeServer(t, testToken)
-	marker := "boom-" + common.RandomToken(4)
-	crash := common.Assignment{Instance: "cr" + common.RandomToken(6), App: "crashy", Release: 1, Index: 0, Image: ref,
+	marker := "boom-" + config.RandomToken(4)
+	crash := common.Assignment{Instance: "cr" + config.RandomToken(6), App: "crashy", Release: 1, Index: 0, Image: ref,
 		MemoryMB: 64, CPUShares: 256, Port: 8080, Env: map[string]string{"CRASH_WITH": marker}}
-	oom := common.Assignment{Instance: "om" + common.RandomToken(6), App: "hungry", Release: 1, Index: 0, Image: ref,
+	oom := common.Assignment{Instance: "om" + config.RandomToken(6), App: "hungry", Release: 1, Index: 0, Image: ref,
 		MemoryMB: 32, CPUShares: 256, Port: 8080, Env: map[string]string{"EAT_MEMORY": "1"}}
 	server.set(200, true, crash, oom)
 

@@ -14,6 +14,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
@@ -240,7 +241,7 @@ func (s *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if common.BearerToken(r) != s.token {
+	if httpapi.BearerToken(r) != s.token {
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,15 +14,15 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/docker/docker/api/types/container"
 	"github.com/redis/go-redis/v9"
 )
 
-// Log stream limits: the stream is capped (approximately) and a line longer
-// than maxLineBytes is cut, so one noisy app cannot fill Redis.
+// A line longer than maxLineBytes is cut (and the stream is capped at
+// common.LogStreamMaxLen), so one noisy app cannot fill Redis.
 const (
-	logStreamMaxLen = 10000
-	maxLineBytes    = 16 << 10
+	maxLineBytes = 16 << 10
 	// logDrainTimeout bounds how long removing a container waits for its
 	// output to be shipped.
 	logDrainTimeout = 10 * time.Second
@@ -298,11 +297,8 @@ func (s *logShipper) ship(ctx context.Context, c common.Container, stream string
 // append adds e to app's stream; with also, more commands go in the same
 // round trip (the container's cursor moves with its line).
 func (s *logShipper) append(ctx context.Context, app string, e common.LogEntry, also func(redis.Pipeliner)) {
-	raw, _ := json.Marshal(e)
 	pipe := s.rdb.Pipeline()
-	pipe.XAdd(ctx, &redis.XAddArgs{
-		Stream: s.keys.Logs(app), MaxLen: logStreamMaxLen, Approx: true, Values: map[string]any{"e": raw},
-	})
+	redisx.AppendLog(ctx, pipe, s.keys, app, e)
 	if also != nil {
 		also(pipe)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/testenv"
 )
 
@@ -116,10 +117,10 @@ func buildProberImage(t *testing.T, dc *client.Client, ref string) {
 // private cgroup namespace, capped log).
 func TestTenantNetworkIsolation(t *testing.T) {
 	dc := dockerOrSkip(t)
-	node := "netiso-" + common.RandomToken(4)
+	node := "netiso-" + config.RandomToken(4)
 	ref := "dinp-agent-test/" + node + ":latest"
 	buildProberImage(t, dc, ref)
-	appA, appB := "tenant-a-"+common.RandomToken(3), "tenant-b-"+common.RandomToken(3)
+	appA, appB := "tenant-a-"+config.RandomToken(3), "tenant-b-"+config.RandomToken(3)
 	t.Cleanup(func() {
 		for _, c := range nodeContainers(t, dc, node) {
 			_ = dc.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
@@ -148,7 +149,7 @@ func TestTenantNetworkIsolation(t *testing.T) {
 
 	server, srvURL := startFakeServer(t, testToken)
 	mk := func(app string) common.Assignment {
-		return common.Assignment{Instance: "n" + common.RandomToken(6), App: app, Release: 1, Image: ref, MemoryMB: 64, Port: 8080}
+		return common.Assignment{Instance: "n" + config.RandomToken(6), App: app, Release: 1, Image: ref, MemoryMB: 64, Port: 8080}
 	}
 	asA, asA2, asB := mk(appA), mk(appA), mk(appB)
 	asA2.Index = 1

@@ -3,7 +3,7 @@ package agent
 import (
 	"net/http"
 
-	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,7 +41,7 @@ func newMetrics() *metrics {
 
 // handler serves GET /health (200 with the agent's Status) and GET /metrics.
 func (a *Agent) handler() http.Handler {
-	r := common.NewEngine()
+	r := httpapi.NewEngine()
 	r.GET("/health", func(c *gin.Context) { c.JSON(http.StatusOK, a.Status()) })
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{})))
 	return r

@@ -34,12 +34,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/redisx"
 )
 
 // Config holds the builder's settings.
 type Config struct {
-	common.Base
+	config.Base
 
 	// Addr is the listen address of the builder API.
 	Addr string
@@ -76,7 +78,7 @@ type Config struct {
 // DefaultConfig returns settings that work on one machine.
 func DefaultConfig() Config {
 	return Config{
-		Base:             common.DefaultBase(),
+		Base:             config.DefaultBase(),
 		Addr:             "127.0.0.1:7788",
 		RegistryAddr:     "127.0.0.1:5000",
 		RegistryUser:     "dinp",
@@ -113,15 +115,12 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // dockerCleanupTimeout bounds removing a local build image.
 const dockerCleanupTimeout = 30 * time.Second
 
-// logStreamMaxLen caps an app's log stream (approximately).
-const logStreamMaxLen = 10000
-
 // Build statuses in the builds table.
 const (
-	StatusQueued    = "queued"
-	StatusBuilding  = "building"
-	StatusSucceeded = "succeeded"
-	StatusFailed    = "failed"
+	StatusQueued    = common.BuildQueued
+	StatusBuilding  = common.BuildBuilding
+	StatusSucceeded = common.BuildSucceeded
+	StatusFailed    = common.BuildFailed
 )
 
 // Builder builds app images. Its methods are safe for concurrent use.
@@ -203,7 +202,7 @@ func New(cfg Config) (*Builder, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		db:        pool,
-		rdb:       cfg.NewRedis(), // connects lazily; log lines are best effort
+		rdb:       redisx.New(cfg.Base), // connects lazily; log lines are best effort
 		slots:     newSlots(cfg.Concurrency),
 		logs:      map[int64]*buildLog{},
 		stackImgs: map[string]v1.Image{}, stacksPushed: map[string]bool{},
@@ -486,7 +485,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 
 	// The tag is unguessable: images are named by digest everywhere, and
 	// nobody should find another build's image by counting.
-	ref := fmt.Sprintf("%s/%s:build-%d-%s", b.cfg.RegistryAddr, res.App, res.ID, common.RandomToken(8))
+	ref := fmt.Sprintf("%s/%s:build-%d-%s", b.cfg.RegistryAddr, res.App, res.ID, config.RandomToken(8))
 	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
 	// Once something is pushed, a failure after it (or a cancelled build)
 	// must not leave the image behind: delete it by digest.
@@ -727,19 +726,10 @@ func (b *Builder) Get(ctx context.Context, id int64) (common.Build, error) {
 // appendLog adds a build line to the app's log stream. Best effort: a Redis
 // outage loses log lines, never a build.
 func (b *Builder) appendLog(app string, build int64, line string) {
-	e, err := json.Marshal(common.LogEntry{Source: "build", Build: build, Line: line, At: b.now().UTC()})
-	if err != nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	err = b.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: b.cfg.Keys().Logs(app),
-		MaxLen: logStreamMaxLen,
-		Approx: true,
-		Values: map[string]any{"e": string(e)},
-	}).Err()
-	if err != nil {
+	e := common.LogEntry{Source: common.LogSourceBuild, Build: build, Line: line, At: b.now().UTC()}
+	if err := redisx.AppendLog(ctx, b.rdb, b.cfg.Keys(), app, e).Err(); err != nil {
 		b.log.Debug("append build log", "app", app, "err", err)
 	}
 }

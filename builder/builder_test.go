@@ -358,7 +358,7 @@ func TestConcurrencyBound(t *testing.T) {
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Build with no free slot = %v, want deadline exceeded", err)
 	}
-	var status string
+	var status common.BuildStatus
 	e.db.QueryRow("SELECT status FROM builds ORDER BY id DESC LIMIT 1").Scan(&status)
 	if status != StatusFailed {
 		t.Errorf("status = %q, want failed", status)

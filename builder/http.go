@@ -9,13 +9,14 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 // routes is the builder API; every route but /health needs the cluster token.
 func (b *Builder) routes() http.Handler {
-	r := common.NewEngine()
+	r := httpapi.NewEngine()
 	r.GET("/health", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
-	v1 := r.Group("/v1", common.RequireToken(b.cfg.ClusterToken))
+	v1 := r.Group("/v1", httpapi.RequireToken(b.cfg.ClusterToken))
 	v1.POST("/builds", b.handleCreate)
 	v1.GET("/builds/:id", b.handleGet)
 	v1.GET("/builds/:id/log", b.handleLog)
@@ -29,11 +30,11 @@ func (b *Builder) routes() http.Handler {
 func (b *Builder) handleCreate(c *gin.Context) {
 	app := c.Query("app")
 	if app == "" {
-		common.WriteError(c, common.Errf(http.StatusBadRequest, "invalid_app", "query parameter app is required"))
+		httpapi.WriteError(c, common.Errf(http.StatusBadRequest, "invalid_app", "query parameter app is required"))
 		return
 	}
 	if c.Request.ContentLength > b.cfg.MaxUploadBytes {
-		common.WriteError(c, common.Errf(http.StatusRequestEntityTooLarge, CodeTooLarge, "upload is too large"))
+		httpapi.WriteError(c, common.Errf(http.StatusRequestEntityTooLarge, CodeTooLarge, "upload is too large"))
 		return
 	}
 	res, err := b.Build(c.Request.Context(), app, c.Query("created_by"), c.Request.Body)
@@ -47,7 +48,7 @@ func (b *Builder) handleCreate(c *gin.Context) {
 func (b *Builder) handleGet(c *gin.Context) {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil || id <= 0 {
-		common.WriteError(c, common.Errf(http.StatusNotFound, "not_found", "no such build"))
+		httpapi.WriteError(c, common.Errf(http.StatusNotFound, "not_found", "no such build"))
 		return
 	}
 	res, err := b.Get(c.Request.Context(), id)
@@ -68,5 +69,5 @@ func (b *Builder) writeError(c *gin.Context, err error) {
 			err = common.Errf(http.StatusServiceUnavailable, "unavailable", db.UnavailableMessage())
 		}
 	}
-	common.WriteError(c, err)
+	httpapi.WriteError(c, err)
 }

@@ -2,7 +2,6 @@ package builder
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 // buildLog holds the lines of a build running on this builder, so they can
@@ -81,7 +81,7 @@ var logPollInterval = 500 * time.Millisecond
 func (b *Builder) handleLog(c *gin.Context) {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil || id <= 0 {
-		common.WriteError(c, common.Errf(http.StatusNotFound, "not_found", "no such build"))
+		httpapi.WriteError(c, common.Errf(http.StatusNotFound, "not_found", "no such build"))
 		return
 	}
 	follow := c.Query("follow") == "1" || c.Query("follow") == "true"
@@ -169,12 +169,8 @@ func (b *Builder) streamLines(ctx context.Context, app string, build int64, afte
 	var out []string
 	for _, m := range msgs {
 		after = m.ID
-		raw, ok := m.Values["e"].(string)
-		if !ok {
-			continue
-		}
-		var e common.LogEntry
-		if json.Unmarshal([]byte(raw), &e) != nil || e.Source != "build" || e.Build != build {
+		e, ok := common.DecodeLogEntry(m.Values)
+		if !ok || e.Source != common.LogSourceBuild || e.Build != build {
 			continue
 		}
 		out = append(out, e.Line)

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 // Rebuild re-releases an earlier build's app on the newest version of its
@@ -142,7 +143,7 @@ func (b *Builder) rebase(ctx context.Context, image string, res *common.Build, l
 func (b *Builder) handleRebuild(c *gin.Context) {
 	from, err := strconv.ParseInt(c.Query("build"), 10, 64)
 	if err != nil || from <= 0 || !common.ValidAppName(c.Query("app")) {
-		common.WriteError(c, common.Errf(http.StatusBadRequest, "invalid_request", "query parameters app and build (a build id) are required"))
+		httpapi.WriteError(c, common.Errf(http.StatusBadRequest, "invalid_request", "query parameters app and build (a build id) are required"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 30*time.Minute)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/dinp/dinp/common"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -96,7 +97,7 @@ func TestRebuildMovesToNewestStack(t *testing.T) {
 	if lab1["dinp.stack.version"] != "20000101.000000" || lab2["dinp.stack.version"] != "20000102.000000" {
 		t.Errorf("stack versions %v → %v", lab1, lab2)
 	}
-	var status string
+	var status common.BuildStatus
 	e.db.QueryRow("SELECT status FROM builds WHERE id = ?", second.ID).Scan(&status)
 	if status != StatusSucceeded {
 		t.Errorf("rebuild recorded as %q", status)

@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 // StackInfo describes a stack as `dinp builder stacks` lists it.
@@ -273,7 +274,7 @@ func (b *Builder) handleStacks(c *gin.Context) {
 	}
 	// Partial information beats none: the entries carry their own errors.
 	if stacks == nil {
-		common.WriteError(c, err)
+		httpapi.WriteError(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"stacks": stacks})

@@ -310,7 +310,8 @@ func TestCancelledBuildsLeaveNothing(t *testing.T) {
 		if pushedRef == "" {
 			t.Fatal("push hook not called")
 		}
-		var status, image string
+		var status common.BuildStatus
+		var image string
 		e.db.QueryRow("SELECT status, image FROM builds ORDER BY id DESC LIMIT 1").Scan(&status, &image)
 		if status != StatusFailed || image != "" {
 			t.Errorf("build row = %q %q, want failed without image", status, image)

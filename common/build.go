@@ -5,7 +5,7 @@ package common
 type Build struct {
 	ID         int64  `json:"id"`
 	App        string `json:"app"`
-	Status     string `json:"status"`
+	Status     BuildStatus `json:"status"`
 	Stack      string `json:"stack"`
 	Image      string `json:"image"`
 	Digest     string `json:"digest"`

@@ -52,7 +52,7 @@ func (k Keys) HealthEvents() string { return k.p("health:events") }
 // desired state (the app name), so the leader reconciles at once.
 func (k Keys) DesiredChanged() string { return k.p("desired:changed") }
 
-// Logs is the capped stream of an app's log lines (JSON LogEntry in field "e").
+// Logs is the capped stream of an app's log lines (LogEntry.Fields, DecodeLogEntry).
 func (k Keys) Logs(app string) string { return k.p("logs:" + app) }
 
 // LogCursors is a hash per node: container id → the Docker timestamp of the

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 var (
@@ -271,7 +272,7 @@ func (d *Dash) failLogin(c *gin.Context, err error) {
 
 // logout revokes the token (or session) the request came with.
 func (d *Dash) logout(c *gin.Context) {
-	tok := common.BearerToken(c.Request)
+	tok := httpapi.BearerToken(c.Request)
 	if s, ok := c.Get(sessionKey); ok {
 		tok = s.(string)
 	}
@@ -542,7 +543,7 @@ func (d *Dash) newPassword(c *gin.Context, u User, password string) error {
 	if err := d.setUserPassword(c.Request.Context(), u, password); err != nil {
 		return err
 	}
-	keep := common.BearerToken(c.Request)
+	keep := httpapi.BearerToken(c.Request)
 	if s, ok := c.Get(sessionKey); ok {
 		keep = s.(string)
 	}

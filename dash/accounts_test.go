@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 // login posts a password and returns the token (or "" and the error code).
@@ -232,7 +233,7 @@ func apiRouteList(t *testing.T) gin.RoutesInfo {
 		t.Fatal(err)
 	}
 	d.ln.Close()
-	r := common.NewEngine()
+	r := httpapi.NewEngine()
 	d.apiRoutes(r)
 	return r.Routes()
 }

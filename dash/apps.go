@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -273,7 +274,7 @@ func (d *Dash) health(ctx context.Context, rows []instanceRow) []string {
 	}
 	hctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	known, err := common.ReadHealth(hctx, d.rdb, d.keys, ids)
+	known, err := redisx.ReadHealth(hctx, d.rdb, d.keys, ids)
 	if err != nil {
 		d.log.Debug("read health", "err", err)
 		return out

@@ -12,7 +12,9 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 // TokenPrefix starts every dash API token, so a leaked token is recognisable
@@ -41,7 +43,7 @@ const (
 
 // newToken returns a fresh API token and the hash stored for it.
 func newToken() (token, hash string) {
-	token = TokenPrefix + common.RandomToken(32)
+	token = TokenPrefix + config.RandomToken(32)
 	return token, hashToken(token)
 }
 
@@ -69,7 +71,7 @@ const (
 // session cookie (then unsafe methods need the CSRF header), and stores the
 // user in the context.
 func (d *Dash) authenticate(c *gin.Context) {
-	tok := common.BearerToken(c.Request)
+	tok := httpapi.BearerToken(c.Request)
 	viaCookie := false
 	if tok == "" {
 		if ck, err := c.Cookie(SessionCookie); err == nil {
@@ -119,7 +121,7 @@ func currentUser(c *gin.Context) User {
 // requireAdmin lets only admins through.
 func requireAdmin(c *gin.Context) {
 	if !currentUser(c).IsAdmin {
-		common.WriteError(c, common.Errf(http.StatusForbidden, "forbidden", "only admins may do this"))
+		httpapi.WriteError(c, common.Errf(http.StatusForbidden, "forbidden", "only admins may do this"))
 		return
 	}
 	c.Next()
@@ -152,5 +154,5 @@ func (d *Dash) fail(c *gin.Context, err error) {
 	if ae.Status >= 500 {
 		d.log.Error("request failed", "method", c.Request.Method, "path", c.FullPath(), "err", err)
 	}
-	common.WriteError(c, ae)
+	httpapi.WriteError(c, ae)
 }

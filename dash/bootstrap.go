@@ -9,9 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dinp/dinp/common/config"
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/dinp/dinp/common"
 )
 
 // AdminFile is the content of <DataDir>/admin.json: the first admin's
@@ -65,7 +64,7 @@ func (d *Dash) bootstrap(ctx context.Context) error {
 
 	password := d.cfg.AdminPassword
 	if password == "" {
-		password = common.RandomToken(12)
+		password = config.RandomToken(12)
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	if err != nil {

@@ -8,14 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dinp/dinp/common/config"
 	"github.com/spf13/pflag"
-
-	"github.com/dinp/dinp/common"
 )
 
 // Config holds dash's settings.
 type Config struct {
-	Base common.Base
+	Base config.Base
 	// Addr is the listen address of the web UI and the /api/v1 JSON API.
 	Addr string
 	// BuilderURL is the base URL of the builder HTTP API.
@@ -47,7 +46,7 @@ type Config struct {
 // DefaultConfig returns settings for one machine with everything on 127.0.0.1.
 func DefaultConfig() Config {
 	return Config{
-		Base:              common.DefaultBase(),
+		Base:              config.DefaultBase(),
 		Addr:              "127.0.0.1:8000",
 		BuilderURL:        "http://127.0.0.1:7788",
 		AdminUser:         "admin",

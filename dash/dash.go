@@ -21,6 +21,8 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/httpapi"
+	"github.com/dinp/dinp/common/redisx"
 )
 
 // Dash is the dashboard and public API server.
@@ -69,7 +71,7 @@ func New(cfg Config) (*Dash, error) {
 		log:     log,
 		ln:      ln,
 		keys:    cfg.Base.Keys(),
-		rdb:     cfg.Base.NewRedis(),
+		rdb:     redisx.New(cfg.Base),
 		builder: newBuilderClient(cfg.BuilderURL, cfg.Base.ClusterToken),
 
 		pages:     pages,
@@ -128,9 +130,9 @@ func (d *Dash) Run(ctx context.Context) error {
 
 	// Log follows read Redis through a client of their own: however many
 	// are open, API requests keep their connections.
-	opts := common.RedisOptions(d.cfg.Base)
+	opts := redisx.Options(d.cfg.Base)
 	opts.PoolSize, opts.ContextTimeoutEnabled = 512, true
-	followRdb := common.NewRedisClient(d.cfg.Base, opts)
+	followRdb := redisx.NewClient(d.cfg.Base, opts)
 	defer followRdb.Close()
 	d.hub = newLogHub(ctx, followRdb, d.log, d.cfg.MaxFollowsPerUser)
 	defer d.hub.stop()
@@ -190,7 +192,7 @@ func (d *Dash) connect(ctx context.Context) (*sql.DB, error) {
 
 // handler builds the HTTP routes.
 func (d *Dash) handler() http.Handler {
-	r := common.NewEngine()
+	r := httpapi.NewEngine()
 	d.apiRoutes(r)
 	d.webRoutes(r)
 	return r

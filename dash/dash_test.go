@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
 	"github.com/dinp/dinp/common/testenv"
 )
 
@@ -49,7 +50,7 @@ func newFakeBuilder(t *testing.T) *fakeBuilder {
 }
 
 func (fb *fakeBuilder) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost && r.URL.Path == "/v1/rebuilds" && common.BearerToken(r) == clusterToken {
+	if r.Method == http.MethodPost && r.URL.Path == "/v1/rebuilds" && httpapi.BearerToken(r) == clusterToken {
 		fb.serveRebuild(w, r)
 		return
 	}
@@ -57,7 +58,7 @@ func (fb *fakeBuilder) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if common.BearerToken(r) != clusterToken {
+	if httpapi.BearerToken(r) != clusterToken {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}

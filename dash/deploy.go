@@ -71,7 +71,7 @@ func (b *builderClient) build(r *http.Request, app, by string, body io.Reader, s
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return common.Build{}, fmt.Errorf("builder: decode build: %w", err)
 	}
-	if out.Image == "" || (out.Status != "" && out.Status != "succeeded") {
+	if out.Image == "" || (out.Status != "" && out.Status != common.BuildSucceeded) {
 		return common.Build{}, fmt.Errorf("builder: build %d is %q with image %q", out.ID, out.Status, out.Image)
 	}
 	return out, nil

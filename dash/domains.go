@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
 )
 
@@ -142,7 +143,7 @@ func (d *Dash) bindDomain(ctx context.Context, a appRow, u User, name string) (D
 	dom := Domain{Name: name, App: a.Name, Verified: u.IsAdmin}
 	token := ""
 	if !u.IsAdmin {
-		token = common.RandomToken(16)
+		token = config.RandomToken(16)
 		dom.Challenge = challengeFor(name, token)
 	}
 	msg := "domain " + name + " bound by " + u.Name

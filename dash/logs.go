@@ -121,12 +121,8 @@ func formatLogLine(e common.LogEntry) string {
 func decodeEntries(msgs []redis.XMessage, f logFilter) []common.LogEntry {
 	out := make([]common.LogEntry, 0, len(msgs))
 	for _, m := range msgs {
-		raw, ok := m.Values["e"].(string)
-		if !ok {
-			continue
-		}
-		var e common.LogEntry
-		if json.Unmarshal([]byte(raw), &e) != nil || !f.match(e) {
+		e, ok := common.DecodeLogEntry(m.Values)
+		if !ok || !f.match(e) {
 			continue
 		}
 		out = append(out, e)
@@ -190,7 +186,7 @@ func (d *Dash) appLogs(c *gin.Context) {
 		n = v
 	}
 	f := logFilter{Source: c.Query("source"), Since: d.appSince(c.Request.Context(), a.ID)}
-	if f.Source != "" && f.Source != "app" && f.Source != "build" && f.Source != "platform" {
+	if f.Source != "" && f.Source != common.LogSourceApp && f.Source != common.LogSourceBuild && f.Source != common.LogSourcePlatform {
 		d.fail(c, invalid("invalid_source", "source must be app, build or platform"))
 		return
 	}
@@ -240,21 +236,21 @@ func isTrue(s string) bool { return s == "1" || s == "true" || s == "yes" }
 
 // BuildInfo is one build as the API lists it (from the builds table).
 type BuildInfo struct {
-	ID         int64      `json:"id"`
-	App        string     `json:"app"`
-	Status     string     `json:"status"`
-	Stack      string     `json:"stack"`
-	Image      string     `json:"image"`
-	SizeBytes  int64      `json:"size_bytes"`
-	Error      string     `json:"error,omitempty"`
-	CreatedBy  string     `json:"created_by"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at"`
-	DurationMS int64      `json:"duration_ms"`
+	ID         int64              `json:"id"`
+	App        string             `json:"app"`
+	Status     common.BuildStatus `json:"status"`
+	Stack      string             `json:"stack"`
+	Image      string             `json:"image"`
+	SizeBytes  int64              `json:"size_bytes"`
+	Error      string             `json:"error,omitempty"`
+	CreatedBy  string             `json:"created_by"`
+	CreatedAt  time.Time          `json:"created_at"`
+	StartedAt  *time.Time         `json:"started_at"`
+	FinishedAt *time.Time         `json:"finished_at"`
+	DurationMS int64              `json:"duration_ms"`
 }
 
-func (b BuildInfo) finished() bool { return b.Status == "succeeded" || b.Status == "failed" }
+func (b BuildInfo) finished() bool { return b.Status.Finished() }
 
 func (d *Dash) listBuilds(c *gin.Context) {
 	bs, err := d.store.builds(c.Request.Context(), appOf(c), listLimit)
@@ -300,7 +296,7 @@ func (d *Dash) buildLog(c *gin.Context) {
 	if d.proxyBuildLog(c, b.ID, follow) {
 		return
 	}
-	f := logFilter{Source: "build", Build: b.ID}
+	f := logFilter{Source: common.LogSourceBuild, Build: b.ID}
 	var sub *logSub
 	if follow && !b.finished() {
 		var err error

@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -79,13 +80,13 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 	var mine []instanceRow
 	ids := []string{}
 	for _, r := range rows {
-		if r.Release == version && r.State != "stopping" {
+		if r.Release == version && r.State != common.InstanceStopping {
 			mine = append(mine, r)
 			ids = append(ids, r.ID)
 		}
 	}
 	hctx, cancel := context.WithTimeout(ctx, time.Second)
-	health, err := common.ReadHealth(hctx, d.rdb, d.keys, ids)
+	health, err := redisx.ReadHealth(hctx, d.rdb, d.keys, ids)
 	cancel()
 	if err != nil {
 		health = map[string]common.HealthStatus{} // unknown: nothing is judged healthy or failed by hm
@@ -110,7 +111,7 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 	case len(mine) > 0 && broken == len(mine):
 		st.State, st.Reason, st.Instance = ReleaseFailed, fmt.Sprintf("release v%d cannot become healthy: every instance failed (%s)", version, why), first
 		lctx, cancel := context.WithTimeout(ctx, time.Second)
-		st.Lines, _ = common.InstanceTail(lctx, d.rdb, d.keys, a.Name, first, common.EvidenceLines, 2000)
+		st.Lines, _ = redisx.InstanceTail(lctx, d.rdb, d.keys, a.Name, first, common.EvidenceLines, 2000)
 		cancel()
 	}
 	return st, nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
 	"github.com/dinp/dinp/dash/api"
 )
@@ -68,7 +69,7 @@ type instanceRow struct {
 	Node      string
 	Address   string
 	HostPort  int
-	State     string
+	State     common.InstanceState
 	Restarts  int
 	Error     string
 	StartedAt *time.Time
@@ -201,7 +202,7 @@ func (s *store) personalTeam(ctx context.Context, u User) (id int64, team string
 				return fmt.Errorf("read personal team: %w", err)
 			}
 		}
-		for _, cand := range []string{u.Name, u.Name + "-personal", u.Name + "-" + common.RandomToken(3)} {
+		for _, cand := range []string{u.Name, u.Name + "-personal", u.Name + "-" + config.RandomToken(3)} {
 			if len(cand) > 64 {
 				continue
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/dash/web"
 )
 
@@ -297,7 +298,7 @@ type loginData struct{ Next, User string }
 func (d *Dash) webLoginPage(c *gin.Context) {
 	tok, err := c.Cookie(loginCSRFCookie)
 	if err != nil || len(tok) < 32 {
-		tok = common.RandomToken(16)
+		tok = config.RandomToken(16)
 		d.setCookie(c, loginCSRFCookie, tok, 3600)
 	}
 	d.render(c, http.StatusOK, "login", page{Title: "Log in", CSRF: tok, Data: loginData{Next: c.Query("next")}})

@@ -7,14 +7,13 @@ import (
 	"net"
 	"time"
 
+	"github.com/dinp/dinp/common/config"
 	"github.com/spf13/pflag"
-
-	"github.com/dinp/dinp/common"
 )
 
 // Config holds the health monitor's settings.
 type Config struct {
-	common.Base
+	config.Base
 
 	// StatusAddr serves /health and /metrics.
 	StatusAddr string
@@ -42,7 +41,7 @@ type Config struct {
 // DefaultConfig returns settings for one machine with everything on 127.0.0.1.
 func DefaultConfig() Config {
 	return Config{
-		Base:            common.DefaultBase(),
+		Base:            config.DefaultBase(),
 		StatusAddr:      "127.0.0.1:8083",
 		Workers:         1024,
 		RefreshInterval: 2 * time.Second,

@@ -27,6 +27,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/httpapi"
+	"github.com/dinp/dinp/common/redisx"
 )
 
 // redisTimeout bounds one Redis round trip.
@@ -64,7 +66,7 @@ type HM struct {
 	routeTarget map[string]map[string]target
 	lastMembers []string
 	lastScan    time.Time
-	epoch       string // store epoch of the last refresh (common.StoreEpoch)
+	epoch       string // store epoch of the last refresh (redisx.StoreEpoch)
 	rewrite     bool   // the epoch changed: every verdict must be written again
 }
 
@@ -127,10 +129,10 @@ func New(cfg Config) (*HM, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.StatusAddr, err)
 	}
 	h.statusLn = ln
-	opts := common.RedisOptions(cfg.Base)
+	opts := redisx.Options(cfg.Base)
 	opts.PoolSize = max(10, cfg.Workers/8) // health writes come from the workers
-	h.rdb = common.NewRedisClient(cfg.Base, opts)
-	g := common.NewEngine()
+	h.rdb = redisx.NewClient(cfg.Base, opts)
+	g := httpapi.NewEngine()
 	g.GET("/health", func(c *gin.Context) {
 		if !h.routesOK.Load() {
 			c.String(http.StatusServiceUnavailable, "routes not read yet\n")
@@ -209,7 +211,7 @@ func (h *HM) Run(ctx context.Context) error {
 // reconnects the channel itself, and the periodic refresh covers anything
 // missed meanwhile.
 func (h *HM) subscribeLoop(ctx context.Context) {
-	common.PokeOnMessage(ctx, h.rdb, h.poke, h.keys.RoutesChanged())
+	redisx.PokeOnMessage(ctx, h.rdb, h.poke, h.keys.RoutesChanged())
 }
 
 func (h *HM) poke() {
@@ -289,7 +291,7 @@ func (h *HM) refreshLoop(ctx context.Context) {
 func (h *HM) refresh(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	ep, err := common.StoreEpoch(rctx, h.rdb, h.keys)
+	ep, err := redisx.StoreEpoch(rctx, h.rdb, h.keys)
 	if err != nil {
 		return err
 	}
@@ -431,7 +433,7 @@ func parseRoute(host, js, domain, node string, log *slog.Logger) map[string]targ
 // readKnown returns the stored statuses of ids (missing or unreadable → absent).
 func (h *HM) readKnown(ctx context.Context, ids []string) map[string]*common.HealthStatus {
 	out := map[string]*common.HealthStatus{}
-	known, err := common.ReadHealth(ctx, h.rdb, h.keys, ids)
+	known, err := redisx.ReadHealth(ctx, h.rdb, h.keys, ids)
 	if err != nil {
 		h.log.Warn("read stored health", "err", err)
 		return out

@@ -32,6 +32,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 
 	// Register the htpasswd access controller and the filesystem storage
 	// driver, which the generated configuration names.
@@ -41,7 +42,7 @@ import (
 
 // Config holds the registry's settings.
 type Config struct {
-	common.Base
+	config.Base
 
 	// Addr is the listen address of the registry API (port 0 picks a free port).
 	Addr string
@@ -80,7 +81,7 @@ type Config struct {
 // DefaultConfig returns settings that work on one machine.
 func DefaultConfig() Config {
 	return Config{
-		Base:            common.DefaultBase(),
+		Base:            config.DefaultBase(),
 		Addr:            "127.0.0.1:5000",
 		Username:        "dinp",
 		ShutdownTimeout: 30 * time.Second,
@@ -334,7 +335,7 @@ func (f clientErrorFilter) Format(e *logrus.Entry) ([]byte, error) {
 // resumable uploads. Without a token a random secret serves one process.
 func httpSecret(token string) string {
 	if token == "" {
-		return common.RandomToken(32)
+		return config.RandomToken(32)
 	}
 	sum := sha256.Sum256([]byte("dinp-registry-http-secret\x00" + token))
 	return hex.EncodeToString(sum[:])

@@ -11,14 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dinp/dinp/common/config"
 	"github.com/spf13/pflag"
-
-	"github.com/dinp/dinp/common"
 )
 
 // Config holds the router's settings.
 type Config struct {
-	common.Base
+	config.Base
 
 	// Addr is where apps are served (80 in production, behind LVS).
 	Addr string
@@ -97,7 +96,7 @@ func (c *Config) trustedPeer(ip string) bool {
 // DefaultConfig returns settings for one machine with everything on 127.0.0.1.
 func DefaultConfig() Config {
 	return Config{
-		Base:               common.DefaultBase(),
+		Base:               config.DefaultBase(),
 		Addr:               "127.0.0.1:8080",
 		StatusAddr:         "127.0.0.1:8082",
 		ResyncInterval:     5 * time.Second,

@@ -23,6 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/router/lb"
 	"github.com/dinp/dinp/router/table"
 )
@@ -503,8 +505,8 @@ func (w *recorder) code() int {
 // newRedis is Base.NewRedis without go-redis's own retries: the sync loops
 // already retry on their own schedule, and a read that fails fast lets the
 // router go on serving its last table without stalling updates.
-func newRedis(b common.Base) *redis.Client {
-	opts := common.RedisOptions(b)
+func newRedis(b config.Base) *redis.Client {
+	opts := redisx.Options(b)
 	opts.MaxRetries = -1
-	return common.NewRedisClient(b, opts)
+	return redisx.NewClient(b, opts)
 }

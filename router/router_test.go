@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/common/testenv"
 )
 
@@ -509,11 +510,11 @@ func TestPartialRoutesAfterDataLoss(t *testing.T) {
 	ctx := context.Background()
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	markComplete := func() {
-		ep, err := common.StoreEpoch(ctx, rdb, keys)
+		ep, err := redisx.StoreEpoch(ctx, rdb, keys)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rdb.Set(ctx, keys.RoutesComplete(), common.EpochMarker(ep), 0)
+		rdb.Set(ctx, keys.RoutesComplete(), redisx.EpochMarker(ep), 0)
 	}
 	writeRoute(t, rdb, keys, "a.apps.io", route("a", 0, be(a.addr(), "ia", true)))
 	writeRoute(t, rdb, keys, "b.apps.io", route("b", 0, be(b.addr(), "ib", true)))

@@ -4,20 +4,19 @@ import (
 	"net/http"
 	"sort"
 
+	"github.com/dinp/dinp/common/httpapi"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/dinp/dinp/common"
 )
 
 // statusHandler serves the status port: /health for keepalived, /metrics for
 // Prometheus and /routes to see what this router serves.
 func (r *Router) statusHandler() http.Handler {
-	g := common.NewEngine()
+	g := httpapi.NewEngine()
 	g.GET("/health", func(c *gin.Context) { r.writeHealth(c.Writer) })
 	g.GET("/metrics", gin.WrapH(promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})))
 	// What every app is and where it runs is for the platform only.
-	g.GET("/routes", common.RequireToken(r.cfg.ClusterToken), r.routesDump)
+	g.GET("/routes", httpapi.RequireToken(r.cfg.ClusterToken), r.routesDump)
 	return g
 }
 

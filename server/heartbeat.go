@@ -21,6 +21,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/httpapi"
 )
 
 // heartbeatTimeout bounds the Redis work of one heartbeat.
@@ -87,7 +89,7 @@ return {1, changed}
 var incomingSeq atomic.Uint64
 
 // incomingTag makes incoming keys unique across processes.
-var incomingTag = common.RandomToken(6)
+var incomingTag = config.RandomToken(6)
 
 // storeBeat stores raw (a stamped heartbeat) as node's report in one
 // pipelined round trip and returns the script's answer (see beatScript)
@@ -215,11 +217,11 @@ func (s *Server) vouch(ctx context.Context, node, secretHash string) (bool, erro
 }
 
 func (s *Server) routes() http.Handler {
-	r := common.NewEngine()
+	r := httpapi.NewEngine()
 	r.GET("/health", func(c *gin.Context) {
 		c.JSON(http.StatusOK, gin.H{"ok": true, "server": s.cfg.ID, "leader": s.IsLeader()})
 	})
-	v1 := r.Group("/v1", common.RequireToken(s.cfg.ClusterToken))
+	v1 := r.Group("/v1", httpapi.RequireToken(s.cfg.ClusterToken))
 	v1.POST("/heartbeat", s.heartbeat)
 	return r
 }
@@ -242,10 +244,10 @@ func (s *Server) heartbeat(c *gin.Context) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			common.WriteError(c, common.Errf(http.StatusRequestEntityTooLarge, "too_large", "heartbeat too large"))
+			httpapi.WriteError(c, common.Errf(http.StatusRequestEntityTooLarge, "too_large", "heartbeat too large"))
 			return
 		}
-		common.WriteError(c, common.Errf(http.StatusBadRequest, "bad_request", "cannot read body"))
+		httpapi.WriteError(c, common.Errf(http.StatusBadRequest, "bad_request", "cannot read body"))
 		return
 	}
 	// Only what the server checks is decoded; the rest (the container list,
@@ -254,21 +256,21 @@ func (s *Server) heartbeat(c *gin.Context) {
 	// platform: one pass checks the syntax and reads node and addr.
 	var hb heartbeatHead
 	if err := hb.read(body); err != nil {
-		common.WriteError(c, common.Errf(http.StatusBadRequest, "bad_json", "heartbeat is not valid: "+err.Error()))
+		httpapi.WriteError(c, common.Errf(http.StatusBadRequest, "bad_json", "heartbeat is not valid: "+err.Error()))
 		return
 	}
 	secret := c.GetHeader(common.HeaderNodeSecret)
 	if len(secret) < minSecretLen {
-		common.WriteError(c, common.Errf(http.StatusForbidden, "node_identity",
+		httpapi.WriteError(c, common.Errf(http.StatusForbidden, "node_identity",
 			"heartbeat needs a node secret of at least 16 characters in "+common.HeaderNodeSecret))
 		return
 	}
 	if !nodeIDRE.MatchString(hb.Node) {
-		common.WriteError(c, common.Errf(http.StatusBadRequest, "bad_node", "node id must be 1-64 of [A-Za-z0-9._-]"))
+		httpapi.WriteError(c, common.Errf(http.StatusBadRequest, "bad_node", "node id must be 1-64 of [A-Za-z0-9._-]"))
 		return
 	}
 	if net.ParseIP(hb.Addr) == nil {
-		common.WriteError(c, common.Errf(http.StatusBadRequest, "bad_addr", "addr must be an IP address"))
+		httpapi.WriteError(c, common.Errf(http.StatusBadRequest, "bad_addr", "addr must be an IP address"))
 		return
 	}
 	// The stored time is when a server received it: agents' clocks may
@@ -294,18 +296,18 @@ func (s *Server) heartbeat(c *gin.Context) {
 			res = []any{int64(0)}
 		} else {
 			s.log.Warn("check node identity", "node", hb.Node, "err", err)
-			common.WriteError(c, errIdentityUnavailable)
+			httpapi.WriteError(c, errIdentityUnavailable)
 			return
 		}
 	}
 	if err != nil || len(res) == 0 || (len(res) < 2 && res[0] != int64(0)) {
 		s.log.Warn("store heartbeat", "node", hb.Node, "err", err)
-		common.WriteError(c, errRedisDown)
+		httpapi.WriteError(c, errRedisDown)
 		return
 	}
 	if ok, _ := res[0].(int64); ok != 1 {
 		s.log.Warn("heartbeat refused: node secret mismatch", "node", hb.Node, "remote", c.ClientIP())
-		common.WriteError(c, common.Errf(http.StatusForbidden, "node_identity",
+		httpapi.WriteError(c, common.Errf(http.StatusForbidden, "node_identity",
 			"node "+hb.Node+" is registered with another secret (an operator resets it: DELETE FROM node_secrets WHERE node = '"+hb.Node+"'; redis-cli HDEL "+s.secretsKey+" "+hb.Node+")"))
 		return
 	}

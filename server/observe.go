@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/server/reconcile"
 )
 
@@ -187,7 +188,7 @@ func (s *Server) attachEvidence(ctx context.Context, d *desired, events []reconc
 		}
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		lines, err := common.InstanceTail(rctx, s.rdb, s.keys, names[app], instance, common.EvidenceLines, 2000)
+		lines, err := redisx.InstanceTail(rctx, s.rdb, s.keys, names[app], instance, common.EvidenceLines, 2000)
 		if err != nil {
 			s.log.Debug("read evidence", "instance", instance, "err", err)
 		}

@@ -13,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/server/reconcile"
 )
 
@@ -43,7 +45,7 @@ type leaderState struct {
 	// or the first good read after Redis was unreachable, or a change of the
 	// store's epoch. Nodes are judged silent only from then on.
 	trustFrom time.Time
-	// epoch is the store epoch (common.StoreEpoch) of the last round.
+	// epoch is the store epoch (redisx.StoreEpoch) of the last round.
 	epoch string
 	// storeDown is set by a failed Redis read, cleared by the next round
 	// whose reads succeed (which restarts trustFrom).
@@ -143,7 +145,7 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		Now: now, Apps: d.apps, Instances: d.instances, Nodes: nodes, Health: health, TrustFrom: st.trustFrom,
 		Domain: s.cfg.Domain, LostAfter: 3 * s.cfg.HeartbeatInterval, DrainPeriod: s.cfg.DrainPeriod,
 		ReserveMB: s.cfg.MemoryReserveMB, StartTimeout: s.cfg.StartTimeout, MaxSurge: s.cfg.MaxSurge,
-		LivenessLimit: s.cfg.LivenessLimit, NewID: func() string { return common.RandomToken(6) },
+		LivenessLimit: s.cfg.LivenessLimit, NewID: func() string { return config.RandomToken(6) },
 	})
 	observed, seen := st.seen.observe(now, d, plan, health)
 
@@ -191,7 +193,7 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		s.log.Error("write routes", "err", err)
 		return
 	}
-	if m := common.EpochMarker(st.epoch); st.completeFor != m {
+	if m := redisx.EpochMarker(st.epoch); st.completeFor != m {
 		// Every wanted route is in the hash for this epoch: routers may
 		// take the hash as the whole table again.
 		if err := s.rdb.Set(ctx, s.keys.RoutesComplete(), m, 0).Err(); err != nil {
@@ -209,7 +211,7 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 // from the hash keeps its last verdict for a while, and what the leader
 // owns in Redis (routes, assignments) is re-read and rewritten this round.
 func (s *Server) checkEpoch(ctx context.Context, st *leaderState, now time.Time) bool {
-	ep, err := common.StoreEpoch(ctx, s.rdb, s.keys)
+	ep, err := redisx.StoreEpoch(ctx, s.rdb, s.keys)
 	if err != nil {
 		if !st.storeDown {
 			s.log.Warn("state store unreachable; skipping rounds, changing nothing", "err", err)

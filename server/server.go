@@ -23,11 +23,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/redisx"
 )
 
 // Config holds the server's settings.
 type Config struct {
-	common.Base
+	config.Base
 	// Addr is the listen address of the heartbeat API.
 	Addr string
 	// HeartbeatInterval is how often agents beat; a node is lost after
@@ -67,7 +69,7 @@ type Config struct {
 // DefaultConfig returns settings for one machine.
 func DefaultConfig() Config {
 	return Config{
-		Base:              common.DefaultBase(),
+		Base:              config.DefaultBase(),
 		Addr:              "127.0.0.1:1980",
 		HeartbeatInterval: 2 * time.Second,
 		ReconcileInterval: time.Second,
@@ -179,14 +181,14 @@ func New(cfg Config) (*Server, error) {
 // connection while Redis idles.
 const heartbeatConns = 128
 
-func newRedis(b common.Base) *redis.Client {
-	opt := common.RedisOptions(b)
+func newRedis(b config.Base) *redis.Client {
+	opt := redisx.Options(b)
 	opt.PoolSize = max(heartbeatConns, 10*runtime.GOMAXPROCS(0))
 	// A heartbeat's Redis work is bounded by its context (heartbeatTimeout):
 	// a stalled Redis answers the agent 503 within a second instead of
 	// holding the handler for the read timeout, once per retry.
 	opt.ContextTimeoutEnabled = true
-	return common.NewRedisClient(b, opt)
+	return redisx.NewClient(b, opt)
 }
 
 // Addr is the bound address of the heartbeat API.
@@ -247,5 +249,5 @@ func (s *Server) trigger() {
 // subscribe turns desired-state and health announcements into rounds.
 // go-redis resubscribes by itself after a connection loss.
 func (s *Server) subscribe(ctx context.Context) {
-	common.PokeOnMessage(ctx, s.rdb, s.trigger, s.keys.DesiredChanged(), s.keys.HealthEvents())
+	redisx.PokeOnMessage(ctx, s.rdb, s.trigger, s.keys.DesiredChanged(), s.keys.HealthEvents())
 }

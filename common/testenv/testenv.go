@@ -18,7 +18,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
 )
 
@@ -59,7 +59,7 @@ func Name(t testing.TB) string {
 	if len(n) > 30 {
 		n = n[:30]
 	}
-	return fmt.Sprintf("t_%s_%s", n, common.RandomToken(4))
+	return fmt.Sprintf("t_%s_%s", n, config.RandomToken(4))
 }
 
 // MySQL creates a fresh database with the dinp schema, dropped at the end of

@@ -40,16 +40,16 @@ type AppSummary struct {
 
 // Instance is one placed instance of an app.
 type Instance struct {
-	ID        string     `json:"id"`
-	Index     int        `json:"index"`
-	Release   int        `json:"release"`
-	Node      string     `json:"node"`
-	Addr      string     `json:"addr"`
-	State     string     `json:"state"`
-	Health    string     `json:"health"` // healthy, unhealthy or unknown
-	Restarts  int        `json:"restarts"`
-	Error     string     `json:"error"`
-	StartedAt *time.Time `json:"started_at"`
+	ID        string               `json:"id"`
+	Index     int                  `json:"index"`
+	Release   int                  `json:"release"`
+	Node      string               `json:"node"`
+	Addr      string               `json:"addr"`
+	State     common.InstanceState `json:"state"`
+	Health    string               `json:"health"` // healthy, unhealthy or unknown
+	Restarts  int                  `json:"restarts"`
+	Error     string               `json:"error"`
+	StartedAt *time.Time           `json:"started_at"`
 	// LastExit is how its last container ended on its own ("exited with
 	// code 1 after 0.2 s", "killed: exceeded its 64 MB memory limit …"),
 	// at LastExitAt; empty when none has.

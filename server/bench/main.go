@@ -30,6 +30,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/server"
 	"github.com/dinp/dinp/server/reconcile"
 )
@@ -233,12 +235,12 @@ func heartbeats(ids []string, fields map[string]any, apps, perApp int, redisAddr
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.RedisAddr = redisAddr
-	cfg.KeyPrefix = "bench-" + common.RandomToken(4)
-	cfg.ClusterToken = common.RandomToken(16)
+	cfg.KeyPrefix = "bench-" + config.RandomToken(4)
+	cfg.ClusterToken = config.RandomToken(16)
 	cfg.MySQLDSN = "bench:bench@tcp(127.0.0.1:1)/none" // never leads: ingest only
 	cfg.Log = common.DiscardLogger()
 	keys := cfg.Keys()
-	rdb := cfg.NewRedis()
+	rdb := redisx.New(cfg.Base)
 	defer rdb.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

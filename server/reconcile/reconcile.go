@@ -19,11 +19,11 @@ import (
 
 // Instance states stored in the instances table.
 const (
-	StatePending  = "pending"  // assigned, not yet reported running
-	StateRunning  = "running"  // a heartbeat reports its container running
-	StateFailed   = "failed"   // exited, dead or could not start; the agent retries
-	StateStopping = "stopping" // out of the route, deleted after the drain period
-	StateLost     = "lost"     // its node stopped beating (rows are deleted instead)
+	StatePending  = common.InstancePending
+	StateRunning  = common.InstanceRunning
+	StateFailed   = common.InstanceFailed
+	StateStopping = common.InstanceStopping
+	StateLost     = common.InstanceLost
 )
 
 // Event kinds recorded in the events table.
@@ -77,7 +77,7 @@ type Instance struct {
 	Release     int
 	Index       int
 	Node        string
-	State       string
+	State       common.InstanceState
 	HostPort    int
 	ContainerID string
 	LocalAddr   string // address on its node (common.Backend.LocalAddr); "" when not reported

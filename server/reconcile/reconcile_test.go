@@ -38,7 +38,7 @@ func running(inst string, port int) common.Container {
 	return common.Container{ID: "c-" + inst, Instance: inst, State: common.StateRunning, HostPort: port}
 }
 
-func inst(id string, release, index int, node, state string) Instance {
+func inst(id string, release, index int, node string, state common.InstanceState) Instance {
 	i := Instance{ID: id, AppID: 1, Release: release, Index: index, Node: node, State: state,
 		CreatedAt: t0.Add(-time.Minute), UpdatedAt: t0.Add(-time.Minute)}
 	if state == StateRunning {
@@ -88,7 +88,7 @@ func seqIDs() func() string {
 func ids(list []Instance) string {
 	var s []string
 	for _, i := range list {
-		s = append(s, i.ID+"@"+i.Node+":"+i.State)
+		s = append(s, i.ID+"@"+i.Node+":"+string(i.State))
 	}
 	return strings.Join(s, ",")
 }

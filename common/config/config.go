@@ -1,8 +1,12 @@
-package common
+// Package config holds the settings every dinp component shares (Base), how
+// commands load flags from the environment and a YAML file, and the
+// platform's random secrets.
+package config
 
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +14,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dinp/dinp/common"
 )
 
 // Base holds the settings shared by most components. Each component's Config
@@ -37,7 +43,7 @@ func DefaultBase() Base {
 		DataDir:   "/var/lib/dinp",
 		MySQLDSN:  "dinp:dinp@tcp(127.0.0.1:3306)/dinp",
 		RedisAddr: "127.0.0.1:6379",
-		KeyPrefix: DefaultKeyPrefix,
+		KeyPrefix: common.DefaultKeyPrefix,
 		Domain:    "apps.io",
 		LogLevel:  "info",
 	}
@@ -59,7 +65,7 @@ func (b *Base) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Keys returns the Redis key set of this installation.
-func (b Base) Keys() Keys { return NewKeys(b.KeyPrefix) }
+func (b Base) Keys() common.Keys { return common.NewKeys(b.KeyPrefix) }
 
 // EnvName is the environment variable that sets flag name: DINP_ + upper snake.
 func EnvName(flag string) string {
@@ -138,4 +144,18 @@ func EnsureSecret(file string) (string, error) {
 		return "", err
 	}
 	return secret, nil
+}
+
+// ValidateRedis checks the Redis settings every component shares.
+func (b Base) ValidateRedis() error {
+	if len(common.SplitList(b.RedisSentinels)) > 0 {
+		if b.RedisMaster == "" {
+			return errors.New("--redis-master is required with --redis-sentinels")
+		}
+		return nil
+	}
+	if b.RedisAddr == "" {
+		return errors.New("redis address is required")
+	}
+	return nil
 }

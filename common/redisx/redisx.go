@@ -1,15 +1,21 @@
-package common
+// Package redisx holds the Redis helpers dinp components share: clients
+// (plain or through Sentinel) that fail fast, the store epoch, health
+// reads, pub/sub pokes and the app log streams. Importing it routes
+// go-redis's own log lines to slog at debug level.
+package redisx
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
 )
 
 // go-redis logs its own pool errors ("failed to dial after 1 attempts") to
@@ -23,17 +29,17 @@ func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	slog.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
-// NewRedis returns a Redis client for the installation's settings. Every
+// New returns a Redis client for the installation's settings. Every
 // component retries on its own schedule and must notice an outage quickly
 // (to keep serving what it knows), so the client fails fast: a short dial
 // timeout and one retry instead of go-redis's default backoff chain.
-func (b Base) NewRedis() *redis.Client {
-	return NewRedisClient(b, RedisOptions(b))
+func New(b config.Base) *redis.Client {
+	return NewClient(b, Options(b))
 }
 
-// RedisOptions returns the options NewRedis uses, for a component that must
-// adjust one of them (pool size, retries) before calling NewRedisClient.
-func RedisOptions(b Base) *redis.Options {
+// Options returns the options New uses, for a component that must
+// adjust one of them (pool size, retries) before calling NewClient.
+func Options(b config.Base) *redis.Options {
 	return &redis.Options{
 		Addr:          b.RedisAddr,
 		Password:      b.RedisPassword,
@@ -44,12 +50,12 @@ func RedisOptions(b Base) *redis.Options {
 	}
 }
 
-// NewRedisClient returns a client with opt's settings: a plain client for
+// NewClient returns a client with opt's settings: a plain client for
 // b.RedisAddr, or, when b names Sentinels, go-redis's failover client,
 // which asks the Sentinels for the current master, follows failovers and
 // resubscribes pub/sub listeners on the new master.
-func NewRedisClient(b Base, opt *redis.Options) *redis.Client {
-	sentinels := SplitList(b.RedisSentinels)
+func NewClient(b config.Base, opt *redis.Options) *redis.Client {
+	sentinels := common.SplitList(b.RedisSentinels)
 	if len(sentinels) == 0 {
 		return redis.NewClient(opt)
 	}
@@ -69,31 +75,6 @@ func NewRedisClient(b Base, opt *redis.Options) *redis.Client {
 	})
 }
 
-// ValidateRedis checks the Redis settings every component shares.
-func (b Base) ValidateRedis() error {
-	if len(SplitList(b.RedisSentinels)) > 0 {
-		if b.RedisMaster == "" {
-			return errors.New("--redis-master is required with --redis-sentinels")
-		}
-		return nil
-	}
-	if b.RedisAddr == "" {
-		return errors.New("redis address is required")
-	}
-	return nil
-}
-
-// SplitList splits a comma-separated setting, dropping blanks.
-func SplitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // StoreEpoch names one life of the Redis data set: the epoch marker key
 // (created by whoever finds it missing) and the serving server's run id.
 // It changes when Redis restarts (even with its data: the run id), fails
@@ -101,9 +82,9 @@ func SplitList(s string) []string {
 // without persistence: the marker). Components that keep state in Redis
 // compare it between reads: a change means "rewrite what you own, and do
 // not judge anything by what is missing yet".
-func StoreEpoch(ctx context.Context, rdb redis.Cmdable, keys Keys) (string, error) {
+func StoreEpoch(ctx context.Context, rdb redis.Cmdable, keys common.Keys) (string, error) {
 	pipe := rdb.Pipeline()
-	pipe.SetNX(ctx, keys.Epoch(), RandomToken(8), 0)
+	pipe.SetNX(ctx, keys.Epoch(), config.RandomToken(8), 0)
 	marker := pipe.Get(ctx, keys.Epoch())
 	info := pipe.Info(ctx, "server")
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -126,10 +107,10 @@ func EpochMarker(epoch string) string {
 	return m
 }
 
-// ReadHealth returns hm's last word on each of ids (from Keys.Health());
+// ReadHealth returns hm's last word on each of ids (from common.Keys.Health());
 // instances hm has not judged are absent from the map.
-func ReadHealth(ctx context.Context, rdb redis.Cmdable, keys Keys, ids []string) (map[string]HealthStatus, error) {
-	out := make(map[string]HealthStatus, len(ids))
+func ReadHealth(ctx context.Context, rdb redis.Cmdable, keys common.Keys, ids []string) (map[string]common.HealthStatus, error) {
+	out := make(map[string]common.HealthStatus, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
@@ -142,7 +123,7 @@ func ReadHealth(ctx context.Context, rdb redis.Cmdable, keys Keys, ids []string)
 		if !ok {
 			continue
 		}
-		var hs HealthStatus
+		var hs common.HealthStatus
 		if json.Unmarshal([]byte(s), &hs) == nil {
 			out[ids[i]] = hs
 		}
