@@ -1065,6 +1065,7 @@ func TestFrontSlowReader(t *testing.T) {
 // does not get the extra bytes read as the answer to the next request.
 func TestFrontUnsolicitedBytes(t *testing.T) {
 	var conns atomic.Int64
+	extraSent := make(chan struct{}, 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -1089,6 +1090,7 @@ func TestFrontUnsolicitedBytes(t *testing.T) {
 					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 					if req.URL.Path == "/extra" {
 						fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforgd")
+						extraSent <- struct{}{}
 					}
 				}
 			}()
@@ -1099,7 +1101,12 @@ func TestFrontUnsolicitedBytes(t *testing.T) {
 	if resp, body := fc.roundTrip("GET", ftReq("GET", "/extra", "extra.apps.io")); resp.StatusCode != 200 || !strings.HasSuffix(body, " /extra") {
 		t.Fatalf("first answer %d %q", resp.StatusCode, body)
 	}
-	time.Sleep(50 * time.Millisecond) // the extra bytes have arrived
+	// Written on loopback: the extra bytes wait in the router's socket.
+	select {
+	case <-extraSent:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app did not send its extra bytes")
+	}
 	if resp, body := fc.roundTrip("GET", ftReq("GET", "/next", "extra.apps.io")); resp.StatusCode != 200 || !strings.HasSuffix(body, " /next") {
 		t.Fatalf("second answer %d %q, want the app's answer to /next", resp.StatusCode, body)
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/dinp/dinp/common/testenv"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -68,15 +70,9 @@ func TestIdleClean(t *testing.T) {
 		t.Fatal("fresh connection not clean")
 	}
 	s.Write([]byte("x"))
-	time.Sleep(20 * time.Millisecond)
-	if rc.idleClean() {
-		t.Fatal("unsolicited byte not seen")
-	}
+	testenv.WaitFor(t, "unsolicited byte seen", 5*time.Second, func() bool { return !rc.idleClean() })
 	c2, s2 := tcpPair(t)
 	rc2 := newRawConn(c2, 0).(*rawConn)
 	s2.Close()
-	time.Sleep(20 * time.Millisecond)
-	if rc2.idleClean() {
-		t.Fatal("peer close not seen")
-	}
+	testenv.WaitFor(t, "peer close seen", 5*time.Second, func() bool { return !rc2.idleClean() })
 }

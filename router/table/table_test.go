@@ -1,8 +1,11 @@
 package table
 
 import (
+	"fmt"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestNormalizeHost(t *testing.T) {
@@ -59,29 +62,61 @@ func TestLookupUpdateReplace(t *testing.T) {
 	}
 }
 
+// Readers racing with a writer see only states the writer published: the
+// host is present exactly when its value is even (what every update wrote
+// together), and a reader never sees an older value after a newer one.
 func TestConcurrentLookups(t *testing.T) {
 	tb := New[int]()
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	for i := 0; i < 4; i++ {
+	errs := make(chan string, 4)
+	for r := 0; r < 4; r++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			last := -1
 			for {
 				select {
 				case <-stop:
 					return
 				default:
-					tb.Lookup("x.apps.io")
 				}
+				v, ok := tb.Lookup("x.apps.io")
+				if !ok {
+					continue
+				}
+				if v%2 != 0 || v < last {
+					errs <- fmt.Sprintf("reader %d saw %d after %d", r, v, last)
+					return
+				}
+				last = v
 			}
 		}()
 	}
-	for i := 0; i < 1000; i++ {
+	for i := 0; i < 2000; i++ {
 		tb.Update("x.apps.io", func(int, bool) (int, bool) { return i, i%2 == 0 })
+		if i%100 == 0 {
+			runtime.Gosched()
+		}
+	}
+	tb.Update("x.apps.io", func(int, bool) (int, bool) { return 2000, true })
+	// Every reader ends up seeing the last value.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if v, ok := tb.Lookup("x.apps.io"); ok && v == 2000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("last update not visible")
+		}
+		runtime.Gosched()
 	}
 	close(stop)
 	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }
 
 func TestUpdateMany(t *testing.T) {
