@@ -233,9 +233,24 @@ type fakeServer struct {
 	got     []common.Heartbeat
 	secrets []string // X-Dinp-Node-Secret of each heartbeat
 	token   string
+	envs    map[string]string // "app/release" → env JSON served at common.EnvPath
+	envGets int
 }
 
 func (s *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == common.EnvPath && r.Method == http.MethodGet {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.envGets++
+		q := r.URL.Query()
+		env, ok := s.envs[q.Get("app")+"/"+q.Get("release")]
+		if common.BearerToken(r) != s.token || r.Header.Get(common.HeaderNodeSecret) == "" || q.Get("node") == "" || !ok {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		w.Write([]byte(env))
+		return
+	}
 	if r.URL.Path != "/v1/heartbeat" || r.Method != http.MethodPost {
 		http.NotFound(w, r)
 		return

@@ -221,6 +221,7 @@ func (s *Server) routes() http.Handler {
 	})
 	v1 := r.Group("/v1", common.RequireToken(s.cfg.ClusterToken))
 	v1.POST("/heartbeat", s.heartbeat)
+	v1.GET(strings.TrimPrefix(common.EnvPath, "/v1"), s.serveEnv)
 	return r
 }
 
