@@ -511,7 +511,7 @@ func sameAssignments(a, b []common.Assignment) bool {
 	return slices.EqualFunc(a, b, func(x, y common.Assignment) bool {
 		return x.Instance == y.Instance && x.App == y.App && x.Release == y.Release && x.Index == y.Index &&
 			x.Image == y.Image && x.MemoryMB == y.MemoryMB && x.CPUShares == y.CPUShares && x.Port == y.Port &&
-			maps.Equal(x.Env, y.Env)
+			x.Root == y.Root && maps.Equal(x.Env, y.Env)
 	})
 }
 

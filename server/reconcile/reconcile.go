@@ -49,6 +49,8 @@ type Release struct {
 	Env       map[string]string
 	MemoryMB  int64
 	CPUShares int64
+	// Root: the admin let this release run as the image's user.
+	Root bool
 }
 
 // App is an app's desired state.
@@ -684,7 +686,7 @@ func Compute(in Input) Plan {
 			lists[inst.ni] = append(lists[inst.ni], common.Assignment{
 				Instance: inst.ID, App: app.Name, Release: inst.Release, Index: inst.Index,
 				Image: rel.Image, MemoryMB: rel.MemoryMB, CPUShares: rel.CPUShares,
-				Port: common.DefaultAppPort, Env: rel.Env,
+				Port: common.DefaultAppPort, Env: rel.Env, Root: rel.Root,
 			})
 		}
 	}
