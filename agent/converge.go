@@ -184,7 +184,7 @@ func (a *Agent) place(ctx context.Context, pl placement, restarts int) error {
 		}
 		as.Env = env
 		spec := buildSpec(as, a.cfg.NodeID, a.cfg.AdvertiseAddr, a.cfg.PidsLimit, restarts)
-		a.cfg.harden(&spec)
+		a.cfg.harden(&spec, as.Root)
 		if a.nets != nil {
 			if a.cfg.Firewall && !a.firewallOK.Load() {
 				return errNoFirewall

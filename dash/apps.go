@@ -42,6 +42,9 @@ type App struct {
 	Env            map[string]string   `json:"env"`
 	CurrentRelease *int                `json:"current_release"`
 	URL            string              `json:"url"`
+	// AllowRoot: an admin let the app run as its image's own user (root
+	// included); otherwise processes run as an unprivileged user.
+	AllowRoot bool `json:"allow_root"`
 }
 
 // AppSummary is one app of GET /api/v1/apps.
@@ -122,7 +125,8 @@ func (d *Dash) appView(a appRow) App {
 	return App{
 		Name: a.Name, Team: a.Team, Instances: a.Instances, MemoryMB: a.MemoryMB, CPUShares: a.CPUShares,
 		Health: a.Health, Env: a.Env, CurrentRelease: a.CurrentRelease,
-		URL: "http://" + common.AppHost(a.Name, d.cfg.Base.Domain),
+		URL:       "http://" + common.AppHost(a.Name, d.cfg.Base.Domain),
+		AllowRoot: a.AllowRoot,
 	}
 }
 
