@@ -15,7 +15,7 @@ import (
 // auth: a client asks the registry's token endpoint for a short-lived bearer
 // token for the scopes it needs, with one of these Basic credentials:
 //
-//   - RegistryAdminUser-like platform user (registry.Config.Username) and the
+//   - the platform user (registry.Config.Username, "dinp") and the
 //     cluster token: every scope (builder, GC, an operator);
 //   - RegistryGrantUser and a grant minted with the cluster token
 //     (MintRegistryGrant): only the scopes the grant lists, until it expires
