@@ -40,6 +40,7 @@ type Agent struct {
 
 	pullSem chan struct{}
 	pulls   singleflight.Group
+	envs    envCache // envs fetched by digest
 
 	// nets is the engine's network API (nil: containers stay on the
 	// engine's default network, as with the unit tests' fake engine).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/regauth"
 	"github.com/spf13/pflag"
 )
 
@@ -65,8 +66,10 @@ type Config struct {
 	CPUs     int
 	// Labels are reported in heartbeats for placement constraints.
 	Labels map[string]string
-	// RegistryUser and RegistryPassword authenticate pulls (password
-	// defaults to the cluster token).
+	// RegistryUser and RegistryPassword authenticate pulls. Without a
+	// password the agent signs in to the embedded registry as its node
+	// (regauth.NodeUser, NodeSecret) and may pull only the images
+	// placed on it; set both for an external registry.
 	RegistryUser     string
 	RegistryPassword string
 	// PullConcurrency bounds simultaneous image pulls.
@@ -130,7 +133,6 @@ func DefaultConfig() Config {
 		MemoryMB:        hostMemoryMB() - MemoryReserveMB,
 		CPUs:            runtime.NumCPU(),
 		Labels:          map[string]string{},
-		RegistryUser:    DefaultRegistryUser,
 		PullConcurrency: DefaultPullConcurrency,
 		PidsLimit:       DefaultPidsLimit,
 		ShipLogs:        true,
@@ -155,8 +157,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.MemoryMB, "memory-mb", c.MemoryMB, "memory offered to apps in MiB (default: host memory minus 512)")
 	fs.IntVar(&c.CPUs, "cpus", c.CPUs, "CPUs offered to apps")
 	fs.StringToStringVar(&c.Labels, "node-labels", c.Labels, "node labels key=value,... for placement")
-	fs.StringVar(&c.RegistryUser, "registry-user", c.RegistryUser, "registry user for image pulls")
-	fs.StringVar(&c.RegistryPassword, "registry-password", c.RegistryPassword, "registry password (default: cluster token)")
+	fs.StringVar(&c.RegistryUser, "registry-user", c.RegistryUser, "registry user for image pulls (with --registry-password; default dinp)")
+	fs.StringVar(&c.RegistryPassword, "registry-password", c.RegistryPassword, "registry password for an external registry (default: this node's identity, which the embedded registry scopes to the images placed on the node)")
 	fs.IntVar(&c.PullConcurrency, "pull-concurrency", c.PullConcurrency, "simultaneous image pulls")
 	fs.Int64Var(&c.PidsLimit, "pids-limit", c.PidsLimit, "max processes per container")
 	fs.BoolVar(&c.ShipLogs, "ship-logs", c.ShipLogs, "ship container output to Redis log streams")
@@ -241,11 +243,13 @@ func (c *Config) validate() ([]string, error) {
 		}
 		c.NodeSecret = secret
 	}
-	if c.RegistryUser == "" {
-		c.RegistryUser = DefaultRegistryUser
-	}
 	if c.RegistryPassword == "" {
-		c.RegistryPassword = c.ClusterToken
+		// The embedded registry knows nodes: with the node's own identity
+		// its token endpoint grants pulls of the images placed on this
+		// node only, never the registry's full access.
+		c.RegistryUser, c.RegistryPassword = regauth.NodeUser(c.NodeID), c.NodeSecret
+	} else if c.RegistryUser == "" {
+		c.RegistryUser = DefaultRegistryUser
 	}
 	if c.Log == nil {
 		c.Log = common.NewLogger("agent", c.LogLevel)

@@ -20,6 +20,7 @@ func (a *Agent) converge(ctx context.Context, assigned []common.Assignment, cont
 	}
 	a.assigned = assigned
 	a.assignedSnap.Store(&assigned)
+	a.envs.keepOnly(assigned)
 	for _, c := range containers {
 		if c.Instance != "" {
 			st := a.state(c.Instance)
@@ -177,8 +178,13 @@ func (a *Agent) place(ctx context.Context, pl placement, restarts int) error {
 		if err := a.ensureImage(ctx, as.Image); err != nil {
 			return err
 		}
+		env, err := a.assignmentEnv(ctx, as)
+		if err != nil {
+			return err
+		}
+		as.Env = env
 		spec := buildSpec(as, a.cfg.NodeID, a.cfg.AdvertiseAddr, a.cfg.PidsLimit, restarts)
-		a.cfg.harden(&spec)
+		a.cfg.harden(&spec, as.Root)
 		if a.nets != nil {
 			if a.cfg.Firewall && !a.firewallOK.Load() {
 				return errNoFirewall

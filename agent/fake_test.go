@@ -14,6 +14,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/envref"
 	"github.com/dinp/dinp/common/httpapi"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -234,9 +235,24 @@ type fakeServer struct {
 	got     []common.Heartbeat
 	secrets []string // X-Dinp-Node-Secret of each heartbeat
 	token   string
+	envs    map[string]string // "app/release" → env JSON served at envref.Path
+	envGets int
 }
 
 func (s *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == envref.Path && r.Method == http.MethodGet {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.envGets++
+		q := r.URL.Query()
+		env, ok := s.envs[q.Get("app")+"/"+q.Get("release")]
+		if httpapi.BearerToken(r) != s.token || r.Header.Get(common.HeaderNodeSecret) == "" || q.Get("node") == "" || !ok {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		w.Write([]byte(env))
+		return
+	}
 	if r.URL.Path != "/v1/heartbeat" || r.Method != http.MethodPost {
 		http.NotFound(w, r)
 		return

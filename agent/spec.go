@@ -95,14 +95,23 @@ func buildSpec(a common.Assignment, node, advertise string, pidsLimit int64, res
 }
 
 // appUser is who app processes run as, whatever the image says: a
-// Dockerfile's USER root does not make a root process on the node.
+// Dockerfile's USER root does not make a root process on the node — unless
+// an admin allowed root for the app (Assignment.Root): the image's own
+// USER applies then, still without capabilities or new privileges.
 const appUser = "65534:65534"
+
+// labelRoot marks a container an admin let run as the image's user.
+const labelRoot = "dinp.root"
 
 // harden applies the node-level limits every app container gets on top of
 // buildSpec's: a non-root user, a read-only root filesystem with a
 // size-limited tmpfs /tmp, a private cgroup namespace, and a capped log.
-func (c *Config) harden(spec *containerSpec) {
+func (c *Config) harden(spec *containerSpec, root bool) {
 	spec.Config.User = appUser
+	if root {
+		spec.Config.User = ""
+		spec.Config.Labels[labelRoot] = "true"
+	}
 	h := spec.Host
 	h.ReadonlyRootfs = true
 	h.Tmpfs = map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%dm,mode=1777", c.TmpfsMB)}

@@ -45,7 +45,8 @@ func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref
 	if err != nil {
 		return "", 0, fmt.Errorf("read dockerfile: %w", err)
 	}
-	pinned, err := pinDockerfile(ctx, df, b.imagePolicy(appID, app))
+	policy, pulls := recordPulls(b.imagePolicy(appID, app))
+	pinned, err := pinDockerfile(ctx, df, policy)
 	if err != nil {
 		return "", 0, err
 	}
@@ -78,7 +79,13 @@ func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref
 		pr.CloseWithError(errors.New("build finished"))
 		<-tarDone
 	}()
-	auth := registry.AuthConfig{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
+	// The engine gets a grant, not the registry's full credentials: it
+	// may pull only the repositories the checked Dockerfile names and push
+	// only the app's own (see scopedAuth).
+	auth, err := b.scopedAuth(appID, app, pulls)
+	if err != nil {
+		return "", 0, err
+	}
 	auths := map[string]registry.AuthConfig{}
 	for _, h := range b.registryHosts() {
 		a := auth

@@ -12,9 +12,12 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/regauth"
 	"github.com/dinp/dinp/common/testenv"
 )
 
@@ -128,6 +131,32 @@ func TestDockerfileTenantImages(t *testing.T) {
 			}
 		})
 	}
+
+	// Were the check bypassed, the registry would still refuse: the engine
+	// building "other" holds a grant for other's repository and the stacks
+	// its Dockerfile named, nothing of hello's.
+	t.Run("the engine's credential for another app's build", func(t *testing.T) {
+		pulls := []string{StacksRepoPrefix + "binary"}
+		ac, err := e.b.scopedAuth(2, "other", &pulls)
+		if err != nil || ac.Username != regauth.GrantUser {
+			t.Fatalf("scopedAuth = %+v, %v; want a grant", ac, err)
+		}
+		creds := remote.WithAuth(&authn.Basic{Username: ac.Username, Password: ac.Password})
+		ref, _ := name.NewDigest(victim.Image, name.Insecure)
+		var te *transport.Error
+		if _, err := remote.Image(ref, creds); !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
+			t.Errorf("pull hello's image with other's build grant = %v, want 401", err)
+		}
+		img, _ := random.Image(64, 1)
+		tag, _ := name.NewTag(e.regAddr+"/hello:stolen", name.Insecure)
+		if err := remote.Write(tag, img, creds); !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
+			t.Errorf("push to hello with other's build grant = %v, want 401", err)
+		}
+		own, _ := name.NewTag(e.regAddr+"/other:own", name.Insecure)
+		if err := remote.Write(own, img, creds); err != nil {
+			t.Errorf("push to other's own repository: %v", err)
+		}
+	})
 
 	// The app itself builds on its own image, pinned by digest.
 	code, own, eb := e.post(t, "hello", df("FROM "+victim.Image+"\nENV X=1\n"), testToken)

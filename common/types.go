@@ -207,6 +207,14 @@ type Assignment struct {
 	CPUShares int64             `json:"cpu_shares"`
 	Port      int               `json:"port"` // container port ($PORT)
 	Env       map[string]string `json:"env,omitempty"`
+	// EnvDigest is set instead of Env when the node's answer would be too
+	// big with every env inline: the agent fetches the release's env from
+	// a server (EnvPath) and checks it against this digest (EnvDigest).
+	EnvDigest string `json:"env_digest,omitempty"`
+	// Root lets the process run as the image's own user (root included)
+	// instead of the platform's unprivileged one: an admin's per-app
+	// choice, snapshot in the release.
+	Root bool `json:"root,omitempty"`
 }
 
 // LogEntry is one line in an app's log stream (Keys.Logs).

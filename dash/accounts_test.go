@@ -386,9 +386,9 @@ func TestDomains(t *testing.T) {
 	}
 }
 
-// TestDomainClaimExpiry: an unproven claim blocks other teams only for the
-// claim TTL; then another team's claim replaces it (an event tells the
-// first team), while a verified domain is never taken, however old.
+// TestDomainClaimExpiry: an unproven claim lasts the claim TTL; then
+// another team's claim drops it (an event tells the first team), while a
+// verified domain is never taken, however old.
 func TestDomainClaimExpiry(t *testing.T) {
 	e := newEnvWith(t, nil, func(d *Dash) { d.verifier = fakeVerifier{} })
 	admin := e.admin.Token
@@ -407,8 +407,13 @@ func TestDomainClaimExpiry(t *testing.T) {
 	if exp := out.Domain.ClaimExpiresAt; exp == nil || exp.Before(start.Add(71*time.Hour)) || exp.After(time.Now().Add(73*time.Hour)) {
 		t.Fatalf("claim expiry %v, want ~72h from now", exp)
 	}
-	if st, code := e.call("POST", "/api/v1/apps/carolapp/domains", carol, DomainRequest{Name: "squat.example.com"}, nil); st != 409 || code != "domain_taken" {
-		t.Fatalf("carol during bob's claim: %d %s, want 409 domain_taken", st, code)
+	// bob's unproven claim blocks nobody: carol claims the name too (and
+	// withdraws, to see the expiry below).
+	if st, code := e.call("POST", "/api/v1/apps/carolapp/domains", carol, DomainRequest{Name: "squat.example.com"}, nil); st != 201 {
+		t.Fatalf("carol during bob's claim: %d %s, want 201", st, code)
+	}
+	if st, _ := e.call("DELETE", "/api/v1/apps/carolapp/domains/squat.example.com", carol, nil, nil); st != 200 {
+		t.Fatal("carol withdraws")
 	}
 	if st, _ := e.call("POST", "/api/v1/apps/adminapp/domains", admin, DomainRequest{Name: "bound.example.com"}, nil); st != 201 {
 		t.Fatal("admin bind")

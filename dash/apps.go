@@ -53,7 +53,8 @@ func (d *Dash) appView(a appRow) App {
 	return App{
 		Name: a.Name, Team: a.Team, Instances: a.Instances, MemoryMB: a.MemoryMB, CPUShares: a.CPUShares,
 		Health: a.Health, Env: a.Env, CurrentRelease: a.CurrentRelease,
-		URL: "http://" + common.AppHost(a.Name, d.cfg.Base.Domain),
+		URL:       "http://" + common.AppHost(a.Name, d.cfg.Base.Domain),
+		AllowRoot: a.AllowRoot,
 	}
 }
 

@@ -251,6 +251,7 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	app.GET("/logs", d.appLogs)
 	app.GET("/health", d.getHealth)
 	app.PUT("/health", d.putHealth)
+	app.PUT("/root", requireAdmin, d.putRoot)
 	app.GET("/domains", d.listDomains)
 	app.POST("/domains", d.addDomain)
 	app.POST("/domains/:domain/verify", d.verifyDomain)

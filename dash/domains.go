@@ -28,8 +28,9 @@ type Domain struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Challenge tells a team how to prove ownership (unverified only).
 	Challenge *Challenge `json:"challenge,omitempty"`
-	// ClaimExpiresAt (unverified only): after it, another app may claim the
-	// name, which drops this claim.
+	// ClaimExpiresAt (unverified only): after it, another app's claim of
+	// the name drops this one. A claim blocks nobody: the first app to
+	// prove ownership, or an admin binding the name, takes it.
 	ClaimExpiresAt *time.Time `json:"claim_expires_at,omitempty"`
 }
 
@@ -212,9 +213,12 @@ func (s *store) setClaimExpiry(dm *Domain) {
 	}
 }
 
-// addDomain inserts a domain; the UNIQUE name means a domain is never bound
-// to two apps, whatever the race. An unverified claim older than claimTTL
-// (of another app) gives way, with an event on the app that lost it.
+// addDomain inserts a domain. At most one app holds a name verified (the
+// bound_name unique key), whatever the race; unproven claims hold nothing:
+// several apps may claim a name, and the first to prove ownership (or an
+// admin binding it, at once) takes it and drops the others' claims. A
+// claim older than claimTTL is dropped when another app claims the name.
+// Either way the app that lost its claim gets an event.
 func (s *store) addDomain(ctx context.Context, appID int64, name string, verified bool, token, msg string) (time.Time, error) {
 	var at time.Time
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -227,39 +231,77 @@ func (s *store) addDomain(ctx context.Context, appID int64, name string, verifie
 				return err
 			}
 		}
-		// An unproven claim gives way to an admin's binding at once, and
-		// to anyone's claim after claimTTL.
-		ttl := int64(s.claimTTL.Seconds())
-		if verified {
-			ttl = -1
-		}
-		var staleApp int64
-		err := tx.QueryRowContext(ctx, `SELECT app_id FROM domains WHERE name = ? AND verified = FALSE AND app_id <> ?
-			AND created_at < NOW(6) - INTERVAL ? SECOND FOR UPDATE`, name, appID, ttl).Scan(&staleApp)
+		var bound int64
+		err := tx.QueryRowContext(ctx, `SELECT app_id FROM domains WHERE name = ? AND verified FOR UPDATE`, name).Scan(&bound)
 		switch {
 		case err == nil:
-			if _, err := tx.ExecContext(ctx, `DELETE FROM domains WHERE name = ? AND app_id = ?`, name, staleApp); err != nil {
-				return fmt.Errorf("drop expired claim: %w", err)
-			}
-			if err := insertEvent(ctx, tx, staleApp, "domain", "claim of domain "+name+" expired unproven; another app claimed it"); err != nil {
-				return err
-			}
+			return errDomainTaken(name)
 		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("read claim: %w", err)
+			return fmt.Errorf("read domain: %w", err)
+		}
+		if verified {
+			err = dropClaims(ctx, tx, name, appID, 0, "claim of domain "+name+" dropped: an admin bound it to another app")
+		} else {
+			err = dropClaims(ctx, tx, name, appID, int64(s.claimTTL.Seconds()), "claim of domain "+name+" expired unproven; another app claimed it")
+		}
+		if err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO domains (name, app_id, verified, token) VALUES (?, ?, ?, ?)`, name, appID, verified, token)
 		if db.IsDuplicate(err) {
-			return common.Errf(http.StatusConflict, "domain_taken", "domain "+name+" is already bound or claimed")
+			return common.Errf(http.StatusConflict, "domain_taken", "domain "+name+" is already bound or claimed by this app")
 		}
 		if err != nil {
 			return fmt.Errorf("insert domain: %w", err)
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT created_at FROM domains WHERE name = ?`, name).Scan(&at); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT created_at FROM domains WHERE name = ? AND app_id = ?`, name, appID).Scan(&at); err != nil {
 			return fmt.Errorf("read domain: %w", err)
 		}
 		return insertEvent(ctx, tx, appID, "domain", msg)
 	})
 	return at, err
+}
+
+func errDomainTaken(name string) error {
+	return common.Errf(http.StatusConflict, "domain_taken", "domain "+name+" is already bound to an app")
+}
+
+// dropClaims deletes the unproven claims of name by apps other than appID
+// (only those older than olderThan seconds when it is positive) and tells
+// each app in an event.
+func dropClaims(ctx context.Context, tx *sql.Tx, name string, appID, olderThan int64, why string) error {
+	q := `SELECT app_id FROM domains WHERE name = ? AND NOT verified AND app_id <> ?`
+	args := []any{name, appID}
+	if olderThan > 0 {
+		q += ` AND created_at < NOW(6) - INTERVAL ? SECOND`
+		args = append(args, olderThan)
+	}
+	rows, err := tx.QueryContext(ctx, q+` FOR UPDATE`, args...)
+	if err != nil {
+		return fmt.Errorf("read claims: %w", err)
+	}
+	var apps []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("read claims: %w", err)
+		}
+		apps = append(apps, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read claims: %w", err)
+	}
+	for _, id := range apps {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM domains WHERE name = ? AND app_id = ? AND NOT verified`, name, id); err != nil {
+			return fmt.Errorf("drop claim: %w", err)
+		}
+		if err := insertEvent(ctx, tx, id, "domain", why); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
@@ -300,8 +342,16 @@ func (s *store) domain(ctx context.Context, a appRow, name string) (Domain, stri
 
 func (s *store) verifyDomain(ctx context.Context, appID int64, name string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE domains SET verified = TRUE WHERE app_id = ? AND name = ?`, appID, name); err != nil {
+		_, err := tx.ExecContext(ctx, `UPDATE domains SET verified = TRUE WHERE app_id = ? AND name = ?`, appID, name)
+		if db.IsDuplicate(err) {
+			return errDomainTaken(name) // another app proved it first
+		}
+		if err != nil {
 			return fmt.Errorf("verify domain: %w", err)
+		}
+		// The proven owner takes the name: other apps' claims go.
+		if err := dropClaims(ctx, tx, name, appID, 0, "claim of domain "+name+" dropped: another app proved ownership"); err != nil {
+			return err
 		}
 		return insertEvent(ctx, tx, appID, "domain", "domain "+name+" verified")
 	})

@@ -39,6 +39,32 @@ type TeamUsage struct {
 	DomainClaims int   `json:"domain_claims"`
 }
 
+// setTeamLimits stores a team's limits (0: the default) — API and web.
+func (s *store) setTeamLimits(ctx context.Context, team string, l TeamLimits) error {
+	if l.MaxApps < 0 || l.MaxInstances < 0 || l.MaxMemoryMB < 0 || l.MaxDomainClaims < 0 {
+		return invalid("invalid_limits", "limits must not be negative (0: the default)")
+	}
+	null := func(v int64) any {
+		if v == 0 {
+			return nil
+		}
+		return v
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE teams SET max_apps = ?, max_instances = ?, max_memory_mb = ?,
+		max_domain_claims = ? WHERE name = ?`, null(int64(l.MaxApps)), null(int64(l.MaxInstances)), null(l.MaxMemoryMB),
+		null(int64(l.MaxDomainClaims)), team)
+	if err != nil {
+		return fmt.Errorf("set team limits: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		var exists int
+		if s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM teams WHERE name = ?`, team).Scan(&exists); exists == 0 {
+			return fmt.Errorf("team %s: %w", team, errNotFound)
+		}
+	}
+	return nil
+}
+
 func quotaExceeded(msg string) error {
 	return common.Errf(http.StatusForbidden, "quota_exceeded", msg)
 }
@@ -194,24 +220,7 @@ func (d *Dash) setTeamLimits(c *gin.Context) {
 		d.fail(c, invalid("invalid_limits", "limits must not be negative (0: the default)"))
 		return
 	}
-	null := func(v int64) any {
-		if v == 0 {
-			return nil
-		}
-		return v
-	}
-	res, err := d.store.db.ExecContext(c.Request.Context(), `UPDATE teams SET max_apps = ?, max_instances = ?, max_memory_mb = ?,
-		max_domain_claims = ? WHERE name = ?`, null(int64(req.MaxApps)), null(int64(req.MaxInstances)), null(req.MaxMemoryMB),
-		null(int64(req.MaxDomainClaims)), c.Param("team"))
-	if err == nil {
-		if n, _ := res.RowsAffected(); n == 0 {
-			var exists int
-			if d.store.db.QueryRowContext(c.Request.Context(), `SELECT COUNT(*) FROM teams WHERE name = ?`, c.Param("team")).Scan(&exists); exists == 0 {
-				err = fmt.Errorf("team %s: %w", c.Param("team"), errNotFound)
-			}
-		}
-	}
-	if err != nil {
+	if err := d.store.setTeamLimits(c.Request.Context(), c.Param("team"), req); err != nil {
 		d.fail(c, err)
 		return
 	}

@@ -51,6 +51,8 @@ type appRow struct {
 	Health         common.HealthConfig
 	Env            map[string]string
 	CurrentRelease *int
+	// AllowRoot: an admin let the app run as its image's user (root too).
+	AllowRoot bool
 	// Running and Placed count the app's instances (list only); Crashed
 	// counts the current release's instances that crashed
 	// common.CrashedRestarts times and do not run.
@@ -238,7 +240,7 @@ func mustID(res sql.Result) int64 {
 // --- apps ---
 
 const appColumns = `a.id, a.name, a.team_id, t.name, a.instances, a.memory_mb, a.cpu_shares,
-	a.health_json, a.env_json, a.current_release`
+	a.health_json, a.env_json, a.current_release, a.allow_root`
 
 // visible is the WHERE clause that limits apps to the teams of user (? ?:
 // is_admin, user id).
@@ -250,7 +252,7 @@ func scanApp(sc scanner, extra ...any) (appRow, error) {
 	var a appRow
 	var health, env string
 	var cur sql.NullInt64
-	dest := append([]any{&a.ID, &a.Name, &a.TeamID, &a.Team, &a.Instances, &a.MemoryMB, &a.CPUShares, &health, &env, &cur}, extra...)
+	dest := append([]any{&a.ID, &a.Name, &a.TeamID, &a.Team, &a.Instances, &a.MemoryMB, &a.CPUShares, &health, &env, &cur, &a.AllowRoot}, extra...)
 	if err := sc.Scan(dest...); err != nil {
 		return appRow{}, err
 	}
@@ -410,8 +412,8 @@ func newRelease(ctx context.Context, tx *sql.Tx, a appRow, spec releaseSpec) (Re
 	}
 	env, _ := json.Marshal(r.Env)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO releases (app_id, version, image, stack, build_id, env_json,
-		memory_mb, cpu_shares, description, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		a.ID, r.Version, r.Image, r.Stack, r.BuildID, string(env), r.MemoryMB, r.CPUShares, truncate(r.Description, 255), r.CreatedBy); err != nil {
+		memory_mb, cpu_shares, description, created_by, allow_root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.ID, r.Version, r.Image, r.Stack, r.BuildID, string(env), r.MemoryMB, r.CPUShares, truncate(r.Description, 255), r.CreatedBy, a.AllowRoot); err != nil {
 		return Release{}, fmt.Errorf("insert release: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE apps SET current_release = ? WHERE id = ?`, r.Version, a.ID); err != nil {
@@ -451,6 +453,7 @@ type appChange struct {
 	CPUShares *int
 	Set       map[string]string
 	Unset     []string
+	Root      *bool // admins only (putRoot)
 }
 
 // updateApp applies ch to the app. When env or limits change and the app
@@ -477,6 +480,10 @@ func (s *store) updateApp(ctx context.Context, appID int64, ch appChange, by, ki
 		if ch.CPUShares != nil && *ch.CPUShares != a.CPUShares {
 			what = append(what, fmt.Sprintf("cpu shares %d→%d", a.CPUShares, *ch.CPUShares))
 			a.CPUShares, needRelease = *ch.CPUShares, true
+		}
+		if ch.Root != nil && *ch.Root != a.AllowRoot {
+			what = append(what, map[bool]string{true: "root allowed", false: "root revoked"}[*ch.Root])
+			a.AllowRoot, needRelease = *ch.Root, true
 		}
 		if len(ch.Set) > 0 || len(ch.Unset) > 0 {
 			env := make(map[string]string, len(a.Env))
@@ -515,8 +522,8 @@ func (s *store) updateApp(ctx context.Context, appID int64, ch appChange, by, ki
 			}
 		}
 		env, _ := json.Marshal(a.Env)
-		if _, err := tx.ExecContext(ctx, `UPDATE apps SET instances = ?, memory_mb = ?, cpu_shares = ?, env_json = ? WHERE id = ?`,
-			a.Instances, a.MemoryMB, a.CPUShares, string(env), a.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE apps SET instances = ?, memory_mb = ?, cpu_shares = ?, env_json = ?, allow_root = ? WHERE id = ?`,
+			a.Instances, a.MemoryMB, a.CPUShares, string(env), a.AllowRoot, a.ID); err != nil {
 			return fmt.Errorf("update app: %w", err)
 		}
 		desc := joinList(what)

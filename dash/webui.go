@@ -62,7 +62,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 		"derefFloat": func(f *float64) float64 { return *f },
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "apps", "app", "deploy", "account", "unavailable", "cluster"} {
+	for _, name := range []string{"login", "apps", "app", "deploy", "account", "unavailable", "cluster", "admin"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", name, err)
@@ -142,6 +142,7 @@ func (d *Dash) webRoutes(r *gin.Engine) {
 	cl.POST("/nodes/:node/drain", d.webNodeAction)
 	cl.POST("/nodes/:node/undrain", d.webNodeAction)
 	cl.POST("/nodes/:node/forget", d.webNodeAction)
+	d.webAdminRoutes(w.Group("/admin", d.webRequireAdmin))
 	app := w.Group("/apps/:app", d.webLoadApp)
 	app.GET("", d.webApp)
 	app.GET("/deploy", d.webDeployPage)

@@ -197,7 +197,7 @@ func blobStatus(t *testing.T, r *Registry, img v1.Image) int {
 	}
 	d, _ := ls[0].Digest()
 	req, _ := http.NewRequest(http.MethodHead, "http://"+r.Addr()+"/v2/hello/blobs/"+d.String(), nil)
-	req.SetBasicAuth("dinp", testToken)
+	req.Header.Set("Authorization", "Bearer "+fetchToken(t, r, "dinp", testToken, "repository:hello:pull"))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,8 @@
 // Package registry embeds the Docker Registry HTTP API v2 of
 // github.com/distribution/distribution/v3: the builder pushes app images to
 // it and agents pull them by digest. Blobs live on local disk under the data
-// dir; clients authenticate as user "dinp" with the cluster token as password
-// (htpasswd, bcrypt).
+// dir; clients authenticate with short-lived bearer tokens from the
+// registry's own token endpoint, scoped per repository (see token.go).
 package registry
 
 import (
@@ -28,15 +28,14 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
-	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 
-	// Register the htpasswd access controller and the filesystem storage
+	// Register the token access controller and the filesystem storage
 	// driver, which the generated configuration names.
-	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/auth/token"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 )
 
@@ -105,6 +104,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // Registry is an embedded Docker registry bound to its listener.
 type Registry struct {
+	issuer *issuer // nil without a cluster token (anonymous)
 	cfg    Config
 	log    *slog.Logger
 	app    *handlers.App
@@ -168,14 +168,16 @@ func New(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: storage dir: %w", err)
 	}
 
-	htpasswdPath := ""
+	var is *issuer
+	jwksPath := ""
 	if cfg.ClusterToken != "" {
 		// Outside the storage dir, so the file never mixes with blobs.
-		htpasswdPath = filepath.Join(filepath.Dir(storageDir), "registry-htpasswd")
+		jwksPath = filepath.Join(filepath.Dir(storageDir), "registry-jwks.json")
 		if cfg.DataDir != "" {
-			htpasswdPath = filepath.Join(cfg.DataDir, "registry-htpasswd")
+			jwksPath = filepath.Join(cfg.DataDir, "registry-jwks.json")
 		}
-		if err := writeHtpasswd(htpasswdPath, cfg.Username, cfg.ClusterToken); err != nil {
+		is = newIssuer(cfg.Username, cfg.ClusterToken)
+		if err := is.writeJWKS(jwksPath); err != nil {
 			return nil, fmt.Errorf("registry: %w", err)
 		}
 	}
@@ -184,7 +186,7 @@ func New(cfg Config) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: listen %s: %w", cfg.Addr, err)
 	}
-	raw, err := configYAML(ln.Addr().String(), storageDir, htpasswdPath, httpSecret(cfg.ClusterToken), cfg.LogLevel)
+	raw, err := configYAML(ln.Addr().String(), storageDir, jwksPath, httpSecret(cfg.ClusterToken), cfg.LogLevel)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("registry: %w", err)
@@ -201,6 +203,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	g := &gate{next: app, kick: make(chan struct{}, 1), afterN: int64(cfg.GCAfterDeletes)}
 	r := &Registry{
+		issuer:   is,
 		cfg:      cfg,
 		log:      cfg.Log,
 		app:      app,
@@ -211,12 +214,16 @@ func New(cfg Config) (*Registry, error) {
 		// unknown with port 0) and registers health checks globally (so only
 		// one per process): serving handlers.App ourselves avoids both.
 		server: &http.Server{
-			Handler:           g,
+			Handler:           nil, // set below: the token endpoint, then the gate
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
 		},
 	}
+	if is != nil {
+		is.nodeRepos = r.nodeRepos
+	}
+	r.server.Handler = r.Handler()
 	return r, nil
 }
 
@@ -234,8 +241,28 @@ func newApp(cfg *configuration.Configuration) (app *handlers.App, err error) {
 // Addr returns the bound listen address (host:port).
 func (r *Registry) Addr() string { return r.ln.Addr().String() }
 
-// Handler returns the registry's HTTP handler (e.g. to mount it elsewhere).
-func (r *Registry) Handler() http.Handler { return r.gate }
+// Handler returns the registry's HTTP handler (e.g. to mount it elsewhere):
+// the token endpoint at TokenPath, the registry API behind the GC gate.
+func (r *Registry) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.issuer != nil && req.URL.Path == TokenPath {
+			r.issuer.serveToken(w, req)
+			return
+		}
+		// The challenge's realm is built from the request's Host and
+		// X-Forwarded-Proto (distribution assumes https without it): the
+		// token endpoint is on this same listener, plain HTTP unless a
+		// TLS-terminating proxy in front says otherwise.
+		if req.Header.Get("X-Forwarded-Proto") == "" {
+			scheme := "http"
+			if req.TLS != nil {
+				scheme = "https"
+			}
+			req.Header.Set("X-Forwarded-Proto", scheme)
+		}
+		r.gate.ServeHTTP(w, req)
+	})
+}
 
 // Run serves until ctx is done, then drains in-flight requests and stops the
 // registry's background work (upload purging).
@@ -341,33 +368,9 @@ func httpSecret(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// writeHtpasswd atomically writes a one-user bcrypt htpasswd file (0600).
-// It is rewritten on every start so a changed cluster token takes effect.
-func writeHtpasswd(path, user, password string) error {
-	// distribution checks the hash on every request (a push is a dozen),
-	// so the cost shows in every build. The password is the cluster token,
-	// a long random secret that no guessing reaches at any cost factor.
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		return fmt.Errorf("hash password: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("htpasswd dir: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write htpasswd: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write htpasswd: %w", err)
-	}
-	return nil
-}
-
 // configYAML renders distribution's configuration. It is generated (not
 // hand-written) so operators only see dinp's flags.
-func configYAML(addr, storageDir, htpasswdPath, secret, level string) ([]byte, error) {
+func configYAML(addr, storageDir, jwksPath, secret, level string) ([]byte, error) {
 	logLevel := "warn"
 	if strings.EqualFold(level, "debug") {
 		logLevel = "debug"
@@ -388,9 +391,20 @@ func configYAML(addr, storageDir, htpasswdPath, secret, level string) ([]byte, e
 			"secret": secret,
 		},
 	}
-	if htpasswdPath != "" {
+	if jwksPath != "" {
 		cfg["auth"] = map[string]any{
-			"htpasswd": map[string]any{"realm": "dinp-registry", "path": htpasswdPath},
+			"token": map[string]any{
+				// The realm is made per request from the Host the client
+				// used (see Handler): agents and builders may reach this
+				// registry under different names.
+				"realm":             "unused",
+				"autoredirect":      true,
+				"autoredirectpath":  TokenPath,
+				"issuer":            tokenIssuer,
+				"service":           TokenService,
+				"jwks":              jwksPath,
+				"signingalgorithms": []string{"EdDSA"},
+			},
 		}
 	}
 	out, err := yaml.Marshal(cfg)

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/regauth"
 	"github.com/dinp/dinp/common/testenv"
 )
 
@@ -96,26 +98,53 @@ func TestAuth(t *testing.T) {
 		name       string
 		user, pass string
 		basic      bool
-		want       int
+		want       int // of the token endpoint
 	}{
 		{"no credentials", "", "", false, http.StatusUnauthorized},
 		{"wrong password", "dinp", "wrong", true, http.StatusUnauthorized},
 		{"wrong user", "root", testToken, true, http.StatusUnauthorized},
+		{"forged grant", regauth.GrantUser, "e30.AAAA", true, http.StatusUnauthorized},
+		{"unknown node", regauth.NodeUser("n1"), "0123456789abcdef", true, http.StatusUnauthorized},
 		{"cluster token", "dinp", testToken, true, http.StatusOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodGet, "http://"+r.Addr()+"/v2/", nil)
-			if tt.basic {
-				req.SetBasicAuth(tt.user, tt.pass)
-			}
-			resp, err := http.DefaultClient.Do(req)
+			// Without a bearer token the API answers a challenge naming
+			// the token endpoint on this same listener.
+			resp, err := http.Get("http://" + r.Addr() + "/v2/")
 			if err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
+			want := `Bearer realm="http://` + r.Addr() + TokenPath + `",service="` + TokenService + `"`
+			if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != want {
+				t.Fatalf("GET /v2/ = %d %q, want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+r.Addr()+TokenPath+"?service="+TokenService, nil)
+			if tt.basic {
+				req.SetBasicAuth(tt.user, tt.pass)
+			}
+			resp, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct{ Token string }
+			json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
 			if resp.StatusCode != tt.want {
-				t.Fatalf("GET /v2/ = %d, want %d", resp.StatusCode, tt.want)
+				t.Fatalf("GET %s = %d, want %d", TokenPath, resp.StatusCode, tt.want)
+			}
+			if tt.want != http.StatusOK {
+				return
+			}
+			req, _ = http.NewRequest(http.MethodGet, "http://"+r.Addr()+"/v2/", nil)
+			req.Header.Set("Authorization", "Bearer "+body.Token)
+			if resp, err = http.DefaultClient.Do(req); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET /v2/ with the token = %d, want 200", resp.StatusCode)
 			}
 		})
 	}
@@ -172,4 +201,21 @@ func TestAnonymousWhenAllowed(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /v2/ = %d, want 200 without auth", resp.StatusCode)
 	}
+}
+
+// fetchToken gets a bearer token for scope from r's token endpoint.
+func fetchToken(t *testing.T, r *Registry, user, pass, scope string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+r.Addr()+TokenPath+"?service="+TokenService+"&scope="+scope, nil)
+	req.SetBasicAuth(user, pass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("token for %s: %d %v", scope, resp.StatusCode, err)
+	}
+	return body.Token
 }

@@ -49,6 +49,12 @@ type Config struct {
 	ClientWriteTimeout time.Duration
 	// MaxConnsPerBackend caps connections to one backend (0 = unlimited).
 	MaxConnsPerBackend int
+	// MaxConnsPerAddr caps the open connections of one client address
+	// (0 = unlimited; see limits.go).
+	MaxConnsPerAddr int
+	// BodyIdleTimeout cuts a request whose body makes no progress for this
+	// long (408; 0 = never).
+	BodyIdleTimeout time.Duration
 	// DrainPeriod is how long the router reports unhealthy but keeps serving
 	// after being told to stop, so LVS takes it out of rotation first.
 	DrainPeriod time.Duration
@@ -104,6 +110,8 @@ func DefaultConfig() Config {
 		LocalDialTimeout:   time.Second,
 		ResponseTimeout:    60 * time.Second,
 		ClientWriteTimeout: 60 * time.Second,
+		BodyIdleTimeout:    30 * time.Second,
+		MaxConnsPerAddr:    256,
 		DrainPeriod:        5 * time.Second,
 		AccessLog:          true,
 		FailMark:           10 * time.Second,
@@ -125,6 +133,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ResponseTimeout, "response-timeout", c.ResponseTimeout, "backend response header timeout")
 	fs.DurationVar(&c.ClientWriteTimeout, "client-write-timeout", c.ClientWriteTimeout, "drop a client that reads nothing of its answer for this long")
 	fs.IntVar(&c.MaxConnsPerBackend, "max-conns-per-backend", c.MaxConnsPerBackend, "connections per backend (0 = unlimited)")
+	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", c.MaxConnsPerAddr, "open connections per client address (0 = unlimited)")
+	fs.DurationVar(&c.BodyIdleTimeout, "body-idle-timeout", c.BodyIdleTimeout, "cut a request whose body makes no progress for this long (0 = never)")
 	fs.DurationVar(&c.DrainPeriod, "drain-period", c.DrainPeriod, "time reported unhealthy before shutting down")
 	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "log one line per request")
 	fs.DurationVar(&c.FailMark, "fail-mark", c.FailMark, "how long a refusing backend is skipped")
@@ -204,7 +214,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
 		}
 	}
-	if c.DrainPeriod < 0 || c.FailMark < 0 || c.MaxConnsPerBackend < 0 {
+	if c.DrainPeriod < 0 || c.FailMark < 0 || c.MaxConnsPerBackend < 0 || c.MaxConnsPerAddr < 0 || c.BodyIdleTimeout < 0 {
 		errs = append(errs, errors.New("drain-period, fail-mark and max-conns-per-backend must not be negative"))
 	}
 	if err := c.ValidateRedis(); err != nil {

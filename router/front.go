@@ -62,6 +62,7 @@ type front struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[*frontConn]struct{} // guarded by mu
+	limits  *connLimiter            // open connections per client address
 }
 
 func newFront(r *Router, ln net.Listener, tlsCfg *tls.Config) *front {
@@ -69,6 +70,7 @@ func newFront(r *Router, ln net.Listener, tlsCfg *tls.Config) *front {
 		r: r, ln: ln, tlsCfg: tlsCfg,
 		handoff: &handoffListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})},
 		conns:   map[*frontConn]struct{}{},
+		limits:  newConnLimiter(r.cfg.MaxConnsPerAddr),
 	}
 }
 
@@ -89,7 +91,18 @@ func (f *front) serve() {
 			continue
 		}
 		delay = 0
+		// A trusted proxy (a TLS terminator) carries many clients: no cap.
+		ip := clientIP(c)
+		capped := !f.r.cfg.trustedPeer(ip)
+		if capped && !f.limits.acquire(ip) {
+			f.r.metrics.rejected.WithLabelValues(ErrTooManyConns).Inc()
+			tooManyConns(c)
+			continue
+		}
 		fc := f.newConn(c)
+		if capped {
+			fc.release = &releaseOnClose{release: func() { f.limits.release(ip) }}
+		}
 		f.mu.Lock()
 		if f.closing.Load() {
 			f.mu.Unlock()
@@ -143,12 +156,7 @@ var readerPool sync.Pool // *bufio.Reader of frontReadBuffer bytes
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, frontOutBuffer); return &b }}
 
 func (f *front) newConn(c net.Conn) *frontConn {
-	fc := &frontConn{f: f, c: c, pending: -1, now: f.r.now()}
-	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
-		fc.client = host
-	} else {
-		fc.client = c.RemoteAddr().String()
-	}
+	fc := &frontConn{f: f, c: c, pending: -1, now: f.r.now(), client: clientIP(c)}
 	fc.trusted = f.r.cfg.trustedPeer(fc.client)
 	fc.c = newRawConn(c, f.r.cfg.ClientWriteTimeout)
 	if f.tlsCfg != nil {
@@ -166,11 +174,12 @@ func (f *front) newConn(c net.Conn) *frontConn {
 
 // frontConn is one client connection served by the front.
 type frontConn struct {
-	f      *front
-	c      net.Conn // *tls.Conn on the TLS listener
-	tls    bool
-	br     *bufio.Reader // reads through fc.Read
-	client string        // client IP, for X-Forwarded-For
+	f       *front
+	release *releaseOnClose // uncounts the connection in f.limits
+	c       net.Conn        // *tls.Conn on the TLS listener
+	tls     bool
+	br      *bufio.Reader // reads through fc.Read
+	client  string        // client IP, for X-Forwarded-For
 	// trusted: the peer is a trusted proxy, whose forwarding headers stay.
 	trusted bool
 	state   atomic.Int32
@@ -220,6 +229,7 @@ func (fc *frontConn) serve() {
 		f.mu.Unlock()
 		if !handedOff {
 			fc.c.Close()
+			fc.release.done()
 		}
 		fc.br.Reset(nil)
 		readerPool.Put(fc.br)
@@ -291,7 +301,7 @@ func (fc *frontConn) nextHead() ([]byte, error) {
 // handOff gives the connection, with what was read of it, to net/http.
 func (fc *frontConn) handOff() bool {
 	pre, _ := fc.br.Peek(fc.br.Buffered())
-	pc := &prefixConn{Conn: fc.c, pre: append([]byte(nil), pre...)}
+	pc := &prefixConn{Conn: fc.c, pre: append([]byte(nil), pre...), release: fc.release}
 	if fc.pending >= 0 {
 		pc.pre = append(pc.pre, byte(fc.pending))
 	}
@@ -337,7 +347,15 @@ func (l *handoffListener) give(c net.Conn) bool {
 // prefixConn replays bytes the front already read before reading on.
 type prefixConn struct {
 	net.Conn
-	pre []byte
+	pre     []byte
+	release *releaseOnClose // uncounts the client connection (connLimiter)
+}
+
+// Close closes the connection and uncounts it.
+func (c *prefixConn) Close() error {
+	err := c.Conn.Close()
+	c.release.done()
+	return err
 }
 
 // CloseWrite lets net/http half-close the connection when it ends it.
@@ -412,4 +430,12 @@ func (fc *frontConn) stopWatch() {
 		fc.pending = int(fc.watchByte[0])
 		fc.watchGot = false
 	}
+}
+
+// clientIP is the address part of c's peer.
+func clientIP(c net.Conn) string {
+	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		return host
+	}
+	return c.RemoteAddr().String()
 }

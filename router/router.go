@@ -260,10 +260,11 @@ type reqState struct {
 	start   time.Time
 	id      string
 	backend *lb.Backend
-	started bool   // the ReverseProxy path holds backend's in-flight count
-	status  int    // the front's answer
-	sticky  string // instance named by the client's StickyCookie (sticky routes)
-	aborted bool   // the backend broke mid-body: abort the client connection
+	started bool      // the ReverseProxy path holds backend's in-flight count
+	status  int       // the front's answer
+	sticky  string    // instance named by the client's StickyCookie (sticky routes)
+	aborted bool      // the backend broke mid-body: abort the client connection
+	body    *idleBody // the request body under BodyIdleTimeout, or nil
 }
 
 type stateKey struct{}
@@ -299,6 +300,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 				st.sticky = c.Value
 			}
 		}
+		st.body = r.watchBody(w, req)
 		r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)))
 		if st.backend != nil && st.started {
 			st.backend.Done()
@@ -443,6 +445,10 @@ func (r *Router) backendError(w http.ResponseWriter, req *http.Request, st *reqS
 		attrs = append(attrs, "app", st.e.route.App, "request_id", st.id)
 	}
 	switch {
+	case st != nil && st.body != nil && st.body.timedOut.Load():
+		w.Header().Set("Connection", "close")
+		r.reject(w, http.StatusRequestTimeout, ErrBodyTimeout, "the request body stalled")
+		return
 	case errors.Is(err, errAllFull):
 		r.reject(w, http.StatusServiceUnavailable, ErrEndpointsFull, "every instance is at its connection limit")
 		return

@@ -22,6 +22,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/envref"
 	"github.com/dinp/dinp/common/httpapi"
 )
 
@@ -223,6 +224,7 @@ func (s *Server) routes() http.Handler {
 	})
 	v1 := r.Group("/v1", httpapi.RequireToken(s.cfg.ClusterToken))
 	v1.POST("/heartbeat", s.heartbeat)
+	v1.GET(strings.TrimPrefix(envref.Path, "/v1"), s.serveEnv)
 	return r
 }
 

@@ -478,7 +478,14 @@ func (s *Server) writeAssignments(ctx context.Context, st *leaderState, plan map
 		if prev, ok := st.wroteAssigned[node]; ok && sameAssignments(prev, list) {
 			continue
 		}
-		raw, err := json.Marshal(list)
+		raw, err := encodeAssignments(list, s.cfg.AnswerInlineBytes)
+		if errors.Is(err, errAnswerTooLarge) {
+			// Never an answer the agent cannot read: the node keeps its
+			// previous list (nothing stops); new work for it waits.
+			s.log.Error("assignments too large for a heartbeat answer; node keeps its previous list",
+				"node", node, "instances", len(list), "max_bytes", maxAnswerBytes)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -506,7 +513,7 @@ func sameAssignments(a, b []common.Assignment) bool {
 	return slices.EqualFunc(a, b, func(x, y common.Assignment) bool {
 		return x.Instance == y.Instance && x.App == y.App && x.Release == y.Release && x.Index == y.Index &&
 			x.Image == y.Image && x.MemoryMB == y.MemoryMB && x.CPUShares == y.CPUShares && x.Port == y.Port &&
-			maps.Equal(x.Env, y.Env)
+			x.Root == y.Root && maps.Equal(x.Env, y.Env)
 	})
 }
 

@@ -61,6 +61,10 @@ type Config struct {
 	// set, its identity): machines gone for good leave the cluster view.
 	// 0 keeps them forever.
 	ForgetNodeAfter time.Duration
+	// AnswerInlineBytes is the size over which a node's assignments carry
+	// env digests instead of envs (agents then fetch them once; see
+	// envref.go).
+	AnswerInlineBytes int
 	// ID names this server (leader display, logs).
 	ID  string
 	Log *slog.Logger
@@ -78,6 +82,7 @@ func DefaultConfig() Config {
 		StartTimeout:      60 * time.Second,
 		LivenessLimit:     60 * time.Second,
 		ForgetNodeAfter:   24 * time.Hour,
+		AnswerInlineBytes: 256 << 10,
 	}
 }
 
@@ -93,11 +98,15 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxSurge, "max-surge", c.MaxSurge, "rolling deploy: extra instances at once (0 = the whole new release at once)")
 	fs.DurationVar(&c.LivenessLimit, "liveness-limit", c.LivenessLimit, "replace an instance unhealthy for this long (0 = never)")
 	fs.DurationVar(&c.ForgetNodeAfter, "forget-node-after", c.ForgetNodeAfter, "forget a node silent this long that runs nothing (0 = never)")
+	fs.IntVar(&c.AnswerInlineBytes, "answer-inline-bytes", c.AnswerInlineBytes, "a node's assignments over this size carry env digests (agents fetch envs once)")
 	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
 }
 
 func (c *Config) validate() error {
 	var errs []error
+	if c.AnswerInlineBytes <= 0 {
+		c.AnswerInlineBytes = DefaultConfig().AnswerInlineBytes
+	}
 	if c.ClusterToken == "" {
 		errs = append(errs, errors.New("cluster token is required"))
 	}

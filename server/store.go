@@ -72,7 +72,7 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 	}
 
 	// Only the releases that matter: the current one and those instances run.
-	rows, err = tx.QueryContext(ctx, `SELECT r.app_id, r.version, r.image, r.env_json, r.memory_mb, r.cpu_shares
+	rows, err = tx.QueryContext(ctx, `SELECT r.app_id, r.version, r.image, r.env_json, r.memory_mb, r.cpu_shares, r.allow_root
 		FROM releases r JOIN apps a ON a.id = r.app_id
 		WHERE r.version = a.current_release
 		   OR EXISTS (SELECT 1 FROM instances i WHERE i.app_id = r.app_id AND i.release_version = r.version)`)
@@ -83,7 +83,7 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 		var appID int64
 		var r reconcile.Release
 		var env string
-		if err := rows.Scan(&appID, &r.Version, &r.Image, &env, &r.MemoryMB, &r.CPUShares); err != nil {
+		if err := rows.Scan(&appID, &r.Version, &r.Image, &env, &r.MemoryMB, &r.CPUShares, &r.Root); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read releases: %w", err)
 		}

@@ -20,6 +20,9 @@ type App struct {
 	Env            map[string]string   `json:"env"`
 	CurrentRelease *int                `json:"current_release"`
 	URL            string              `json:"url"`
+	// AllowRoot: an admin let the app run as its image's own user (root
+	// included); otherwise processes run as an unprivileged user.
+	AllowRoot bool `json:"allow_root"`
 }
 
 // AppSummary is one app of GET /api/v1/apps.

@@ -545,7 +545,7 @@ func (r *reconciler) assignments() {
 			lists[inst.ni] = append(lists[inst.ni], common.Assignment{
 				Instance: inst.ID, App: app.Name, Release: inst.Release, Index: inst.Index,
 				Image: rel.Image, MemoryMB: rel.MemoryMB, CPUShares: rel.CPUShares,
-				Port: common.DefaultAppPort, Env: rel.Env,
+				Port: common.DefaultAppPort, Env: rel.Env, Root: rel.Root,
 			})
 		}
 	}

@@ -44,6 +44,8 @@ type Release struct {
 	Env       map[string]string
 	MemoryMB  int64
 	CPUShares int64
+	// Root: the admin let this release run as the image's user.
+	Root bool
 }
 
 // App is an app's desired state.
