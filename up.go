@@ -80,6 +80,7 @@ func newUpCommand() *cobra.Command {
 	fs.StringVar(&c.dash.AdminPassword, "admin-password", c.dash.AdminPassword, "password of the first admin (generated when empty)")
 	fs.DurationVar(&c.server.DrainPeriod, "drain-period", c.server.DrainPeriod, "how long old instances keep running after leaving the route")
 	fs.DurationVar(&c.server.HeartbeatInterval, "heartbeat-interval", c.server.HeartbeatInterval, "agent heartbeat interval (a node is lost after 3)")
+	fs.BoolVar(&c.server.DrainAllowInternal, "drain-allow-internal", c.server.DrainAllowInternal, "let log drains reach loopback and private addresses")
 	fs.StringVar(&c.builder.StackCache, "builder-stack-cache", c.builder.StackCache, "directory of the built Debian-based stacks (shared by the machine's builders)")
 	return cmd
 }
@@ -118,6 +119,7 @@ func runUp(ctx context.Context, c upConfig) error {
 	// their container addresses, skipping the engine's port proxy.
 	c.router.NodeID, c.hm.NodeID = c.agent.NodeID, c.agent.NodeID
 	c.dash.BuilderURL = "http://" + c.builder.Addr
+	c.dash.DrainAllowInternal = c.server.DrainAllowInternal
 
 	// The router carries every request, so the process gets the Ps of a
 	// `dinp router` (router.Config.ApplyProcs); the other components do not

@@ -36,6 +36,9 @@ type Config struct {
 	TeamLimits TeamLimits
 	// MaxFollowsPerUser bounds one user's open log follows (429 beyond).
 	MaxFollowsPerUser int
+	// DrainAllowInternal lets log drains point at loopback and private
+	// addresses (the server has the same setting for delivery).
+	DrainAllowInternal bool
 	// PublicURL is how users reach dash (written to admin.json); empty means
 	// http://<listen address>.
 	PublicURL string
@@ -70,6 +73,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.TeamLimits.MaxInstances, "team-max-instances", c.TeamLimits.MaxInstances, "default limit of instances per team (all apps)")
 	fs.Int64Var(&c.TeamLimits.MaxMemoryMB, "team-max-memory-mb", c.TeamLimits.MaxMemoryMB, "default limit of instance memory per team in MiB (all apps)")
 	fs.IntVar(&c.TeamLimits.MaxDomainClaims, "team-max-domain-claims", c.TeamLimits.MaxDomainClaims, "default limit of unproven domain claims per team")
+	fs.BoolVar(&c.DrainAllowInternal, "drain-allow-internal", c.DrainAllowInternal, "let log drains point at loopback and private addresses")
 	fs.DurationVar(&c.DomainClaimTTL, "domain-claim-ttl", c.DomainClaimTTL, "how long an unverified domain claim blocks other apps")
 }
 

@@ -256,6 +256,7 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	app.POST("/domains", d.addDomain)
 	app.POST("/domains/:domain/verify", d.verifyDomain)
 	app.DELETE("/domains/:domain", d.removeDomain)
+	d.drainRoutes(app)
 }
 
 // publishDesired tells the leader server that an app's desired state

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"time"
 
 	"github.com/dinp/dinp/common"
@@ -72,7 +73,10 @@ func (s *Server) tryLead(ctx context.Context, pool *sql.DB) error {
 	s.leader.Store(true)
 	go func() {
 		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.runDrains(lctx, pool) })
 		s.lead(lctx, pool)
+		wg.Wait()
 	}()
 
 	tick := time.NewTicker(time.Second)

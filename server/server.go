@@ -65,6 +65,17 @@ type Config struct {
 	// env digests instead of envs (agents then fetch them once; see
 	// envref.go).
 	AnswerInlineBytes int
+	// DrainAllowInternal lets log drains reach loopback and private
+	// addresses (where Redis, MySQL and the platform listen): off by
+	// default, so a tenant's drain cannot aim the platform inward.
+	DrainAllowInternal bool
+	// DrainCA is a PEM file of extra roots for TLS drains.
+	DrainCA string
+	// DrainFailAfter is how long a drain may fail before its app gets a
+	// drain_failing event.
+	DrainFailAfter time.Duration
+	// DrainRefresh is how often the leader re-reads the list of drains.
+	DrainRefresh time.Duration
 	// ID names this server (leader display, logs).
 	ID  string
 	Log *slog.Logger
@@ -83,6 +94,8 @@ func DefaultConfig() Config {
 		LivenessLimit:     60 * time.Second,
 		ForgetNodeAfter:   24 * time.Hour,
 		AnswerInlineBytes: 256 << 10,
+		DrainFailAfter:    time.Minute,
+		DrainRefresh:      5 * time.Second,
 	}
 }
 
@@ -99,6 +112,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.LivenessLimit, "liveness-limit", c.LivenessLimit, "replace an instance unhealthy for this long (0 = never)")
 	fs.DurationVar(&c.ForgetNodeAfter, "forget-node-after", c.ForgetNodeAfter, "forget a node silent this long that runs nothing (0 = never)")
 	fs.IntVar(&c.AnswerInlineBytes, "answer-inline-bytes", c.AnswerInlineBytes, "a node's assignments over this size carry env digests (agents fetch envs once)")
+	fs.BoolVar(&c.DrainAllowInternal, "drain-allow-internal", c.DrainAllowInternal, "let log drains reach loopback and private addresses")
+	fs.StringVar(&c.DrainCA, "drain-ca", c.DrainCA, "PEM file of extra CA certificates for TLS log drains")
+	fs.DurationVar(&c.DrainFailAfter, "drain-fail-after", c.DrainFailAfter, "how long a log drain may fail before its app gets a drain_failing event")
 	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
 }
 
