@@ -38,6 +38,7 @@ func (d *Dash) nodeRoutes(api *gin.RouterGroup) {
 	nodes.POST("/:node/drain", d.nodeActionAPI(nodeDrain))
 	nodes.POST("/:node/undrain", d.nodeActionAPI(nodeUndrain))
 	nodes.DELETE("/:node", d.nodeActionAPI(nodeForget))
+	nodes.PUT("/:node/labels", d.putNodeLabels)
 }
 
 // listNodes answers every node with its state, and the leading server.
@@ -205,13 +206,13 @@ func (d *Dash) addHeartbeats(ctx context.Context, list []Node) error {
 // nodes reads every node (or the one with id, when id is not empty) with
 // the instances placed on it and the memory they reserve.
 func (s *store) nodes(ctx context.Context, id string) ([]Node, error) {
-	q := `SELECT n.id, n.address, n.labels_json, n.memory_mb, n.cpus, n.drain,
+	q := `SELECT n.id, n.address, n.labels_json, COALESCE(n.admin_labels_json, ''), n.memory_mb, n.cpus, n.drain,
 		COUNT(i.id), COALESCE(SUM(r.memory_mb), 0)
 		FROM nodes n
 		LEFT JOIN instances i ON i.node = n.id
 		LEFT JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version
 		WHERE ? = '' OR n.id = ?
-		GROUP BY n.id, n.address, n.labels_json, n.memory_mb, n.cpus, n.drain
+		GROUP BY n.id, n.address, n.labels_json, n.admin_labels_json, n.memory_mb, n.cpus, n.drain
 		ORDER BY n.id`
 	rows, err := s.db.QueryContext(ctx, q, id, id)
 	if err != nil {
@@ -221,16 +222,23 @@ func (s *store) nodes(ctx context.Context, id string) ([]Node, error) {
 	out := []Node{}
 	for rows.Next() {
 		var n Node
-		var labels string
-		if err := rows.Scan(&n.ID, &n.Address, &labels, &n.MemoryMB, &n.CPUs, &n.Drain, &n.Instances, &n.ReservedMB); err != nil {
+		var labels, admin string
+		if err := rows.Scan(&n.ID, &n.Address, &labels, &admin, &n.MemoryMB, &n.CPUs, &n.Drain, &n.Instances, &n.ReservedMB); err != nil {
 			return nil, err
 		}
-		n.Labels = map[string]string{}
-		if labels != "" {
-			if err := json.Unmarshal([]byte(labels), &n.Labels); err != nil {
-				return nil, fmt.Errorf("node %s labels: %w", n.ID, err)
+		agent := map[string]string{}
+		n.AdminLabels = map[string]string{}
+		for _, l := range []struct {
+			raw string
+			to  map[string]string
+		}{{labels, agent}, {admin, n.AdminLabels}} {
+			if l.raw != "" {
+				if err := json.Unmarshal([]byte(l.raw), &l.to); err != nil {
+					return nil, fmt.Errorf("node %s labels: %w", n.ID, err)
+				}
 			}
 		}
+		n.Labels = common.NodeLabels(agent, n.AdminLabels)
 		out = append(out, n)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

@@ -104,6 +104,7 @@ type fakeAgent struct {
 	paused   bool
 	restarts int          // restart count reported for every container
 	lastExit *common.Exit // last exit reported for every container
+	labels   map[string]string
 	ports    map[string]int
 	last     common.HeartbeatResponse
 	status   int
@@ -131,7 +132,7 @@ func (a *fakeAgent) beat() {
 		a.mu.Unlock()
 		return
 	}
-	hb := common.Heartbeat{Node: a.id, Addr: a.addr, Capacity: common.Capacity{MemoryMB: a.memMB, CPUs: 2}, At: time.Now()}
+	hb := common.Heartbeat{Node: a.id, Addr: a.addr, Capacity: common.Capacity{MemoryMB: a.memMB, CPUs: 2}, Labels: a.labels, At: time.Now()}
 	if a.running {
 		for _, as := range a.last.Assignments {
 			p, ok := a.ports[as.Instance]

@@ -105,11 +105,15 @@ const (
 
 // Node is one Docker node as an admin sees it.
 type Node struct {
-	ID       string            `json:"id"`
-	Address  string            `json:"address"`
-	Labels   map[string]string `json:"labels"`
-	MemoryMB int64             `json:"memory_mb"`
-	CPUs     int               `json:"cpus"`
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// Labels are what placement sees: the agent's labels with AdminLabels
+	// over them (an admin label wins on a shared key).
+	Labels map[string]string `json:"labels"`
+	// AdminLabels are the labels set through PUT /nodes/{id}/labels.
+	AdminLabels map[string]string `json:"admin_labels"`
+	MemoryMB    int64             `json:"memory_mb"`
+	CPUs        int               `json:"cpus"`
 	// ReservedMB is the memory of every instance placed on the node
 	// (pending and stopping ones included), as placement counts it.
 	ReservedMB int64  `json:"reserved_mb"`
@@ -120,6 +124,12 @@ type Node struct {
 	// (nil when Redis holds none); HeartbeatAge is its age in seconds.
 	LastHeartbeat *time.Time `json:"last_heartbeat"`
 	HeartbeatAge  *float64   `json:"heartbeat_age_s"`
+}
+
+// NodeLabelsRequest is the body of PUT /api/v1/nodes/{id}/labels: each
+// label is set on the node, or removed when its value is null.
+type NodeLabelsRequest struct {
+	Labels map[string]*string `json:"labels"`
 }
 
 // NodeEvent is one admin action or observation on a node.

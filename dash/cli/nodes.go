@@ -78,7 +78,58 @@ func nodesCommand(f *appFlags) *cobra.Command {
 			},
 		})
 	}
+	cmd.AddCommand(nodeLabelCommand())
 	return cmd
+}
+
+// nodeLabelCommand is `dinp nodes label NODE k=v … k- …`: set or remove
+// admin labels (an admin label wins over the agent's on the same key).
+func nodeLabelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "label NODE KEY=VALUE... KEY-...",
+		Short: "Set (k=v) or remove (k-) a node's admin labels; placement honours them over the agent's",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			patch, err := parseLabelArgs(args[1:])
+			if err != nil {
+				return err
+			}
+			c, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Node api.Node `json:"node"`
+			}
+			body := jsonBody(api.NodeLabelsRequest{Labels: patch})
+			if err := c.call("PUT", "/nodes/"+url.PathEscape(args[0])+"/labels", body, "application/json", &out); err != nil {
+				return err
+			}
+			var labels []string
+			for k, v := range out.Node.Labels {
+				labels = append(labels, k+"="+v)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s labels: %s\n", args[0], formatLabels(labels))
+			return nil
+		},
+	}
+}
+
+// parseLabelArgs reads k=v (set) and k- (remove) arguments.
+func parseLabelArgs(args []string) (map[string]*string, error) {
+	patch := map[string]*string{}
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok && k != "" {
+			patch[k] = &v
+			continue
+		}
+		if k, ok := strings.CutSuffix(a, "-"); ok && k != "" && !strings.Contains(k, "=") {
+			patch[k] = nil
+			continue
+		}
+		return nil, fmt.Errorf("label %q: want KEY=VALUE to set or KEY- to remove", a)
+	}
+	return patch, nil
 }
 
 // formatLabels prints labels as sorted k=v pairs ("-" for none).
