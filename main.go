@@ -50,6 +50,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 	}
+	common.Version = version
 	root.AddCommand(componentCommands()...)
 	builderCmdAttach(root)
 	root.AddCommand(newUpCommand())
