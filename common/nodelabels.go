@@ -3,6 +3,7 @@ package common
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Node label syntax: keys may carry a DNS-style prefix ("zone",
@@ -40,4 +41,22 @@ func NodeLabels(agent, admin map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// ParseLabelArgs reads label changes as `dinp nodes label` and the Cluster
+// page take them: KEY=VALUE sets, KEY- removes (a nil value).
+func ParseLabelArgs(args []string) (map[string]*string, error) {
+	patch := map[string]*string{}
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok && k != "" {
+			patch[k] = &v
+			continue
+		}
+		if k, ok := strings.CutSuffix(a, "-"); ok && k != "" && !strings.Contains(k, "=") {
+			patch[k] = nil
+			continue
+		}
+		return nil, fmt.Errorf("label %q: want KEY=VALUE to set or KEY- to remove", a)
+	}
+	return patch, nil
 }

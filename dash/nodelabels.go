@@ -32,32 +32,51 @@ func (d *Dash) putNodeLabels(c *gin.Context) {
 		d.fail(c, err)
 		return
 	}
-	if len(req.Labels) == 0 {
-		d.fail(c, invalid("bad_labels", `labels must name at least one label: {"labels": {"zone": "b", "gpu": null}}`))
-		return
-	}
-	for k, v := range req.Labels {
-		value := ""
-		if v != nil {
-			value = *v
-		}
-		if err := common.CheckNodeLabel(k, value); err != nil {
-			d.fail(c, invalid("bad_labels", err.Error()))
-			return
-		}
-	}
 	id := c.Param("node")
-	if err := d.store.patchAdminLabels(ctx, id, req.Labels, currentUser(c).Name); err != nil {
+	if err := d.setNodeLabels(ctx, id, req.Labels, currentUser(c).Name); err != nil {
 		d.fail(c, err)
 		return
 	}
-	d.publishDesired(ctx, "node:"+id)
 	n, err := d.node(ctx, id)
 	if err != nil {
 		d.fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"node": n})
+}
+
+// webNodeLabels runs the label form of the Cluster page ("zone=b gpu-").
+func (d *Dash) webNodeLabels(c *gin.Context) {
+	id := c.Param("node")
+	patch, err := common.ParseLabelArgs(strings.Fields(c.PostForm("labels")))
+	if err != nil {
+		err = invalid("bad_labels", err.Error())
+	} else {
+		err = d.setNodeLabels(c.Request.Context(), id, patch, currentUser(c).Name)
+	}
+	d.back(c, "/cluster", "node "+id+" labels changed", err)
+}
+
+// setNodeLabels checks and applies a patch of a node's admin labels (one
+// path for the API and the Cluster page) and tells the leader.
+func (d *Dash) setNodeLabels(ctx context.Context, id string, patch map[string]*string, by string) error {
+	if len(patch) == 0 {
+		return invalid("bad_labels", `labels must name at least one label: {"labels": {"zone": "b", "gpu": null}}`)
+	}
+	for k, v := range patch {
+		value := ""
+		if v != nil {
+			value = *v
+		}
+		if err := common.CheckNodeLabel(k, value); err != nil {
+			return invalid("bad_labels", err.Error())
+		}
+	}
+	if err := d.store.patchAdminLabels(ctx, id, patch, by); err != nil {
+		return err
+	}
+	d.publishDesired(ctx, "node:"+id)
+	return nil
 }
 
 // patchAdminLabels applies patch to a node's admin labels and records the

@@ -39,6 +39,7 @@ func (d *Dash) nodeRoutes(api *gin.RouterGroup) {
 	nodes.POST("/:node/undrain", d.nodeActionAPI(nodeUndrain))
 	nodes.DELETE("/:node", d.nodeActionAPI(nodeForget))
 	nodes.PUT("/:node/labels", d.putNodeLabels)
+	api.GET("/cluster", requireAdmin, d.getCluster)
 }
 
 // listNodes answers every node with its state, and the leading server.
@@ -179,6 +180,10 @@ func (d *Dash) addHeartbeats(ctx context.Context, list []Node) error {
 	if err != nil {
 		return err
 	}
+	reference, err := d.serverVersion(ctx)
+	if err != nil {
+		return err
+	}
 	now := time.Now().UTC()
 	for i := range list {
 		n := &list[i]
@@ -188,12 +193,17 @@ func (d *Dash) addHeartbeats(ctx context.Context, list []Node) error {
 			continue
 		}
 		var hb struct {
-			At time.Time `json:"at"`
+			At           time.Time `json:"at"`
+			AgentVersion string    `json:"agent_version"`
 		}
 		if json.Unmarshal([]byte(raw), &hb) == nil && !hb.At.IsZero() {
 			at := hb.At.UTC()
 			age := now.Sub(at).Seconds()
 			n.LastHeartbeat, n.HeartbeatAge = &at, &age
+			n.AgentVersion = hb.AgentVersion
+			// An agent of protocol 1 reports no version: it predates the
+			// servers' protocol 2, so it is older than any of them.
+			n.Outdated = common.Outdated(hb.AgentVersion, reference) || (hb.AgentVersion == "" && reference != "")
 		}
 		n.State = NodeReady
 		if n.Drain {
@@ -304,8 +314,9 @@ func (s *store) nodeEvents(ctx context.Context, id string, limit int) ([]NodeEve
 
 // clusterData is what the Cluster page shows.
 type clusterData struct {
-	Nodes  []Node
-	Leader string
+	Nodes   []Node
+	Leader  string
+	Cluster api.Cluster
 }
 
 // webRequireAdmin lets only admins see the Cluster pages.
@@ -329,12 +340,12 @@ func (d *Dash) webCluster(c *gin.Context) {
 		d.webFail(c, err)
 		return
 	}
-	leader, err := d.rdb.Get(ctx, d.keys.Leader()).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	cl, err := d.cluster(ctx)
+	if err != nil {
 		d.webFail(c, err)
 		return
 	}
-	d.render(c, http.StatusOK, "cluster", page{Title: "Cluster", Data: clusterData{Nodes: list, Leader: leader}})
+	d.render(c, http.StatusOK, "cluster", page{Title: "Cluster", Data: clusterData{Nodes: list, Leader: cl.Leader, Cluster: cl}})
 }
 
 // webNodeAction runs the drain, undrain or forget form of the Cluster page.

@@ -255,9 +255,15 @@ func (r *Registry) Run(ctx context.Context) error {
 			r.gcLoop(gcCtx)
 		}
 	}()
+	statusDone := make(chan struct{})
+	go func() {
+		defer close(statusDone)
+		r.reportStatus(gcCtx)
+	}()
 	defer func() {
 		stopGC()
 		<-gcDone
+		<-statusDone
 		r.gcMu.Lock()
 		if r.gcPool != nil {
 			r.gcPool.Close()

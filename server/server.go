@@ -210,6 +210,11 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { s.subscribe(ctx) })
 	wg.Go(func() { s.campaign(ctx) })
+	wg.Go(func() {
+		common.ReportStatus(ctx, s.rdb, s.keys, common.RoleServer, s.cfg.ID, common.StatusPeriod, s.log, func(st *common.ComponentStatus) {
+			st.Addr, st.Leader = s.Addr(), s.IsLeader()
+		})
+	})
 	s.log.Info("server started", "addr", s.Addr())
 
 	<-ctx.Done()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -34,7 +35,7 @@ func nodesCommand(f *appFlags) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			w := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(w, "NODE\tADDRESS\tSTATE\tINSTANCES\tMEMORY\tHEARTBEAT\tLABELS")
+			fmt.Fprintln(w, "NODE\tADDRESS\tSTATE\tINSTANCES\tMEMORY\tHEARTBEAT\tAGENT\tLABELS")
 			for _, n := range out.Nodes {
 				beat := "-"
 				if n.HeartbeatAge != nil {
@@ -44,8 +45,8 @@ func nodesCommand(f *appFlags) *cobra.Command {
 				for k, v := range n.Labels {
 					labels = append(labels, k+"="+v)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%dM\t%s\t%s\n", n.ID, n.Address, n.State, n.Instances,
-					n.ReservedMB, n.MemoryMB, beat, formatLabels(labels))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%dM\t%s\t%s\t%s\n", n.ID, n.Address, n.State, n.Instances,
+					n.ReservedMB, n.MemoryMB, beat, agentVersion(n), formatLabels(labels))
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -90,7 +91,7 @@ func nodeLabelCommand() *cobra.Command {
 		Short: "Set (k=v) or remove (k-) a node's admin labels; placement honours them over the agent's",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			patch, err := parseLabelArgs(args[1:])
+			patch, err := common.ParseLabelArgs(args[1:])
 			if err != nil {
 				return err
 			}
@@ -115,21 +116,17 @@ func nodeLabelCommand() *cobra.Command {
 	}
 }
 
-// parseLabelArgs reads k=v (set) and k- (remove) arguments.
-func parseLabelArgs(args []string) (map[string]*string, error) {
-	patch := map[string]*string{}
-	for _, a := range args {
-		if k, v, ok := strings.Cut(a, "="); ok && k != "" {
-			patch[k] = &v
-			continue
-		}
-		if k, ok := strings.CutSuffix(a, "-"); ok && k != "" && !strings.Contains(k, "=") {
-			patch[k] = nil
-			continue
-		}
-		return nil, fmt.Errorf("label %q: want KEY=VALUE to set or KEY- to remove", a)
+// agentVersion prints a node's agent version, flagged when it is older
+// than the servers.
+func agentVersion(n api.Node) string {
+	v := n.AgentVersion
+	if v == "" {
+		v = "-"
 	}
-	return patch, nil
+	if n.Outdated {
+		v += " (outdated: upgrade)"
+	}
+	return v
 }
 
 // formatLabels prints labels as sorted k=v pairs ("-" for none).

@@ -1,4 +1,4 @@
-package cli
+package common
 
 import (
 	"testing"
@@ -6,13 +6,13 @@ import (
 
 // TestParseLabelArgs: `dinp nodes label NODE k=v k-` sets and removes.
 func TestParseLabelArgs(t *testing.T) {
-	got, err := parseLabelArgs([]string{"zone=b", "gpu-", "empty="})
+	got, err := ParseLabelArgs([]string{"zone=b", "gpu-", "empty="})
 	if err != nil || len(got) != 3 || got["zone"] == nil || *got["zone"] != "b" || got["gpu"] != nil ||
 		got["empty"] == nil || *got["empty"] != "" {
 		t.Fatalf("%v %v", got, err)
 	}
 	for _, bad := range []string{"zone", "=b", "-"} {
-		if _, err := parseLabelArgs([]string{bad}); err == nil {
+		if _, err := ParseLabelArgs([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
