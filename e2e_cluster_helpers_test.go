@@ -93,6 +93,14 @@ type clusterOptions struct {
 	// .4) and runs hm and a second router on the first node (--node-id):
 	// they reach that node's instances at their container addresses.
 	NodeLocal bool
+	// Partitionable gives each agent its own loopback address (127.0.0.2,
+	// .3, .4) for its published ports and for its connections to the
+	// servers (--source-addr), so the packet filter can cut one node off.
+	Partitionable bool
+	// LivenessLimit is the servers' --liveness-limit (0: the default).
+	LivenessLimit time.Duration
+	// RouterDialTimeout is the router's --dial-timeout (0: the default).
+	RouterDialTimeout time.Duration
 }
 
 // clusterRedis is a Redis of the test's own (see clusterOptions.Redis).
@@ -188,6 +196,9 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		if opts.StartTimeout > 0 {
 			args = append(args, "--start-timeout", opts.StartTimeout.String())
 		}
+		if opts.LivenessLimit > 0 {
+			args = append(args, "--liveness-limit", opts.LivenessLimit.String())
+		}
 		c.spawn(fmt.Sprintf("server-%d", i+1), "server", args...)
 	}
 	c.spawn("builder", "builder", "--builder-addr", builder,
@@ -195,12 +206,16 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	serverURLs := "http://" + c.servers[0] + ",http://" + c.servers[1]
 	for i, node := range c.nodes {
 		advertise := "127.0.0.1"
-		if opts.NodeLocal {
+		if opts.NodeLocal || opts.Partitionable {
 			advertise = fmt.Sprintf("127.0.0.%d", i+2)
 		}
-		c.spawn(fmt.Sprintf("agent-%d", i+1), "agent", "--node-id", node, "--advertise-addr", advertise,
+		args := []string{"--node-id", node, "--advertise-addr", advertise,
 			"--server-url", serverURLs, "--agent-addr", next(), "--interval", "1s",
-			"--memory-mb", "1024", "--stop-timeout", "3s")
+			"--memory-mb", "1024", "--stop-timeout", "3s"}
+		if opts.Partitionable {
+			args = append(args, "--source-addr", advertise)
+		}
+		c.spawn(fmt.Sprintf("agent-%d", i+1), "agent", args...)
 	}
 	if opts.NodeLocal {
 		c.spawn("hm", "hm", "--status-addr", next(), "--node-id", c.nodes[0])
@@ -210,7 +225,11 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	} else {
 		c.spawn("hm", "hm", "--status-addr", next())
 	}
-	c.spawn("router", "router", "--addr", c.router, "--status-addr", next(), "--drain-period", "0s")
+	routerArgs := []string{"--addr", c.router, "--status-addr", next(), "--drain-period", "0s"}
+	if opts.RouterDialTimeout > 0 {
+		routerArgs = append(routerArgs, "--dial-timeout", opts.RouterDialTimeout.String())
+	}
+	c.spawn("router", "router", routerArgs...)
 	c.spawn("dash", "dash", "--addr", c.dash, "--builder-url", "http://"+builder)
 
 	c.waitFor(60*time.Second, "dash ready", func() error {
