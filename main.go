@@ -77,6 +77,11 @@ func componentCommand(name, short string, base *common.Base, addFlags func(*pfla
 			if err := common.LoadFlags(cmd.Flags(), configFile); err != nil {
 				return err
 			}
+			if base.CA != "" {
+				if err := common.TrustCA(base.CA); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+			}
 			r, err := start()
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)

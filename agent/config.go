@@ -259,6 +259,13 @@ func (c *Config) validate() ([]string, error) {
 	}
 	if c.HTTPClient == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if c.CA != "" {
+			tlsCfg, err := common.ClientTLS(c.CA)
+			if err != nil {
+				return nil, err
+			}
+			tr.TLSClientConfig = tlsCfg
+		}
 		if c.SourceAddr != "" {
 			ip := net.ParseIP(c.SourceAddr)
 			if ip == nil {

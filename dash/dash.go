@@ -60,7 +60,7 @@ func New(cfg Config) (*Dash, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dash: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := common.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("dash listen: %w", err)
 	}

@@ -30,6 +30,8 @@ type Config struct {
 	common.Base
 	// Addr is the listen address of the heartbeat API.
 	Addr string
+	// TLSCert and TLSKey, when set, make the heartbeat API serve TLS.
+	TLSCert, TLSKey string
 	// HeartbeatInterval is how often agents beat; a node is lost after
 	// 3 intervals without one.
 	HeartbeatInterval time.Duration
@@ -82,6 +84,8 @@ func DefaultConfig() Config {
 // AddFlags registers the server's own flags.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address of the heartbeat API")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "certificate (PEM) of the heartbeat API: serve TLS (agents then need --ca)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "key (PEM) of --tls-cert")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "agent heartbeat interval (a node is lost after 3)")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often the leader reconciles")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "how often the leader rewrites drifted Redis state")
@@ -156,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = common.NewLogger("server", cfg.LogLevel)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := common.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("server listen: %w", err)
 	}

@@ -111,6 +111,8 @@ func main() {
 		log.Fatalf("lost %d instances but replaced %d (%v)", len(plan.Delete), len(plan.Create), firstReason(plan))
 	}
 
+	drainBench(c, rows, *runs)
+
 	if *memProfile != "" {
 		defer func() {
 			f, err := os.Create(*memProfile)
