@@ -52,10 +52,13 @@ func partitionNodeCutOff(t *testing.T, a clusterArtifacts) {
 	l := c.load("hello")
 	pf := newPacketFilter(t)
 	start := time.Now()
-	// Everything from and to the node's address: its agent's heartbeats
-	// and the router's and hm's connections to its published ports.
-	pf.add("-s", addr, "-j", "DROP")
-	pf.add("-d", addr, "-j", "DROP")
+	// The router's and hm's packets to the node's published ports are
+	// answered with a TCP reset (new connections are refused, kept-alive
+	// ones break before an answer: the router retries either GET on
+	// another backend); the node's own packets — its agent's heartbeats —
+	// are dropped, except those resets.
+	pf.add("-d", addr, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+	pf.add("-s", addr, "-p", "tcp", "!", "--tcp-flags", "RST", "RST", "-j", "DROP")
 
 	c.waitFor(20*time.Second, "2 instances answering, none on the cut-off node", func() error {
 		return answeringElsewhere(c, cut, victim)
@@ -111,10 +114,10 @@ func partitionInstancesUnreachable(t *testing.T, a clusterArtifacts) {
 	l := c.load("hello")
 	pf := newPacketFilter(t)
 	start := time.Now()
-	// New connections to the node's address (the agent's own connections
-	// to the servers start from it, so their answers still pass), and any
-	// packet to the published port of the instance (connections the router
-	// and hm keep open).
+	// New connections to the node's address are refused (the agent's own
+	// connections to the servers start from it, so their answers still
+	// pass), and connections the router and hm keep open to the instance's
+	// published port are reset.
 	r, err := c.route("hello")
 	if err != nil {
 		t.Fatal(err)
@@ -128,8 +131,8 @@ func partitionInstancesUnreachable(t *testing.T, a clusterArtifacts) {
 	if port == "" {
 		t.Fatalf("no backend for %s in %+v", victim, r.Backends)
 	}
-	pf.add("-d", addr, "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
-	pf.add("-d", addr, "-p", "tcp", "--dport", port, "-j", "DROP")
+	pf.add("-d", addr, "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW", "-j", "REJECT", "--reject-with", "tcp-reset")
+	pf.add("-d", addr, "-p", "tcp", "--dport", port, "-j", "REJECT", "--reject-with", "tcp-reset")
 
 	var unhealthyAfter time.Duration
 	c.waitFor(60*time.Second, "the unreachable instance marked unhealthy", func() error {
