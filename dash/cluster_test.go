@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -104,9 +105,18 @@ func TestClusterComponents(t *testing.T) {
 	}
 
 	b := newBrowser(t, e.url)
-	b.login(e.admin.User, e.admin.Password)
+	csrf := b.login(e.admin.User, e.admin.Password)
+	// The label form of the Cluster page takes the CLI's syntax.
+	if resp, _ := b.post("/cluster/nodes/new/labels", url.Values{"csrf": {csrf}, "labels": {"zone=b disk=ssd"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("label form: %d", resp.StatusCode)
+	}
+	var admin string
+	e.pool.QueryRow(`SELECT admin_labels_json FROM nodes WHERE id = 'new'`).Scan(&admin)
+	if admin != `{"disk":"ssd","zone":"b"}` {
+		t.Fatalf("label form stored %q", admin)
+	}
 	resp, page := b.get("/cluster")
-	for _, want := range []string{`id="routes-version">42<`, "rtr-a", "routes v40 (7 hosts)", "lag 2", "hm-1", "probes 30 instances (75%)",
+	for _, want := range []string{"zone=b", `id="routes-version">42<`, "rtr-a", "routes v40 (7 hosts)", "lag 2", "hm-1", "probes 30 instances (75%)",
 		"disk 3.00 GB", "v1.4.0</code> <span class=\"badge outdated\"", "srv-1"} {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(page, want) {
 			t.Fatalf("cluster page lacks %q (%d):\n%s", want, resp.StatusCode, page)
