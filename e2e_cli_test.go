@@ -153,6 +153,20 @@ func TestCLIEndToEnd(t *testing.T) {
 	if _, errOut, code := c.run("", "nodes", "forget", p.node); code != 2 || !strings.Contains(errOut, "node_busy") {
 		t.Fatalf("forget a live node: exit %d %s", code, errOut)
 	}
+	if out := c.ok("nodes", "label", p.node, "zone=b"); !strings.Contains(out, "zone=b") {
+		t.Fatalf("nodes label: %s", out)
+	}
+	c.ok("nodes", "label", p.node, "zone-")
+	// Every component of `dinp up` reports itself within a status period.
+	waitFor(t, 20*time.Second, "dinp cluster showing every component", func() error {
+		out := c.ok("cluster")
+		for _, want := range []string{"server ", "router ", "hm ", "registry ", "lag ", "probes ", "disk "} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("lacks %q:\n%s", want, out)
+			}
+		}
+		return nil
+	})
 
 	// Scale down to one instance.
 	if out := c.ok("scale", "hello", "--instances", "1"); !strings.Contains(out, "1 instances") {

@@ -26,6 +26,7 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/testenv"
+	"github.com/dinp/dinp/common/tlsx"
 )
 
 // clusterProc is one dinp component process of a test cluster.
@@ -94,6 +95,17 @@ type clusterOptions struct {
 	// .4) and runs hm and a second router on the first node (--node-id):
 	// they reach that node's instances at their container addresses.
 	NodeLocal bool
+	// Partitionable gives each agent its own loopback address (127.0.0.2,
+	// .3, .4) for its published ports and for its connections to the
+	// servers (--source-addr), so the packet filter can cut one node off.
+	Partitionable bool
+	// LivenessLimit is the servers' --liveness-limit (0: the default).
+	LivenessLimit time.Duration
+	// RouterDialTimeout is the router's --dial-timeout (0: the default).
+	RouterDialTimeout time.Duration
+	// TLS makes the servers and the builder serve TLS with certificates of
+	// a private CA (scripts/pki.sh); agents and dash reach them with --ca.
+	TLS bool
 }
 
 // clusterRedis is a Redis of the test's own (see clusterOptions.Redis).
@@ -130,6 +142,10 @@ type clusterEnv struct {
 	mysqlProxy *testenv.Proxy
 	// localRouter is the address of the router on nodes[0] (NodeLocal).
 	localRouter string
+	// scheme is how servers and the builder are reached ("https" with
+	// clusterOptions.TLS); serverClient trusts the cluster's CA.
+	scheme       string
+	serverClient *http.Client
 }
 
 // clusterStart starts a whole cluster for t and waits until it is usable:
@@ -174,6 +190,22 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	// stop before their database and keys disappear.
 	t.Cleanup(c.cleanup)
 
+	c.scheme, c.serverClient = "http", &http.Client{Timeout: 2 * time.Second}
+	var tlsFlags, caFlags []string
+	if opts.TLS {
+		pki := filepath.Join(c.dir, "pki")
+		if out, err := exec.Command("scripts/pki.sh", pki, "platform", "127.0.0.1").CombinedOutput(); err != nil {
+			t.Fatalf("pki.sh: %v %s", err, out)
+		}
+		tlsFlags = []string{"--tls-cert", filepath.Join(pki, "platform.pem"), "--tls-key", filepath.Join(pki, "platform-key.pem")}
+		caFlags = []string{"--ca", filepath.Join(pki, "ca.pem")}
+		cfg, err := tlsx.ClientTLS(filepath.Join(pki, "ca.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.scheme = "https"
+		c.serverClient.Transport = &http.Transport{TLSClientConfig: cfg}
+	}
 	addrs := clusterFreeAddrs(t, 13)
 	next := func() string { a := addrs[0]; addrs = addrs[1:]; return a }
 	registry := next()
@@ -189,19 +221,28 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		if opts.StartTimeout > 0 {
 			args = append(args, "--start-timeout", opts.StartTimeout.String())
 		}
+		if opts.LivenessLimit > 0 {
+			args = append(args, "--liveness-limit", opts.LivenessLimit.String())
+		}
+		args = append(args, tlsFlags...)
 		c.spawn(fmt.Sprintf("server-%d", i+1), "server", args...)
 	}
-	c.spawn("builder", "builder", "--builder-addr", builder,
-		"--builder-registry-addr", registry, "--builder-registry-host", registry)
-	serverURLs := "http://" + c.servers[0] + ",http://" + c.servers[1]
+	c.spawn("builder", "builder", append([]string{"--builder-addr", builder,
+		"--builder-registry-addr", registry, "--builder-registry-host", registry}, tlsFlags...)...)
+	serverURLs := c.scheme + "://" + c.servers[0] + "," + c.scheme + "://" + c.servers[1]
 	for i, node := range c.nodes {
 		advertise := "127.0.0.1"
-		if opts.NodeLocal {
+		if opts.NodeLocal || opts.Partitionable {
 			advertise = fmt.Sprintf("127.0.0.%d", i+2)
 		}
-		c.spawn(fmt.Sprintf("agent-%d", i+1), "agent", "--node-id", node, "--advertise-addr", advertise,
+		args := []string{"--node-id", node, "--advertise-addr", advertise,
 			"--server-url", serverURLs, "--agent-addr", next(), "--interval", "1s",
-			"--memory-mb", "1024", "--stop-timeout", "3s")
+			"--memory-mb", "1024", "--stop-timeout", "3s"}
+		if opts.Partitionable {
+			args = append(args, "--source-addr", advertise)
+		}
+		args = append(args, caFlags...)
+		c.spawn(fmt.Sprintf("agent-%d", i+1), "agent", args...)
 	}
 	if opts.NodeLocal {
 		c.spawn("hm", "hm", "--status-addr", next(), "--node-id", c.nodes[0])
@@ -211,8 +252,12 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	} else {
 		c.spawn("hm", "hm", "--status-addr", next())
 	}
-	c.spawn("router", "router", "--addr", c.router, "--status-addr", next(), "--drain-period", "0s")
-	c.spawn("dash", "dash", "--addr", c.dash, "--builder-url", "http://"+builder)
+	routerArgs := []string{"--addr", c.router, "--status-addr", next(), "--drain-period", "0s"}
+	if opts.RouterDialTimeout > 0 {
+		routerArgs = append(routerArgs, "--dial-timeout", opts.RouterDialTimeout.String())
+	}
+	c.spawn("router", "router", routerArgs...)
+	c.spawn("dash", "dash", append([]string{"--addr", c.dash, "--builder-url", c.scheme + "://" + builder}, caFlags...)...)
 
 	c.waitFor(60*time.Second, "dash ready", func() error {
 		resp, err := c.client.Get("http://" + c.dash + "/api/v1/health")
@@ -426,8 +471,7 @@ func (c *clusterEnv) leader() (int, error) {
 
 func (c *clusterEnv) serverHealth(addr string) (clusterServerHealth, error) {
 	var h clusterServerHealth
-	cl := &http.Client{Timeout: 2 * time.Second}
-	resp, err := cl.Get("http://" + addr + "/health")
+	resp, err := c.serverClient.Get(c.scheme + "://" + addr + "/health")
 	if err != nil {
 		return h, err
 	}

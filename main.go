@@ -16,7 +16,9 @@ import (
 
 	"github.com/dinp/dinp/agent"
 	"github.com/dinp/dinp/builder"
+	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/tlsx"
 	"github.com/dinp/dinp/dash"
 	"github.com/dinp/dinp/dash/cli"
 	"github.com/dinp/dinp/hm"
@@ -50,6 +52,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 	}
+	common.Version = version
 	root.AddCommand(componentCommands()...)
 	builderCmdAttach(root)
 	root.AddCommand(newUpCommand())
@@ -75,6 +78,11 @@ func componentCommand(name, short string, base *config.Base, addFlags func(*pfla
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := config.LoadFlags(cmd.Flags(), configFile); err != nil {
 				return err
+			}
+			if base.CA != "" {
+				if err := tlsx.TrustCA(base.CA); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
 			}
 			r, err := start()
 			if err != nil {

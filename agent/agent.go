@@ -276,6 +276,9 @@ func (a *Agent) heartbeat(containers []common.Container) common.Heartbeat {
 		Capacity:   common.Capacity{MemoryMB: a.cfg.MemoryMB, CPUs: a.cfg.CPUs},
 		Labels:     a.cfg.Labels,
 		Containers: make([]common.Container, 0, len(containers)),
+		// The server flags agents older than itself (dinp nodes).
+		AgentVersion: common.Version,
+		Protocol:     common.HeartbeatProtocol,
 		// At stays zero: the server stamps its own receive time, and an
 		// unchanged report is then byte-identical, which lets the leader
 		// skip decoding it again.

@@ -19,6 +19,7 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/regauth"
+	"github.com/dinp/dinp/common/tlsx"
 	"github.com/spf13/pflag"
 )
 
@@ -112,8 +113,12 @@ type Config struct {
 	// Docker is the engine; nil means the engine from the environment
 	// (DOCKER_HOST etc.). Tests put a fake here.
 	Docker Docker
-	// HTTPClient talks to servers; nil means a plain client (timeouts are
-	// set per request).
+	// SourceAddr, when set, is the local IP the agent's connections to
+	// servers come from (a multi-homed node whose servers expect its own
+	// address; the e2e partition tests cut a node off by it).
+	SourceAddr string
+	// HTTPClient talks to servers; nil means a client from SourceAddr
+	// (timeouts are set per request).
 	HTTPClient *http.Client
 	// Now is the clock; nil means time.Now. Tests inject one to check backoff.
 	Now func() time.Time
@@ -151,6 +156,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "id of this node (default: hostname)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "IP on which app ports are published and reached by routers")
 	fs.StringVar(&c.ServerURL, "server-url", c.ServerURL, "comma-separated server URLs (fail over in order)")
+	fs.StringVar(&c.SourceAddr, "source-addr", c.SourceAddr, "local IP of connections to servers (default: chosen by the kernel)")
 	fs.StringVar(&c.Addr, "agent-addr", c.Addr, "agent status listener (/health, /metrics)")
 	fs.DurationVar(&c.Interval, "interval", c.Interval, "heartbeat interval")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "grace period before a removed container is killed")
@@ -258,7 +264,23 @@ func (c *Config) validate() ([]string, error) {
 		c.Now = time.Now
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if c.CA != "" {
+			tlsCfg, err := tlsx.ClientTLS(c.CA)
+			if err != nil {
+				return nil, err
+			}
+			tr.TLSClientConfig = tlsCfg
+		}
+		if c.SourceAddr != "" {
+			ip := net.ParseIP(c.SourceAddr)
+			if ip == nil {
+				return nil, fmt.Errorf("source-addr %q is not an IP address", c.SourceAddr)
+			}
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+			tr.DialContext = d.DialContext
+		}
+		c.HTTPClient = &http.Client{Transport: tr}
 	}
 	return servers, nil
 }

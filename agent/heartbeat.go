@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/dinp/dinp/common"
 )
@@ -37,6 +38,9 @@ func (a *Agent) send(ctx context.Context, hb common.Heartbeat) (common.Heartbeat
 	return common.HeartbeatResponse{}, "", errors.Join(errs...)
 }
 
+// protocolHeader is the heartbeat protocol this agent speaks.
+var protocolHeader = strconv.Itoa(common.HeartbeatProtocol)
+
 func (a *Agent) post(ctx context.Context, server string, body []byte) (common.HeartbeatResponse, error) {
 	var out common.HeartbeatResponse
 	ctx, cancel := context.WithTimeout(ctx, a.interval)
@@ -48,6 +52,7 @@ func (a *Agent) post(ctx context.Context, server string, body []byte) (common.He
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+a.cfg.ClusterToken)
 	req.Header.Set(common.HeaderNodeSecret, a.cfg.NodeSecret)
+	req.Header.Set(common.HeaderProtocol, protocolHeader)
 	resp, err := a.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return out, fmt.Errorf("heartbeat %s: %w", server, err)

@@ -37,6 +37,7 @@ import (
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
 	"github.com/dinp/dinp/common/redisx"
+	"github.com/dinp/dinp/common/tlsx"
 )
 
 // Config holds the builder's settings.
@@ -45,6 +46,8 @@ type Config struct {
 
 	// Addr is the listen address of the builder API.
 	Addr string
+	// TLSCert and TLSKey, when set, make the builder API serve TLS.
+	TLSCert, TLSKey string
 	// RegistryAddr is where the builder pushes images.
 	RegistryAddr string
 	// RegistryHost prefixes image references as nodes pull them ("" means
@@ -97,6 +100,8 @@ func DefaultConfig() Config {
 // AddFlags registers the builder's own flags (not Base's).
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "builder-addr", c.Addr, "listen address of the builder API")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "certificate (PEM) of the builder API: serve TLS (dash then needs --ca)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "key (PEM) of --tls-cert")
 	fs.StringVar(&c.RegistryAddr, "builder-registry-addr", c.RegistryAddr, "registry the builder pushes to")
 	fs.StringVar(&c.RegistryHost, "builder-registry-host", c.RegistryHost, "registry host in image references as nodes see it (default: registry addr)")
 	fs.StringVar(&c.RegistryUser, "builder-registry-user", c.RegistryUser, "registry user")
@@ -193,7 +198,16 @@ func New(cfg Config) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	if cfg.CA != "" {
+		// Pushes go through go-containerregistry's own default transport.
+		if tr, ok := remote.DefaultTransport.(*http.Transport); ok {
+			if err := tlsx.TrustCA(cfg.CA, tr); err != nil {
+				pool.Close()
+				return nil, fmt.Errorf("builder: %w", err)
+			}
+		}
+	}
+	ln, err := tlsx.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("builder: listen %s: %w", cfg.Addr, err)

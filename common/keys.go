@@ -87,3 +87,8 @@ func (k Keys) Epoch() string { return k.p("epoch") }
 // hash fills up one route at a time, and a partial hash must not read as
 // "these are all the apps".
 func (k Keys) RoutesComplete() string { return k.p("routes:complete") }
+
+// Status is the hash member id → JSON ComponentStatus of one role (see
+// ReportStatus): each server, router, hm and registry refreshes its own
+// field; dash reads them for the Cluster page.
+func (k Keys) Status(role string) string { return k.p("status:" + role) }

@@ -124,6 +124,10 @@ type Heartbeat struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	Containers []Container       `json:"containers"`
 	At         time.Time         `json:"at"`
+	// AgentVersion is the agent's binary version and Protocol the heartbeat
+	// protocol it speaks (protocol 2 on; empty and 0 from protocol 1).
+	AgentVersion string `json:"agent_version,omitempty"`
+	Protocol     int    `json:"protocol,omitempty"`
 }
 
 // Container states as reported by agents (Docker's own words).

@@ -17,6 +17,8 @@ type Config struct {
 	Base config.Base
 	// Addr is the listen address of the web UI and the /api/v1 JSON API.
 	Addr string
+	// TLSCert and TLSKey, when set, make dash serve HTTPS.
+	TLSCert, TLSKey string
 	// BuilderURL is the base URL of the builder HTTP API.
 	BuilderURL string
 	// AdminUser is the name of the first admin, created at start when no
@@ -63,6 +65,8 @@ func DefaultConfig() Config {
 // AddFlags registers dash's own flags (not Base's) on fs.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address of the dashboard and the /api/v1 API")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "certificate (PEM) of the dashboard and API: serve HTTPS")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "key (PEM) of --tls-cert")
 	fs.StringVar(&c.BuilderURL, "builder-url", c.BuilderURL, "base URL of the builder API")
 	fs.StringVar(&c.AdminUser, "admin-user", c.AdminUser, "name of the first admin user")
 	fs.StringVar(&c.AdminPassword, "admin-password", c.AdminPassword, "password of the first admin (generated when empty)")

@@ -23,6 +23,7 @@ import (
 	"github.com/dinp/dinp/common/db"
 	"github.com/dinp/dinp/common/httpapi"
 	"github.com/dinp/dinp/common/redisx"
+	"github.com/dinp/dinp/common/tlsx"
 )
 
 // Dash is the dashboard and public API server.
@@ -62,7 +63,7 @@ func New(cfg Config) (*Dash, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dash: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := tlsx.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("dash listen: %w", err)
 	}

@@ -38,6 +38,8 @@ func (d *Dash) nodeRoutes(api *gin.RouterGroup) {
 	nodes.POST("/:node/drain", d.nodeActionAPI(nodeDrain))
 	nodes.POST("/:node/undrain", d.nodeActionAPI(nodeUndrain))
 	nodes.DELETE("/:node", d.nodeActionAPI(nodeForget))
+	nodes.PUT("/:node/labels", d.putNodeLabels)
+	api.GET("/cluster", requireAdmin, d.getCluster)
 }
 
 // listNodes answers every node with its state, and the leading server.
@@ -178,6 +180,10 @@ func (d *Dash) addHeartbeats(ctx context.Context, list []Node) error {
 	if err != nil {
 		return err
 	}
+	reference, err := d.serverVersion(ctx)
+	if err != nil {
+		return err
+	}
 	now := time.Now().UTC()
 	for i := range list {
 		n := &list[i]
@@ -187,12 +193,17 @@ func (d *Dash) addHeartbeats(ctx context.Context, list []Node) error {
 			continue
 		}
 		var hb struct {
-			At time.Time `json:"at"`
+			At           time.Time `json:"at"`
+			AgentVersion string    `json:"agent_version"`
 		}
 		if json.Unmarshal([]byte(raw), &hb) == nil && !hb.At.IsZero() {
 			at := hb.At.UTC()
 			age := now.Sub(at).Seconds()
 			n.LastHeartbeat, n.HeartbeatAge = &at, &age
+			n.AgentVersion = hb.AgentVersion
+			// An agent of protocol 1 reports no version: it predates the
+			// servers' protocol 2, so it is older than any of them.
+			n.Outdated = common.Outdated(hb.AgentVersion, reference) || (hb.AgentVersion == "" && reference != "")
 		}
 		n.State = NodeReady
 		if n.Drain {
@@ -205,13 +216,13 @@ func (d *Dash) addHeartbeats(ctx context.Context, list []Node) error {
 // nodes reads every node (or the one with id, when id is not empty) with
 // the instances placed on it and the memory they reserve.
 func (s *store) nodes(ctx context.Context, id string) ([]Node, error) {
-	q := `SELECT n.id, n.address, n.labels_json, n.memory_mb, n.cpus, n.drain,
+	q := `SELECT n.id, n.address, n.labels_json, COALESCE(n.admin_labels_json, ''), n.memory_mb, n.cpus, n.drain,
 		COUNT(i.id), COALESCE(SUM(r.memory_mb), 0)
 		FROM nodes n
 		LEFT JOIN instances i ON i.node = n.id
 		LEFT JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version
 		WHERE ? = '' OR n.id = ?
-		GROUP BY n.id, n.address, n.labels_json, n.memory_mb, n.cpus, n.drain
+		GROUP BY n.id, n.address, n.labels_json, n.admin_labels_json, n.memory_mb, n.cpus, n.drain
 		ORDER BY n.id`
 	rows, err := s.db.QueryContext(ctx, q, id, id)
 	if err != nil {
@@ -221,16 +232,23 @@ func (s *store) nodes(ctx context.Context, id string) ([]Node, error) {
 	out := []Node{}
 	for rows.Next() {
 		var n Node
-		var labels string
-		if err := rows.Scan(&n.ID, &n.Address, &labels, &n.MemoryMB, &n.CPUs, &n.Drain, &n.Instances, &n.ReservedMB); err != nil {
+		var labels, admin string
+		if err := rows.Scan(&n.ID, &n.Address, &labels, &admin, &n.MemoryMB, &n.CPUs, &n.Drain, &n.Instances, &n.ReservedMB); err != nil {
 			return nil, err
 		}
-		n.Labels = map[string]string{}
-		if labels != "" {
-			if err := json.Unmarshal([]byte(labels), &n.Labels); err != nil {
-				return nil, fmt.Errorf("node %s labels: %w", n.ID, err)
+		agent := map[string]string{}
+		n.AdminLabels = map[string]string{}
+		for _, l := range []struct {
+			raw string
+			to  map[string]string
+		}{{labels, agent}, {admin, n.AdminLabels}} {
+			if l.raw != "" {
+				if err := json.Unmarshal([]byte(l.raw), &l.to); err != nil {
+					return nil, fmt.Errorf("node %s labels: %w", n.ID, err)
+				}
 			}
 		}
+		n.Labels = common.NodeLabels(agent, n.AdminLabels)
 		out = append(out, n)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -296,8 +314,9 @@ func (s *store) nodeEvents(ctx context.Context, id string, limit int) ([]NodeEve
 
 // clusterData is what the Cluster page shows.
 type clusterData struct {
-	Nodes  []Node
-	Leader string
+	Nodes   []Node
+	Leader  string
+	Cluster api.Cluster
 }
 
 // webRequireAdmin lets only admins see the Cluster pages.
@@ -321,12 +340,12 @@ func (d *Dash) webCluster(c *gin.Context) {
 		d.webFail(c, err)
 		return
 	}
-	leader, err := d.rdb.Get(ctx, d.keys.Leader()).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	cl, err := d.cluster(ctx)
+	if err != nil {
 		d.webFail(c, err)
 		return
 	}
-	d.render(c, http.StatusOK, "cluster", page{Title: "Cluster", Data: clusterData{Nodes: list, Leader: leader}})
+	d.render(c, http.StatusOK, "cluster", page{Title: "Cluster", Data: clusterData{Nodes: list, Leader: cl.Leader, Cluster: cl}})
 }
 
 // webNodeAction runs the drain, undrain or forget form of the Cluster page.

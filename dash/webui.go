@@ -51,6 +51,8 @@ func parseTemplates() (map[string]*template.Template, error) {
 		"ago": ago,
 		"bytes": func(n int64) string {
 			switch {
+			case n >= 1<<30:
+				return strconv.FormatFloat(float64(n)/(1<<30), 'f', 2, 64) + " GB"
 			case n >= 1<<20:
 				return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MB"
 			case n >= 1<<10:
@@ -60,6 +62,13 @@ func parseTemplates() (map[string]*template.Template, error) {
 		},
 		"appState":   appState,
 		"derefFloat": func(f *float64) float64 { return *f },
+		"pct":        func(f *float64) float64 { return 100 * *f },
+		"deref64": func(p *int64) int64 {
+			if p == nil {
+				return 0
+			}
+			return *p
+		},
 	}
 	out := map[string]*template.Template{}
 	for _, name := range []string{"login", "apps", "app", "deploy", "account", "unavailable", "cluster", "admin"} {
@@ -143,6 +152,7 @@ func (d *Dash) webRoutes(r *gin.Engine) {
 	cl.POST("/nodes/:node/undrain", d.webNodeAction)
 	cl.POST("/nodes/:node/forget", d.webNodeAction)
 	d.webAdminRoutes(w.Group("/admin", d.webRequireAdmin))
+	cl.POST("/nodes/:node/labels", d.webNodeLabels)
 	app := w.Group("/apps/:app", d.webLoadApp)
 	app.GET("", d.webApp)
 	app.GET("/deploy", d.webDeployPage)

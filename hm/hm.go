@@ -54,6 +54,9 @@ type HM struct {
 
 	statusLn net.Listener
 	status   *http.Server
+	// probing is how many instances this hm probes (its share), for the
+	// status it reports.
+	probing atomic.Int64
 
 	routesOK atomic.Bool   // a routes read has succeeded
 	trigger  chan struct{} // buffered(1): coalesced refresh requests
@@ -181,6 +184,12 @@ func (h *HM) Run(ctx context.Context) error {
 	wg.Go(func() { h.subscribeLoop(loopCtx) })
 	wg.Go(func() { h.memberLoop(loopCtx) })
 	wg.Go(func() { h.refreshLoop(loopCtx) })
+	wg.Go(func() {
+		redisx.ReportStatus(loopCtx, h.rdb, h.keys, common.RoleHM, h.id, common.StatusPeriod, h.log, func(st *common.ComponentStatus) {
+			n := int(h.probing.Load())
+			st.Addr, st.Probing = h.StatusAddr(), &n
+		})
+	})
 	h.log.Info("hm started", "status_addr", h.StatusAddr(), "workers", h.cfg.Workers)
 
 	var runErr error
@@ -383,6 +392,7 @@ func (h *HM) refresh(ctx context.Context) error {
 		h.log.Info("instances reassigned", "added", len(added), "moved_away", moved, "owned", len(h.instances), "members", len(members))
 	}
 	h.met.instances.Set(float64(len(h.instances)))
+	h.probing.Store(int64(len(h.instances)))
 	if scanDue || len(removed) > 0 {
 		// Fields of instances gone while no hm was watching are found by
 		// listing the hash; every member does it, and HDEL is idempotent.

@@ -32,6 +32,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/tlsx"
 
 	// Register the token access controller and the filesystem storage
 	// driver, which the generated configuration names.
@@ -45,6 +46,8 @@ type Config struct {
 
 	// Addr is the listen address of the registry API (port 0 picks a free port).
 	Addr string
+	// TLSCert and TLSKey, when set, make the registry serve TLS.
+	TLSCert, TLSKey string
 	// StorageDir holds the blobs and manifests ("" means <DataDir>/registry).
 	StorageDir string
 	// Username is the one account; its password is Base.ClusterToken.
@@ -95,6 +98,8 @@ func DefaultConfig() Config {
 // AddFlags registers the registry's own flags (not Base's).
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "registry-addr", c.Addr, "listen address of the image registry")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "certificate (PEM) of the registry: serve TLS (the builder then needs --ca)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "key (PEM) of --tls-cert")
 	fs.StringVar(&c.StorageDir, "registry-storage-dir", c.StorageDir, "registry blob directory (default <data-dir>/registry)")
 	fs.StringVar(&c.Username, "registry-username", c.Username, "registry user (its password is the cluster token)")
 	fs.DurationVar(&c.GCInterval, "registry-gc-interval", c.GCInterval, "how often unused app images are garbage-collected (0 disables; one registry process per storage)")
@@ -182,7 +187,7 @@ func New(cfg Config) (*Registry, error) {
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := tlsx.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("registry: listen %s: %w", cfg.Addr, err)
 	}
@@ -283,9 +288,15 @@ func (r *Registry) Run(ctx context.Context) error {
 			r.gcLoop(gcCtx)
 		}
 	}()
+	statusDone := make(chan struct{})
+	go func() {
+		defer close(statusDone)
+		r.reportStatus(gcCtx)
+	}()
 	defer func() {
 		stopGC()
 		<-gcDone
+		<-statusDone
 		r.gcMu.Lock()
 		if r.gcPool != nil {
 			r.gcPool.Close()

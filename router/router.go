@@ -174,6 +174,15 @@ func (r *Router) Run(ctx context.Context) error {
 	wg.Go(func() { r.syncLoop(syncCtx) })
 	wg.Go(func() { r.subscribeLoop(syncCtx) })
 	wg.Go(func() {
+		// The Cluster page shows each router's route version and its lag
+		// behind routes:version.
+		redisx.ReportStatus(syncCtx, r.rdb, r.keys, common.RoleRouter, redisx.MemberID(r.StatusAddr()), common.StatusPeriod, r.log,
+			func(st *common.ComponentStatus) {
+				v, n := r.version.Load(), r.table.Len()
+				st.Addr, st.RoutesVersion, st.Routes = r.Addr(), &v, &n
+			})
+	})
+	wg.Go(func() {
 		tick := time.NewTicker(r.conns.idleTimeout / 3)
 		defer tick.Stop()
 		for {

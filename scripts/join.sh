@@ -11,7 +11,8 @@
 # Environment: DINP_NODE_ID (hostname), DINP_ADVERTISE_ADDR (the address of
 # the default route), DINP_REDIS_ADDR or DINP_REDIS_SENTINELS +
 # DINP_REDIS_MASTER (log shipping), DINP_DATA_DIR (/var/lib/dinp),
-# DINP_NODE_LABELS (k=v,...), DINP_BIN.
+# DINP_NODE_LABELS (k=v,...), DINP_BIN, DINP_CA (the platform's CA certificate
+# when servers serve TLS: https:// server URLs; see scripts/pki.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=services.sh
@@ -45,6 +46,10 @@ umask 077
   [ -n "${DINP_REDIS_SENTINELS:-}" ] && echo "redis-sentinels: \"$DINP_REDIS_SENTINELS\""
   [ -n "${DINP_REDIS_MASTER:-}" ] && echo "redis-master: \"$DINP_REDIS_MASTER\""
   [ -n "${DINP_NODE_LABELS:-}" ] && echo "node-labels: \"$DINP_NODE_LABELS\""
+  if [ -n "${DINP_CA:-}" ]; then
+    install -m 0644 "$DINP_CA" /etc/dinp/ca.pem
+    echo "ca: \"/etc/dinp/ca.pem\""
+  fi
 } >/etc/dinp/agent.yaml
 log "wrote /etc/dinp/agent.yaml (node $NODE, address $ADDR)"
 

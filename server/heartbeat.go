@@ -261,6 +261,10 @@ func (s *Server) heartbeat(c *gin.Context) {
 		httpapi.WriteError(c, common.Errf(http.StatusBadRequest, "bad_json", "heartbeat is not valid: "+err.Error()))
 		return
 	}
+	if err := checkProtocol(c.GetHeader(common.HeaderProtocol)); err != nil {
+		httpapi.WriteError(c, err)
+		return
+	}
 	secret := c.GetHeader(common.HeaderNodeSecret)
 	if len(secret) < minSecretLen {
 		httpapi.WriteError(c, common.Errf(http.StatusForbidden, "node_identity",
@@ -347,6 +351,39 @@ func (s *Server) heartbeat(c *gin.Context) {
 	// of chunking anything over 2 KB.
 	c.Header("Content-Length", strconv.Itoa(len(out)))
 	c.Data(http.StatusOK, "application/json", out)
+}
+
+// Heartbeat protocol answers: an agent too old for this server must be
+// upgraded (426); one newer than this server means servers were not
+// upgraded first (409). Both change nothing: the agent keeps its containers.
+var (
+	protocolRange = strconv.Itoa(common.MinHeartbeatProtocol) + " to " + strconv.Itoa(common.HeartbeatProtocol)
+	currentProto  = strconv.Itoa(common.HeartbeatProtocol)
+	previousProto = strconv.Itoa(common.MinHeartbeatProtocol)
+)
+
+// checkProtocol accepts the heartbeat protocols this server speaks: the
+// current one and the one before it ("" is protocol 1: agents from before
+// versioning send no header).
+func checkProtocol(h string) error {
+	if h == "" {
+		h = "1"
+	}
+	if h == currentProto || h == previousProto {
+		return nil // the hot path: no parsing
+	}
+	v, err := strconv.Atoi(h)
+	switch {
+	case err != nil:
+		return common.Errf(http.StatusBadRequest, "bad_protocol", common.HeaderProtocol+" must be a number")
+	case v < common.MinHeartbeatProtocol:
+		return common.Errf(http.StatusUpgradeRequired, "protocol_too_old",
+			"heartbeat protocol "+h+" is no longer spoken: this server speaks "+protocolRange+"; upgrade the agent")
+	case v > common.HeartbeatProtocol:
+		return common.Errf(http.StatusConflict, "protocol_too_new",
+			"heartbeat protocol "+h+" is newer than this server's ("+protocolRange+"): upgrade servers first, then agents")
+	}
+	return nil
 }
 
 // beatBuffers are one heartbeat's request body and stamped/answer bytes.

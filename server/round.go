@@ -335,7 +335,7 @@ func (s *Server) readActual(ctx context.Context, st *leaderState, d *desired, no
 		n := reconcile.Node{ID: id}
 		row, inTable := d.nodes[id]
 		if inTable {
-			n.Addr, n.Labels, n.Drain = row.Addr, row.Labels, row.Drain
+			n.Addr, n.Labels, n.Drain = row.Addr, common.NodeLabels(row.Labels, row.AdminLabels), row.Drain
 			n.Capacity = common.Capacity{MemoryMB: row.MemoryMB, CPUs: row.CPUs}
 		}
 		if raw, ok := raws[i].(string); ok {
@@ -359,7 +359,7 @@ func (s *Server) readActual(ctx context.Context, st *leaderState, d *desired, no
 				}
 				hb.Node = id
 				n.Heartbeat = &hb
-				n.Addr, n.Labels, n.Capacity = hb.Addr, hb.Labels, hb.Capacity
+				n.Addr, n.Labels, n.Capacity = hb.Addr, common.NodeLabels(hb.Labels, row.AdminLabels), hb.Capacity
 				heartbeats = append(heartbeats, &hb)
 			}
 		}

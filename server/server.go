@@ -25,6 +25,7 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/redisx"
+	"github.com/dinp/dinp/common/tlsx"
 )
 
 // Config holds the server's settings.
@@ -32,6 +33,8 @@ type Config struct {
 	config.Base
 	// Addr is the listen address of the heartbeat API.
 	Addr string
+	// TLSCert and TLSKey, when set, make the heartbeat API serve TLS.
+	TLSCert, TLSKey string
 	// HeartbeatInterval is how often agents beat; a node is lost after
 	// 3 intervals without one.
 	HeartbeatInterval time.Duration
@@ -102,6 +105,8 @@ func DefaultConfig() Config {
 // AddFlags registers the server's own flags.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address of the heartbeat API")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "certificate (PEM) of the heartbeat API: serve TLS (agents then need --ca)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "key (PEM) of --tls-cert")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "agent heartbeat interval (a node is lost after 3)")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often the leader reconciles")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "how often the leader rewrites drifted Redis state")
@@ -183,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = common.NewLogger("server", cfg.LogLevel)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := tlsx.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("server listen: %w", err)
 	}
@@ -237,6 +242,11 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { s.subscribe(ctx) })
 	wg.Go(func() { s.campaign(ctx) })
+	wg.Go(func() {
+		redisx.ReportStatus(ctx, s.rdb, s.keys, common.RoleServer, s.cfg.ID, common.StatusPeriod, s.log, func(st *common.ComponentStatus) {
+			st.Addr, st.Leader = s.Addr(), s.IsLeader()
+		})
+	})
 	s.log.Info("server started", "addr", s.Addr())
 
 	<-ctx.Done()

@@ -104,6 +104,9 @@ type fakeAgent struct {
 	paused   bool
 	restarts int          // restart count reported for every container
 	lastExit *common.Exit // last exit reported for every container
+	labels   map[string]string
+	proto    string // heartbeat protocol header ("": none, as agents before versioning)
+	version  string // agent version reported
 	ports    map[string]int
 	last     common.HeartbeatResponse
 	status   int
@@ -131,7 +134,7 @@ func (a *fakeAgent) beat() {
 		a.mu.Unlock()
 		return
 	}
-	hb := common.Heartbeat{Node: a.id, Addr: a.addr, Capacity: common.Capacity{MemoryMB: a.memMB, CPUs: 2}, At: time.Now()}
+	hb := common.Heartbeat{Node: a.id, Addr: a.addr, Capacity: common.Capacity{MemoryMB: a.memMB, CPUs: 2}, Labels: a.labels, At: time.Now(), AgentVersion: a.version}
 	if a.running {
 		for _, as := range a.last.Assignments {
 			p, ok := a.ports[as.Instance]
@@ -144,9 +147,9 @@ func (a *fakeAgent) beat() {
 				LocalAddr: fmt.Sprintf("172.20.0.%d:8080", p-40000+2), RestartCount: a.restarts, LastExit: a.lastExit})
 		}
 	}
-	url := a.url
+	url, proto := a.url, a.proto
 	a.mu.Unlock()
-	status, resp, err := postHeartbeat(url, a.token, hb)
+	status, resp, err := postHeartbeatProto(url, a.token, nodeSecret(hb.Node), proto, hb)
 	if err != nil {
 		return
 	}
@@ -186,6 +189,12 @@ func postHeartbeat(url, token string, hb common.Heartbeat) (int, common.Heartbea
 
 // postHeartbeatAs posts hb with a given node secret ("" sends none).
 func postHeartbeatAs(url, token, secret string, hb common.Heartbeat) (int, common.HeartbeatResponse, error) {
+	return postHeartbeatProto(url, token, secret, "", hb)
+}
+
+// postHeartbeatProto posts hb speaking heartbeat protocol proto ("": no
+// header, as agents before versioning).
+func postHeartbeatProto(url, token, secret, proto string, hb common.Heartbeat) (int, common.HeartbeatResponse, error) {
 	body, _ := json.Marshal(hb)
 	req, _ := http.NewRequest(http.MethodPost, url+"/v1/heartbeat", bytes.NewReader(body))
 	if token != "" {
@@ -193,6 +202,9 @@ func postHeartbeatAs(url, token, secret string, hb common.Heartbeat) (int, commo
 	}
 	if secret != "" {
 		req.Header.Set(common.HeaderNodeSecret, secret)
+	}
+	if proto != "" {
+		req.Header.Set(common.HeaderProtocol, proto)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -21,12 +21,15 @@ type desired struct {
 
 // nodeRow is a row of the nodes table.
 type nodeRow struct {
-	Addr     string
-	Labels   map[string]string
-	MemoryMB int64
-	CPUs     int
-	Drain    bool
-	LastSeen time.Time
+	Addr string
+	// Labels are the agent's (from its heartbeat); AdminLabels are the
+	// ones set through the API, which win (see common.NodeLabels).
+	Labels      map[string]string
+	AdminLabels map[string]string
+	MemoryMB    int64
+	CPUs        int
+	Drain       bool
+	LastSeen    time.Time
 }
 
 // readDesired reads apps, releases, instances and nodes in one read-only
@@ -150,19 +153,25 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 		return nil, fmt.Errorf("read instances: %w", err)
 	}
 
-	rows, err = tx.QueryContext(ctx, `SELECT id, address, labels_json, memory_mb, cpus, drain, last_seen_at FROM nodes`)
+	rows, err = tx.QueryContext(ctx, `SELECT id, address, labels_json, COALESCE(admin_labels_json, ''), memory_mb, cpus, drain, last_seen_at FROM nodes`)
 	if err != nil {
 		return nil, fmt.Errorf("read nodes: %w", err)
 	}
 	for rows.Next() {
-		var id, labels string
+		var id, labels, admin string
 		var n nodeRow
 		var seen sql.NullTime
-		if err := rows.Scan(&id, &n.Addr, &labels, &n.MemoryMB, &n.CPUs, &n.Drain, &seen); err != nil {
+		if err := rows.Scan(&id, &n.Addr, &labels, &admin, &n.MemoryMB, &n.CPUs, &n.Drain, &seen); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read nodes: %w", err)
 		}
 		_ = decodeLoose(labels, &n.Labels) // labels are informative here; the heartbeat has the live ones
+		if err := decodeLoose(admin, &n.AdminLabels); err != nil {
+			// Placement must not ignore an admin's labels: an unreadable
+			// value stops the round (dash only writes valid JSON).
+			rows.Close()
+			return nil, fmt.Errorf("node %s admin labels: %w", id, err)
+		}
 		if seen.Valid {
 			n.LastSeen = seen.Time
 		}

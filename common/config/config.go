@@ -34,6 +34,10 @@ type Base struct {
 	ClusterToken   string // shared secret of platform components (agents, builder, registry)
 	Domain         string // wildcard app domain: <app>.<Domain>
 	LogLevel       string
+	// CA is the private CA's certificate (PEM) that the component's
+	// clients trust besides the system roots, to reach the platform's TLS
+	// listeners (see scripts/pki.sh); "" trusts the system roots only.
+	CA string
 }
 
 // DefaultBase returns settings that work on one machine with every service on
@@ -62,6 +66,7 @@ func (b *Base) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&b.ClusterToken, "cluster-token", b.ClusterToken, "shared secret of platform components")
 	fs.StringVar(&b.Domain, "domain", b.Domain, "wildcard domain of apps")
 	fs.StringVar(&b.LogLevel, "log-level", b.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&b.CA, "ca", b.CA, "private CA certificate (PEM) trusted by this component's clients, for TLS between components")
 }
 
 // Keys returns the Redis key set of this installation.

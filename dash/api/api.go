@@ -108,11 +108,15 @@ const (
 
 // Node is one Docker node as an admin sees it.
 type Node struct {
-	ID       string            `json:"id"`
-	Address  string            `json:"address"`
-	Labels   map[string]string `json:"labels"`
-	MemoryMB int64             `json:"memory_mb"`
-	CPUs     int               `json:"cpus"`
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// Labels are what placement sees: the agent's labels with AdminLabels
+	// over them (an admin label wins on a shared key).
+	Labels map[string]string `json:"labels"`
+	// AdminLabels are the labels set through PUT /nodes/{id}/labels.
+	AdminLabels map[string]string `json:"admin_labels"`
+	MemoryMB    int64             `json:"memory_mb"`
+	CPUs        int               `json:"cpus"`
 	// ReservedMB is the memory of every instance placed on the node
 	// (pending and stopping ones included), as placement counts it.
 	ReservedMB int64  `json:"reserved_mb"`
@@ -123,6 +127,56 @@ type Node struct {
 	// (nil when Redis holds none); HeartbeatAge is its age in seconds.
 	LastHeartbeat *time.Time `json:"last_heartbeat"`
 	HeartbeatAge  *float64   `json:"heartbeat_age_s"`
+	// AgentVersion is the version the node's agent reports ("" from agents
+	// of heartbeat protocol 1); Outdated is true when it is older than the
+	// newest live server's (upgrade it: servers first, then agents).
+	AgentVersion string `json:"agent_version"`
+	Outdated     bool   `json:"outdated"`
+}
+
+// Cluster is the answer of GET /api/v1/cluster: the platform's own
+// components as each last reported itself (every 5 s; members silent for
+// 15 s are left out).
+type Cluster struct {
+	Leader string `json:"leader"`
+	// ServerVersion is the newest version among the live servers.
+	ServerVersion string `json:"server_version"`
+	// RoutesVersion is Redis's routes:version, the newest route written.
+	RoutesVersion int64    `json:"routes_version"`
+	Servers       []Member `json:"servers"`
+	Routers       []Member `json:"routers"`
+	HM            []Member `json:"hm"`
+	Registries    []Member `json:"registries"`
+}
+
+// Member is one running server, router, hm or registry.
+type Member struct {
+	ID      string    `json:"id"`
+	Version string    `json:"version"`
+	Addr    string    `json:"addr,omitempty"`
+	At      time.Time `json:"at"`
+	// Outdated: older than ServerVersion.
+	Outdated bool `json:"outdated"`
+	// Leader: the server holding the leadership.
+	Leader bool `json:"leader,omitempty"`
+	// RoutesVersion is the newest route a router serves; Lag is how many
+	// route versions it is behind Cluster.RoutesVersion (as of its last
+	// report); Routes the hosts in its table.
+	RoutesVersion *int64 `json:"routes_version,omitempty"`
+	Lag           *int64 `json:"lag,omitempty"`
+	Routes        *int   `json:"routes,omitempty"`
+	// Probing is how many instances an hm probes; Share its part of all
+	// instances probed (0..1).
+	Probing *int     `json:"probing,omitempty"`
+	Share   *float64 `json:"share,omitempty"`
+	// DiskBytes is the disk a registry's storage takes.
+	DiskBytes *int64 `json:"disk_bytes,omitempty"`
+}
+
+// NodeLabelsRequest is the body of PUT /api/v1/nodes/{id}/labels: each
+// label is set on the node, or removed when its value is null.
+type NodeLabelsRequest struct {
+	Labels map[string]*string `json:"labels"`
 }
 
 // NodeEvent is one admin action or observation on a node.

@@ -292,6 +292,7 @@ func Commands() []*cobra.Command {
 		envCommand(f), releasesCommand(f), rollbackCommand(f), rebuildCommand(f),
 		logsCommand(f), eventsCommand(f), domainsCommand(f), drainsCommand(f),
 		nodesCommand(f),
+		clusterCommand(f),
 	}
 }
 

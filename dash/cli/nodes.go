@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -34,7 +35,7 @@ func nodesCommand(f *appFlags) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			w := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(w, "NODE\tADDRESS\tSTATE\tINSTANCES\tMEMORY\tHEARTBEAT\tLABELS")
+			fmt.Fprintln(w, "NODE\tADDRESS\tSTATE\tINSTANCES\tMEMORY\tHEARTBEAT\tAGENT\tLABELS")
 			for _, n := range out.Nodes {
 				beat := "-"
 				if n.HeartbeatAge != nil {
@@ -44,8 +45,8 @@ func nodesCommand(f *appFlags) *cobra.Command {
 				for k, v := range n.Labels {
 					labels = append(labels, k+"="+v)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%dM\t%s\t%s\n", n.ID, n.Address, n.State, n.Instances,
-					n.ReservedMB, n.MemoryMB, beat, formatLabels(labels))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%dM\t%s\t%s\t%s\n", n.ID, n.Address, n.State, n.Instances,
+					n.ReservedMB, n.MemoryMB, beat, agentVersion(n), formatLabels(labels))
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -78,7 +79,54 @@ func nodesCommand(f *appFlags) *cobra.Command {
 			},
 		})
 	}
+	cmd.AddCommand(nodeLabelCommand())
 	return cmd
+}
+
+// nodeLabelCommand is `dinp nodes label NODE k=v … k- …`: set or remove
+// admin labels (an admin label wins over the agent's on the same key).
+func nodeLabelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "label NODE KEY=VALUE... KEY-...",
+		Short: "Set (k=v) or remove (k-) a node's admin labels; placement honours them over the agent's",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			patch, err := common.ParseLabelArgs(args[1:])
+			if err != nil {
+				return err
+			}
+			c, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Node api.Node `json:"node"`
+			}
+			body := jsonBody(api.NodeLabelsRequest{Labels: patch})
+			if err := c.call("PUT", "/nodes/"+url.PathEscape(args[0])+"/labels", body, "application/json", &out); err != nil {
+				return err
+			}
+			var labels []string
+			for k, v := range out.Node.Labels {
+				labels = append(labels, k+"="+v)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s labels: %s\n", args[0], formatLabels(labels))
+			return nil
+		},
+	}
+}
+
+// agentVersion prints a node's agent version, flagged when it is older
+// than the servers.
+func agentVersion(n api.Node) string {
+	v := n.AgentVersion
+	if v == "" {
+		v = "-"
+	}
+	if n.Outdated {
+		v += " (outdated: upgrade)"
+	}
+	return v
 }
 
 // formatLabels prints labels as sorted k=v pairs ("-" for none).

@@ -9,6 +9,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -112,6 +114,8 @@ func main() {
 	if len(plan.Delete) != len(plan.Create) {
 		log.Fatalf("lost %d instances but replaced %d (%v)", len(plan.Delete), len(plan.Create), firstReason(plan))
 	}
+
+	drainBench(c, rows, *runs)
 
 	if *memProfile != "" {
 		defer func() {
@@ -247,6 +251,16 @@ func heartbeats(ids []string, fields map[string]any, apps, perApp int, redisAddr
 
 	// The assignments a converged leader wrote, so answers are full-size.
 	if err := rdb.HSet(ctx, keys.Assignments(), fields).Err(); err != nil {
+		return 0, fmt.Errorf("redis: %w", err)
+	}
+	// The nodes' identities as the leader caches them (this server has no
+	// MySQL to learn a new node's secret from).
+	secrets := make(map[string]any, len(ids))
+	for _, id := range ids {
+		sum := sha256.Sum256([]byte("bench-node-secret-" + id))
+		secrets[id] = hex.EncodeToString(sum[:])
+	}
+	if err := rdb.HSet(ctx, keys.NodeSecrets(), secrets).Err(); err != nil {
 		return 0, fmt.Errorf("redis: %w", err)
 	}
 	defer func() {
