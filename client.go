@@ -412,6 +412,10 @@ func clientAppsCommand(f *clientFlags) *cobra.Command {
 				if a.CurrentRelease != nil {
 					rel = "v" + strconv.Itoa(*a.CurrentRelease)
 				}
+				if a.StackOutdated {
+					// The stack has a newer version: `dinp rebuild` moves the app.
+					rel += " (" + a.Stack + " stack outdated)"
+				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%dM\t%s\t%s\n", a.Name, a.Team, a.State, a.Running, a.Instances, a.MemoryMB, rel, a.URL)
 			}
 			return w.Flush()

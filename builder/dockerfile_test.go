@@ -28,7 +28,13 @@ func TestPinDockerfile(t *testing.T) {
 		return d, nil
 	}
 	own := func(_ context.Context, repo, digest string) (bool, error) { return repo == "app", nil }
-	policy := appImagePolicy(hosts, "app", resolve, own)
+	latest := func(_ context.Context, stack string) (string, error) {
+		if stack != "python" && stack != "binary" {
+			return "", errImageNotFound
+		}
+		return "sha256:" + strings.Repeat("2", 64), nil
+	}
+	policy := appImagePolicy(hosts, "app", resolve, own, latest)
 	tests := []struct {
 		name, dockerfile string
 		want             string // the pinned file; "" = refused
@@ -62,6 +68,15 @@ func TestPinDockerfile(t *testing.T) {
 		{"stage used before defined", "FROM later\nFROM scratch AS later", ""},
 		{"no such image", "FROM 127.0.0.1:5000/dinp/stacks/ghost", ""},
 		{"no from", "# nothing\nRUN true", ""},
+		{"stack short form", "FROM dinp/stacks/python\nCOPY . /app",
+			"FROM 127.0.0.1:5000/dinp/stacks/python@sha256:" + strings.Repeat("2", 64) + "\nCOPY . /app\n"},
+		{"stack short form copy", "FROM scratch\nCOPY --from=dinp/stacks/binary /etc/ssl /etc/ssl",
+			"FROM scratch\nCOPY --from=127.0.0.1:5000/dinp/stacks/binary@sha256:" + strings.Repeat("2", 64) + " /etc/ssl /etc/ssl\n"},
+		{"stack short form with version", "FROM dinp/stacks/python:20260101.000000",
+			"FROM 127.0.0.1:5000/dinp/stacks/python@" + d + "\n"},
+		{"stack short form unknown stack", "FROM dinp/stacks/ghost", ""},
+		{"stack short form not a stack name", "FROM dinp/stacks/../hello", ""},
+		{"stack short form into an app", "FROM dinp/stacks/python/../../hello:build-1", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -42,14 +42,6 @@ type rootfsSpec struct {
 	Hook string
 }
 
-// jettyBase is the Jetty base (its configuration) of the java stack: HTTP
-// and the deployer, whose monitored dir the war's context file is in.
-const jettyBase = "/usr/local/share/dinp/jetty"
-
-// jettyWebapps is where the builder puts a war app's context file (in the
-// app layer).
-const jettyWebapps = AppDir + "/.dinp/webapps"
-
 // workersScript prints how many worker processes fit the instance's CPU
 // share: 2×CPUs+1, the CPUs read from the cgroup's cpu.max quota, else
 // from its cpu.weight (1024 shares = 1 CPU), never more than the host has.
@@ -73,8 +65,7 @@ var rootfsSpecs = map[string]rootfsSpec{
 	StackDebian: {Name: StackDebian},
 	StackPython: {Name: StackPython, Packages: []string{"python3", "gunicorn"}},
 	StackNode:   {Name: StackNode, Packages: []string{"nodejs"}},
-	StackJava: {Name: StackJava, Packages: []string{"openjdk-17-jre-headless", "jetty9"},
-		Hook: `mkdir -p "$1` + jettyBase + `/start.d" && printf '%s\n' --module=http --module=deploy 'jetty.deploy.monitoredDir=` + jettyWebapps + `' 'jetty.deploy.scanInterval=0' > "$1` + jettyBase + `/start.d/dinp.ini" && rm -rf "$1"/var/lib/jetty9 "$1"/etc/jetty9/start.d/* 2>/dev/null; true`},
+	StackJava:   {Name: StackJava, Packages: []string{"openjdk-17-jre-headless", "libjetty9-java"}, Hook: javaHook},
 }
 
 // rootfsStacks lists the Debian-based stacks in a stable order.

@@ -146,6 +146,7 @@ func (b *Builder) pushStacks(ctx context.Context, withRootfs bool) ([]StackInfo,
 				continue
 			default:
 				info.Version, info.Packages, info.BuildSeconds = r.meta.Version, r.meta.Packages, r.meta.BuildSeconds
+				b.recordStackVersion(ctx, s, r.meta.Version)
 				base, err = b.rootfsBase(r)
 			}
 		} else {
@@ -225,9 +226,32 @@ func (b *Builder) BuildStacks(ctx context.Context, name string) ([]StackInfo, er
 			return out, err
 		}
 		info.Pushed = true
+		b.recordStackVersion(ctx, n, r.meta.Version)
 		out = append(out, info)
 	}
 	return out, nil
+}
+
+// recordStackVersion notes in MySQL that a version of a Debian-based stack
+// exists (dash marks apps whose release runs on an older one). Best effort:
+// a failed write only delays the marking.
+func (b *Builder) recordStackVersion(ctx context.Context, stack, version string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := b.db.ExecContext(ctx, `INSERT IGNORE INTO stack_versions (stack, version) VALUES (?, ?)`, stack, version); err != nil {
+		b.log.Warn("record stack version", "stack", stack, "version", version, "err", err)
+	}
+}
+
+// recordCachedStacks records the newest version of each Debian-based stack
+// in the stack cache (a stack rebuilt by another process on this machine
+// counts from the builder's next start, or its next build on the stack).
+func (b *Builder) recordCachedStacks(ctx context.Context) {
+	for _, s := range rootfsStacks {
+		if r, ok, err := latestRootfs(b.cfg.StackCache, s); err == nil && ok {
+			b.recordStackVersion(ctx, s, r.meta.Version)
+		}
+	}
 }
 
 func (b *Builder) handleBuildStacks(c *gin.Context) {
@@ -248,6 +272,7 @@ func (b *Builder) Stacks(ctx context.Context) ([]StackInfo, error) {
 // pushStacksLoop pushes the stack base images at start, retrying while the
 // registry is not reachable yet.
 func (b *Builder) pushStacksLoop(ctx context.Context) {
+	b.recordCachedStacks(ctx)
 	delay := time.Second
 	for {
 		_, err := b.pushStacks(ctx, false)
