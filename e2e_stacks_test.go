@@ -53,17 +53,6 @@ func startStackPlatform(t *testing.T) *platform {
 // stackTestApps are the apps these tests deploy.
 var stackTestApps = []string{"capp", "pyapp", "nodeapp", "jarapp", "warapp", "bbapp"}
 
-// requireJavaE2E gates the java end-to-end tests: the java stack's build
-// and Jetty set-up were not yet seen through end to end on a machine (the
-// stack build did not finish there in time), so they run only when asked
-// for with DINP_E2E_JAVA=1 until they are.
-func requireJavaE2E(t *testing.T) {
-	t.Helper()
-	if os.Getenv("DINP_E2E_JAVA") != "1" {
-		t.Skip("java stack end-to-end tests run with DINP_E2E_JAVA=1 (not yet validated end to end)")
-	}
-}
-
 // warmStacks builds the stacks the test needs into the machine's cache.
 func warmStacks(t *testing.T, names ...string) {
 	t.Helper()
@@ -245,27 +234,45 @@ func TestStackDebianC(t *testing.T) {
 }
 
 // TestStackPython deploys a WSGI app that imports a vendored pure-Python
-// library; gunicorn serves it.
+// library and a library shipped as a wheel (built here with pip wheel,
+// installed offline at build time from requirements.txt); gunicorn serves
+// it.
 func TestStackPython(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
 	warmStacks(t, builder.StackPython)
-	dir := t.TempDir()
+	dir, pkg := t.TempDir(), t.TempDir()
+	writeFiles(t, pkg, map[string]string{
+		"pyproject.toml": `[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "shout"
+version = "1.0"
+`,
+		"shout/__init__.py": "def shout(s):\n    return s.upper() + '!'\n",
+	})
+	// Debian's python3 (python3-pip brings setuptools and wheel).
+	run(t, pkg, "/usr/bin/python3", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--disable-pip-version-check",
+		"-w", filepath.Join(dir, "wheels"), ".")
 	writeFiles(t, dir, map[string]string{
+		"requirements.txt": "shout==1.0\n",
 		"wsgi.py": `import os
 from greeting import hello
+from shout import shout
 
 
 def application(environ, start_response):
-    body = ("%s instance=%s\n" % (hello(), os.environ.get("DINP_INSTANCE_ID", ""))).encode()
+    body = ("%s, %s instance=%s\n" % (hello(), shout("wheel"), os.environ.get("DINP_INSTANCE_ID", ""))).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 `,
 		"vendor/greeting/__init__.py": "def hello():\n    return 'python app with a vendored lib'\n",
 	})
 	p := startStackPlatform(t)
-	if stack := deployStackApp(t, p, "pyapp", 128, tarDir(t, dir), "python app with a vendored lib"); stack != builder.StackPython {
+	if stack := deployStackApp(t, p, "pyapp", 128, tarDir(t, dir), "python app with a vendored lib, WHEEL!"); stack != builder.StackPython {
 		t.Errorf("stack = %q, want python", stack)
 	}
 }
@@ -320,7 +327,6 @@ func TestStackJavaJar(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	requireJavaE2E(t)
 	warmStacks(t, builder.StackJava)
 	src, dir := t.TempDir(), t.TempDir()
 	writeFiles(t, src, map[string]string{"Main.java": javaMain})
@@ -356,7 +362,6 @@ func TestStackJavaWar(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	requireJavaE2E(t)
 	warmStacks(t, builder.StackJava)
 	stubs, web, dir := t.TempDir(), t.TempDir(), t.TempDir()
 	writeFiles(t, stubs, servletStubs)

@@ -527,6 +527,11 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		case det.Stack != StackBinary && det.Stack != StackStatic && entry == nil:
 			entry = []string{"/bin/sh", "-c", det.Command}
 		}
+		if det.Stack == StackPython {
+			if err := installWheels(ctx, src, stackPython(base.fs), logf); err != nil {
+				return err
+			}
+		}
 		img, err := appImage(img, src, work, entry)
 		if err != nil {
 			return fmt.Errorf("build image: %w", err)

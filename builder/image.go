@@ -406,7 +406,7 @@ func launcherLayer() (v1.Layer, error) {
 
 // rootfsEnv is each Debian-based stack's environment besides PORT and PATH.
 var rootfsEnv = map[string][]string{
-	StackPython: {"PYTHONPATH=/app/vendor:/app/site-packages:/app", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"},
+	StackPython: {"PYTHONPATH=/app/vendor:/app/site-packages:/app/.dinp/site-packages:/app", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"},
 	StackNode:   {"NODE_ENV=production"},
 	// The heap follows the container's memory limit; serial GC and a
 	// small code cache keep a 256 MB instance clear of the OOM killer.

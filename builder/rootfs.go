@@ -79,6 +79,9 @@ var commonPackages = []string{"ca-certificates", "tzdata"}
 var trimmed = []string{"/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
 	"/usr/share/lintian/*", "/usr/share/linda/*"}
 
+// mergedUsrHooks are mmdebstrap's hooks that set up merged /usr.
+const mergedUsrHooks = "/usr/share/mmdebstrap/hooks/merged-usr"
+
 // rootfsEpoch is SOURCE_DATE_EPOCH for stack builds: with the same package
 // versions the layer is the same, byte for byte.
 const rootfsEpoch = "1700000000"
@@ -252,6 +255,11 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 
 	pkgs := append(append([]string(nil), commonPackages...), spec.Packages...)
 	args := []string{"--variant=essential", "--format=tar",
+		// Merged /usr as debootstrap makes it (directory symlinks and
+		// usr-is-merged): otherwise apt satisfies init-system-helpers'
+		// "usrmerge | usr-is-merged" with usrmerge, which brings Perl (~8 MB
+		// compressed) into every stack.
+		"--hook-dir=" + mergedUsrHooks,
 		"--include=" + strings.Join(pkgs, ","),
 		"--skip=essential/unlink", // keeps downloaded packages for the deb cache
 		"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
