@@ -41,11 +41,11 @@ func stackRepo(stack string) string { return "dinp/stacks/" + stack }
 var stackDescriptions = map[string]string{
 	StackBinary:     "a static executable (Procfile web:, dinp.yaml command:, or the one executable at the root) on an empty base with CA certificates",
 	StackStatic:     "a directory with index.html served by busybox httpd on $PORT",
-	StackDockerfile: "a Dockerfile built by the Docker engine; FROM scratch or an image of the platform registry",
+	StackDockerfile: "a Dockerfile built by the Docker engine; FROM scratch, dinp/stacks/<name> or an image of the platform registry",
 	StackDebian:     "a dynamically linked (glibc) executable or script on Debian's essential packages",
-	StackPython:     "Python 3 (vendor/ or site-packages/ on PYTHONPATH); wsgi.py's application under gunicorn",
+	StackPython:     "Python 3 (vendor/ or site-packages/ on PYTHONPATH, wheels/ installed offline at build time); wsgi.py's application under gunicorn",
 	StackNode:       "Node.js; package.json's start script with the app's node_modules",
-	StackJava:       "OpenJDK 17 JRE: a single .jar with java -jar, or a .war served at / by Jetty 9.4 (Servlet 3.1)",
+	StackJava:       "OpenJDK 17 JRE: a single .jar with java -jar, or a .war served at / by Jetty 9.4 (Servlet 3.1, no JSP)",
 }
 
 // stackBase is a stack's base image and, for the Debian-based stacks, its
