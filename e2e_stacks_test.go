@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -335,6 +337,16 @@ func TestStackJavaJar(t *testing.T) {
 	p := startStackPlatform(t)
 	if stack := deployStackApp(t, p, "jarapp", 256, tarDir(t, dir), "jar app heap="); stack != builder.StackJava {
 		t.Errorf("stack = %q, want java", stack)
+	}
+	// The stack fits the heap to the limit: half of 256 MB (the JVM's own
+	// default would be a quarter), less what the serial collector keeps.
+	b, err := p.routerGet("jarapp", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`heap=(\d+)MB`).FindStringSubmatch(b)
+	if heap, _ := strconv.Atoi(m[1]); heap < 100 || heap > 128 {
+		t.Errorf("max heap %d MB under a 256 MB limit, want about half of it (-XX:MaxRAMPercentage=50)", heap)
 	}
 }
 

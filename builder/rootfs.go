@@ -268,16 +268,20 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 		// man1, which path-exclude leaves out: give it the directory.
 		`--essential-hook=mkdir -p "$1"/usr/share/man/man1`,
 	}
+	// dpkg's fsync of every unpacked file is most of a build's time on
+	// a virtual disk; the root is a scratch dir that becomes a tar.
+	args = append(args, "--dpkgopt=force-unsafe-io")
 	for _, p := range trimmed {
 		args = append(args, "--dpkgopt=path-exclude="+p)
 	}
 	args = append(args, "--dpkgopt=path-include=/usr/share/doc/*/copyright")
 	args = append(args, "--customize-hook=sync-out /var/cache/apt/archives "+debs)
-	args = append(args, `--customize-hook=chroot "$1" dpkg-query -W -f='${Package}=${Version}\n' > `+filepath.Join(tmp, "packages.txt"))
 	args = append(args, `--customize-hook=printf '%s' '`+strings.ReplaceAll(workersScript, "'", `'\''`)+`' > "$1"/usr/local/bin/dinp-workers && chmod 755 "$1"/usr/local/bin/dinp-workers`)
 	if spec.Hook != "" {
 		args = append(args, "--customize-hook="+spec.Hook)
 	}
+	// Listed after the stack's hook, which may remove packages.
+	args = append(args, `--customize-hook=chroot "$1" dpkg-query -W -f='${Package}=${Version}\n' > `+filepath.Join(tmp, "packages.txt"))
 	args = append(args, `--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/tmp/* "$1"/root/.cache "$1"/usr/share/man/* "$1"/usr/share/info/*; find "$1"/usr/share/doc -mindepth 2 ! -type d ! -name copyright -delete; find "$1"/usr/share/doc -mindepth 1 -depth -type d -empty -delete; mkdir -p "$1"/app`)
 	args = append(args, suite(), filepath.Join(tmp, "rootfs.tar"))
 	if src := aptSources(); src != "" {
