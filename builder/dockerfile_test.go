@@ -144,19 +144,25 @@ func TestDockerfileTenantImages(t *testing.T) {
 		})
 	}
 
+	// Every app may build on a platform stack by its short name: the
+	// newest version, pinned by digest.
+	code, onStack, eb := e.post(t, "other", tarGz(t,
+		file("Dockerfile", "FROM dinp/stacks/binary\nCOPY server /app/server\nENTRYPOINT [\"/app/server\"]\n", 0o644),
+		entry{name: "server", typ: tar.TypeReg, body: string(bin), mode: 0o755},
+	), testToken)
+	if code != http.StatusCreated {
+		t.Fatalf("FROM dinp/stacks/binary: %d %+v", code, eb)
+	}
+	if log := appLogText(t, e, "other"); !strings.Contains(log, "/dinp/stacks/binary@sha256:") {
+		t.Errorf("build %d log does not show the stack pinned by digest:\n%s", onStack.ID, log)
+	}
+
 	// The app itself builds on its own image, pinned by digest.
 	code, own, eb := e.post(t, "hello", df("FROM "+victim.Image+"\nENV X=1\n"), testToken)
 	if code != http.StatusCreated {
 		t.Fatalf("hello building on its own image: %d %+v", code, eb)
 	}
-	var logs []string
-	msgs, _ := e.rdb.XRange(context.Background(), e.keys.Logs("hello"), "-", "+").Result()
-	for _, m := range msgs {
-		if s, ok := m.Values["e"].(string); ok {
-			logs = append(logs, s)
-		}
-	}
-	if !strings.Contains(strings.Join(logs, "\n"), "FROM "+victim.Image) {
+	if !strings.Contains(appLogText(t, e, "hello"), "FROM "+victim.Image) {
 		t.Errorf("build %d log does not show the pinned FROM", own.ID)
 	}
 
@@ -173,4 +179,17 @@ func TestDockerfileTenantImages(t *testing.T) {
 	if code != http.StatusUnprocessableEntity || eb.Error.Code != "from_not_allowed" {
 		t.Fatalf("new hello using the old hello's image: %d %+v %+v", code, eb, res)
 	}
+}
+
+// appLogText is the app's build log entries in its log stream, one a line.
+func appLogText(t *testing.T, e *env, app string) string {
+	t.Helper()
+	var logs []string
+	msgs, _ := e.rdb.XRange(context.Background(), e.keys.Logs(app), "-", "+").Result()
+	for _, m := range msgs {
+		if s, ok := m.Values["e"].(string); ok {
+			logs = append(logs, s)
+		}
+	}
+	return strings.Join(logs, "\n")
 }
