@@ -55,12 +55,17 @@ var javaHook = `mkdir -p "$1` + jettyDir + `" && printf '%s' '` + jettyXML + `' 
 	`chroot "$1" dpkg --purge --force-depends libcups2 libasound2 libpcsclite1 >/dev/null && ` +
 	`for p in libavahi-client3 libavahi-common3 libavahi-common-data libdbus-1-3 libasound2-data libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libkeyutils1 libgnutls30 libp11-kit0 libtasn1-6 libidn2-0 libunistring2 libhogweed6 libnettle8 libffi8; do chroot "$1" dpkg --purge "$p" >/dev/null 2>&1 || true; done`
 
-// warCommand runs the war at / under the stack's Jetty.
-func warCommand(war string) string {
+// javaClasspath is the war runner's class path.
+func javaClasspath() []string {
 	cp := make([]string, len(jettyJars))
 	for i, j := range jettyJars {
 		cp[i] = "/usr/share/java/" + j + ".jar"
 	}
-	return `exec java -cp ` + strings.Join(cp, ":") + ` org.eclipse.jetty.xml.XmlConfiguration jetty.http.port="${PORT:-8080}" dinp.war=` +
+	return cp
+}
+
+// warCommand runs the war at / under the stack's Jetty.
+func warCommand(war string) string {
+	return `exec java -cp ` + strings.Join(javaClasspath(), ":") + ` org.eclipse.jetty.xml.XmlConfiguration jetty.http.port="${PORT:-8080}" dinp.war=` +
 		shellQuote(path.Join(AppDir, war)) + ` ` + jettyDir + `/jetty.xml`
 }
