@@ -312,7 +312,8 @@ import java.nio.charset.StandardCharsets;
 public class Main {
     public static void main(String[] args) throws Exception {
         HttpServer s = HttpServer.create(new InetSocketAddress(Integer.parseInt(System.getenv("PORT"))), 64);
-        byte[] body = ("jar app heap=" + (Runtime.getRuntime().maxMemory() >> 20) + "MB instance=" + System.getenv("DINP_INSTANCE_ID") + "\n").getBytes(StandardCharsets.UTF_8);
+        String opts = String.join(" ", java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+        byte[] body = ("jar app heap=" + (Runtime.getRuntime().maxMemory() >> 20) + "MB instance=" + System.getenv("DINP_INSTANCE_ID") + " jvm=" + opts + "\n").getBytes(StandardCharsets.UTF_8);
         s.createContext("/", ex -> {
             ex.sendResponseHeaders(200, body.length);
             ex.getResponseBody().write(body);
@@ -338,15 +339,19 @@ func TestStackJavaJar(t *testing.T) {
 	if stack := deployStackApp(t, p, "jarapp", 256, tarDir(t, dir), "jar app heap="); stack != builder.StackJava {
 		t.Errorf("stack = %q, want java", stack)
 	}
-	// The stack fits the heap to the limit: half of 256 MB (the JVM's own
-	// default would be a quarter), less what the serial collector keeps.
+	// The stack fits the heap to the limit, with the options its JVM runs
+	// with: half of 256 MB, less what the serial collector keeps.
 	b, err := p.routerGet("jarapp", "/")
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("jar app answers %q", b)
 	m := regexp.MustCompile(`heap=(\d+)MB`).FindStringSubmatch(b)
 	if heap, _ := strconv.Atoi(m[1]); heap < 100 || heap > 128 {
 		t.Errorf("max heap %d MB under a 256 MB limit, want about half of it (-XX:MaxRAMPercentage=50)", heap)
+	}
+	if !strings.Contains(b, "-XX:MaxRAMPercentage=50") || !strings.Contains(b, "-XX:+UseSerialGC") {
+		t.Errorf("the JVM does not run with the stack's heap options: %q", b)
 	}
 }
 
