@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,17 +54,6 @@ func startStackPlatform(t *testing.T) *platform {
 
 // stackTestApps are the apps these tests deploy.
 var stackTestApps = []string{"capp", "pyapp", "nodeapp", "jarapp", "warapp", "bbapp"}
-
-// requireJavaE2E gates the java end-to-end tests: the java stack's build
-// and Jetty set-up were not yet seen through end to end on a machine (the
-// stack build did not finish there in time), so they run only when asked
-// for with DINP_E2E_JAVA=1 until they are.
-func requireJavaE2E(t *testing.T) {
-	t.Helper()
-	if os.Getenv("DINP_E2E_JAVA") != "1" {
-		t.Skip("java stack end-to-end tests run with DINP_E2E_JAVA=1 (not yet validated end to end)")
-	}
-}
 
 // warmStacks builds the stacks the test needs into the machine's cache.
 func warmStacks(t *testing.T, names ...string) {
@@ -245,27 +236,45 @@ func TestStackDebianC(t *testing.T) {
 }
 
 // TestStackPython deploys a WSGI app that imports a vendored pure-Python
-// library; gunicorn serves it.
+// library and a library shipped as a wheel (built here with pip wheel,
+// installed offline at build time from requirements.txt); gunicorn serves
+// it.
 func TestStackPython(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
 	warmStacks(t, builder.StackPython)
-	dir := t.TempDir()
+	dir, pkg := t.TempDir(), t.TempDir()
+	writeFiles(t, pkg, map[string]string{
+		"pyproject.toml": `[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "shout"
+version = "1.0"
+`,
+		"shout/__init__.py": "def shout(s):\n    return s.upper() + '!'\n",
+	})
+	// Debian's python3 (python3-pip brings setuptools and wheel).
+	run(t, pkg, "/usr/bin/python3", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--disable-pip-version-check",
+		"-w", filepath.Join(dir, "wheels"), ".")
 	writeFiles(t, dir, map[string]string{
+		"requirements.txt": "shout==1.0\n",
 		"wsgi.py": `import os
 from greeting import hello
+from shout import shout
 
 
 def application(environ, start_response):
-    body = ("%s instance=%s\n" % (hello(), os.environ.get("DINP_INSTANCE_ID", ""))).encode()
+    body = ("%s, %s instance=%s\n" % (hello(), shout("wheel"), os.environ.get("DINP_INSTANCE_ID", ""))).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 `,
 		"vendor/greeting/__init__.py": "def hello():\n    return 'python app with a vendored lib'\n",
 	})
 	p := startStackPlatform(t)
-	if stack := deployStackApp(t, p, "pyapp", 128, tarDir(t, dir), "python app with a vendored lib"); stack != builder.StackPython {
+	if stack := deployStackApp(t, p, "pyapp", 128, tarDir(t, dir), "python app with a vendored lib, WHEEL!"); stack != builder.StackPython {
 		t.Errorf("stack = %q, want python", stack)
 	}
 }
@@ -303,7 +312,8 @@ import java.nio.charset.StandardCharsets;
 public class Main {
     public static void main(String[] args) throws Exception {
         HttpServer s = HttpServer.create(new InetSocketAddress(Integer.parseInt(System.getenv("PORT"))), 64);
-        byte[] body = ("jar app heap=" + (Runtime.getRuntime().maxMemory() >> 20) + "MB instance=" + System.getenv("DINP_INSTANCE_ID") + "\n").getBytes(StandardCharsets.UTF_8);
+        String opts = String.join(" ", java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+        byte[] body = ("jar app heap=" + (Runtime.getRuntime().maxMemory() >> 20) + "MB instance=" + System.getenv("DINP_INSTANCE_ID") + " jvm=" + opts + "\n").getBytes(StandardCharsets.UTF_8);
         s.createContext("/", ex -> {
             ex.sendResponseHeaders(200, body.length);
             ex.getResponseBody().write(body);
@@ -320,7 +330,6 @@ func TestStackJavaJar(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	requireJavaE2E(t)
 	warmStacks(t, builder.StackJava)
 	src, dir := t.TempDir(), t.TempDir()
 	writeFiles(t, src, map[string]string{"Main.java": javaMain})
@@ -329,6 +338,20 @@ func TestStackJavaJar(t *testing.T) {
 	p := startStackPlatform(t)
 	if stack := deployStackApp(t, p, "jarapp", 256, tarDir(t, dir), "jar app heap="); stack != builder.StackJava {
 		t.Errorf("stack = %q, want java", stack)
+	}
+	// The stack fits the heap to the limit, with the options its JVM runs
+	// with: half of 256 MB, less what the serial collector keeps.
+	b, err := p.routerGet("jarapp", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("jar app answers %q", b)
+	m := regexp.MustCompile(`heap=(\d+)MB`).FindStringSubmatch(b)
+	if heap, _ := strconv.Atoi(m[1]); heap < 100 || heap > 128 {
+		t.Errorf("max heap %d MB under a 256 MB limit, want about half of it (-XX:MaxRAMPercentage=50)", heap)
+	}
+	if !strings.Contains(b, "-XX:MaxRAMPercentage=50") || !strings.Contains(b, "-XX:+UseSerialGC") {
+		t.Errorf("the JVM does not run with the stack's heap options: %q", b)
 	}
 }
 
@@ -356,7 +379,6 @@ func TestStackJavaWar(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	requireJavaE2E(t)
 	warmStacks(t, builder.StackJava)
 	stubs, web, dir := t.TempDir(), t.TempDir(), t.TempDir()
 	writeFiles(t, stubs, servletStubs)

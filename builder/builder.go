@@ -467,7 +467,9 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 			return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+det.Stack+" is not available on this builder: "+err.Error())
 		}
 		if base.fs != nil {
+			res.StackVersion = base.fs.meta.Version
 			logf(fmt.Sprintf("stack %s version %s", det.Stack, base.fs.meta.Version))
+			b.recordStackVersion(ctx, det.Stack, base.fs.meta.Version)
 		}
 	}
 	if det.Stack != StackDockerfile && det.Stack != StackStatic {
@@ -486,7 +488,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		}
 	}
 
-	if prev, ok, err := b.reusable(ctx, appID, hash, det.Stack); err != nil {
+	if prev, ok, err := b.reusable(ctx, appID, hash, det.Stack, res.StackVersion); err != nil {
 		return err
 	} else if ok && !b.inRegistry(ctx, prev.Image) {
 		logf(fmt.Sprintf("same content as build %d, whose image is gone from the registry: building again", prev.ID))
@@ -538,9 +540,9 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		case det.Stack != StackBinary && det.Stack != StackStatic && entry == nil:
 			entry = []string{"/bin/sh", "-c", det.Command}
 		}
-		if det.War != "" {
-			if err := writeWarContext(src, det.War); err != nil {
-				return fmt.Errorf("war context: %w", err)
+		if det.Stack == StackPython {
+			if err := installWheels(ctx, src, stackPython(base.fs), logf); err != nil {
+				return err
 			}
 		}
 		img, err := appImage(img, src, work, entry)
@@ -642,11 +644,13 @@ func remoteSize(ctx context.Context, ref string, auth authn.Authenticator) (int6
 
 // reusable finds an earlier succeeded build of the app with the same
 // content and stack, whose image can be used as is.
-func (b *Builder) reusable(ctx context.Context, appID int64, hash, stack string) (common.Build, bool, error) {
+func (b *Builder) reusable(ctx context.Context, appID int64, hash, stack, stackVersion string) (common.Build, bool, error) {
 	var r common.Build
+	// An image on an older version of the stack is not reused: a deploy
+	// lands on the newest.
 	err := b.db.QueryRowContext(ctx, `SELECT id, image, size_bytes FROM builds
-		WHERE app_id = ? AND content_hash = ? AND stack = ? AND status = ? AND image <> ''
-		ORDER BY id DESC LIMIT 1`, appID, hash, stack, StatusSucceeded).Scan(&r.ID, &r.Image, &r.SizeBytes)
+		WHERE app_id = ? AND content_hash = ? AND stack = ? AND stack_version = ? AND status = ? AND image <> ''
+		ORDER BY id DESC LIMIT 1`, appID, hash, stack, stackVersion, StatusSucceeded).Scan(&r.ID, &r.Image, &r.SizeBytes)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, false, nil
 	}
@@ -693,9 +697,9 @@ func (b *Builder) finishBuild(ctx context.Context, res common.Build, tm timings)
 	if res.Status == StatusFailed {
 		errText = sql.NullString{String: res.Error, Valid: true}
 	}
-	_, err = b.db.ExecContext(ctx, `UPDATE builds SET status = ?, stack = ?, image = ?, size_bytes = ?,
+	_, err = b.db.ExecContext(ctx, `UPDATE builds SET status = ?, stack = ?, stack_version = ?, image = ?, size_bytes = ?,
 		error = ?, timings_json = ?, finished_at = ? WHERE id = ?`,
-		res.Status, res.Stack, res.Image, res.SizeBytes, errText, string(tj), b.now().UTC(), res.ID)
+		res.Status, res.Stack, res.StackVersion, res.Image, res.SizeBytes, errText, string(tj), b.now().UTC(), res.ID)
 	if err != nil {
 		return fmt.Errorf("record build result: %w", err)
 	}
@@ -711,9 +715,9 @@ func (b *Builder) Get(ctx context.Context, id int64) (common.Build, error) {
 		created  time.Time
 		finished sql.NullTime
 	)
-	err := b.db.QueryRowContext(ctx, `SELECT b.id, a.name, b.status, b.stack, b.image, b.size_bytes, b.error,
+	err := b.db.QueryRowContext(ctx, `SELECT b.id, a.name, b.status, b.stack, b.stack_version, b.image, b.size_bytes, b.error,
 		b.timings_json, b.created_at, b.finished_at FROM builds b JOIN apps a ON a.id = b.app_id WHERE b.id = ?`, id).
-		Scan(&r.ID, &r.App, &r.Status, &r.Stack, &r.Image, &r.SizeBytes, &errText, &tj, &created, &finished)
+		Scan(&r.ID, &r.App, &r.Status, &r.Stack, &r.StackVersion, &r.Image, &r.SizeBytes, &errText, &tj, &created, &finished)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, common.Errf(http.StatusNotFound, "not_found", "no such build")
 	}

@@ -45,7 +45,7 @@ func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref
 	if err != nil {
 		return "", 0, fmt.Errorf("read dockerfile: %w", err)
 	}
-	policy, pulls := recordPulls(b.imagePolicy(appID, app))
+	policy, pulls := recordPulls(b.imagePolicy(appID, app, logf))
 	pinned, err := pinDockerfile(ctx, df, policy)
 	if err != nil {
 		return "", 0, err
@@ -162,7 +162,7 @@ func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref
 
 // imagePolicy is what a Dockerfile build of app may name: the platform's
 // stacks and the images this app's builds produced, pinned by digest.
-func (b *Builder) imagePolicy(appID int64, app string) imagePolicy {
+func (b *Builder) imagePolicy(appID int64, app string, logf func(string)) imagePolicy {
 	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
 	resolve := func(ctx context.Context, repo, id string) (string, error) {
 		sep := ":"
@@ -189,7 +189,38 @@ func (b *Builder) imagePolicy(appID int64, app string) imagePolicy {
 			appID, StatusSucceeded, b.cfg.RegistryHost+"/"+repo+"@"+digest).Scan(&n)
 		return n > 0, err
 	}
-	return appImagePolicy(b.registryHosts(), app, resolve, ownBuild)
+	return appImagePolicy(b.registryHosts(), app, resolve, ownBuild, b.latestStackDigest(logf))
+}
+
+// latestStackDigest gives the digest of a stack's newest base image, built
+// (a Debian-based stack missing from the cache) and pushed first if need
+// be: FROM dinp/stacks/<name> in a Dockerfile.
+func (b *Builder) latestStackDigest(logf func(string)) func(ctx context.Context, stack string) (string, error) {
+	return func(ctx context.Context, stack string) (string, error) {
+		if _, ok := stackDescriptions[stack]; !ok || stack == StackDockerfile {
+			return "", errImageNotFound
+		}
+		base, err := b.stackBase(ctx, stack, logf)
+		if err != nil {
+			return "", err
+		}
+		if base.fs != nil {
+			err = b.ensureStackPushed(ctx, base)
+		} else {
+			_, _, _, err = b.pushStack(ctx, stack, "latest", base.img)
+		}
+		if err != nil {
+			return "", err
+		}
+		d, err := base.img.Digest()
+		if err != nil {
+			return "", err
+		}
+		if base.fs != nil {
+			logf(fmt.Sprintf("FROM %s%s: version %s", StacksRepoPrefix, stack, base.fs.meta.Version))
+		}
+		return d.String(), nil
+	}
 }
 
 // readMessages reads an engine JSON message stream, passing output lines to

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -215,12 +216,38 @@ var errImageNotFound = errors.New("image not found")
 // platform registry under one of hosts, and pins them by digest: resolve
 // gives a reference's manifest digest; ownBuild tells whether a build of the
 // app produced the image <host>/<repo>@<digest>.
+//
+// The short form dinp/stacks/<name> (no registry host) is the platform
+// registry's stack: without a tag or digest, its newest version, whose
+// digest latestStack gives (errImageNotFound for no such stack).
 func appImagePolicy(hosts []string, app string, resolve func(ctx context.Context, repo, ref string) (string, error),
-	ownBuild func(ctx context.Context, repo, digest string) (bool, error)) imagePolicy {
+	ownBuild func(ctx context.Context, repo, digest string) (bool, error),
+	latestStack func(ctx context.Context, stack string) (string, error)) imagePolicy {
 	return func(ctx context.Context, img string) (string, error) {
 		refused := func(why string) error {
-			return fromErr(fmt.Sprintf("%s: %s; a build may use only scratch, earlier stages, the platform stacks (%s/%s…) and images of this app (%s/%s)",
-				img, why, hosts[0], StacksRepoPrefix, hosts[0], app))
+			return fromErr(fmt.Sprintf("%s: %s; a build may use only scratch, earlier stages, the platform stacks (%s…, %s/%s…) and images of this app (%s/%s)",
+				img, why, StacksRepoPrefix, hosts[0], StacksRepoPrefix, hosts[0], app))
+		}
+		if rest, ok := strings.CutPrefix(img, StacksRepoPrefix); ok {
+			stack, ref := rest, ""
+			if i := strings.IndexAny(rest, ":@"); i >= 0 {
+				stack, ref = rest[:i], rest[i:]
+			}
+			if !stackNameRE.MatchString(stack) {
+				return "", refused("no such stack")
+			}
+			if ref != "" {
+				// A version or digest: looked up like any full reference.
+				return appImagePolicy(hosts, app, resolve, ownBuild, latestStack)(ctx, hosts[0]+"/"+img)
+			}
+			digest, err := latestStack(ctx, stack)
+			if errors.Is(err, errImageNotFound) {
+				return "", refused("no such stack")
+			}
+			if err != nil {
+				return "", fmt.Errorf("stack %s: %w", stack, err)
+			}
+			return fmt.Sprintf("%s/%s%s@%s", hosts[0], StacksRepoPrefix, stack, digest), nil
 		}
 		ref, err := name.ParseReference(img, name.Insecure, name.StrictValidation)
 		if err != nil {
@@ -258,6 +285,9 @@ func appImagePolicy(hosts []string, app string, resolve func(ctx context.Context
 		return fmt.Sprintf("%s/%s@%s", host, repo, digest), nil
 	}
 }
+
+// stackNameRE is what a stack's name looks like in dinp/stacks/<name>.
+var stackNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,15}$`)
 
 func fromErr(msg string) error {
 	return common.Errf(http.StatusUnprocessableEntity, "from_not_allowed", msg)

@@ -31,7 +31,13 @@ func TestPinDockerfile(t *testing.T) {
 		return d, nil
 	}
 	own := func(_ context.Context, repo, digest string) (bool, error) { return repo == "app", nil }
-	policy := appImagePolicy(hosts, "app", resolve, own)
+	latest := func(_ context.Context, stack string) (string, error) {
+		if stack != "python" && stack != "binary" {
+			return "", errImageNotFound
+		}
+		return "sha256:" + strings.Repeat("2", 64), nil
+	}
+	policy := appImagePolicy(hosts, "app", resolve, own, latest)
 	tests := []struct {
 		name, dockerfile string
 		want             string // the pinned file; "" = refused
@@ -65,6 +71,15 @@ func TestPinDockerfile(t *testing.T) {
 		{"stage used before defined", "FROM later\nFROM scratch AS later", ""},
 		{"no such image", "FROM 127.0.0.1:5000/dinp/stacks/ghost", ""},
 		{"no from", "# nothing\nRUN true", ""},
+		{"stack short form", "FROM dinp/stacks/python\nCOPY . /app",
+			"FROM 127.0.0.1:5000/dinp/stacks/python@sha256:" + strings.Repeat("2", 64) + "\nCOPY . /app\n"},
+		{"stack short form copy", "FROM scratch\nCOPY --from=dinp/stacks/binary /etc/ssl /etc/ssl",
+			"FROM scratch\nCOPY --from=127.0.0.1:5000/dinp/stacks/binary@sha256:" + strings.Repeat("2", 64) + " /etc/ssl /etc/ssl\n"},
+		{"stack short form with version", "FROM dinp/stacks/python:20260101.000000",
+			"FROM 127.0.0.1:5000/dinp/stacks/python@" + d + "\n"},
+		{"stack short form unknown stack", "FROM dinp/stacks/ghost", ""},
+		{"stack short form not a stack name", "FROM dinp/stacks/../hello", ""},
+		{"stack short form into an app", "FROM dinp/stacks/python/../../hello:build-1", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,19 +173,25 @@ func TestDockerfileTenantImages(t *testing.T) {
 		}
 	})
 
+	// Every app may build on a platform stack by its short name: the
+	// newest version, pinned by digest.
+	code, onStack, eb := e.post(t, "other", tarGz(t,
+		file("Dockerfile", "FROM dinp/stacks/binary\nCOPY server /app/server\nENTRYPOINT [\"/app/server\"]\n", 0o644),
+		entry{name: "server", typ: tar.TypeReg, body: string(bin), mode: 0o755},
+	), testToken)
+	if code != http.StatusCreated {
+		t.Fatalf("FROM dinp/stacks/binary: %d %+v", code, eb)
+	}
+	if log := appLogText(t, e, "other"); !strings.Contains(log, "/dinp/stacks/binary@sha256:") {
+		t.Errorf("build %d log does not show the stack pinned by digest:\n%s", onStack.ID, log)
+	}
+
 	// The app itself builds on its own image, pinned by digest.
 	code, own, eb := e.post(t, "hello", df("FROM "+victim.Image+"\nENV X=1\n"), testToken)
 	if code != http.StatusCreated {
 		t.Fatalf("hello building on its own image: %d %+v", code, eb)
 	}
-	var logs []string
-	msgs, _ := e.rdb.XRange(context.Background(), e.keys.Logs("hello"), "-", "+").Result()
-	for _, m := range msgs {
-		if s, ok := m.Values["e"].(string); ok {
-			logs = append(logs, s)
-		}
-	}
-	if !strings.Contains(strings.Join(logs, "\n"), "FROM "+victim.Image) {
+	if !strings.Contains(appLogText(t, e, "hello"), "FROM "+victim.Image) {
 		t.Errorf("build %d log does not show the pinned FROM", own.ID)
 	}
 
@@ -187,4 +208,17 @@ func TestDockerfileTenantImages(t *testing.T) {
 	if code != http.StatusUnprocessableEntity || eb.Error.Code != "from_not_allowed" {
 		t.Fatalf("new hello using the old hello's image: %d %+v %+v", code, eb, res)
 	}
+}
+
+// appLogText is the app's build log entries in its log stream, one a line.
+func appLogText(t *testing.T, e *env, app string) string {
+	t.Helper()
+	var logs []string
+	msgs, _ := e.rdb.XRange(context.Background(), e.keys.Logs(app), "-", "+").Result()
+	for _, m := range msgs {
+		if s, ok := m.Values["e"].(string); ok {
+			logs = append(logs, s)
+		}
+	}
+	return strings.Join(logs, "\n")
 }

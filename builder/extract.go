@@ -91,7 +91,7 @@ func Extract(r io.Reader, dst string, lim Limits) (ExtractStats, error) {
 	}
 	defer gz.Close()
 	tr := tar.NewReader(gz)
-	x := extractor{root: root, lim: lim, compressed: cr, st: &st, seen: map[string]byte{}}
+	x := extractor{root: root, lim: lim, compressed: cr, st: &st, seen: map[string]byte{}, dirs: map[string]bool{}}
 
 	for {
 		hdr, err := tr.Next()
@@ -132,6 +132,10 @@ type extractor struct {
 	// seen maps each path written to its tar type flag, so hard links can
 	// be required to point at a regular file of this archive.
 	seen map[string]byte
+	// dirs are directories this extraction made or found (a node_modules
+	// tree has a thousand files in a few dozen of them: one MkdirAll each).
+	dirs map[string]bool
+	buf  []byte
 }
 
 // cleanName returns the archive path as a clean relative path, "" for the
@@ -196,10 +200,11 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 		return common.Errf(http.StatusRequestEntityTooLarge, CodeTooManyFiles,
 			fmt.Sprintf("archive has more than %d entries", x.lim.MaxFiles))
 	}
-	if dir := path.Dir(name); dir != "." {
+	if dir := path.Dir(name); dir != "." && !x.dirs[dir] {
 		if err := x.root.MkdirAll(dir, 0o755); err != nil {
 			return x.writeErr(name, err)
 		}
+		x.dirs[dir] = true
 	}
 	// A later entry replaces an earlier one (tar semantics), but never by
 	// writing through what was there: remove it first. A directory stays
@@ -208,6 +213,7 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 		if err := x.root.RemoveAll(name); err != nil {
 			return x.writeErr(name, err)
 		}
+		clear(x.dirs) // rare: forget what may have gone with it
 	}
 	mode := fs.FileMode(hdr.Mode) & fs.ModePerm // no setuid, setgid or sticky bits
 
@@ -228,6 +234,13 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 			return x.writeErr(name, err)
 		}
 		err = x.copyBounded(f, body)
+		if err == nil {
+			// Permissions exactly as archived (umask did not apply), plus
+			// owner read so the image builder can read it back.
+			if cerr := f.Chmod(mode | 0o400); cerr != nil {
+				err = x.writeErr(name, cerr)
+			}
+		}
 		if cerr := f.Close(); err == nil && cerr != nil {
 			err = x.writeErr(name, cerr)
 		}
@@ -236,11 +249,6 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 				return err
 			}
 			return badArchive("read %q: %v", hdr.Name, archiveErr(err))
-		}
-		// Permissions exactly as archived (umask did not apply), plus owner
-		// read so the image builder can read it back.
-		if err := x.root.Chmod(name, mode|0o400); err != nil {
-			return x.writeErr(name, err)
 		}
 	case tar.TypeSymlink:
 		if !linkInside(name, hdr.Linkname) {
@@ -280,7 +288,10 @@ func (x *extractor) noSymlinkParent(name string) error {
 // copyBounded copies r to w, enforcing the size and ratio limits as bytes
 // arrive, so a bomb stops after at most one buffer past a limit.
 func (x *extractor) copyBounded(w io.Writer, r io.Reader) error {
-	buf := make([]byte, 32<<10)
+	if x.buf == nil {
+		x.buf = make([]byte, 32<<10)
+	}
+	buf := x.buf
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {

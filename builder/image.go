@@ -7,10 +7,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
-	"html"
 	"io"
 	"io/fs"
 	"os"
@@ -408,7 +406,7 @@ func launcherLayer() (v1.Layer, error) {
 
 // rootfsEnv is each Debian-based stack's environment besides PORT and PATH.
 var rootfsEnv = map[string][]string{
-	StackPython: {"PYTHONPATH=/app/vendor:/app/site-packages:/app", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"},
+	StackPython: {"PYTHONPATH=/app/vendor:/app/site-packages:/app/.dinp/site-packages:/app", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"},
 	StackNode:   {"NODE_ENV=production"},
 	// The heap follows the container's memory limit; serial GC and a
 	// small code cache keep a 256 MB instance clear of the OOM killer.
@@ -444,34 +442,4 @@ func rootfsImage(r *rootfs) (v1.Image, error) {
 		return nil, fmt.Errorf("append stack layer: %w", err)
 	}
 	return img, nil
-}
-
-// writeWarContext writes the Jetty context file that serves the app's war
-// at / (the java stack's Jetty deploys what is in jettyWebapps). It writes
-// through an os.Root: the archive's own .dinp (say a symlink) cannot send
-// it elsewhere.
-func writeWarContext(src, war string) error {
-	root, err := os.OpenRoot(src)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	for _, d := range []string{".dinp", ".dinp/webapps"} {
-		if err := root.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-	}
-	f, err := root.OpenFile(".dinp/webapps/root.xml", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(f, `<?xml version="1.0"?>
-<!DOCTYPE Configure PUBLIC "-//Jetty//Configure//EN" "http://www.eclipse.org/jetty/configure_9_3.dtd">
-<Configure class="org.eclipse.jetty.webapp.WebAppContext">
-  <Set name="contextPath">/</Set>
-  <Set name="war">%s</Set>
-  <Set name="extractWAR">true</Set>
-</Configure>
-`, html.EscapeString(path.Join(AppDir, war)))
-	return f.Close()
 }

@@ -99,6 +99,8 @@ func (b *Builder) rebase(ctx context.Context, image string, res *common.Build, l
 		return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+res.Stack+" is not available on this builder: "+err.Error())
 	}
 	if base.fs != nil {
+		res.StackVersion = base.fs.meta.Version
+		b.recordStackVersion(ctx, res.Stack, base.fs.meta.Version)
 		logf(fmt.Sprintf("stack %s version %s (was %s)", res.Stack, base.fs.meta.Version, oldCfg.Config.Labels["dinp.stack.version"]))
 	}
 	img := base.img

@@ -62,6 +62,12 @@ func TestRebuildMovesToNewestStack(t *testing.T) {
 		t.Fatalf("build = %d %+v %+v", code, first, eb)
 	}
 	fakeRootfs(t, cache, StackDebian, "20000102.000000", "v2")
+	// The same upload again lands on the newest stack: the first build's
+	// image (older base) is not reused.
+	code, again, eb := e.post(t, "hello", tarGz(t, file("run.sh", "#!/bin/sh\necho hi\n", 0o755)), testToken)
+	if code != http.StatusCreated || again.Reused || again.StackVersion != "20000102.000000" {
+		t.Errorf("redeploy after the stack upgrade = %d %+v %+v", code, again, eb)
+	}
 
 	second, err := e.b.Rebuild(context.Background(), "hello", "bob", first.ID)
 	if err != nil {
@@ -101,6 +107,19 @@ func TestRebuildMovesToNewestStack(t *testing.T) {
 	e.db.QueryRow("SELECT status FROM builds WHERE id = ?", second.ID).Scan(&status)
 	if status != StatusSucceeded {
 		t.Errorf("rebuild recorded as %q", status)
+	}
+	// Each build records the stack version it runs on, and the builder
+	// the versions it used (dash marks apps on an older one).
+	if first.StackVersion != "20000101.000000" || second.StackVersion != "20000102.000000" {
+		t.Errorf("stack versions recorded %q → %q", first.StackVersion, second.StackVersion)
+	}
+	if got, _ := e.b.Get(context.Background(), first.ID); got.StackVersion != "20000101.000000" {
+		t.Errorf("GET build: stack_version %q", got.StackVersion)
+	}
+	var versions int
+	e.db.QueryRow("SELECT COUNT(*) FROM stack_versions WHERE stack = ? AND version IN ('20000101.000000', '20000102.000000')", StackDebian).Scan(&versions)
+	if versions != 2 {
+		t.Errorf("stack_versions has %d of the 2 versions used", versions)
 	}
 	// A build that is not the app's is not found.
 	if _, err := e.b.Rebuild(context.Background(), "other", "bob", first.ID); err == nil {

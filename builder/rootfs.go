@@ -42,14 +42,6 @@ type rootfsSpec struct {
 	Hook string
 }
 
-// jettyBase is the Jetty base (its configuration) of the java stack: HTTP
-// and the deployer, whose monitored dir the war's context file is in.
-const jettyBase = "/usr/local/share/dinp/jetty"
-
-// jettyWebapps is where the builder puts a war app's context file (in the
-// app layer).
-const jettyWebapps = AppDir + "/.dinp/webapps"
-
 // workersScript prints how many worker processes fit the instance's CPU
 // share: 2×CPUs+1, the CPUs read from the cgroup's cpu.max quota, else
 // from its cpu.weight (1024 shares = 1 CPU), never more than the host has.
@@ -73,8 +65,7 @@ var rootfsSpecs = map[string]rootfsSpec{
 	StackDebian: {Name: StackDebian},
 	StackPython: {Name: StackPython, Packages: []string{"python3", "gunicorn"}},
 	StackNode:   {Name: StackNode, Packages: []string{"nodejs"}},
-	StackJava: {Name: StackJava, Packages: []string{"openjdk-17-jre-headless", "jetty9"},
-		Hook: `mkdir -p "$1` + jettyBase + `/start.d" && printf '%s\n' --module=http --module=deploy 'jetty.deploy.monitoredDir=` + jettyWebapps + `' 'jetty.deploy.scanInterval=0' > "$1` + jettyBase + `/start.d/dinp.ini" && rm -rf "$1"/var/lib/jetty9 "$1"/etc/jetty9/start.d/* 2>/dev/null; true`},
+	StackJava:   {Name: StackJava, Packages: []string{"openjdk-17-jre-headless", "libjetty9-java"}, Hook: javaHook},
 }
 
 // rootfsStacks lists the Debian-based stacks in a stable order.
@@ -87,6 +78,9 @@ var commonPackages = []string{"ca-certificates", "tzdata"}
 // translations, apt's and dpkg's leftovers.
 var trimmed = []string{"/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
 	"/usr/share/lintian/*", "/usr/share/linda/*"}
+
+// mergedUsrHooks are mmdebstrap's hooks that set up merged /usr.
+const mergedUsrHooks = "/usr/share/mmdebstrap/hooks/merged-usr"
 
 // rootfsEpoch is SOURCE_DATE_EPOCH for stack builds: with the same package
 // versions the layer is the same, byte for byte.
@@ -261,6 +255,11 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 
 	pkgs := append(append([]string(nil), commonPackages...), spec.Packages...)
 	args := []string{"--variant=essential", "--format=tar",
+		// Merged /usr as debootstrap makes it (directory symlinks and
+		// usr-is-merged): otherwise apt satisfies init-system-helpers'
+		// "usrmerge | usr-is-merged" with usrmerge, which brings Perl (~8 MB
+		// compressed) into every stack.
+		"--hook-dir=" + mergedUsrHooks,
 		"--include=" + strings.Join(pkgs, ","),
 		"--skip=essential/unlink", // keeps downloaded packages for the deb cache
 		"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
@@ -269,16 +268,20 @@ func buildRootfs(ctx context.Context, cache, name string, logf func(string)) (*r
 		// man1, which path-exclude leaves out: give it the directory.
 		`--essential-hook=mkdir -p "$1"/usr/share/man/man1`,
 	}
+	// dpkg's fsync of every unpacked file is most of a build's time on
+	// a virtual disk; the root is a scratch dir that becomes a tar.
+	args = append(args, "--dpkgopt=force-unsafe-io")
 	for _, p := range trimmed {
 		args = append(args, "--dpkgopt=path-exclude="+p)
 	}
 	args = append(args, "--dpkgopt=path-include=/usr/share/doc/*/copyright")
 	args = append(args, "--customize-hook=sync-out /var/cache/apt/archives "+debs)
-	args = append(args, `--customize-hook=chroot "$1" dpkg-query -W -f='${Package}=${Version}\n' > `+filepath.Join(tmp, "packages.txt"))
 	args = append(args, `--customize-hook=printf '%s' '`+strings.ReplaceAll(workersScript, "'", `'\''`)+`' > "$1"/usr/local/bin/dinp-workers && chmod 755 "$1"/usr/local/bin/dinp-workers`)
 	if spec.Hook != "" {
 		args = append(args, "--customize-hook="+spec.Hook)
 	}
+	// Listed after the stack's hook, which may remove packages.
+	args = append(args, `--customize-hook=chroot "$1" dpkg-query -W -f='${Package}=${Version}\n' > `+filepath.Join(tmp, "packages.txt"))
 	args = append(args, `--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/tmp/* "$1"/root/.cache "$1"/usr/share/man/* "$1"/usr/share/info/*; find "$1"/usr/share/doc -mindepth 2 ! -type d ! -name copyright -delete; find "$1"/usr/share/doc -mindepth 1 -depth -type d -empty -delete; mkdir -p "$1"/app`)
 	args = append(args, suite(), filepath.Join(tmp, "rootfs.tar"))
 	if src := aptSources(); src != "" {

@@ -45,6 +45,27 @@ func testRootfs(t *testing.T, name string) {
 			break
 		}
 	}
+	// Merged /usr by mmdebstrap's hooks: no usrmerge, so no Perl beyond
+	// the essential perl-base.
+	for _, p := range r.meta.Packages {
+		if strings.HasPrefix(p, "usrmerge=") || strings.HasPrefix(p, "perl=") {
+			t.Errorf("%s: has %s (usrmerge instead of usr-is-merged)", name, p)
+		}
+	}
+	if name == StackJava {
+		// What a war runs on: the JVM, Jetty's jars and its configuration;
+		// not what a headless server never loads.
+		for _, p := range append([]string{"/usr/bin/java", jettyDir + "/jetty.xml"}, javaClasspath()...) {
+			if _, ok := r.resolve(p); !ok {
+				t.Errorf("java: no %s", p)
+			}
+		}
+		for _, p := range []string{"/usr/lib/x86_64-linux-gnu/libcups.so.2", "/usr/lib/x86_64-linux-gnu/libasound.so.2"} {
+			if _, ok := r.resolve(p); ok {
+				t.Errorf("java: not trimmed: %s", p)
+			}
+		}
+	}
 	pkgs := strings.Join(r.meta.Packages, " ")
 	for _, want := range append([]string{"ca-certificates=", "tzdata="}, rootfsSpecs[name].Packages...) {
 		if !strings.Contains(pkgs, want) {

@@ -182,7 +182,7 @@ func stackCommand(dir string, m manifest, det *Detection) error {
 		switch {
 		case len(wars) == 1:
 			det.War = wars[0]
-			det.Command = `exec java -jar /usr/share/jetty9/start.jar jetty.home=/usr/share/jetty9 jetty.base=` + jettyBase + ` jetty.http.host=0.0.0.0 jetty.http.port="${PORT:-8080}"`
+			det.Command = warCommand(wars[0])
 			return nil
 		case len(wars) > 1:
 			return noCommand("several .war files at the archive root (%s): keep one", strings.Join(wars, ", "))

@@ -42,11 +42,11 @@ func stackRepo(stack string) string { return "dinp/stacks/" + stack }
 var stackDescriptions = map[string]string{
 	StackBinary:     "a static executable (Procfile web:, dinp.yaml command:, or the one executable at the root) on an empty base with CA certificates",
 	StackStatic:     "a directory with index.html served by busybox httpd on $PORT",
-	StackDockerfile: "a Dockerfile built by the Docker engine; FROM scratch or an image of the platform registry",
+	StackDockerfile: "a Dockerfile built by the Docker engine; FROM scratch, dinp/stacks/<name> or an image of the platform registry",
 	StackDebian:     "a dynamically linked (glibc) executable or script on Debian's essential packages",
-	StackPython:     "Python 3 (vendor/ or site-packages/ on PYTHONPATH); wsgi.py's application under gunicorn",
+	StackPython:     "Python 3 (vendor/ or site-packages/ on PYTHONPATH, wheels/ installed offline at build time); wsgi.py's application under gunicorn",
 	StackNode:       "Node.js; package.json's start script with the app's node_modules",
-	StackJava:       "OpenJDK 17 JRE: a single .jar with java -jar, or a .war served at / by Jetty 9.4 (Servlet 3.1)",
+	StackJava:       "OpenJDK 17 JRE: a single .jar with java -jar, or a .war served at / by Jetty 9.4 (Servlet 3.1, no JSP)",
 }
 
 // stackBase is a stack's base image and, for the Debian-based stacks, its
@@ -147,6 +147,7 @@ func (b *Builder) pushStacks(ctx context.Context, withRootfs bool) ([]StackInfo,
 				continue
 			default:
 				info.Version, info.Packages, info.BuildSeconds = r.meta.Version, r.meta.Packages, r.meta.BuildSeconds
+				b.recordStackVersion(ctx, s, r.meta.Version)
 				base, err = b.rootfsBase(r)
 			}
 		} else {
@@ -226,9 +227,32 @@ func (b *Builder) BuildStacks(ctx context.Context, name string) ([]StackInfo, er
 			return out, err
 		}
 		info.Pushed = true
+		b.recordStackVersion(ctx, n, r.meta.Version)
 		out = append(out, info)
 	}
 	return out, nil
+}
+
+// recordStackVersion notes in MySQL that a version of a Debian-based stack
+// exists (dash marks apps whose release runs on an older one). Best effort:
+// a failed write only delays the marking.
+func (b *Builder) recordStackVersion(ctx context.Context, stack, version string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := b.db.ExecContext(ctx, `INSERT IGNORE INTO stack_versions (stack, version) VALUES (?, ?)`, stack, version); err != nil {
+		b.log.Warn("record stack version", "stack", stack, "version", version, "err", err)
+	}
+}
+
+// recordCachedStacks records the newest version of each Debian-based stack
+// in the stack cache (a stack rebuilt by another process on this machine
+// counts from the builder's next start, or its next build on the stack).
+func (b *Builder) recordCachedStacks(ctx context.Context) {
+	for _, s := range rootfsStacks {
+		if r, ok, err := latestRootfs(b.cfg.StackCache, s); err == nil && ok {
+			b.recordStackVersion(ctx, s, r.meta.Version)
+		}
+	}
 }
 
 func (b *Builder) handleBuildStacks(c *gin.Context) {
@@ -249,6 +273,7 @@ func (b *Builder) Stacks(ctx context.Context) ([]StackInfo, error) {
 // pushStacksLoop pushes the stack base images at start, retrying while the
 // registry is not reachable yet.
 func (b *Builder) pushStacksLoop(ctx context.Context) {
+	b.recordCachedStacks(ctx)
 	delay := time.Second
 	for {
 		_, err := b.pushStacks(ctx, false)

@@ -197,11 +197,19 @@ func (d *Dash) listApps(c *gin.Context) {
 	}
 	out := make([]AppSummary, 0, len(rows))
 	for _, a := range rows {
-		sum := AppSummary{App: d.appView(a), Running: a.Running, Placed: a.Placed, Crashed: a.Crashed}
-		sum.State = appState(sum)
-		out = append(out, sum)
+		out = append(out, summarize(d.appView(a), a))
 	}
 	c.JSON(http.StatusOK, gin.H{"apps": out})
+}
+
+// summarize is an app's line in the app list (API and dashboard).
+func summarize(v App, a appRow) AppSummary {
+	sum := AppSummary{App: v, Running: a.Running, Placed: a.Placed, Crashed: a.Crashed,
+		Stack: a.Stack, StackVersion: a.StackVersion, StackLatest: a.StackLatest}
+	// Versions are UTC build times (20060102.150405): they sort as text.
+	sum.StackOutdated = a.StackVersion != "" && a.StackLatest > a.StackVersion
+	sum.State = appState(sum)
+	return sum
 }
 
 const appKey = "dash.app"

@@ -57,6 +57,10 @@ type appRow struct {
 	// counts the current release's instances that crashed
 	// common.CrashedRestarts times and do not run.
 	Running, Placed, Crashed int
+	// Stack is the current release's stack, StackVersion the version of
+	// it the release runs on, StackLatest the newest version of it a
+	// builder recorded (list only; empty when unknown).
+	Stack, StackVersion, StackLatest string
 }
 
 type Release = api.Release
@@ -293,7 +297,12 @@ func (s *store) apps(ctx context.Context, u User) ([]appRow, error) {
 		(SELECT COUNT(*) FROM instances i WHERE i.app_id = a.id AND i.state = 'running'),
 		(SELECT COUNT(*) FROM instances i WHERE i.app_id = a.id),
 		(SELECT COUNT(*) FROM instances i WHERE i.app_id = a.id AND i.release_version = a.current_release
-			AND i.state <> 'running' AND i.restarts >= ?)
+			AND i.state <> 'running' AND i.restarts >= ?),
+		(SELECT r.stack FROM releases r WHERE r.app_id = a.id AND r.version = a.current_release),
+		(SELECT b.stack_version FROM releases r JOIN builds b ON b.id = r.build_id
+			WHERE r.app_id = a.id AND r.version = a.current_release),
+		(SELECT MAX(sv.version) FROM releases r JOIN stack_versions sv ON sv.stack = r.stack
+			WHERE r.app_id = a.id AND r.version = a.current_release)
 		FROM apps a JOIN teams t ON t.id = a.team_id WHERE `+visible+` ORDER BY a.name`, common.CrashedRestarts, u.IsAdmin, u.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list apps: %w", err)
@@ -302,11 +311,13 @@ func (s *store) apps(ctx context.Context, u User) ([]appRow, error) {
 	out := []appRow{}
 	for rows.Next() {
 		var running, placed, crashed int
-		a, err := scanApp(rows, &running, &placed, &crashed)
+		var stack, version, latest sql.NullString
+		a, err := scanApp(rows, &running, &placed, &crashed, &stack, &version, &latest)
 		if err != nil {
 			return nil, fmt.Errorf("list apps: %w", err)
 		}
 		a.Running, a.Placed, a.Crashed = running, placed, crashed
+		a.Stack, a.StackVersion, a.StackLatest = stack.String, version.String, latest.String
 		out = append(out, a)
 	}
 	return out, rows.Err()

@@ -373,7 +373,7 @@ func (d *Dash) webApps(c *gin.Context) {
 	}
 	data := appsData{Teams: teams}
 	for _, a := range rows {
-		data.Apps = append(data.Apps, AppSummary{App: d.appView(a), Running: a.Running, Placed: a.Placed})
+		data.Apps = append(data.Apps, summarize(d.appView(a), a))
 	}
 	d.render(c, http.StatusOK, "apps", page{Title: "Apps", Data: data})
 }

@@ -104,9 +104,10 @@ check_docker() {
 # Host packages the builder takes files from: the static stack copies a
 # statically linked /bin/busybox into its base image, and stack images get
 # the host's CA bundle. mmdebstrap builds the Debian-based stacks (debian,
-# python, node, java) from the machine's apt sources.
+# python, node, java) from the machine's apt sources; pip installs a python
+# app's wheels offline at build time.
 builder_host_deps() {
-  apt_install ca-certificates mmdebstrap
+  apt_install ca-certificates mmdebstrap python3-pip
   if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
     apt_install busybox-static
   fi

@@ -39,6 +39,14 @@ type AppSummary struct {
 	// (all wanted run), starting (some), crashed (none, and the current
 	// release's instances keep crashing) or down (none).
 	State string `json:"state"`
+	// Stack is the current release's stack; StackVersion the version of a
+	// Debian-based stack it runs on and StackLatest the newest version a
+	// builder made. StackOutdated says the release runs on an older one
+	// than the newest (`dinp rebuild APP` moves it).
+	Stack         string `json:"stack"`
+	StackVersion  string `json:"stack_version"`
+	StackLatest   string `json:"stack_latest"`
+	StackOutdated bool   `json:"stack_outdated"`
 }
 
 // Instance is one placed instance of an app.

@@ -420,6 +420,10 @@ func appsCommand(f *appFlags) *cobra.Command {
 				if a.CurrentRelease != nil {
 					rel = "v" + strconv.Itoa(*a.CurrentRelease)
 				}
+				if a.StackOutdated {
+					// The stack has a newer version: `dinp rebuild` moves the app.
+					rel += " (" + a.Stack + " stack outdated)"
+				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%dM\t%s\t%s\n", a.Name, a.Team, a.State, a.Running, a.Instances, a.MemoryMB, rel, a.URL)
 			}
 			return w.Flush()
