@@ -440,7 +440,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	if err != nil {
 		return err
 	}
-	res.Stack = det.Stack
+	res.Stack, res.ReleaseCommand = det.Stack, det.Release
 	logf(fmt.Sprintf("stack %s: %s", det.Stack, det.Reason))
 	if det.War != "" {
 		// Before the stack: a bad war should not wait for a stack build.
@@ -680,9 +680,13 @@ func (b *Builder) finishBuild(ctx context.Context, res common.Build, tm timings)
 	if res.Status == StatusFailed {
 		errText = sql.NullString{String: res.Error, Valid: true}
 	}
+	var release sql.NullString
+	if res.ReleaseCommand != "" {
+		release = sql.NullString{String: res.ReleaseCommand, Valid: true}
+	}
 	_, err = b.db.ExecContext(ctx, `UPDATE builds SET status = ?, stack = ?, image = ?, size_bytes = ?,
-		error = ?, timings_json = ?, finished_at = ? WHERE id = ?`,
-		res.Status, res.Stack, res.Image, res.SizeBytes, errText, string(tj), b.now().UTC(), res.ID)
+		error = ?, timings_json = ?, finished_at = ?, release_command = ? WHERE id = ?`,
+		res.Status, res.Stack, res.Image, res.SizeBytes, errText, string(tj), b.now().UTC(), release, res.ID)
 	if err != nil {
 		return fmt.Errorf("record build result: %w", err)
 	}

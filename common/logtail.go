@@ -16,9 +16,14 @@ const EvidenceLines = 20
 // stream (Keys.Logs), oldest first, looking back at most scan entries. It
 // is the evidence events and deploy statuses show of a failing instance.
 func InstanceTail(ctx context.Context, rdb redis.Cmdable, keys Keys, app, instance string, n int, scan int64) ([]string, error) {
-	msgs, err := rdb.XRevRangeN(ctx, keys.Logs(app), "+", "-", scan).Result()
+	return StreamTail(ctx, rdb, keys.Logs(app), instance, n, scan)
+}
+
+// StreamTail is InstanceTail over any log stream (a task's: Keys.TaskLogs).
+func StreamTail(ctx context.Context, rdb redis.Cmdable, key, instance string, n int, scan int64) ([]string, error) {
+	msgs, err := rdb.XRevRangeN(ctx, key, "+", "-", scan).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read logs of %s: %w", app, err)
+		return nil, fmt.Errorf("read logs %s: %w", key, err)
 	}
 	var rev []string
 	for _, m := range msgs {

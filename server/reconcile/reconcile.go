@@ -158,6 +158,17 @@ type Input struct {
 	LivenessLimit time.Duration
 	// NewID returns a fresh instance id.
 	NewID func() string
+	// Reserved is memory held on nodes by what is not an instance (one-off
+	// tasks): placement counts it like instances' reservations.
+	Reserved []Reservation
+}
+
+// Reservation is memory of a node held by something other than an
+// instance row (a one-off task).
+type Reservation struct {
+	Node     string
+	App      string
+	MemoryMB int64
 }
 
 // Event is a row for the events table.
@@ -366,6 +377,9 @@ func Compute(in Input) Plan {
 	ledger.Grow(len(work))
 	for _, inst := range work {
 		ledger.Reserve(inst.Node, appName(appByID, inst.AppID), memoryOf(appByID, inst))
+	}
+	for _, r := range in.Reserved {
+		ledger.Reserve(r.Node, r.App, r.MemoryMB)
 	}
 
 	healthy := func(inst *Instance) bool {
