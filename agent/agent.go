@@ -75,6 +75,8 @@ type Agent struct {
 	taskMu     sync.Mutex
 	taskStates map[string]*taskState
 	taskRecords
+	// taskEnded asks the loop for a heartbeat now: a task's end is news.
+	taskEnded atomic.Bool
 	// taskAssigned is the task assignments of the last answer (loop only).
 	taskAssigned []common.Assignment
 }
@@ -201,6 +203,9 @@ loop:
 			break loop
 		case <-a.resReady:
 			a.processResults()
+			if a.taskEnded.Swap(false) {
+				timer.Reset(0)
+			}
 		case <-timer.C:
 			a.step(ctx)
 			timer.Reset(a.interval)

@@ -142,7 +142,7 @@ func (a *Agent) taskReports(assigned []common.Assignment, cs []common.Container)
 				continue
 			}
 			out = append(out, taskEnd(id, c, st.timedOut, as.Task.TimeLimitS))
-		case !ok && st != nil && st.err != "":
+		case st != nil && st.err != "" && (!ok || c.State == common.StateCreated):
 			out = append(out, common.TaskReport{ID: id, State: common.TaskFailed, ExitCode: -1,
 				Reason: "could not start: " + st.err, FinishedAt: a.cfg.Now().UTC()})
 		case !ok && !a.busy[taskKey(id)] && a.taskRecorded(id):
@@ -256,6 +256,7 @@ func (a *Agent) convergeTasks(ctx context.Context, assigned []common.Assignment,
 						Instance: id, Line: "task " + id + " " + r.State + ": " + r.Reason, At: time.Now().UTC()})
 				}
 				a.log.Info("task ended", "app", as.App, "task", id, "state", r.State, "reason", r.Reason)
+				a.taskEnded.Store(true) // report it now, not a heartbeat later
 				return nil
 			})
 		}

@@ -513,7 +513,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	case StackBinary, StackStatic, StackDebian, StackPython, StackNode, StackJava:
 		img, entry := base.img, det.Argv
 		switch {
-		case det.Stack == StackBinary && det.Command != "":
+		case det.Stack == StackBinary && (det.Command != "" || det.Release != ""):
 			l, err := launcherLayer()
 			if err != nil {
 				return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", err.Error())
@@ -521,7 +521,11 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 			if img, err = mutate.Append(img, mutate.Addendum{Layer: l, History: v1.History{CreatedBy: "dinp: $VAR launcher (busybox sh)"}}); err != nil {
 				return fmt.Errorf("build image: %w", err)
 			}
-			entry = []string{launcherPath, "-c", det.Command}
+			// A release: command needs the launcher too (the release
+			// phase runs it with $VAR expansion, as a Procfile line).
+			if det.Command != "" {
+				entry = []string{launcherPath, "-c", det.Command}
+			}
 		case det.Stack != StackBinary && det.Stack != StackStatic && entry == nil:
 			entry = []string{"/bin/sh", "-c", det.Command}
 		}

@@ -53,6 +53,7 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 	if a.CurrentRelease != nil {
 		st.CurrentRelease = *a.CurrentRelease
 	}
+	passed := false // its release phase succeeded
 	if st.CurrentRelease < version {
 		// A release with a release phase becomes current only when it
 		// succeeds; until then, and when it failed, the task says why.
@@ -71,6 +72,7 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 			return st, nil
 		case err == nil:
 			st.ReleasePhase, st.Task = t.State, t.ID
+			passed = true
 		case !errors.Is(err, errNotFound):
 			return ReleaseStatus{}, err
 		}
@@ -86,6 +88,10 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 				st.State, st.Reason, st.Instance, st.Lines = ReleaseRolledBack, e.Message, e.Instance, e.Evidence
 				return st, nil
 			}
+		}
+		if passed && st.CurrentRelease < version {
+			// The leader made it current a moment after a was read.
+			return st, nil
 		}
 		st.State = ReleaseSuperseded
 		if st.CurrentRelease < version {
