@@ -43,46 +43,11 @@ func (d *Dash) runTask(c *gin.Context) {
 		d.fail(c, err)
 		return
 	}
-	size := 0
-	for _, s := range req.Command {
-		size += len(s)
-	}
-	switch {
-	case len(req.Command) == 0 || req.Command[0] == "":
-		d.fail(c, invalid("invalid_command", "command must be a non-empty list of arguments"))
-		return
-	case len(req.Command) > maxTaskArgs || size > maxTaskCommandBytes:
-		d.fail(c, invalid("invalid_command", fmt.Sprintf("command too long (at most %d arguments, %d bytes)", maxTaskArgs, maxTaskCommandBytes)))
-		return
-	}
-	limit := defaultTaskTimeLimit
-	if req.TimeLimit != "" {
-		v, err := time.ParseDuration(req.TimeLimit)
-		if err != nil || v < time.Second || v > maxTaskTimeLimit {
-			d.fail(c, invalid("invalid_time_limit", "time_limit must be a duration between 1s and 24h (\"10m\")"))
-			return
-		}
-		limit = v
-	}
-	if a.CurrentRelease == nil {
-		d.fail(c, common.Errf(http.StatusConflict, "no_release", "app "+a.Name+" has no release to run a task of: deploy first"))
-		return
-	}
-	ctx := c.Request.Context()
-	rel, err := d.store.release(ctx, a.ID, *a.CurrentRelease)
+	t, err := d.newRunTask(c, a, req)
 	if err != nil {
 		d.fail(c, err)
 		return
 	}
-	u := currentUser(c)
-	t := Task{ID: newTaskID(), App: a.Name, Kind: api.TaskKindRun, Release: rel.Version, Command: req.Command,
-		State: common.TaskPending, TimeLimitS: int(limit / time.Second), MemoryMB: rel.MemoryMB, CreatedBy: u.Name}
-	if err := d.store.tx(ctx, func(tx *sql.Tx) error { return insertTask(ctx, tx, a.ID, &t) }); err != nil {
-		d.fail(c, err)
-		return
-	}
-	d.publishDesired(ctx, a.Name)
-	d.log.Info("task created", "app", a.Name, "task", t.ID, "release", t.Release, "user", u.Name)
 	c.JSON(http.StatusCreated, gin.H{"task": t})
 }
 

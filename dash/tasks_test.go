@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +177,33 @@ func TestReleasePhaseGate(t *testing.T) {
 	}
 	if e.call("GET", "/api/v1/apps/gated", e.admin.Token, nil, &detail); detail.App.CurrentRelease == nil || *detail.App.CurrentRelease != 3 {
 		t.Fatalf("after rollback: %+v", detail.App)
+	}
+}
+
+// TestWebRunTask: the app page's "Run a command" form makes a task, and
+// the page lists it with its state and who ran it.
+func TestWebRunTask(t *testing.T) {
+	e := newEnv(t, nil)
+	e.createApp("webjobs")
+	if st, code := e.deploy(e.admin.Token, "webjobs", []byte("v1"), nil); st != 201 {
+		t.Fatalf("deploy: %d %s", st, code)
+	}
+	b := newBrowser(t, e.url)
+	csrf := b.login(e.admin.User, e.admin.Password)
+	_, page := b.get("/apps/webjobs")
+	if !strings.Contains(page, `id="run-task"`) || !strings.Contains(page, "No tasks.") {
+		t.Fatalf("app page lacks the run form or the empty list:\n%s", page)
+	}
+	if resp, body := b.post("/apps/webjobs/tasks", url.Values{"csrf": {csrf}, "command": {"./manage  migrate --fake"}, "time_limit": {"5m"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("run form: %d %s", resp.StatusCode, body)
+	}
+	var list struct{ Tasks []api.Task }
+	e.call("GET", "/api/v1/apps/webjobs/tasks", e.admin.Token, nil, &list)
+	if len(list.Tasks) != 1 || strings.Join(list.Tasks[0].Command, "|") != "./manage|migrate|--fake" || list.Tasks[0].TimeLimitS != 300 {
+		t.Fatalf("tasks after the form: %+v", list.Tasks)
+	}
+	_, page = b.get("/apps/webjobs")
+	if !strings.Contains(page, list.Tasks[0].ID) || !strings.Contains(page, ">pending<") || !strings.Contains(page, "/api/v1/tasks/"+list.Tasks[0].ID+"/log") {
+		t.Fatalf("app page does not list the task:\n%s", page)
 	}
 }
