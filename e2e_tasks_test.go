@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,7 +150,7 @@ func TestTasksAndReleasePhase(t *testing.T) {
 
 	// Past its time limit: killed and marked so.
 	start := time.Now()
-	out, errOut, code = c.run("", "run", "-a", "jobs", "--timeout", "3s", "--", "taskapp", "sleep")
+	out, errOut, code = runWithin(t, c, 90*time.Second, "run", "-a", "jobs", "--timeout", "3s", "--", "taskapp", "sleep")
 	t.Logf("task with a 3 s limit ended after %s (exit %d)", time.Since(start).Round(100*time.Millisecond), code)
 	if code != 124 || !strings.Contains(out, "sleeping") || !strings.Contains(errOut, "time limit") {
 		t.Fatalf("dinp run past its time limit: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -233,4 +236,27 @@ func TestTasksAndReleasePhase(t *testing.T) {
 			t.Errorf("an instance of release v%d was started: %+v", in.Release, detail.Instances)
 		}
 	}
+}
+
+// runWithin is cliRunner.run bounded in time: a task the platform fails
+// to stop must fail the test, not hang it.
+func runWithin(t *testing.T, c *cliRunner, d time.Duration, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd.Env = c.env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("dinp %v: still running after %s", args, d)
+	case errors.As(err, &ee):
+		return out.String(), errb.String(), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("dinp %v: %v", args, err)
+	}
+	return out.String(), errb.String(), 0
 }
