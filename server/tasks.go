@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -227,7 +226,8 @@ func planTasks(in taskInput) taskPlan {
 }
 
 // runTasks plans the round's tasks (after the instances' plan), writes
-// the changes and adds the active tasks to the plan's assignments. A task
+// the changes and appends the active tasks to their nodes' assignments
+// (after the instances, in the order tasks were created). A task
 // whose change could not be written is left out of the assignments when
 // it was being placed (it stays pending), kept otherwise.
 func (s *Server) runTasks(ctx context.Context, pool *sql.DB, st *leaderState, d *desired, nodes []reconcile.Node,
@@ -265,10 +265,6 @@ func (s *Server) runTasks(ctx context.Context, pool *sql.DB, st *leaderState, d 
 			CPUShares: t.CPUShares, Port: common.DefaultAppPort, Env: t.Env,
 			Task: &common.TaskSpec{Command: t.Command, TimeLimitS: t.TimeLimitS},
 		})
-	}
-	for node := range plan.Assignments {
-		list := plan.Assignments[node]
-		sort.SliceStable(list, func(i, j int) bool { return (list[i].Task == nil) && (list[j].Task != nil) })
 	}
 }
 
