@@ -130,7 +130,9 @@ func TestTasksAndReleasePhase(t *testing.T) {
 	}
 
 	// dinp run: output and exit code, 0 and non-zero.
+	runStart := time.Now()
 	out, errOut, code := c.run("", "run", "-a", "jobs", "--", "taskapp", "exit", "0", "hello", "there")
+	t.Logf("dinp run of a command that exits at once took %s", time.Since(runStart).Round(100*time.Millisecond))
 	if code != 0 || !strings.Contains(out, "hello there app=jobs") || !strings.Contains(errOut, "to stderr") {
 		t.Fatalf("dinp run (exit 0): exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
