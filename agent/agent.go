@@ -77,6 +77,8 @@ type Agent struct {
 	taskRecords
 	// taskEnded asks the loop for a heartbeat now: a task's end is news.
 	taskEnded atomic.Bool
+	// watchers are the goroutines that watch running tasks (watchTask).
+	watchers sync.WaitGroup
 	// taskAssigned is the task assignments of the last answer (loop only).
 	taskAssigned []common.Assignment
 }
@@ -213,6 +215,7 @@ loop:
 	}
 
 	a.tasks.Wait() // tasks use ctx: they end promptly
+	a.watchers.Wait()
 	a.processResults()
 	if a.logs != nil {
 		a.logs.stopAll()

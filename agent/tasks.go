@@ -316,7 +316,46 @@ func (a *Agent) startTask(ctx context.Context, as common.Assignment) error {
 		return fmt.Errorf("start %s: %w", short(resp.ID), err)
 	}
 	a.log.Info("task started", "app", as.App, "task", as.Instance, "release", as.Release, "container", short(resp.ID))
+	a.watchTask(ctx, resp.ID)
 	return nil
+}
+
+// taskWatchInterval is how often a running task's container is looked at
+// between heartbeats, so its end is reported within a fraction of a
+// second rather than at the next beat.
+const taskWatchInterval = 250 * time.Millisecond
+
+// watchTask asks the loop for a round as soon as container id stops
+// running (or cannot be inspected). Its goroutine ends then or with ctx.
+func (a *Agent) watchTask(ctx context.Context, id string) {
+	a.watchers.Add(1)
+	go func() {
+		defer a.watchers.Done()
+		t := time.NewTicker(taskWatchInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
+			ins, err := a.docker.ContainerInspect(ictx, id)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil && ins.State != nil && ins.State.Running {
+				continue
+			}
+			a.taskEnded.Store(true)
+			select {
+			case a.resReady <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}()
 }
 
 // buildTaskSpec is an instance's hardened spec (limits, user, no

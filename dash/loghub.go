@@ -199,9 +199,9 @@ func splitID(id string) (uint64, uint64) {
 
 // follow writes the entries of s newer than last that match f until ctx
 // ends, the follower is cut off, or done() reports true (checked every
-// logBlock).
+// doneEvery).
 func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWriter, done func() bool) string {
-	tick := time.NewTicker(logBlock)
+	tick := time.NewTicker(doneEvery)
 	defer tick.Stop()
 	for {
 		select {

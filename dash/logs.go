@@ -23,6 +23,9 @@ const (
 	// logBlock bounds one XREAD BLOCK, so a follower notices a closed
 	// client or a finished build within that time.
 	logBlock = 2 * time.Second
+	// doneEvery is how often a follow that ends with its build or task
+	// asks whether it has (a follow without an end only checks its client).
+	doneEvery = 500 * time.Millisecond
 )
 
 var errLogsUnavailable = common.Errf(http.StatusServiceUnavailable, "logs_unavailable", "the log store is unavailable; try again")
