@@ -71,6 +71,10 @@ var (
 func removeNodeContainers(node string) ([]string, error) {
 	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=dinp.node="+node).Output()
 	ids := strings.Fields(string(out))
+	// One-off task containers carry dinp.task.node instead.
+	if tasks, terr := exec.Command("docker", "ps", "-aq", "--filter", "label=dinp.task.node="+node).Output(); terr == nil {
+		ids = append(ids, strings.Fields(string(tasks))...)
+	}
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}

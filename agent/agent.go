@@ -71,6 +71,18 @@ type Agent struct {
 	resReady chan struct{}
 
 	status atomic.Pointer[Status]
+
+	// One-off tasks (tasks.go): taskStates is guarded by taskMu; the
+	// start records by taskRecords' own lock.
+	taskMu     sync.Mutex
+	taskStates map[string]*taskState
+	taskRecords
+	// taskEnded asks the loop for a heartbeat now: a task's end is news.
+	taskEnded atomic.Bool
+	// watchers are the goroutines that watch running tasks (watchTask).
+	watchers sync.WaitGroup
+	// taskAssigned is the task assignments of the last answer (loop only).
+	taskAssigned []common.Assignment
 }
 
 // Status is the agent's view of itself, served on GET /health.
@@ -110,6 +122,9 @@ func New(cfg Config) (*Agent, error) {
 		interval: cfg.Interval,
 		resReady: make(chan struct{}, 1),
 		metrics:  newMetrics(),
+
+		taskStates:  map[string]*taskState{},
+		taskRecords: taskRecords{recorded: map[string]bool{}},
 	}
 	a.status.Store(&Status{Node: cfg.NodeID})
 	if a.docker == nil {
@@ -178,6 +193,7 @@ func (a *Agent) Run(ctx context.Context) error {
 					return
 				case <-t.C:
 					a.guard(ctx)
+					a.pruneTaskRecords()
 				}
 			}
 		}()
@@ -191,6 +207,9 @@ loop:
 			break loop
 		case <-a.resReady:
 			a.processResults()
+			if a.taskEnded.Swap(false) {
+				timer.Reset(0)
+			}
 		case <-timer.C:
 			a.step(ctx)
 			timer.Reset(a.interval)
@@ -198,6 +217,7 @@ loop:
 	}
 
 	a.tasks.Wait() // tasks use ctx: they end promptly
+	a.watchers.Wait()
 	a.processResults()
 	if a.logs != nil {
 		a.logs.stopAll()
@@ -232,10 +252,17 @@ func (a *Agent) step(ctx context.Context) {
 		a.setStatus(func(s *Status) { s.LastError = err.Error() })
 		return
 	}
+	taskCs, err := a.observeTasks(ctx)
+	if err != nil {
+		a.log.Warn("observe failed", "err", err)
+		a.setStatus(func(s *Status) { s.LastError = err.Error() })
+		return
+	}
 	if a.logs != nil {
-		a.logs.sync(ctx, containers)
+		a.logs.sync(ctx, append(append([]common.Container(nil), containers...), taskCs...))
 	}
 	hb := a.heartbeat(containers)
+	hb.Tasks = a.taskReports(a.taskAssigned, taskCs)
 	resp, server, err := a.send(ctx, hb)
 	a.metrics.containers.Set(float64(len(containers)))
 	if err != nil {
@@ -257,7 +284,15 @@ func (a *Agent) step(ctx context.Context) {
 	if resp.IntervalMS > 0 {
 		a.interval = min(max(time.Duration(resp.IntervalMS)*time.Millisecond, 200*time.Millisecond), time.Minute)
 	}
-	a.converge(ctx, resp.Assignments, containers)
+	instances, tasks := splitTasks(resp.Assignments)
+	a.converge(ctx, instances, containers)
+	all := resp.Assignments
+	if all == nil {
+		all = []common.Assignment{}
+	}
+	a.assignedSnap.Store(&all) // networks of tasks' apps are in use too
+	a.taskAssigned = tasks
+	a.convergeTasks(ctx, tasks, taskCs)
 }
 
 func (a *Agent) setStatus(f func(*Status)) {

@@ -203,7 +203,7 @@ func (s *logShipper) announceExit(ctx context.Context, c common.Container, e com
 		at = time.Now().UTC()
 	}
 	line := fmt.Sprintf("instance %s %s", c.Instance, e.Reason())
-	s.append(rctx, c.App, common.LogEntry{Source: common.LogSourcePlatform, Instance: c.Instance, Line: line, At: at}, nil)
+	s.appendTo(rctx, s.keys.Logs(c.App), common.LogEntry{Source: common.LogSourcePlatform, Instance: c.Instance, Line: line, At: at})
 }
 
 func (s *logShipper) stopAll() {
@@ -290,19 +290,35 @@ func (s *logShipper) ship(ctx context.Context, c common.Container, stream string
 	}
 	xctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	s.append(xctx, c.App, common.LogEntry{Source: common.LogSourceApp, Instance: c.Instance, Stream: stream, Line: string(line), At: at},
+	key := s.keys.Logs(c.App)
+	if isTaskContainer(c) {
+		key = s.keys.TaskLogs(c.Instance)
+	}
+	s.append(xctx, key, common.LogEntry{Source: common.LogSourceApp, Instance: c.Instance, Stream: stream, Line: string(line), At: at},
 		func(pipe redis.Pipeliner) { pipe.HSet(xctx, s.cursor, c.ID, at.Format(time.RFC3339Nano)) })
 }
 
-// append adds e to app's stream; with also, more commands go in the same
+// appendTo adds e to the stream key (a task's output: kept for
+// taskLogTTL after its last line).
+func (s *logShipper) appendTo(ctx context.Context, key string, e common.LogEntry) {
+	s.append(ctx, key, e, nil)
+}
+
+// taskLogTTL is how long a task's log stream outlives its last line.
+const taskLogTTL = 7 * 24 * time.Hour
+
+// append adds e to the stream key; with also, more commands go in the same
 // round trip (the container's cursor moves with its line).
-func (s *logShipper) append(ctx context.Context, app string, e common.LogEntry, also func(redis.Pipeliner)) {
+func (s *logShipper) append(ctx context.Context, key string, e common.LogEntry, also func(redis.Pipeliner)) {
 	pipe := s.rdb.Pipeline()
-	redisx.AppendLog(ctx, pipe, s.keys, app, e)
+	redisx.AppendLogTo(ctx, pipe, key, e)
+	if strings.Contains(key, ":task-logs:") {
+		pipe.Expire(ctx, key, taskLogTTL)
+	}
 	if also != nil {
 		also(pipe)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
-		s.log.Debug("ship log line", "app", app, "err", err)
+		s.log.Debug("ship log line", "stream", key, "err", err)
 	}
 }

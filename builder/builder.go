@@ -453,7 +453,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	if err != nil {
 		return err
 	}
-	res.Stack = det.Stack
+	res.Stack, res.ReleaseCommand = det.Stack, det.Release
 	logf(fmt.Sprintf("stack %s: %s", det.Stack, det.Reason))
 	if det.War != "" {
 		// Before the stack: a bad war should not wait for a stack build.
@@ -528,7 +528,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	case StackBinary, StackStatic, StackDebian, StackPython, StackNode, StackJava:
 		img, entry := base.img, det.Argv
 		switch {
-		case det.Stack == StackBinary && det.Command != "":
+		case det.Stack == StackBinary && (det.Command != "" || det.Release != ""):
 			l, err := launcherLayer()
 			if err != nil {
 				return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", err.Error())
@@ -536,7 +536,11 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 			if img, err = mutate.Append(img, mutate.Addendum{Layer: l, History: v1.History{CreatedBy: "dinp: $VAR launcher (busybox sh)"}}); err != nil {
 				return fmt.Errorf("build image: %w", err)
 			}
-			entry = []string{launcherPath, "-c", det.Command}
+			// A release: command needs the launcher too (the release
+			// phase runs it with $VAR expansion, as a Procfile line).
+			if det.Command != "" {
+				entry = []string{launcherPath, "-c", det.Command}
+			}
 		case det.Stack != StackBinary && det.Stack != StackStatic && entry == nil:
 			entry = []string{"/bin/sh", "-c", det.Command}
 		}
@@ -697,9 +701,13 @@ func (b *Builder) finishBuild(ctx context.Context, res common.Build, tm timings)
 	if res.Status == StatusFailed {
 		errText = sql.NullString{String: res.Error, Valid: true}
 	}
+	var release sql.NullString
+	if res.ReleaseCommand != "" {
+		release = sql.NullString{String: res.ReleaseCommand, Valid: true}
+	}
 	_, err = b.db.ExecContext(ctx, `UPDATE builds SET status = ?, stack = ?, stack_version = ?, image = ?, size_bytes = ?,
-		error = ?, timings_json = ?, finished_at = ? WHERE id = ?`,
-		res.Status, res.Stack, res.StackVersion, res.Image, res.SizeBytes, errText, string(tj), b.now().UTC(), res.ID)
+		error = ?, timings_json = ?, finished_at = ?, release_command = ? WHERE id = ?`,
+		res.Status, res.Stack, res.StackVersion, res.Image, res.SizeBytes, errText, string(tj), b.now().UTC(), release, res.ID)
 	if err != nil {
 		return fmt.Errorf("record build result: %w", err)
 	}

@@ -29,10 +29,11 @@ func (b *Builder) Rebuild(ctx context.Context, app, createdBy string, from int64
 	var (
 		appID            int64
 		stack, image, ch string
+		release          sql.NullString
 	)
-	err := b.db.QueryRowContext(ctx, `SELECT b.app_id, b.stack, b.image, b.content_hash FROM builds b
+	err := b.db.QueryRowContext(ctx, `SELECT b.app_id, b.stack, b.image, b.content_hash, b.release_command FROM builds b
 		JOIN apps a ON a.id = b.app_id WHERE b.id = ? AND a.name = ? AND b.status = ?`, from, app, StatusSucceeded).
-		Scan(&appID, &stack, &image, &ch)
+		Scan(&appID, &stack, &image, &ch, &release)
 	if errors.Is(err, sql.ErrNoRows) {
 		return common.Build{}, common.Errf(http.StatusNotFound, "not_found", fmt.Sprintf("app %s has no succeeded build %d", app, from))
 	}
@@ -47,7 +48,7 @@ func (b *Builder) Rebuild(ctx context.Context, app, createdBy string, from int64
 	if err != nil {
 		return common.Build{}, err
 	}
-	res.Stack = stack
+	res.Stack, res.ReleaseCommand = stack, release.String
 	start := b.now()
 	tm := timings{"rebuild_of": from}
 	logf := func(line string) { b.appendLog(app, res.ID, line) }

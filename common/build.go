@@ -16,6 +16,9 @@ type Build struct {
 	DurationMS   int64  `json:"duration_ms"`
 	Reused       bool   `json:"reused"`
 	Error        string `json:"error,omitempty"`
+	// ReleaseCommand is the Procfile's release: command (the release phase
+	// of every release made from this build).
+	ReleaseCommand string `json:"release_command,omitempty"`
 	// QueuePosition is a queued build's place in the builder's queue
 	// (1 = next); absent once it runs.
 	QueuePosition int `json:"queue_position,omitempty"`

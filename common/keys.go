@@ -55,6 +55,9 @@ func (k Keys) DesiredChanged() string { return k.p("desired:changed") }
 // Logs is the capped stream of an app's log lines (LogEntry.Fields, DecodeLogEntry).
 func (k Keys) Logs(app string) string { return k.p("logs:" + app) }
 
+// TaskLogs is the stream of one task's output (JSON LogEntry in field "e").
+func (k Keys) TaskLogs(id string) string { return k.p("task-logs:" + id) }
+
 // LogCursors is a hash per node: container id → the Docker timestamp of the
 // container's last line shipped to its app's log stream, so an agent that
 // restarts ships what was written while it was down, once.

@@ -13,6 +13,10 @@ const (
 	LabelInstance = "dinp.instance"
 	LabelIndex    = "dinp.index"
 	LabelNode     = "dinp.node"
+	// LabelTask carries a one-off task's id; a task container has
+	// LabelTaskNode instead of LabelNode, so instance code never sees it.
+	LabelTask     = "dinp.task"
+	LabelTaskNode = "dinp.task.node"
 )
 
 // ContainerName is the Docker name of an instance's container.

@@ -128,6 +128,8 @@ type Heartbeat struct {
 	// protocol it speaks (protocol 2 on; empty and 0 from protocol 1).
 	AgentVersion string `json:"agent_version,omitempty"`
 	Protocol     int    `json:"protocol,omitempty"`
+	// Tasks reports every one-off task assigned to the node.
+	Tasks []TaskReport `json:"tasks,omitempty"`
 }
 
 // Container states as reported by agents (Docker's own words).
@@ -219,6 +221,8 @@ type Assignment struct {
 	// instead of the platform's unprivileged one: an admin's per-app
 	// choice, snapshot in the release.
 	Root bool `json:"root,omitempty"`
+	// Task is set when the assignment is a one-off task, not an instance.
+	Task *TaskSpec `json:"task,omitempty"`
 }
 
 // LogEntry is one line in an app's log stream (Keys.Logs).
@@ -237,3 +241,43 @@ const (
 	LogSourceApp      = "app"
 	LogSourcePlatform = "platform"
 )
+
+// TaskSpec makes an Assignment a one-off task (Diego's Tasks, `heroku
+// run`): a container of a release that runs Command to completion, never
+// restarted, never in a route. Assignment.Instance is then the task id.
+type TaskSpec struct {
+	// Command is the argv run in the release's image (replacing its
+	// entrypoint). A single string is run by the image's shell.
+	Command []string `json:"command"`
+	// TimeLimitS is how long the task may run before it is killed.
+	TimeLimitS int `json:"time_limit_s"`
+}
+
+// Task states, as the tasks table holds them (dash creates pending tasks,
+// the leader moves them on).
+const (
+	TaskPending   = "pending"   // waiting for a node
+	TaskAssigned  = "assigned"  // placed on a node, not yet reported running
+	TaskRunning   = "running"   // its node reports the container running
+	TaskSucceeded = "succeeded" // exited with code 0
+	TaskFailed    = "failed"    // non-zero exit, could not start, or its node was lost
+	TaskTimedOut  = "timed_out" // killed at its time limit
+)
+
+// TaskDone reports whether a task state is final.
+func TaskDone(state string) bool {
+	return state == TaskSucceeded || state == TaskFailed || state == TaskTimedOut
+}
+
+// TaskReport is what an agent says of a task assigned to it, in every
+// heartbeat until the task is no longer assigned.
+type TaskReport struct {
+	ID    string `json:"id"`
+	State string `json:"state"` // TaskRunning, or a final state
+	// ExitCode is the command's exit code (final states; -1 when it never
+	// ran).
+	ExitCode   int       `json:"exit_code"`
+	Reason     string    `json:"reason,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+}

@@ -199,21 +199,21 @@ func splitID(id string) (uint64, uint64) {
 
 // follow writes the entries of s newer than last that match f until ctx
 // ends, the follower is cut off, or done() reports true (checked every
-// logBlock).
-func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWriter, done func() bool) {
-	tick := time.NewTicker(logBlock)
+// doneEvery).
+func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWriter, done func() bool) string {
+	tick := time.NewTicker(doneEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return last
 		case <-tick.C:
 			if done != nil && done() {
-				return
+				return last
 			}
 		case msgs, ok := <-s.ch:
 			if !ok {
-				return
+				return last
 			}
 			fresh := msgs[:0:0]
 			for _, m := range msgs {
@@ -227,7 +227,7 @@ func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWrit
 			last = fresh[len(fresh)-1].ID
 			if es := decodeEntries(fresh, f); len(es) > 0 {
 				if w.write(es) != nil {
-					return
+					return last
 				}
 			}
 		}

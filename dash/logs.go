@@ -23,6 +23,9 @@ const (
 	// logBlock bounds one XREAD BLOCK, so a follower notices a closed
 	// client or a finished build within that time.
 	logBlock = 2 * time.Second
+	// doneEvery is how often a follow that ends with its build or task
+	// asks whether it has (a follow without an end only checks its client).
+	doneEvery = 500 * time.Millisecond
 )
 
 var errLogsUnavailable = common.Errf(http.StatusServiceUnavailable, "logs_unavailable", "the log store is unavailable; try again")
@@ -133,9 +136,13 @@ func decodeEntries(msgs []redis.XMessage, f logFilter) []common.LogEntry {
 // recentLogs returns up to n entries matching f (oldest first) and the id
 // of the newest stream entry, to follow from.
 func (d *Dash) recentLogs(ctx context.Context, app string, n int, f logFilter) ([]common.LogEntry, string, error) {
+	return d.recentStream(ctx, d.keys.Logs(app), n, f)
+}
+
+// recentStream is recentLogs over any log stream (a task's).
+func (d *Dash) recentStream(ctx context.Context, key string, n int, f logFilter) ([]common.LogEntry, string, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	key := d.keys.Logs(app)
 	// "0-0" follows an empty stream from its start, losing nothing written
 	// between this read and the first XREAD.
 	last := "0-0"

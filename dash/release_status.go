@@ -54,6 +54,30 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 	if a.CurrentRelease != nil {
 		st.CurrentRelease = *a.CurrentRelease
 	}
+	passed := false // its release phase succeeded
+	if st.CurrentRelease < version {
+		// A release with a release phase becomes current only when it
+		// succeeds; until then, and when it failed, the task says why.
+		t, err := d.store.releaseTask(ctx, a, version)
+		switch {
+		case err == nil && !common.TaskDone(t.State):
+			st.ReleasePhase, st.Task = t.State, t.ID
+			return st, nil
+		case err == nil && t.State != common.TaskSucceeded:
+			st.ReleasePhase, st.Task, st.Instance = t.State, t.ID, t.ID
+			st.State = ReleaseFailed
+			st.Reason = fmt.Sprintf("release v%d not rolled out: release phase %q %s", version, releaseCommandText(t), taskOutcome(t))
+			lctx, cancel := context.WithTimeout(ctx, time.Second)
+			st.Lines, _ = redisx.StreamTail(lctx, d.rdb, d.keys.TaskLogs(t.ID), t.ID, common.EvidenceLines, 2000)
+			cancel()
+			return st, nil
+		case err == nil:
+			st.ReleasePhase, st.Task = t.State, t.ID
+			passed = true
+		case !errors.Is(err, errNotFound):
+			return ReleaseStatus{}, err
+		}
+	}
 	if st.CurrentRelease != version {
 		evs, err := d.store.events(ctx, a.ID, listLimit)
 		if err != nil {
@@ -65,6 +89,10 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 				st.State, st.Reason, st.Instance, st.Lines = ReleaseRolledBack, e.Message, e.Instance, e.Evidence
 				return st, nil
 			}
+		}
+		if passed && st.CurrentRelease < version {
+			// The leader made it current a moment after a was read.
+			return st, nil
 		}
 		st.State = ReleaseSuperseded
 		if st.CurrentRelease < version {
@@ -115,4 +143,27 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 		cancel()
 	}
 	return st, nil
+}
+
+// taskOutcome says how a finished task ended, in words.
+func taskOutcome(t Task) string {
+	switch {
+	case t.State == common.TaskSucceeded:
+		return "succeeded"
+	case t.State == common.TaskTimedOut:
+		return "timed out: " + t.Reason
+	case t.Reason != "":
+		return "failed: " + t.Reason
+	case t.ExitCode != nil:
+		return fmt.Sprintf("failed: exited with code %d", *t.ExitCode)
+	}
+	return "failed"
+}
+
+// releaseCommandText is the release: line a release task runs.
+func releaseCommandText(t Task) string {
+	if len(t.Command) == 3 && t.Command[1] == "-c" {
+		return t.Command[2]
+	}
+	return strings.Join(t.Command, " ")
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dinp/dinp/common"
@@ -407,6 +408,9 @@ type releaseSpec struct {
 	Description string
 	CreatedBy   string
 	EventKind   string
+	// SkipReleasePhase makes the release current at once even if its
+	// build has a release command (a rollback to a release that ran).
+	SkipReleasePhase bool
 }
 
 // newRelease inserts release MAX(version)+1 of app a (locked by the caller)
@@ -422,13 +426,28 @@ func newRelease(ctx context.Context, tx *sql.Tx, a appRow, spec releaseSpec) (Re
 		MemoryMB: a.MemoryMB, CPUShares: a.CPUShares, Description: spec.Description, CreatedBy: spec.CreatedBy,
 	}
 	env, _ := json.Marshal(r.Env)
+	// The build's Procfile release: command runs before the release rolls
+	// out (release phase): the leader makes the release current when it
+	// succeeds.
+	var releaseCmd sql.NullString
+	if spec.BuildID != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT release_command FROM builds WHERE id = ?`, *spec.BuildID).Scan(&releaseCmd); err != nil &&
+			!errors.Is(err, sql.ErrNoRows) {
+			return Release{}, fmt.Errorf("read release command: %w", err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO releases (app_id, version, image, stack, build_id, env_json,
-		memory_mb, cpu_shares, description, created_by, allow_root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		a.ID, r.Version, r.Image, r.Stack, r.BuildID, string(env), r.MemoryMB, r.CPUShares, truncate(r.Description, 255), r.CreatedBy, a.AllowRoot); err != nil {
+		memory_mb, cpu_shares, description, created_by, allow_root, release_command) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.ID, r.Version, r.Image, r.Stack, r.BuildID, string(env), r.MemoryMB, r.CPUShares, truncate(r.Description, 255), r.CreatedBy,
+		a.AllowRoot, releaseCmd); err != nil {
 		return Release{}, fmt.Errorf("insert release: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE apps SET current_release = ? WHERE id = ?`, r.Version, a.ID); err != nil {
-		return Release{}, fmt.Errorf("set current release: %w", err)
+	if strings.TrimSpace(releaseCmd.String) == "" || spec.SkipReleasePhase {
+		if _, err := tx.ExecContext(ctx, `UPDATE apps SET current_release = ? WHERE id = ?`, r.Version, a.ID); err != nil {
+			return Release{}, fmt.Errorf("set current release: %w", err)
+		}
+	} else {
+		r.ReleaseCommand = strings.TrimSpace(releaseCmd.String)
 	}
 	if err := tx.QueryRowContext(ctx, `SELECT created_at FROM releases WHERE app_id = ? AND version = ?`, a.ID, r.Version).Scan(&r.CreatedAt); err != nil {
 		return Release{}, fmt.Errorf("read release: %w", err)
@@ -436,6 +455,11 @@ func newRelease(ctx context.Context, tx *sql.Tx, a appRow, spec releaseSpec) (Re
 	msg := fmt.Sprintf("release v%d by %s: %s", r.Version, r.CreatedBy, r.Description)
 	if err := insertEvent(ctx, tx, a.ID, spec.EventKind, msg); err != nil {
 		return Release{}, err
+	}
+	if r.ReleaseCommand != "" {
+		if err := startReleasePhase(ctx, tx, a, r, r.ReleaseCommand); err != nil {
+			return Release{}, err
+		}
 	}
 	if err := pruneReleases(ctx, tx, a.ID, r.Version); err != nil {
 		return Release{}, err
@@ -550,7 +574,9 @@ func (s *store) updateApp(ctx context.Context, appID int64, ch appChange, by, ki
 		if err != nil {
 			return err
 		}
-		out.CurrentRelease = &r.Version
+		if r.ReleaseCommand == "" {
+			out.CurrentRelease = &r.Version
+		}
 		rel = &r
 		return nil
 	})
@@ -591,7 +617,7 @@ func (s *store) rollback(ctx context.Context, appID int64, version int, by strin
 			return fmt.Errorf("update app: %w", err)
 		}
 		r, err = newRelease(ctx, tx, a, releaseSpec{Image: target.Image, Stack: target.Stack, BuildID: target.BuildID,
-			Description: fmt.Sprintf("rollback to v%d", version), CreatedBy: by, EventKind: "rollback"})
+			Description: fmt.Sprintf("rollback to v%d", version), CreatedBy: by, EventKind: "rollback", SkipReleasePhase: true})
 		return err
 	})
 	return r, err

@@ -166,6 +166,7 @@ func (d *Dash) webRoutes(r *gin.Engine) {
 	app.POST("/domains/:domain/verify", d.webVerifyDomain)
 	app.POST("/domains/:domain/delete", d.webRemoveDomain)
 	app.POST("/delete", d.webDeleteApp)
+	app.POST("/tasks", d.webRunTask)
 }
 
 // secureCookies reports whether cookies must be Secure: when users reach
@@ -426,6 +427,7 @@ type appData struct {
 	EnvKeys  []string
 	Health   common.HealthConfig
 	Logs     []string
+	Tasks    []Task
 }
 
 func (d *Dash) webApp(c *gin.Context) {
@@ -440,7 +442,9 @@ func (d *Dash) webApp(c *gin.Context) {
 	if data.Releases, err = d.store.releases(ctx, a.ID, 20); err == nil {
 		if data.Events, err = d.store.events(ctx, a.ID, 30); err == nil {
 			if data.Domains, err = d.store.domains(ctx, a); err == nil {
-				data.Builds, err = d.store.builds(ctx, a, 10)
+				if data.Builds, err = d.store.builds(ctx, a, 10); err == nil {
+					data.Tasks, err = d.store.tasks(ctx, a, "", 10)
+				}
 			}
 		}
 	}

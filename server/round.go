@@ -141,11 +141,18 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		return
 	}
 
+	tasks, err := readTasks(ctx, pool)
+	if err != nil {
+		s.log.Warn("read tasks failed; skipping round", "err", err)
+		return
+	}
+
 	plan := reconcile.Compute(reconcile.Input{
 		Now: now, Apps: d.apps, Instances: d.instances, Nodes: nodes, Health: health, TrustFrom: st.trustFrom,
 		Domain: s.cfg.Domain, LostAfter: 3 * s.cfg.HeartbeatInterval, DrainPeriod: s.cfg.DrainPeriod,
 		ReserveMB: s.cfg.MemoryReserveMB, StartTimeout: s.cfg.StartTimeout, MaxSurge: s.cfg.MaxSurge,
 		LivenessLimit: s.cfg.LivenessLimit, NewID: func() string { return config.RandomToken(6) },
+		Reserved: taskReservations(tasks),
 	})
 	observed, seen := st.seen.observe(now, d, plan, health)
 
@@ -186,6 +193,7 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		}
 	}
 	s.forgetNodes(ctx, pool, st, d, nodes, now)
+	s.runTasks(ctx, pool, st, d, nodes, tasks, &plan, now)
 	if err := s.writeAssignments(ctx, st, plan.Assignments); err != nil {
 		s.log.Error("write assignments", "err", err)
 	}
@@ -513,7 +521,7 @@ func sameAssignments(a, b []common.Assignment) bool {
 	return slices.EqualFunc(a, b, func(x, y common.Assignment) bool {
 		return x.Instance == y.Instance && x.App == y.App && x.Release == y.Release && x.Index == y.Index &&
 			x.Image == y.Image && x.MemoryMB == y.MemoryMB && x.CPUShares == y.CPUShares && x.Port == y.Port &&
-			x.Root == y.Root && maps.Equal(x.Env, y.Env)
+			x.Root == y.Root && maps.Equal(x.Env, y.Env) && (x.Task == nil) == (y.Task == nil)
 	})
 }
 

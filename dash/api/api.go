@@ -219,6 +219,10 @@ type ReleaseStatus struct {
 	// Instance is the failing instance Lines come from.
 	Instance string   `json:"instance,omitempty"`
 	Lines    []string `json:"lines,omitempty"`
+	// ReleasePhase is the state of the release's release phase task (see
+	// Task; empty when the release has none), Task its id.
+	ReleasePhase string `json:"release_phase,omitempty"`
+	Task         string `json:"task,omitempty"`
 }
 
 // Release is one immutable release of an app: image pinned by digest plus
@@ -234,6 +238,9 @@ type Release struct {
 	Description string            `json:"description"`
 	CreatedBy   string            `json:"created_by"`
 	CreatedAt   time.Time         `json:"created_at"`
+	// ReleaseCommand is set when the release waits for its release phase
+	// (the Procfile's release: command) before it rolls out.
+	ReleaseCommand string `json:"release_command,omitempty"`
 }
 
 // Event is one entry of an app's history (create, deploy, scale, ...).

@@ -291,6 +291,7 @@ func Commands() []*cobra.Command {
 		deployCommand(), psCommand(f), scaleCommand(f),
 		envCommand(f), releasesCommand(f), rollbackCommand(f), rebuildCommand(f),
 		logsCommand(f), eventsCommand(f), domainsCommand(f), drainsCommand(f),
+		runCommand(f), tasksCommand(f),
 		nodesCommand(f),
 		clusterCommand(f),
 	}

@@ -196,7 +196,11 @@ func waitHealthy(cmd *cobra.Command, c config, name string, version int, wait ti
 			fmt.Fprintf(cmd.OutOrStdout(), "v%d: %d/%d instances healthy: %s\n", version, st.Healthy, st.Wanted, s.App.URL)
 			return nil
 		case api.ReleaseFailed, api.ReleaseRolledBack, api.ReleaseSuperseded:
-			printEvidence(cmd.ErrOrStderr(), st.Instance, st.Lines)
+			if st.Task != "" && st.Instance == st.Task {
+				printTaskEvidence(cmd.ErrOrStderr(), st.Task, st.Lines)
+			} else {
+				printEvidence(cmd.ErrOrStderr(), st.Instance, st.Lines)
+			}
 			var err error
 			switch st.State {
 			case api.ReleaseRolledBack:
@@ -208,7 +212,11 @@ func waitHealthy(cmd *cobra.Command, c config, name string, version int, wait ti
 			}
 			return &exitError{code: exitTimeout, err: err}
 		}
-		if msg := fmt.Sprintf("waiting for v%d: %d/%d instances healthy", version, st.Healthy, st.Wanted); msg != last {
+		msg := fmt.Sprintf("waiting for v%d: %d/%d instances healthy", version, st.Healthy, st.Wanted)
+		if st.ReleasePhase != "" && st.CurrentRelease != version {
+			msg = fmt.Sprintf("waiting for v%d: release phase %s (task %s)", version, st.ReleasePhase, st.Task)
+		}
+		if msg != last {
 			fmt.Fprintln(cmd.ErrOrStderr(), msg)
 			last = msg
 		}
@@ -226,6 +234,17 @@ func printEvidence(w io.Writer, instance string, lines []string) {
 		return
 	}
 	fmt.Fprintf(w, "last output of instance %s:\n", instance)
+	for _, l := range lines {
+		fmt.Fprintln(w, "  | "+l)
+	}
+}
+
+// printTaskEvidence prints a release phase task's last output lines.
+func printTaskEvidence(w io.Writer, task string, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "last output of the release phase (task %s):\n", task)
 	for _, l := range lines {
 		fmt.Fprintln(w, "  | "+l)
 	}

@@ -212,6 +212,10 @@ func (r *reconciler) reserve() {
 	for _, inst := range r.work {
 		r.ledger.Reserve(inst.Node, appName(r.appByID, inst.AppID), memoryOf(r.appByID, inst))
 	}
+	// What is not an instance (one-off tasks) holds memory too.
+	for _, res := range r.in.Reserved {
+		r.ledger.Reserve(res.Node, res.App, res.MemoryMB)
+	}
 }
 
 // checkLiveness sets the liveness limit of this round: suspended (0)

@@ -155,6 +155,17 @@ type Input struct {
 	LivenessLimit time.Duration
 	// NewID returns a fresh instance id.
 	NewID func() string
+	// Reserved is memory held on nodes by what is not an instance (one-off
+	// tasks): placement counts it like instances' reservations.
+	Reserved []Reservation
+}
+
+// Reservation is memory of a node held by something other than an
+// instance row (a one-off task).
+type Reservation struct {
+	Node     string
+	App      string
+	MemoryMB int64
 }
 
 // Event is a row for the events table.

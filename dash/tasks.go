@@ -1,0 +1,264 @@
+package dash
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/dash/api"
+)
+
+// One-off tasks: dash inserts a pending row of the tasks table (the leader
+// places it, the node runs it, the leader records its end) and serves the
+// task's log stream (Keys.TaskLogs), which the node's agent writes.
+
+type Task = api.Task
+
+// Task limits.
+const (
+	defaultTaskTimeLimit = time.Hour
+	maxTaskTimeLimit     = 24 * time.Hour
+	maxTaskArgs          = 256
+	maxTaskCommandBytes  = 16 << 10
+	// releasePhaseTimeLimit bounds a release phase (Heroku's is 1 h too).
+	releasePhaseTimeLimit = time.Hour
+)
+
+func newTaskID() string { return "t" + config.RandomToken(8) }
+
+// runTask answers POST /api/v1/apps/{app}/tasks: a task of the app's
+// current release, with its env and memory limit.
+func (d *Dash) runTask(c *gin.Context) {
+	a := appOf(c)
+	var req api.RunTaskRequest
+	if err := decodeJSON(c, &req); err != nil {
+		d.fail(c, err)
+		return
+	}
+	t, err := d.newRunTask(c, a, req)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gin.H{"task": t})
+}
+
+// insertTask adds a pending task row.
+func insertTask(ctx context.Context, tx execer, appID int64, t *Task) error {
+	cmd, _ := json.Marshal(t.Command)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, app_id, release_version, kind, command_json, state,
+		time_limit_s, memory_mb, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, appID, t.Release, t.Kind, string(cmd), common.TaskPending, t.TimeLimitS, t.MemoryMB, t.CreatedBy); err != nil {
+		return fmt.Errorf("insert task: %w", err)
+	}
+	t.CreatedAt = time.Now().UTC()
+	return nil
+}
+
+func (d *Dash) listTasks(c *gin.Context) {
+	ts, err := d.store.tasks(c.Request.Context(), appOf(c), "", listLimit)
+	if err != nil {
+		d.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"tasks": ts})
+}
+
+// loadTask resolves :id to a task of the app in the path (a task of any
+// other app, the user's or not, is 404 like a missing one), or under
+// /api/v1/tasks/{id} to a task of an app the user may see.
+func (d *Dash) loadTask(c *gin.Context) (Task, bool) {
+	var t Task
+	var err error
+	if _, ok := c.Get(appKey); ok {
+		t, err = d.store.task(c.Request.Context(), appOf(c), c.Param("id"))
+	} else {
+		t, err = d.store.visibleTask(c.Request.Context(), currentUser(c), c.Param("id"))
+	}
+	if err != nil {
+		d.fail(c, err)
+		return Task{}, false
+	}
+	return t, true
+}
+
+func (d *Dash) showTask(c *gin.Context) {
+	if t, ok := d.loadTask(c); ok {
+		c.JSON(http.StatusOK, gin.H{"task": t})
+	}
+}
+
+// taskLog answers GET /api/v1/apps/{app}/tasks/{id}/log[?follow=1]: the
+// task's output as text (or NDJSON with format=json); with follow, until
+// the task has ended and every line is out.
+func (d *Dash) taskLog(c *gin.Context) {
+	t, ok := d.loadTask(c)
+	if !ok {
+		return
+	}
+	ctx := c.Request.Context()
+	key := d.keys.TaskLogs(t.ID)
+	var sub *logSub
+	if isTrue(c.Query("follow")) && !common.TaskDone(t.State) {
+		var err error
+		sub, err = d.hub.join(ctx, currentUser(c).ID, key)
+		var ae *common.APIError
+		if err != nil && !errors.As(err, &ae) {
+			d.log.Warn("follow task log", "task", t.ID, "err", err)
+			err = errLogsUnavailable
+		}
+		if err != nil {
+			d.fail(c, err)
+			return
+		}
+		defer sub.leave()
+	}
+	es, last, err := d.recentStream(ctx, key, maxLogLines, logFilter{})
+	if err != nil {
+		d.log.Warn("read task log", "task", t.ID, "err", err)
+		d.fail(c, errLogsUnavailable)
+		return
+	}
+	w := logWriter{c: c, json: c.Query("format") == "json", bare: true}
+	w.start()
+	if len(es) > 0 && w.write(es) != nil {
+		return
+	}
+	if sub == nil {
+		return
+	}
+	c.Writer.Flush()
+	u := currentUser(c)
+	last = sub.follow(ctx, last, logFilter{}, w, func() bool {
+		cur, err := d.store.visibleTask(ctx, u, t.ID)
+		return err == nil && common.TaskDone(cur.State)
+	})
+	if ctx.Err() != nil {
+		return
+	}
+	// The node ships every line before it reports the end: what the feed
+	// had not delivered yet is read once more.
+	msgs, err := d.rdb.XRange(ctx, key, "("+last, "+").Result()
+	if err == nil {
+		if es := decodeEntries(msgs, logFilter{}); len(es) > 0 {
+			_ = w.write(es)
+		}
+	}
+}
+
+// --- store ---
+
+const taskColumns = `t.id, a.name, t.kind, t.release_version, t.command_json, t.state, t.node, t.exit_code,
+	COALESCE(t.reason, ''), t.time_limit_s, t.memory_mb, t.created_by, t.created_at, t.started_at, t.finished_at`
+
+func scanTask(sc scanner) (Task, error) {
+	var t Task
+	var cmd string
+	var exit sql.NullInt64
+	var started, finished sqlNullTime
+	if err := sc.Scan(&t.ID, &t.App, &t.Kind, &t.Release, &cmd, &t.State, &t.Node, &exit, &t.Reason, &t.TimeLimitS,
+		&t.MemoryMB, &t.CreatedBy, &t.CreatedAt, &started, &finished); err != nil {
+		return Task{}, err
+	}
+	_ = json.Unmarshal([]byte(cmd), &t.Command)
+	if exit.Valid {
+		code := int(exit.Int64)
+		t.ExitCode = &code
+	}
+	t.StartedAt, t.FinishedAt = started.ptr(), finished.ptr()
+	switch {
+	case t.StartedAt != nil && t.FinishedAt != nil:
+		t.DurationMS = t.FinishedAt.Sub(*t.StartedAt).Milliseconds()
+	case t.StartedAt != nil:
+		t.DurationMS = time.Since(*t.StartedAt).Milliseconds()
+	}
+	return t, nil
+}
+
+// tasks lists an app's tasks, newest first (of one kind when kind is set).
+func (s *store) tasks(ctx context.Context, a appRow, kind string, limit int) ([]Task, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t JOIN apps a ON a.id = t.app_id
+		WHERE t.app_id = ? AND (? = '' OR t.kind = ?) ORDER BY t.created_at DESC, t.id LIMIT ?`, a.ID, kind, kind, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	defer rows.Close()
+	out := []Task{}
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tasks: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// task reads task id of app a.
+func (s *store) task(ctx context.Context, a appRow, id string) (Task, error) {
+	t, err := scanTask(s.db.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks t JOIN apps a ON a.id = t.app_id
+		WHERE t.id = ? AND t.app_id = ?`, id, a.ID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Task{}, common.Errf(http.StatusNotFound, "not_found", "app "+a.Name+" has no task "+id)
+	}
+	if err != nil {
+		return Task{}, fmt.Errorf("read task: %w", err)
+	}
+	return t, nil
+}
+
+// visibleTask reads task id of an app u may see.
+func (s *store) visibleTask(ctx context.Context, u User, id string) (Task, error) {
+	t, err := scanTask(s.db.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks t JOIN apps a ON a.id = t.app_id
+		WHERE t.id = ? AND `+visible, id, u.IsAdmin, u.ID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Task{}, common.Errf(http.StatusNotFound, "not_found", "no task "+id)
+	}
+	if err != nil {
+		return Task{}, fmt.Errorf("read task: %w", err)
+	}
+	return t, nil
+}
+
+// releaseTask reads the release phase task of release version of app a
+// (sql.ErrNoRows wrapped in errNotFound when it has none).
+func (s *store) releaseTask(ctx context.Context, a appRow, version int) (Task, error) {
+	t, err := scanTask(s.db.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks t JOIN apps a ON a.id = t.app_id
+		WHERE t.app_id = ? AND t.kind = ? AND t.release_version = ? ORDER BY t.created_at DESC LIMIT 1`,
+		a.ID, api.TaskKindRelease, version))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Task{}, errNotFound
+	}
+	return t, err
+}
+
+// releasePhaseArgv is how a release command (a Procfile line) runs: by the
+// image's shell, or by the binary stack's launcher, which expands $VAR the
+// same way.
+func releasePhaseArgv(stack, command string) []string {
+	if stack == "binary" {
+		return []string{"/.dinp/sh", "-c", command}
+	}
+	return []string{"/bin/sh", "-c", command}
+}
+
+// startReleasePhase records release r of app a as waiting for its release
+// phase: a pending release task instead of becoming current.
+func startReleasePhase(ctx context.Context, tx *sql.Tx, a appRow, r Release, command string) error {
+	t := Task{ID: newTaskID(), Kind: api.TaskKindRelease, Release: r.Version, Command: releasePhaseArgv(r.Stack, command),
+		TimeLimitS: int(releasePhaseTimeLimit / time.Second), MemoryMB: r.MemoryMB, CreatedBy: r.CreatedBy}
+	if err := insertTask(ctx, tx, a.ID, &t); err != nil {
+		return err
+	}
+	return insertEvent(ctx, tx, a.ID, "release_phase", fmt.Sprintf("release v%d: running release phase %q (task %s) before rolling out",
+		r.Version, strings.TrimSpace(command), t.ID))
+}
