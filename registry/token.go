@@ -242,8 +242,9 @@ func tokenError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // nodeRepos reads from MySQL whether secret is node's and the repositories
-// of the releases the server placed on it (table instances, written before
-// the node's assignments). No DSN, no node: nothing is allowed.
+// of the releases the server placed on it: its instances and its one-off
+// tasks not yet ended (both rows are written before the node's
+// assignments). No DSN, no node: nothing is allowed.
 func (r *Registry) nodeRepos(ctx context.Context, node, secret string) ([]string, error) {
 	pool, err := r.gcDB(ctx)
 	if err != nil {
@@ -259,8 +260,11 @@ func (r *Registry) nodeRepos(ctx context.Context, node, secret string) ([]string
 	if !common.TokenEqual(stored, hex.EncodeToString(sum[:])) {
 		return nil, errBadCredentials
 	}
-	rows, err := pool.QueryContext(ctx, `SELECT DISTINCT r.image FROM instances i
-		JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version WHERE i.node = ?`, node)
+	rows, err := pool.QueryContext(ctx, `SELECT r.image FROM instances i
+		JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version WHERE i.node = ?
+		UNION SELECT r.image FROM tasks t
+		JOIN releases r ON r.app_id = t.app_id AND r.version = t.release_version
+		WHERE t.node = ? AND t.state IN (?, ?)`, node, node, common.TaskAssigned, common.TaskRunning)
 	if err != nil {
 		return nil, fmt.Errorf("node images: %w", err)
 	}

@@ -149,6 +149,20 @@ func TestScopedCredentials(t *testing.T) {
 		}
 	})
 
+	// A one-off task (a release phase: its release has no instance yet)
+	// placed on n1 lets n1 pull its image while it is not over.
+	t.Run("node credentials cover its tasks", func(t *testing.T) {
+		exec(`INSERT INTO tasks (id, app_id, release_version, kind, command_json, state, node, time_limit_s, memory_mb)
+			VALUES ('t1', (SELECT id FROM apps WHERE name = 'appb'), 1, 'release', '[]', 'assigned', 'n1', 60, 64)`)
+		if err := pull(imgB, node); err != nil {
+			t.Errorf("n1 pulls the image of a task placed on it: %v", err)
+		}
+		exec(`UPDATE tasks SET state = 'succeeded' WHERE id = 't1'`)
+		if err := pull(imgB, node); !refused(err) {
+			t.Errorf("n1 pulls the image of a task that ended = %v, want 401/403", err)
+		}
+	})
+
 	t.Run("oauth2 password grant", func(t *testing.T) {
 		// containerd's resolver (the engine's image store) POSTs a form.
 		form := url.Values{"grant_type": {"password"}, "username": {regauth.NodeUser("n1")}, "password": {secret},

@@ -17,7 +17,7 @@ import (
 // does not, and answers plain HTTP with a clear 400.
 func TestListenTLS(t *testing.T) {
 	dir := t.TempDir()
-	if out, err := exec.Command("../scripts/pki.sh", dir, "server", "127.0.0.1").CombinedOutput(); err != nil {
+	if out, err := exec.Command("../../scripts/pki.sh", dir, "server", "127.0.0.1").CombinedOutput(); err != nil {
 		t.Fatalf("pki.sh: %v %s", err, out)
 	}
 	ln, err := tlsx.Listen("127.0.0.1:0", filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"))
