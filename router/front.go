@@ -199,6 +199,7 @@ type frontConn struct {
 	out   []byte // bytes on their way to the client
 	werr  bool   // a write to the client failed
 	bytes int64  // body bytes sent to the client
+	line  []byte // access log scratch
 }
 
 // Read feeds br: first a byte the watcher took, then the connection.
