@@ -234,6 +234,11 @@ func (fc *frontConn) serve() {
 			return
 		}
 		tc.SetDeadline(time.Time{})
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			// HTTP/2: net/http's server takes the connection (see New).
+			handedOff = fc.f.handoff.give(tc)
+			return
+		}
 	}
 	for {
 		head, err := fc.nextHead()

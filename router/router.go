@@ -140,9 +140,15 @@ func New(cfg Config) (*Router, error) {
 			r.statusLn.Close()
 			return nil, fmt.Errorf("listen %s: %w", cfg.TLSAddr, err)
 		}
-		// HTTP/1.1 only: WebSocket upgrades need it, and backends speak it.
-		r.tlsFront = newFront(r, r.tlsLn, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
-		r.tlsSrv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog, ConnContext: connContext}
+		// ALPN h2 and http/1.1: the front serves HTTP/1.1 connections and
+		// hands h2 ones, right after the handshake, to tlsSrv, whose built-in
+		// HTTP/2 server runs ServeHTTP per stream (net/http sets up h2 for
+		// *tls.Conns a server without TLSConfig is given). WebSocket clients
+		// ask for http/1.1.
+		r.tlsFront = newFront(r, r.tlsLn, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"}})
+		r.tlsSrv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog,
+			ConnContext: connContext, Protocols: tlsProtocols()}
 	}
 	r.rdb = newRedis(cfg.Base)
 	r.front = newFront(r, r.ln, nil)
@@ -508,6 +514,15 @@ func (w *recorder) code() int {
 		return http.StatusOK
 	}
 	return w.status
+}
+
+// tlsProtocols are what tlsSrv speaks: HTTP/1.1 on connections the front
+// hands over mid-stream, HTTP/2 on TLS connections that negotiated h2.
+func tlsProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	return p
 }
 
 // newRedis is Base.NewRedis without go-redis's own retries: the sync loops

@@ -99,7 +99,6 @@ http {
   uwsgi_temp_path $1/uwsgi;
   scgi_temp_path $1/scgi;
   keepalive_requests 1000000;
-  http2_max_requests 1000000;
   $3
 }
 EOF
@@ -337,11 +336,12 @@ for c in $CONNS_LIST; do
       "CPU us/req router-log/router $(ratio "$(fig router-log "$c" cpu)" "$(fig router "$c" cpu)") (lines dropped in all: ${dropped:-?})" ;;
   esac
 done
-case " $TARGETS " in *" nginx "*" haproxy "* | *" haproxy "*" nginx "*)
+has_target() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
+if has_target router && has_target nginx && has_target haproxy; then
   for c in $CONNS_LIST; do
     b=$(best_other "$c")
     echo "== $c conns: router / best of nginx and HAProxy ($b) requests/s: $(ratio "$(fig router "$c" rps)" "$(fig "$b" "$c" rps)")" \
       "  (p99 router $(fig router "$c" p99) ms, $b $(fig "$b" "$c" p99) ms;" \
       "requests per CPU-second router/$b $(ratio "$(fig "$b" "$c" cpu)" "$(fig router "$c" cpu)"))"
-  done ;;
-esac
+  done
+fi
