@@ -12,7 +12,8 @@ import (
 
 // The access log is written asynchronously: a request encodes its line into
 // its own scratch buffer and appends it, under a short lock, to a bounded
-// queue of bytes; one goroutine writes the queue out in batches. A request
+// queue of bytes; one goroutine writes the queue out in batches (whole lines,
+// at most accessLogWrite bytes a write, after at most accessLogDelay). A request
 // never waits for the output: when the queue is full (the output is slower
 // than the traffic, or stuck) the line is dropped and counted in
 // dinp_router_access_log_dropped_total. Close flushes what is queued.
@@ -28,6 +29,8 @@ const (
 	// PIPE_BUF bytes, so a line never interleaves with another writer's on a
 	// pipe.
 	accessLogWrite = 4096
+	// accessLogDelay bounds how long a line waits for a batch to fill.
+	accessLogDelay = 10 * time.Millisecond
 	// accessLogCloseWait bounds Close's wait for a stuck output.
 	accessLogCloseWait = 5 * time.Second
 )
@@ -38,15 +41,16 @@ type accessLog struct {
 	dropped prometheus.Counter
 
 	mu      sync.Mutex
-	queue   []byte // guarded by mu
-	closing bool   // guarded by mu
-	wake    chan struct{}
+	queue   []byte        // guarded by mu
+	closing bool          // guarded by mu
+	first   chan struct{} // a line came into an empty queue
+	wake    chan struct{} // a batch is ready, or Close
 	done    chan struct{}
 	once    sync.Once
 }
 
 func newAccessLog(out io.Writer, max int, dropped prometheus.Counter) *accessLog {
-	a := &accessLog{out: out, max: max, dropped: dropped, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	a := &accessLog{out: out, max: max, dropped: dropped, first: make(chan struct{}, 1), wake: make(chan struct{}, 1), done: make(chan struct{}),
 		queue: make([]byte, 0, 64<<10)}
 	go a.run()
 	return a
@@ -61,24 +65,43 @@ func (a *accessLog) add(line []byte) bool {
 		a.dropped.Inc()
 		return false
 	}
-	wasEmpty := len(a.queue) == 0
+	before := len(a.queue)
 	a.queue = append(a.queue, line...)
 	a.mu.Unlock()
-	if wasEmpty {
-		select {
-		case a.wake <- struct{}{}:
-		default:
-		}
+	switch {
+	case before == 0: // the writer starts gathering a batch
+		signal(a.first)
+	case before < accessLogWrite && before+len(line) >= accessLogWrite: // a batch is ready
+		signal(a.wake)
 	}
 	return true
 }
 
-// run writes the queue out until Close, then what is left.
+// run writes the queue out until Close, then what is left. It gathers a
+// batch first — accessLogWrite bytes, or what came within accessLogDelay —
+// so that a busy router makes one write per ~16 lines instead of a wake-up
+// and a write per line.
 func (a *accessLog) run() {
 	defer close(a.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	spare := make([]byte, 0, 64<<10)
 	for {
-		<-a.wake
+		select {
+		case <-a.first:
+		case <-a.wake:
+		}
+		a.mu.Lock()
+		ready := len(a.queue) >= accessLogWrite || a.closing
+		a.mu.Unlock()
+		if !ready {
+			timer.Reset(accessLogDelay)
+			select {
+			case <-a.wake:
+			case <-timer.C:
+			}
+			timer.Stop()
+		}
 		for {
 			a.mu.Lock()
 			batch, closing := a.queue, a.closing
@@ -125,14 +148,19 @@ func (a *accessLog) Close() {
 		a.mu.Lock()
 		a.closing = true
 		a.mu.Unlock()
-		select {
-		case a.wake <- struct{}{}:
-		default:
-		}
+		signal(a.wake)
 	})
 	select {
 	case <-a.done:
 	case <-time.After(accessLogCloseWait):
+	}
+}
+
+// signal sends on a buffered(1) channel unless a signal is pending.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }
 

@@ -163,12 +163,10 @@ func TestAccessLogFullQueueDropsInsteadOfBlocking(t *testing.T) {
 		}
 	}
 	dropped := int(counterValue(r.metrics.logDropped))
-	if dropped < n-12 { // 2 KiB hold ~8 lines, one more is in the stuck write
+	if dropped < n-20 { // 2 KiB hold ~8 lines, and as many are in the stuck write
 		t.Fatalf("dropped %d of %d lines with a stuck output", dropped, n)
 	}
-	if sink.calls.Load() == 0 {
-		t.Fatal("the output was never written to")
-	}
+	testenv.WaitFor(t, "the writer stuck in a write", 5*time.Second, func() bool { return sink.calls.Load() > 0 })
 	release()
 	testenv.WaitFor(t, "queued lines written", 5*time.Second, func() bool { return sink.count()+dropped == n })
 	if got := len(sink.lines(t)); got+dropped != n {
