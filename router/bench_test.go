@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -50,12 +52,14 @@ func fixedBackend(b *testing.B) string {
 var benchResponse = []byte("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello, world\n")
 
 // BenchmarkProxy measures keep-alive GETs through the router's front, with
-// per-app metrics on and off (go test -run x -bench Proxy -benchmem
-// ./router/): the difference is what metrics cost, and allocs/op is the
-// router's (client and backend allocate nothing).
+// per-app metrics on and off, and with the access log on (written to a
+// file) (go test -run x -bench Proxy -benchmem ./router/): the differences
+// are what metrics and the access log cost, and allocs/op is the router's
+// (client and backend allocate nothing).
 func BenchmarkProxy(b *testing.B) {
-	for _, metricsOn := range []bool{true, false} {
-		b.Run("metrics="+strconv.FormatBool(metricsOn), func(b *testing.B) {
+	for _, tc := range []struct{ metrics, log bool }{{true, false}, {false, false}, {true, true}} {
+		b.Run("metrics="+strconv.FormatBool(tc.metrics)+",log="+strconv.FormatBool(tc.log), func(b *testing.B) {
+			metricsOn := tc.metrics
 			rdb, prefix := testenv.Redis(b)
 			keys := common.NewKeys(prefix)
 			addr := fixedBackend(b)
@@ -65,6 +69,14 @@ func BenchmarkProxy(b *testing.B) {
 			rdb.HSet(b.Context(), keys.Routes(), "bench.apps.io", js)
 			cfg := testConfig(testenv.RedisAddr(), prefix)
 			cfg.Metrics = metricsOn
+			if tc.log {
+				f, err := os.Create(filepath.Join(b.TempDir(), "access.log"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { f.Close() })
+				cfg.AccessLog, cfg.AccessLogOutput = true, f
+			}
 			r, err := New(cfg)
 			if err != nil {
 				b.Fatal(err)
@@ -106,6 +118,24 @@ func BenchmarkMetricsObserve(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			a.observe(200, 3*time.Millisecond)
+		}
+	})
+}
+
+// BenchmarkAccessLogLine is what the access log adds to one request on its
+// goroutine: encoding the line and queueing it (the writes are another
+// goroutine's).
+func BenchmarkAccessLogLine(b *testing.B) {
+	a := newAccessLog(io.Discard, accessLogQueue, newMetrics().logDropped)
+	b.Cleanup(a.Close)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var line []byte
+		now := time.Now()
+		for pb.Next() {
+			line = appendAccessLine(line[:0], now, []byte("bench.apps.io"), "bench", []byte("GET"), []byte("/some/path"),
+				200, 13, 1500*time.Microsecond, "10.0.0.1:31000", []byte("0123456789abcdef0123456789abcdef"))
+			a.add(line)
 		}
 	})
 }

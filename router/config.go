@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -58,8 +59,12 @@ type Config struct {
 	// DrainPeriod is how long the router reports unhealthy but keeps serving
 	// after being told to stop, so LVS takes it out of rotation first.
 	DrainPeriod time.Duration
-	// AccessLog logs one line per request.
-	AccessLog bool
+	// AccessLog writes one JSON line per request to AccessLogOutput
+	// (os.Stderr when nil), asynchronously through a bounded queue (see
+	// accesslog.go), whatever the log level.
+	AccessLog       bool
+	AccessLogOutput io.Writer
+	accessLogMax    int // queue bound in bytes; 0 = accessLogQueue (tests set it)
 	// FailMark is how long a backend that refused a connection is skipped.
 	FailMark time.Duration
 	// StickyCookies are the session cookies that, set by an app whose route

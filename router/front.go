@@ -208,6 +208,7 @@ type frontConn struct {
 	out   []byte // bytes on their way to the client
 	werr  bool   // a write to the client failed
 	bytes int64  // body bytes sent to the client
+	line  []byte // access log scratch
 }
 
 // Read feeds br: first a byte the watcher took, then the connection.
@@ -243,6 +244,11 @@ func (fc *frontConn) serve() {
 			return
 		}
 		tc.SetDeadline(time.Time{})
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			// HTTP/2: net/http's server takes the connection (see New).
+			handedOff = fc.f.handoff.give(tc)
+			return
+		}
 	}
 	for {
 		head, err := fc.nextHead()

@@ -59,7 +59,7 @@ func (fc *frontConn) handle(q *reqHead) bool {
 	if st.e != nil {
 		st.e.m.observe(st.status, fc.now.Sub(st.start))
 	}
-	if r.cfg.AccessLog {
+	if r.alog != nil {
 		fc.accessLog(q)
 	}
 	return keep
@@ -99,9 +99,10 @@ func (fc *frontConn) accessLog(q *reqHead) {
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	p, err := url.PathUnescape(string(path))
-	if err != nil {
-		p = string(path)
+	if bytes.IndexByte(path, '%') >= 0 {
+		if p, err := url.PathUnescape(string(path)); err == nil {
+			path = []byte(p)
+		}
 	}
 	var app, backend string
 	if fc.st.e != nil {
@@ -110,8 +111,9 @@ func (fc *frontConn) accessLog(q *reqHead) {
 	if fc.st.backend != nil {
 		backend = fc.st.backend.Addr
 	}
-	fc.f.r.logRequest(context.Background(), string(q.host), app, string(q.method), p, fc.st.status, fc.bytes,
-		fc.now.Sub(fc.st.start), backend, string(fc.id))
+	fc.line = appendAccessLine(fc.line[:0], fc.now, q.host, app, q.method, path, fc.st.status, fc.bytes,
+		fc.now.Sub(fc.st.start), backend, fc.id)
+	fc.f.r.alog.add(fc.line)
 }
 
 // reject answers a request the router cannot route (like Router.reject).

@@ -22,6 +22,8 @@ type metrics struct {
 	routes    prometheus.Gauge
 	version   prometheus.Gauge
 	syncFails prometheus.Counter
+	// logDropped counts access log lines dropped because the queue was full.
+	logDropped prometheus.Counter
 
 	mu   sync.Mutex
 	apps map[string]*appMetrics // guarded by mu
@@ -88,9 +90,12 @@ func newMetrics() *metrics {
 		syncFails: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dinp_router_route_sync_errors_total", Help: "Failed route reads from Redis.",
 		}),
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dinp_router_access_log_dropped_total", Help: "Access log lines dropped because the log queue was full.",
+		}),
 		apps: map[string]*appMetrics{},
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails,
+	m.reg.MustRegister(m.requests, m.latency, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails, m.logDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

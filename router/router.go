@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,7 +65,8 @@ type Router struct {
 	table   *table.Table[*entry]
 	metrics *metrics
 	proxy   *httputil.ReverseProxy
-	conns   *connPool // the front's backend connections
+	conns   *connPool  // the front's backend connections
+	alog    *accessLog // nil without AccessLog
 	now     func() time.Time
 
 	ln, statusLn, tlsLn net.Listener // tlsLn nil without TLSAddr
@@ -138,14 +140,31 @@ func New(cfg Config) (*Router, error) {
 			r.statusLn.Close()
 			return nil, fmt.Errorf("listen %s: %w", cfg.TLSAddr, err)
 		}
-		// HTTP/1.1 only: WebSocket upgrades need it, and backends speak it.
-		r.tlsFront = newFront(r, r.tlsLn, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
-		r.tlsSrv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog, ConnContext: connContext}
+		// ALPN h2 and http/1.1: the front serves HTTP/1.1 connections and
+		// hands h2 ones, right after the handshake, to tlsSrv, whose built-in
+		// HTTP/2 server runs ServeHTTP per stream (net/http sets up h2 for
+		// *tls.Conns a server without TLSConfig is given). WebSocket clients
+		// ask for http/1.1.
+		r.tlsFront = newFront(r, r.tlsLn, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"}})
+		r.tlsSrv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog,
+			ConnContext: connContext, Protocols: tlsProtocols()}
 	}
 	r.rdb = newRedis(cfg.Base)
 	r.front = newFront(r, r.ln, nil)
 	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog}
 	r.status = &http.Server{Handler: r.statusHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	if cfg.AccessLog {
+		out := cfg.AccessLogOutput
+		if out == nil {
+			out = os.Stderr
+		}
+		max := cfg.accessLogMax
+		if max <= 0 {
+			max = accessLogQueue
+		}
+		r.alog = newAccessLog(out, max, r.metrics.logDropped)
+	}
 	return r, nil
 }
 
@@ -251,6 +270,9 @@ func (r *Router) Run(ctx context.Context) error {
 		})
 	}
 	swg.Wait()
+	if r.alog != nil {
+		r.alog.Close() // every request has ended: write out their lines
+	}
 	r.status.Close()
 	r.conns.close()
 	stopSync()
@@ -316,7 +338,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		e.m.observe(rec.code(), r.now().Sub(st.start))
 	}
-	if r.cfg.AccessLog {
+	if r.alog != nil {
 		r.accessLog(req, rec, st)
 	}
 	if st.aborted {
@@ -367,6 +389,9 @@ func (r *Router) setsSessionCookie(setCookies []string) bool {
 	return false
 }
 
+// lineBufs are the ReverseProxy path's access log scratch buffers.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
 func (r *Router) accessLog(req *http.Request, rec *recorder, st *reqState) {
 	var app, backend string
 	if st.e != nil {
@@ -375,23 +400,12 @@ func (r *Router) accessLog(req *http.Request, rec *recorder, st *reqState) {
 	if st.backend != nil {
 		backend = st.backend.Addr
 	}
-	r.logRequest(req.Context(), req.Host, app, req.Method, req.URL.Path, rec.code(), rec.bytes, r.now().Sub(st.start), backend, st.id)
-}
-
-// logRequest writes one access log line (both proxy paths).
-func (r *Router) logRequest(ctx context.Context, host, app, method, path string, status int, bytes int64,
-	d time.Duration, backend, id string) {
-	r.log.LogAttrs(ctx, slog.LevelInfo, "request",
-		slog.String("host", host),
-		slog.String("app", app),
-		slog.String("method", method),
-		slog.String("path", path),
-		slog.Int("status", status),
-		slog.Int64("bytes", bytes),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-		slog.String("backend", backend),
-		slog.String("request_id", id),
-	)
+	now := r.now()
+	bp := lineBufs.Get().(*[]byte)
+	*bp = appendAccessLine((*bp)[:0], now, req.Host, app, req.Method, req.URL.Path, rec.code(), rec.bytes,
+		now.Sub(st.start), backend, st.id)
+	r.alog.add(*bp)
+	lineBufs.Put(bp)
 }
 
 // reject answers a request the router cannot route.
@@ -515,6 +529,15 @@ func (w *recorder) code() int {
 		return http.StatusOK
 	}
 	return w.status
+}
+
+// tlsProtocols are what tlsSrv speaks: HTTP/1.1 on connections the front
+// hands over mid-stream, HTTP/2 on TLS connections that negotiated h2.
+func tlsProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	return p
 }
 
 // newRedis is Base.NewRedis without go-redis's own retries: the sync loops

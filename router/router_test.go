@@ -629,7 +629,7 @@ func TestUpgradePassThrough(t *testing.T) {
 	var logBuf syncBuffer
 	cfg := testConfig(testenv.RedisAddr(), prefix)
 	cfg.AccessLog = true
-	cfg.Log = common.NewLoggerTo(&logBuf, "router", "info")
+	cfg.AccessLogOutput = &logBuf
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
