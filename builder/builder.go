@@ -70,6 +70,12 @@ type Config struct {
 	// StackCache holds the Debian-based stacks' layers, built once per
 	// machine and shared by every builder on it.
 	StackCache string
+	// ScratchDir is where a build unpacks its upload (a private directory
+	// per build, removed after it). Empty: /dev/shm when the machine has
+	// it — a build is bounded by the upload and extraction limits, and
+	// unpacking thousands of small files (node_modules) on a disk costs
+	// more than the rest of the build — else <data-dir>/builds.
+	ScratchDir string
 
 	// Docker is the engine for Dockerfile builds; nil means a client from
 	// the environment (DOCKER_HOST), created on first use.
@@ -115,6 +121,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.BuildMemoryBytes, "builder-memory-bytes", c.BuildMemoryBytes, "memory limit of Dockerfile build steps")
 	fs.Float64Var(&c.BuildCPUs, "builder-cpus", c.BuildCPUs, "CPU limit of Dockerfile build steps (0: none)")
 	fs.StringVar(&c.StackCache, "builder-stack-cache", c.StackCache, "directory of the built Debian-based stacks (shared by the machine's builders)")
+	fs.StringVar(&c.ScratchDir, "builder-scratch-dir", c.ScratchDir, "where builds unpack uploads (default /dev/shm when present, else <data-dir>/builds)")
 }
 
 // dockerCleanupTimeout bounds removing a local build image.
@@ -192,6 +199,9 @@ func New(cfg Config) (*Builder, error) {
 	if err := os.MkdirAll(buildsDir(cfg.DataDir), 0o700); err != nil {
 		return nil, fmt.Errorf("builder: builds dir: %w", err)
 	}
+	if cfg.ScratchDir == "" {
+		cfg.ScratchDir = defaultScratchDir(buildsDir(cfg.DataDir))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	pool, err := db.Open(ctx, cfg.MySQLDSN, 10*time.Second)
@@ -234,6 +244,18 @@ func New(cfg Config) (*Builder, error) {
 }
 
 func buildsDir(dataDir string) string { return filepath.Join(dataDir, "builds") }
+
+// defaultScratchDir is /dev/shm when a private directory can be made
+// there, else fallback.
+func defaultScratchDir(fallback string) string {
+	const shm = "/dev/shm"
+	d, err := os.MkdirTemp(shm, "dinp-build-")
+	if err != nil {
+		return fallback
+	}
+	os.Remove(d)
+	return shm
+}
 
 // Addr returns the bound API address.
 func (b *Builder) Addr() string { return b.ln.Addr().String() }
@@ -324,7 +346,7 @@ func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Read
 		return common.Build{}, fmt.Errorf("look up app: %w", err)
 	}
 
-	work, err := os.MkdirTemp(buildsDir(b.cfg.DataDir), "build-")
+	work, err := os.MkdirTemp(b.cfg.ScratchDir, "dinp-build-") // 0700, unique
 	if err != nil {
 		return common.Build{}, fmt.Errorf("build dir: %w", err)
 	}

@@ -62,6 +62,9 @@ func startEnv(t *testing.T, mutate func(*Config)) *env {
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
+	// Scratch under the data dir, where buildsDirEmpty looks (the default,
+	// /dev/shm, is shared by every test process).
+	cfg.ScratchDir = buildsDir(cfg.DataDir)
 	cfg.MySQLDSN = dsn
 	cfg.RedisAddr = testenv.RedisAddr()
 	cfg.KeyPrefix = prefix
@@ -395,5 +398,18 @@ func findInLayer(t *testing.T, l interface {
 		if hdr.Name == path {
 			return hdr
 		}
+	}
+}
+
+// The default scratch dir is /dev/shm when one can be made there.
+func TestDefaultScratchDir(t *testing.T) {
+	fallback := t.TempDir()
+	want := fallback
+	if d, err := os.MkdirTemp("/dev/shm", "probe-"); err == nil {
+		os.Remove(d)
+		want = "/dev/shm"
+	}
+	if got := defaultScratchDir(fallback); got != want {
+		t.Fatalf("defaultScratchDir = %q, want %q", got, want)
 	}
 }
