@@ -229,6 +229,18 @@ func (p *Pool) Pick(now time.Time, tried []*Backend, sticky string) *Backend {
 			b.state.failedUntil.Store(0)
 		}
 	}
+	if untried == 0 && len(tried) > 0 && len(cands) < len(p.all) {
+		// Every healthy instance failed this request: an instance not (yet)
+		// judged healthy — one hm has not probed since it started, say — is
+		// its last chance, better than a 502.
+		cands = p.all
+		for _, b := range cands {
+			if !contains(tried, b) && p.hasRoom(b) {
+				untried++
+				b.state.failedUntil.Store(0)
+			}
+		}
+	}
 	if untried == 0 {
 		return nil
 	}

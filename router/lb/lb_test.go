@@ -165,3 +165,23 @@ func TestStickyAndLimit(t *testing.T) {
 		})
 	}
 }
+
+// A retry whose healthy instances have all failed this request goes to one
+// not judged healthy (an instance hm has not probed yet) instead of giving
+// up; a first attempt never does while a healthy one is there.
+func TestRetryFallsBackToNotHealthy(t *testing.T) {
+	now := time.Unix(100, 0)
+	p := NewPool(specs(true, false), NewRoundRobin(zero), nil)
+	bs := p.Backends()
+	for i := 0; i < 4; i++ {
+		if b := p.Pick(now, nil, ""); b != bs[0] {
+			t.Fatalf("first attempt picked %v, want the healthy a", b)
+		}
+	}
+	if b := p.Pick(now, []*Backend{bs[0]}, ""); b != bs[1] {
+		t.Fatalf("retry after a failed: got %v, want b", b)
+	}
+	if b := p.Pick(now, []*Backend{bs[0], bs[1]}, ""); b != nil {
+		t.Fatalf("all tried: got %v, want nil", b)
+	}
+}
