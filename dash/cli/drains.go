@@ -33,62 +33,52 @@ func drainsCommand(f *appFlags) *cobra.Command {
 		Args:  cobra.MaximumNArgs(1),
 		RunE:  list,
 	}))
-	// appAndOne reads [APP] X, or X with --app.
-	appAndOne := func(args []string, what string) (string, string, error) {
-		if f.app != "" && len(args) == 1 {
-			return f.app, args[0], nil
-		}
-		if f.app == "" && len(args) == 2 {
-			return args[0], args[1], nil
-		}
-		return "", "", &exitError{code: exitUsage, err: errors.New("give APP " + what + " (or --app and " + what + ")")}
+	// action is a subcommand taking [APP] X (or X with --app): run calls
+	// the API and returns what to print.
+	action := func(use, short, what string, run func(c config, app, x string) (string, error)) *cobra.Command {
+		return f.withApp(&cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.RangeArgs(1, 2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				name, x := f.app, ""
+				switch {
+				case f.app != "" && len(args) == 1:
+					x = args[0]
+				case f.app == "" && len(args) == 2:
+					name, x = args[0], args[1]
+				default:
+					return &exitError{code: exitUsage, err: errors.New("give APP " + what + " (or --app and " + what + ")")}
+				}
+				c, err := loadConfig()
+				if err != nil {
+					return err
+				}
+				msg, err := run(c, name, x)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", name, msg)
+				return nil
+			},
+		})
 	}
-	add := f.withApp(&cobra.Command{
-		Use:   "add [APP] URL",
-		Short: "Copy the app's log lines and events to URL from now on",
-		Args:  cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, u, err := appAndOne(args, "URL")
-			if err != nil {
-				return err
-			}
-			c, err := loadConfig()
-			if err != nil {
-				return err
-			}
+	add := action("add [APP] URL", "Copy the app's log lines and events to URL from now on", "URL",
+		func(c config, app, u string) (string, error) {
 			var out struct {
 				Drain api.Drain `json:"drain"`
 			}
-			if err := c.call("POST", appPath(name, "/drains"), jsonBody(api.DrainRequest{URL: u}), "application/json", &out); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: drain %d to %s added\n", name, out.Drain.ID, out.Drain.URL)
-			return nil
-		},
-	})
-	remove := f.withApp(&cobra.Command{
-		Use:   "remove [APP] ID",
-		Short: "Stop copying the app's logs to a drain",
-		Args:  cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, id, err := appAndOne(args, "ID")
-			if err != nil {
-				return err
-			}
-			c, err := loadConfig()
-			if err != nil {
-				return err
-			}
+			err := c.call("POST", appPath(app, "/drains"), jsonBody(api.DrainRequest{URL: u}), "application/json", &out)
+			return fmt.Sprintf("drain %d to %s added", out.Drain.ID, out.Drain.URL), err
+		})
+	remove := action("remove [APP] ID", "Stop copying the app's logs to a drain", "ID",
+		func(c config, app, id string) (string, error) {
 			var out struct {
 				Removed string `json:"removed"`
 			}
-			if err := c.call("DELETE", appPath(name, "/drains/"+url.PathEscape(id)), nil, "", &out); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: drain to %s removed\n", name, out.Removed)
-			return nil
-		},
-	})
+			err := c.call("DELETE", appPath(app, "/drains/"+url.PathEscape(id)), nil, "", &out)
+			return "drain to " + out.Removed + " removed", err
+		})
 	drains.AddCommand(add, remove)
 	return drains
 }
