@@ -244,3 +244,14 @@ func sampleOps(s Sample) []op {
 }
 
 func clampU32(v uint64) int64 { return int64(min(v, math.MaxUint32)) }
+
+// Sub subtracts o from t (o holds earlier totals of the same counters).
+func (t *Traffic) Sub(o Traffic) {
+	for i := range t.Classes {
+		t.Classes[i] -= min(o.Classes[i], t.Classes[i])
+	}
+	for i := range t.Hist {
+		t.Hist[i] -= min(o.Hist[i], t.Hist[i])
+	}
+	t.Bytes -= min(o.Bytes, t.Bytes)
+}
