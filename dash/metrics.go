@@ -72,6 +72,19 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 		BytesPerSec: make([]*float64, n),
 		Instances:   []api.InstanceMetrics{},
 	}
+	// One backing array for every value of the answer: thousands of
+	// small allocations otherwise.
+	vals := make([]float64, 0, 7*n+2*n*len(w.Instances))
+	fptr := func(v float64) *float64 {
+		vals = append(vals, v)
+		return &vals[len(vals)-1]
+	}
+	pct := func(h *[appmetrics.NumBuckets]uint64, q float64) *float64 {
+		if v, ok := appmetrics.Percentile(h, q); ok {
+			return fptr(v)
+		}
+		return nil
+	}
 	var total, errors5xx uint64
 	latest := -1
 	for i, t := range w.Traffic {
@@ -85,9 +98,9 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 		m.Rate4xx[i] = fptr(float64(t.Classes[4]) / step)
 		m.Rate5xx[i] = fptr(float64(t.Classes[5]) / step)
 		m.BytesPerSec[i] = fptr(float64(t.Bytes) / step)
-		m.P50ms[i] = percentile(&t.Hist, .50)
-		m.P95ms[i] = percentile(&t.Hist, .95)
-		m.P99ms[i] = percentile(&t.Hist, .99)
+		m.P50ms[i] = pct(&t.Hist, .50)
+		m.P95ms[i] = pct(&t.Hist, .95)
+		m.P99ms[i] = pct(&t.Hist, .99)
 		latest = i
 	}
 	// The last step may still be on its way from the routers: the headline
@@ -130,15 +143,6 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 	}
 	return m
 }
-
-func percentile(h *[appmetrics.NumBuckets]uint64, q float64) *float64 {
-	if v, ok := appmetrics.Percentile(h, q); ok {
-		return &v
-	}
-	return nil
-}
-
-func fptr(v float64) *float64 { return &v }
 
 // requestSparklines returns, for each of apps, its requests per second over
 // the last hour at 1 min resolution (60 values, oldest first), for the
