@@ -30,11 +30,10 @@ func TestMetricsAPIBench(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("DINP_BENCH_APPS")); err == nil && n > 0 {
 		napps = n
 	}
-	e := newEnv(t, nil)
+	e := newEnv(t, func(c *Config) {
+		c.TeamLimits.MaxApps, c.TeamLimits.MaxInstances, c.TeamLimits.MaxMemoryMB = napps+10, 10*napps, 1<<40
+	})
 	ctx := context.Background()
-	if _, err := e.pool.Exec(`UPDATE teams SET max_apps = ?`, napps+10); err != nil {
-		t.Fatal(err)
-	}
 	apps := make([]string, napps)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
