@@ -57,28 +57,10 @@ bench_router() {
   (cd "$ROOT" && go build -o "$TMP/dinp" . && go build -o "$TMP/bench" ./router/bench)
 
   local backend_port=$PORT
-  mkdir -p "$TMP/backend"
-  cat >"$TMP/backend/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/error.log warn;
-$( [ "$(id -u)" = 0 ] && echo "user root;" )
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/backend/body;
-  proxy_temp_path $TMP/backend/proxy;
-  fastcgi_temp_path $TMP/backend/fastcgi;
-  uwsgi_temp_path $TMP/backend/uwsgi;
-  scgi_temp_path $TMP/backend/scgi;
-  keepalive_requests 1000000;
-  server {
+  nginx_conf "$TMP/backend" 1 "server {
     listen $ADDR:$backend_port;
-    location / { default_type text/plain; return 200 "hello, world\n"; }
-  }
-}
-EOF
+    location / { default_type text/plain; return 200 \"hello, world\n\"; }
+  }"
   nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" & PIDS+=($!)
 
   "$TMP/bench" routes -prefix "$PREFIX" -host "$HOST" -backend "$ADDR:$backend_port"
