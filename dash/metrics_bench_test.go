@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,6 +85,18 @@ func TestMetricsAPIBench(t *testing.T) {
 		float64(memAfter-memBefore)/(1<<20), float64(memAfter-memBefore)/float64(napps)/1024)
 
 	token := e.admin.Token
+	if f := os.Getenv("DINP_BENCH_PROFILE"); f != "" { // a CPU profile of the timed part
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.StartCPUProfile(out)
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	runtime.GC() // the seeding's garbage is not the endpoint's
+	for range 100 { // warm-up: connections, caches
+		e.call("GET", "/api/v1/apps/"+apps[rng.IntN(napps)]+"/metrics", token, nil, nil)
+	}
 	for _, window := range []string{"1h", "6h", "24h", "app"} {
 		n := 1000
 		if window != "1h" {
