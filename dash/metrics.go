@@ -22,6 +22,10 @@ var metricWindows = map[string]struct{ step, steps int }{
 	"24h": {appmetrics.CoarseStep, appmetrics.CoarseSlots},
 }
 
+// errMetricsUnavailable answers a metrics read while Redis cannot be read:
+// the apps serve on, only their figures are missing.
+var errMetricsUnavailable = common.Errf(http.StatusServiceUnavailable, "unavailable", "app metrics cannot be read right now (Redis unreachable); try again")
+
 // maxMetricEvents bounds the events marked on a window's time axis.
 const maxMetricEvents = 200
 
@@ -51,7 +55,11 @@ func (d *Dash) appMetrics(ctx context.Context, a appRow, window string) (api.App
 	now := time.Now()
 	w, err := appmetrics.NewStore(d.rdb, d.keys).Read(ctx, a.Name, win.step, win.steps, now)
 	if err != nil {
-		return api.AppMetrics{}, fmt.Errorf("read metrics of %s: %w", a.Name, err)
+		if ctx.Err() != nil {
+			return api.AppMetrics{}, ctx.Err()
+		}
+		d.log.Warn("metrics not read", "app", a.Name, "err", err)
+		return api.AppMetrics{}, errMetricsUnavailable
 	}
 	m := metricsOf(w)
 	m.App, m.Window = a.Name, window
@@ -155,7 +163,11 @@ func round(v, scale float64) float64 { return math.Round(v*scale) / scale }
 func (d *Dash) requestSparklines(ctx context.Context, apps []string) (map[string][]float64, error) {
 	rates, err := appmetrics.NewStore(d.rdb, d.keys).RequestRates(ctx, apps, 60, time.Now())
 	if err != nil {
-		return nil, fmt.Errorf("read request rates: %w", err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		d.log.Warn("request rates not read", "apps", len(apps), "err", err)
+		return nil, errMetricsUnavailable
 	}
 	return rates, nil
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common/appmetrics"
+	"github.com/dinp/dinp/common/testenv"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -107,4 +108,25 @@ func deref(p *float64) float64 {
 		return -1
 	}
 	return *p
+}
+
+// TestMetricsRedisDown: while dash cannot reach Redis, the metrics answer
+// is a 503 JSON error (nothing half-written), and figures come back with
+// Redis.
+func TestMetricsRedisDown(t *testing.T) {
+	proxy := testenv.NewProxy(t, testenv.RedisAddr())
+	e := newEnv(t, func(c *Config) { c.Base.RedisAddr = proxy.Addr() })
+	e.createApp("shop")
+	if st, code := e.call("GET", "/api/v1/apps/shop/metrics", e.admin.Token, nil, nil); st != 200 {
+		t.Fatalf("metrics: %d %s", st, code)
+	}
+	proxy.Cut()
+	if st, code := e.call("GET", "/api/v1/apps/shop/metrics", e.admin.Token, nil, nil); st != 503 || code != "unavailable" {
+		t.Fatalf("metrics with Redis down: %d %s, want 503 unavailable", st, code)
+	}
+	proxy.Restore()
+	testenv.WaitFor(t, "metrics with Redis back", 10*time.Second, func() bool {
+		st, _ := e.call("GET", "/api/v1/apps/shop/metrics", e.admin.Token, nil, nil)
+		return st == 200
+	})
 }
