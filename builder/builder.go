@@ -24,12 +24,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
@@ -143,6 +139,7 @@ type Builder struct {
 	rdb    *redis.Client
 	slots  *slots // running builds are bounded; the rest queue in order
 	ln     net.Listener
+	reg    *registryClient
 	server *http.Server
 	now    func() time.Time
 
@@ -167,6 +164,11 @@ func New(cfg Config) (*Builder, error) {
 	if cfg.Log == nil {
 		cfg.Log = common.NewLogger("builder", cfg.LogLevel)
 	}
+	regScheme, regAddr, err := parseRegistryAddr(cfg.RegistryAddr)
+	if err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	cfg.RegistryAddr = regAddr
 	if cfg.RegistryHost == "" {
 		cfg.RegistryHost = cfg.RegistryAddr
 	}
@@ -183,8 +185,8 @@ func New(cfg Config) (*Builder, error) {
 		return nil, errors.New("builder: data dir is required")
 	case cfg.RegistryAddr == "":
 		return nil, errors.New("builder: registry addr is required")
-	case strings.Contains(cfg.RegistryHost, "/") || strings.Contains(cfg.RegistryAddr, "/"):
-		return nil, errors.New("builder: registry addr and host are host[:port], without scheme or path")
+	case strings.Contains(cfg.RegistryHost, "/"):
+		return nil, errors.New("builder: registry host is host[:port], without scheme or path")
 	case cfg.ClusterToken == "":
 		return nil, errors.New("builder: cluster token is required")
 	case cfg.MaxUploadBytes <= 0 || cfg.MaxExtractBytes <= 0 || cfg.MaxFiles <= 0 || cfg.MaxRatio <= 0:
@@ -208,14 +210,13 @@ func New(cfg Config) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
-	if cfg.CA != "" {
-		// Pushes go through go-containerregistry's own default transport.
-		if tr, ok := remote.DefaultTransport.(*http.Transport); ok {
-			if err := tlsx.TrustCA(cfg.CA, tr); err != nil {
-				pool.Close()
-				return nil, fmt.Errorf("builder: %w", err)
-			}
-		}
+	// The registry is reached over TLS when its address says https, or
+	// says nothing and the builder trusts the platform's CA.
+	reg, err := newRegistryClient(cfg.RegistryAddr, regScheme == "https" || regScheme == "" && cfg.CA != "",
+		cfg.CA, cfg.RegistryUser, cfg.RegistryPassword)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("builder: %w", err)
 	}
 	ln, err := tlsx.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
@@ -231,6 +232,7 @@ func New(cfg Config) (*Builder, error) {
 		logs:      map[int64]*buildLog{},
 		stackImgs: map[string]v1.Image{}, stacksPushed: map[string]bool{},
 		ln:        ln,
+		reg:       reg,
 		now:       time.Now,
 		dockerCli: cfg.Docker,
 	}
@@ -524,7 +526,6 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 	// The tag is unguessable: images are named by digest everywhere, and
 	// nobody should find another build's image by counting.
 	ref := fmt.Sprintf("%s/%s:build-%d-%s", b.cfg.RegistryAddr, res.App, res.ID, config.RandomToken(8))
-	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
 	// Once something is pushed, a failure after it (or a cancelled build)
 	// must not leave the image behind: delete it by digest.
 	pushed := ""
@@ -541,7 +542,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 			appID, res.ID, "%@"+pushed).Scan(&others); qerr != nil || others > 0 {
 			return
 		}
-		if derr := deleteImage(dctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, pushed), auth); derr != nil {
+		if derr := b.reg.delete(dctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, pushed)); derr != nil {
 			b.log.Warn("delete image of failed build", "app", res.App, "build", res.ID, "err", derr)
 		}
 	}()
@@ -589,7 +590,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 			return err
 		}
 		pushed = d.String() // a push cut short may still have stored the manifest
-		if _, err := pushImage(ctx, ref, img, auth); err != nil {
+		if _, err := b.reg.push(ctx, ref, img); err != nil {
 			return err
 		}
 		if b.testHookPushed != nil {
@@ -607,7 +608,7 @@ func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, has
 		res.Digest = d
 		// The engine reports only the manifest's size; the registry knows
 		// the whole image.
-		size, err := remoteSize(ctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, d), auth)
+		size, err := b.reg.size(ctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, d))
 		if err != nil {
 			return err
 		}
@@ -631,41 +632,8 @@ func (b *Builder) inRegistry(ctx context.Context, image string) bool {
 		return false
 	}
 	repo := strings.TrimPrefix(strings.TrimSuffix(image, "@"+d), b.cfg.RegistryHost+"/")
-	ref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, repo, d), name.Insecure)
-	if err != nil {
-		return false
-	}
-	_, err = remote.Head(ref, remote.WithAuth(&authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}),
-		remote.WithContext(ctx))
+	_, err := b.reg.head(ctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, repo, d))
 	return err == nil
-}
-
-// deleteImage deletes a manifest (and so its tags) from the registry.
-func deleteImage(ctx context.Context, ref string, auth authn.Authenticator) error {
-	r, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return fmt.Errorf("image reference %s: %w", ref, err)
-	}
-	if err := remote.Delete(r, remote.WithAuth(auth), remote.WithContext(ctx)); err != nil {
-		var te *transport.Error
-		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-			return nil
-		}
-		return fmt.Errorf("delete %s: %w", ref, err)
-	}
-	return nil
-}
-
-func remoteSize(ctx context.Context, ref string, auth authn.Authenticator) (int64, error) {
-	r, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return 0, fmt.Errorf("image reference %s: %w", ref, err)
-	}
-	img, err := remote.Image(r, remote.WithAuth(auth), remote.WithContext(ctx))
-	if err != nil {
-		return 0, fmt.Errorf("read pushed image: %w", err)
-	}
-	return imageSize(img)
 }
 
 // reusable finds an earlier succeeded build of the app with the same
