@@ -10,6 +10,8 @@ command -v chromium >/dev/null || apt_install chromium
 # The runtime-stack end-to-end tests compile their apps: a jar and a war
 # with javac, a C program with gcc.
 apt_install openjdk-17-jdk-headless gcc libc6-dev
+# The systemd units are checked with systemd-analyze verify (TestSystemdUnits).
+command -v systemd-analyze >/dev/null || apt_install systemd
 
 # A fresh machine has no Debian-based stacks in its stack cache: build them in
 # the background from the start (vet, compiling and the other packages' tests
