@@ -2,10 +2,12 @@ package reconcile
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dinp/dinp/common"
@@ -122,7 +124,10 @@ func newReconciler(in Input) *reconciler {
 //
 // Rows are not sorted (50,000 string compares over scattered rows cost
 // more than the rest of a quiet round): every decision is
-// order-independent, and the plan's lists are sorted in diff.
+// order-independent, and the plan's lists are sorted in diff. Matching
+// rows with their containers and health (map lookups, most of a quiet
+// round) runs on up to observeWorkers goroutines, each owning the rows of
+// its share of the nodes; events are then added in row order.
 func (r *reconciler) observe() {
 	in := r.in
 	r.orig = make([]*Instance, len(in.Instances))
@@ -132,17 +137,23 @@ func (r *reconciler) observe() {
 	r.rows = make([]Instance, 0, len(r.orig))
 	r.origOf = make([]int, 0, len(r.orig))
 	lostSeen := map[string]bool{}
-	// Each node's containers by instance, built once per node.
-	reported := make([]map[string]*common.Container, len(r.nodeIDs))
+	workers := 1
+	if len(r.orig) >= observeParallelRows {
+		workers = max(min(runtime.GOMAXPROCS(0), observeWorkers), 1)
+	}
+	// share[w] lists the rows (indexes of r.rows) worker w observes.
+	share := make([][]int32, workers)
+	for w := range share {
+		share[w] = make([]int32, 0, len(r.orig)/workers+1)
+	}
 	for oi, o := range r.orig {
 		// Copied straight into rows (the one copy of the row); popped again
 		// when the row is deleted.
 		r.rows = append(r.rows, *o)
 		inst := &r.rows[len(r.rows)-1]
 		ni, known := r.nodeIdx[inst.Node]
-		var n *Node
 		if known {
-			n, inst.ni = r.nodeList[ni], ni
+			inst.ni = ni
 		}
 		switch {
 		case !known || r.lostAt[ni]:
@@ -166,33 +177,77 @@ func (r *reconciler) observe() {
 				r.rows = r.rows[:len(r.rows)-1]
 				continue
 			}
-		case n.Heartbeat != nil:
-			cs := reported[ni]
+			inst.stopping = true // keeps its state: only health is read
+		}
+		share[ni%workers] = append(share[ni%workers], int32(len(r.rows)-1))
+		r.origOf = append(r.origOf, oi)
+	}
+	// failed[i]: rows[i] failed for a reason not shown yet.
+	failed := make([]bool, len(r.rows))
+	if workers == 1 {
+		r.observeShare(share[0], failed)
+	} else {
+		var wg sync.WaitGroup
+		for _, rows := range share {
+			wg.Go(func() { r.observeShare(rows, failed) })
+		}
+		wg.Wait()
+	}
+	for i := range r.rows {
+		if !failed[i] {
+			continue
+		}
+		inst := &r.rows[i]
+		r.plan.Events = append(r.plan.Events, Event{AppID: inst.AppID, Kind: EventFailed, Instance: inst.ID,
+			Message: fmt.Sprintf("instance %s (index %d, release v%d) on node %s failed: %s; retrying",
+				inst.ID, inst.Index, inst.Release, inst.Node, inst.Error)})
+	}
+	r.work = make([]*Instance, len(r.rows)) // rows that survive this round
+	for i := range r.rows {
+		r.work[i] = &r.rows[i]
+	}
+}
+
+// observeParallelRows is the round size from which observe uses several
+// goroutines; observeWorkers bounds them.
+const (
+	observeParallelRows = 8192
+	observeWorkers      = 4
+)
+
+// observeShare gives each of the rows what its node reports (each node's
+// containers indexed once, by the one worker that owns the node's rows)
+// and hm's verdict, and marks in failed those whose failure is news. It
+// reads the input and writes only its own rows and their entries.
+func (r *reconciler) observeShare(rows []int32, failed []bool) {
+	in := r.in
+	var reported map[int]map[string]*common.Container
+	for _, i := range rows {
+		inst := &r.rows[i]
+		if n := r.nodeList[inst.ni]; !inst.stopping && n.Heartbeat != nil {
+			cs := reported[inst.ni]
 			if cs == nil {
-				cs = make(map[string]*common.Container, len(n.Heartbeat.Containers))
-				for i := range n.Heartbeat.Containers {
-					cs[n.Heartbeat.Containers[i].Instance] = &n.Heartbeat.Containers[i]
+				if reported == nil {
+					reported = map[int]map[string]*common.Container{}
 				}
-				reported[ni] = cs
+				cs = make(map[string]*common.Container, len(n.Heartbeat.Containers))
+				for j := range n.Heartbeat.Containers {
+					cs[n.Heartbeat.Containers[j].Instance] = &n.Heartbeat.Containers[j]
+				}
+				reported[inst.ni] = cs
 			}
 			c := cs[inst.ID]
 			observe(inst, c, in.Now)
 			// A failed pull, create or start is shown on the app once per
 			// distinct reason (exits are the crash-loop detector's business).
-			if c != nil && c.Error != "" && inst.State == StateFailed &&
+			if o := r.orig[r.origOf[i]]; c != nil && c.Error != "" && inst.State == StateFailed &&
 				(o.State != StateFailed || o.Error != inst.Error) && r.appByID[inst.AppID] != nil {
-				r.plan.Events = append(r.plan.Events, Event{AppID: inst.AppID, Kind: EventFailed, Instance: inst.ID,
-					Message: fmt.Sprintf("instance %s (index %d, release v%d) on node %s failed: %s; retrying",
-						inst.ID, inst.Index, inst.Release, inst.Node, inst.Error)})
+				failed[i] = true
 			}
 		}
+		inst.stopping = false
 		status := in.Health[inst.ID].Status
 		inst.healthy, inst.sick = status == common.Healthy, status == common.Unhealthy
-		r.origOf = append(r.origOf, oi)
-	}
-	r.work = make([]*Instance, len(r.rows)) // rows that survive this round
-	for i := range r.rows {
-		r.work[i] = &r.rows[i]
 	}
 }
 
