@@ -72,9 +72,12 @@ type Cluster struct {
 	// theirs, not the spread of 50,000 instances.
 	apps map[string]map[*nodeState]int
 	// early holds the reservations of apps whose spread is not built, in
-	// order; once indexed (chains != nil) each app's entries are chained
-	// in that order.
+	// order; once indexed (chains != nil) it is cut in runs of one app's
+	// consecutive entries, each app's runs chained in order. Reservations
+	// arrive grouped by app (the reconciler's rows are), so indexing costs
+	// a map operation per app, not per reservation.
 	early  []earlyRes
+	runs   []run
 	chains map[string]chain
 }
 
@@ -82,10 +85,13 @@ type earlyRes struct {
 	app   string
 	node  *nodeState
 	count int32
-	next  int32 // next entry of the same app in early, -1 at the end
 }
 
-// chain locates an app's entries in early.
+// run is early[start:end], entries of one app; next is the app's next run
+// (-1: none).
+type run struct{ start, end, next int32 }
+
+// chain locates an app's first and last runs.
 type chain struct{ head, tail int32 }
 
 // New returns a ledger over nodes, keeping reserveMB of every node's memory
@@ -160,17 +166,19 @@ func (c *Cluster) add(n *nodeState, app string, memoryMB int64, count int) {
 			return
 		}
 	}
-	c.early = append(c.early, earlyRes{app: app, node: n, count: int32(count), next: -1})
+	c.early = append(c.early, earlyRes{app: app, node: n, count: int32(count)})
 	if c.chains != nil {
-		c.link(app, int32(len(c.early)-1))
+		c.link(app, int32(len(c.early)-1), int32(len(c.early)))
 	}
 }
 
-// link appends early[i] to its app's chain.
-func (c *Cluster) link(app string, i int32) {
+// link appends the run early[start:end] to its app's chain.
+func (c *Cluster) link(app string, start, end int32) {
+	c.runs = append(c.runs, run{start: start, end: end, next: -1})
+	i := int32(len(c.runs) - 1)
 	ch, ok := c.chains[app]
 	if ok {
-		c.early[ch.tail].next = i
+		c.runs[ch.tail].next = i
 		ch.tail = i
 	} else {
 		ch = chain{head: i, tail: i}
@@ -184,8 +192,12 @@ func (c *Cluster) spread(app string) map[*nodeState]int {
 	if c.chains == nil {
 		c.chains = map[string]chain{}
 		c.apps = map[string]map[*nodeState]int{}
-		for i := range c.early {
-			c.link(c.early[i].app, int32(i))
+		start := 0
+		for i := 1; i <= len(c.early); i++ {
+			if i == len(c.early) || c.early[i].app != c.early[start].app {
+				c.link(c.early[start].app, int32(start), int32(i))
+				start = i
+			}
 		}
 	}
 	if m, ok := c.apps[app]; ok {
@@ -193,8 +205,10 @@ func (c *Cluster) spread(app string) map[*nodeState]int {
 	}
 	m := map[*nodeState]int{}
 	if ch, ok := c.chains[app]; ok {
-		for i := ch.head; i >= 0; i = c.early[i].next {
-			count1(m, c.early[i].node, int(c.early[i].count))
+		for r := ch.head; r >= 0; r = c.runs[r].next {
+			for _, e := range c.early[c.runs[r].start:c.runs[r].end] {
+				count1(m, e.node, int(e.count))
+			}
 		}
 		delete(c.chains, app)
 	}

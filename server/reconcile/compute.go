@@ -264,8 +264,23 @@ func (r *reconciler) reserve() {
 	}
 	r.ledger = placement.New(pnodes, r.in.ReserveMB)
 	r.ledger.Grow(len(r.work))
-	for _, inst := range r.work {
-		r.ledger.Reserve(inst.Node, appName(r.appByID, inst.AppID), memoryOf(r.appByID, inst))
+	// App by app, whatever the rows' order: the ledger then indexes an
+	// app's reservations with one map operation per app, not per row, when
+	// it places (a drained node's replacements).
+	grouped := 0
+	for i, g := range groupByApp(r.work, r.appIdx, len(r.apps), nil) {
+		app := &r.apps[i]
+		for _, inst := range g {
+			r.ledger.Reserve(inst.Node, app.Name, app.Releases[inst.Release].MemoryMB)
+		}
+		grouped += len(g)
+	}
+	if grouped < len(r.work) { // rows of deleted apps
+		for _, inst := range r.work {
+			if _, ok := r.appIdx[inst.AppID]; !ok {
+				r.ledger.Reserve(inst.Node, appName(r.appByID, inst.AppID), 0)
+			}
+		}
 	}
 	// What is not an instance (one-off tasks) holds memory too.
 	for _, res := range r.in.Reserved {
