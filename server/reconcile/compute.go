@@ -182,14 +182,16 @@ func (r *reconciler) observe() {
 		share[ni%workers] = append(share[ni%workers], int32(len(r.rows)-1))
 		r.origOf = append(r.origOf, oi)
 	}
-	// failed[i]: rows[i] failed for a reason not shown yet.
+	// failed[i]: rows[i] failed for a reason not shown yet. reported[ni]:
+	// node ni's containers by instance, built by the worker owning the node.
 	failed := make([]bool, len(r.rows))
+	reported := make([]map[string]*common.Container, len(r.nodeIDs))
 	if workers == 1 {
-		r.observeShare(share[0], failed)
+		r.observeShare(share[0], failed, reported)
 	} else {
 		var wg sync.WaitGroup
 		for _, rows := range share {
-			wg.Go(func() { r.observeShare(rows, failed) })
+			wg.Go(func() { r.observeShare(rows, failed, reported) })
 		}
 		wg.Wait()
 	}
@@ -219,17 +221,13 @@ const (
 // containers indexed once, by the one worker that owns the node's rows)
 // and hm's verdict, and marks in failed those whose failure is news. It
 // reads the input and writes only its own rows and their entries.
-func (r *reconciler) observeShare(rows []int32, failed []bool) {
+func (r *reconciler) observeShare(rows []int32, failed []bool, reported []map[string]*common.Container) {
 	in := r.in
-	var reported map[int]map[string]*common.Container
 	for _, i := range rows {
 		inst := &r.rows[i]
 		if n := r.nodeList[inst.ni]; !inst.stopping && n.Heartbeat != nil {
 			cs := reported[inst.ni]
 			if cs == nil {
-				if reported == nil {
-					reported = map[int]map[string]*common.Container{}
-				}
 				cs = make(map[string]*common.Container, len(n.Heartbeat.Containers))
 				for j := range n.Heartbeat.Containers {
 					cs[n.Heartbeat.Containers[j].Instance] = &n.Heartbeat.Containers[j]
