@@ -37,10 +37,21 @@ func Compute(in Input) Plan {
 	for i := range r.apps {
 		r.reconcileApp(&r.apps[i], byApp[i])
 	}
-	r.diff()
-	r.group()
-	r.routes()
-	r.assignments()
+	if len(r.work) >= observeParallelRows && runtime.GOMAXPROCS(0) > 1 {
+		// Listing the changed rows and deriving routes and assignments read
+		// the same rows and write different parts of the plan.
+		var wg sync.WaitGroup
+		wg.Go(r.diff)
+		r.group()
+		r.routes()
+		r.assignments()
+		wg.Wait()
+	} else {
+		r.diff()
+		r.group()
+		r.routes()
+		r.assignments()
+	}
 	return r.plan
 }
 

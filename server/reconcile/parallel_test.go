@@ -10,9 +10,10 @@ import (
 	"github.com/dinp/dinp/common"
 )
 
-// TestComputeParallelObserve: a round large enough for observe to use
-// several goroutines plans exactly what the same round plans on one (rows,
-// events in row order, routes, assignments), with rows of every kind:
+// TestComputeParallelObserve: a round large enough for observe (and the
+// diff, beside routes and assignments) to use several goroutines plans
+// exactly what the same round plans on one (rows, events in row order,
+// routes, assignments), with rows of every kind:
 // running, failed with a new error, pending, stopping, on a lost node, on a
 // node without a heartbeat.
 func TestComputeParallelObserve(t *testing.T) {
