@@ -61,7 +61,7 @@ if [ -d /run/systemd/system ] && [ "${DINP_NO_SYSTEMD:-}" != 1 ]; then
   if [ $changed = 1 ] || ! systemctl is-active --quiet dinp-up; then systemctl restart dinp-up; fi
   running() { systemctl is-active --quiet dinp-up; }
   logs() { journalctl -u dinp-up -n 30 --no-pager >&2; }
-  wait_for 30 running
+  wait_for 30 running || { log "the dinp-up unit did not start; last log lines:"; logs; exit 1; }
   systemctl show -p MainPID --value dinp-up >"$pidfile"
 else
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
