@@ -18,6 +18,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/db/reads"
 )
 
 // timings records how long each step of a build took, in ms.
@@ -34,8 +35,7 @@ func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Read
 	if !common.ValidAppName(app) {
 		return common.Build{}, common.Errf(http.StatusBadRequest, "invalid_app", "invalid app name")
 	}
-	var appID int64
-	err := b.db.QueryRowContext(ctx, "SELECT id FROM apps WHERE name = ?", app).Scan(&appID)
+	appID, err := reads.AppID(ctx, b.db, app)
 	if errors.Is(err, sql.ErrNoRows) {
 		return common.Build{}, common.Errf(http.StatusNotFound, "not_found", "no such app: "+app)
 	}
