@@ -1,0 +1,178 @@
+package dash
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"html/template"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dinp/dinp/dash/api"
+	"github.com/dinp/dinp/dash/web"
+)
+
+// metricWindows are the windows the app page offers, shortest first.
+var metricWindows = []string{"1h", "6h", "24h"}
+
+// chartsTemplate renders the charts card, both inside the app page and
+// alone for the page's live refresh.
+var chartsTemplate = template.Must(template.New("charts.html").ParseFS(web.Templates, "templates/charts.html"))
+
+// chartView is one chart of the card.
+type chartView struct {
+	ID, Title, Headline string
+	SVG                 template.HTML
+	Legend              []string // series labels, in the order of classes s0, s1, …
+}
+
+// chartsData is what charts.html gets.
+type chartsData struct {
+	App, Window string
+	Windows     []string
+	// Empty explains why there is nothing to draw (no metrics store, an
+	// error); the charts are then left out.
+	Empty  string
+	Charts []chartView
+	Events []api.MetricEvent
+}
+
+// windowParam is the window a page asked for, 1h unless it is a known one.
+func windowParam(c *gin.Context) string {
+	w := c.Query("window")
+	for _, ok := range metricWindows {
+		if w == ok {
+			return w
+		}
+	}
+	return "1h"
+}
+
+// appCharts renders the charts card of a over window. A failure to read
+// metrics is shown in the card: the rest of the page still works.
+func (d *Dash) appCharts(ctx context.Context, a appRow, window string) template.HTML {
+	data := chartsData{App: a.Name, Window: window, Windows: metricWindows}
+	m, err := d.appMetrics(ctx, a, window)
+	switch {
+	case errors.Is(err, errNoMetrics):
+		data.Empty = "Metrics are not collected on this platform yet."
+	case err != nil:
+		d.log.Warn("read app metrics", "app", a.Name, "err", err)
+		data.Empty = "Metrics are unavailable right now: " + apiError(err).Message
+	default:
+		data.Charts, data.Events = metricCharts(m), m.Events
+	}
+	var b bytes.Buffer
+	if err := chartsTemplate.Execute(&b, data); err != nil {
+		d.log.Error("render charts", "app", a.Name, "err", err)
+	}
+	return template.HTML(b.String())
+}
+
+// webCharts serves the charts card alone (GET /apps/:app/charts?window=).
+func (d *Dash) webCharts(c *gin.Context) {
+	html := d.appCharts(c.Request.Context(), appOf(c), windowParam(c))
+	c.Header("Cache-Control", "no-store")
+	c.Data(http.StatusOK, "text/html; charset=utf-8", []byte(html))
+}
+
+// metricCharts turns an app's metrics into the page's charts.
+func metricCharts(m api.AppMetrics) []chartView {
+	base := lineChart{Time: m.Time, Step: int64(m.Step), Events: m.Events}
+	with := func(unit string, series ...chartSeries) lineChart {
+		c := base
+		c.Unit, c.Series = unit, series
+		return c
+	}
+	view := func(id, title, headline string, c lineChart) chartView {
+		c.Title = title
+		v := chartView{ID: id, Title: title, Headline: headline, SVG: c.SVG()}
+		for _, s := range c.Series {
+			v.Legend = append(v.Legend, s.Label)
+		}
+		return v
+	}
+	sm := m.Summary
+	out := []chartView{
+		view("chart-requests", "Requests", fmtFloat(sm.RequestsPerSec)+" req/s",
+			with("req/s", chartSeries{"requests/s", m.RequestsPerSec})),
+		view("chart-latency", "Latency", "p50 "+fmtMS(sm.P50ms)+" · p99 "+fmtMS(sm.P99ms),
+			with("ms", chartSeries{"p50 ms", m.P50ms}, chartSeries{"p99 ms", m.P99ms})),
+		view("chart-errors", "Errors", strconv.FormatFloat(100*sm.ErrorRate, 'f', 2, 64)+"% 5xx",
+			with("req/s", chartSeries{"4xx/s", m.Rate4xx}, chartSeries{"5xx/s", m.Rate5xx})),
+	}
+	var mem, cpu []chartSeries
+	var limit int64
+	for _, in := range m.Instances {
+		name := shortID(in.ID) + " v" + strconv.Itoa(in.Release) + " on " + in.Node
+		mem = append(mem, chartSeries{name, scaled(in.MemoryBytes, 1.0/(1<<20))})
+		cpu = append(cpu, chartSeries{name, in.CPUPercent})
+		limit = max(limit, in.MemoryLimit)
+	}
+	mc := with("MB", mem...)
+	if limit > 0 {
+		l := float64(limit) / (1 << 20)
+		mc.Limit = &l
+	}
+	memHead := bytesMB(sm.MemoryBytes)
+	if sm.MemoryLimit > 0 {
+		memHead += " of " + bytesMB(sm.MemoryLimit)
+	}
+	out = append(out, view("chart-memory", "Memory per instance", memHead, mc),
+		view("chart-cpu", "CPU per instance", strconv.Itoa(len(m.Instances))+" instances", with("% of a core", cpu...)))
+	return out
+}
+
+// scaled returns vals multiplied by f, keeping gaps.
+func scaled(vals []*float64, f float64) []*float64 {
+	out := make([]*float64, len(vals))
+	for i, v := range vals {
+		if v != nil {
+			x := *v * f
+			out[i] = &x
+		}
+	}
+	return out
+}
+
+func shortID(s string) string {
+	if len(s) > 8 {
+		return s[:8]
+	}
+	return s
+}
+
+func fmtFloat(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func fmtMS(v *float64) string {
+	if v == nil {
+		return "–"
+	}
+	return fmtFloat(*v) + " ms"
+}
+
+func bytesMB(n int64) string { return fmtFloat(float64(n)/(1<<20)) + " MB" }
+
+// appSparklines renders each app's request rate over the last hour; an
+// app without data, or a platform without metrics, gets a dash.
+func (d *Dash) appSparklines(ctx context.Context, apps []string) map[string]template.HTML {
+	out := make(map[string]template.HTML, len(apps))
+	series, err := d.requestSparklines(ctx, apps)
+	if err != nil && !errors.Is(err, errNoMetrics) {
+		d.log.Warn("read request sparklines", "err", err)
+	}
+	for _, a := range apps {
+		out[a] = sparkline(series[a], "req/s")
+	}
+	return out
+}
