@@ -29,6 +29,15 @@ const (
 type chartSeries struct {
 	Label  string
 	Values []*float64
+	Class  string // s0…s5 for the colour; by position when empty
+}
+
+// class is the series' colour class at position i.
+func (s chartSeries) class(i int) string {
+	if s.Class != "" {
+		return s.Class
+	}
+	return "s" + strconv.Itoa(i%6)
 }
 
 // lineChart is one chart of an app's metrics over a window.
@@ -37,7 +46,6 @@ type lineChart struct {
 	Unit  string // shown after the headline and in tooltips
 	Time  []int64
 	Step  int64
-	// Series are drawn in order with the classes s0, s1, …
 	Series []chartSeries
 	Events []api.MetricEvent
 	// Limit, when set, is drawn as a dashed horizontal line (a memory
@@ -195,12 +203,12 @@ func (c lineChart) SVG() template.HTML {
 	}
 	if c.Limit != nil {
 		y := s.y(*c.Limit)
-		fmt.Fprintf(&b, `<line class="limit" x1="%d" x2="%d" y1="%.1f" y2="%.1f"><title>limit %s %s</title></line>`,
-			chartLeft, chartW-chartRight, y, y, s.label(*c.Limit), esc(c.Unit))
+		fmt.Fprintf(&b, `<line class="limit" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/><text class="limitlabel" x="%d" y="%.1f" text-anchor="end">limit %s %s</text>`,
+			chartLeft, chartW-chartRight, y, y, chartW-chartRight-2, y-3, s.label(*c.Limit), esc(c.Unit))
 	}
 	for i, sr := range c.Series {
 		d, dots := c.path(sr.Values, s)
-		cls := "s" + strconv.Itoa(i%6)
+		cls := sr.class(i)
 		if d != "" {
 			fmt.Fprintf(&b, `<path class="line %s" d="%s"><title>%s</title></path>`, cls, d, esc(sr.Label))
 		}

@@ -55,7 +55,7 @@ var (
 // axis, the first and last steps the plot's edges.
 func TestChartScales(t *testing.T) {
 	c := lineChart{Title: "Requests", Time: steps(1_700_000_000, 5, 10), Step: 10,
-		Series: []chartSeries{{"r", []*float64{fp(0), fp(50), fp(100), fp(25), fp(75)}}}}
+		Series: []chartSeries{{Label: "r", Values: []*float64{fp(0), fp(50), fp(100), fp(25), fp(75)}}}}
 	svg := string(c.SVG())
 	m := pathRE.FindStringSubmatch(svg)
 	if m == nil {
@@ -92,8 +92,8 @@ func TestChartScales(t *testing.T) {
 // TestChartGaps: a null step breaks the line (a new M), a value alone
 // between gaps is a dot, and a series with nothing says so.
 func TestChartGaps(t *testing.T) {
-	c := lineChart{Time: steps(1_700_000_000, 8, 10), Step: 10, Series: []chartSeries{{"r",
-		[]*float64{fp(1), nil, fp(2), fp(3), nil, nil, fp(4), fp(5)}}, {"lonely",
+	c := lineChart{Time: steps(1_700_000_000, 8, 10), Step: 10, Series: []chartSeries{{Label: "r", Values:
+		[]*float64{fp(1), nil, fp(2), fp(3), nil, nil, fp(4), fp(5)}}, {Label: "lonely", Values:
 		[]*float64{nil, nil, nil, fp(2), nil, nil, nil, nil}}}}
 	svg := string(c.SVG())
 	paths := pathRE.FindAllStringSubmatch(svg, -1)
@@ -110,7 +110,7 @@ func TestChartGaps(t *testing.T) {
 	if got := len(circleRE.FindAllString(svg, -1)); got != 2 {
 		t.Errorf("%d dots, want 2 (the first step and the lonely value)", got)
 	}
-	empty := lineChart{Time: steps(1_700_000_000, 4, 10), Step: 10, Series: []chartSeries{{"r", make([]*float64, 4)}}}
+	empty := lineChart{Time: steps(1_700_000_000, 4, 10), Step: 10, Series: []chartSeries{{Label: "r", Values: make([]*float64, 4)}}}
 	if s := string(empty.SVG()); !strings.Contains(s, "No data in this window") || strings.Contains(s, "<path class=\"line") {
 		t.Errorf("an empty chart:\n%s", s)
 	}
@@ -124,7 +124,7 @@ func TestChartGaps(t *testing.T) {
 // their message as tooltip (escaped); events outside are left out.
 func TestChartMarkers(t *testing.T) {
 	t0 := int64(1_700_000_000)
-	c := lineChart{Time: steps(t0, 7, 10), Step: 10, Series: []chartSeries{{"r", []*float64{fp(1), fp(1), fp(1), fp(1), fp(1), fp(1), fp(1)}}},
+	c := lineChart{Time: steps(t0, 7, 10), Step: 10, Series: []chartSeries{{Label: "r", Values: []*float64{fp(1), fp(1), fp(1), fp(1), fp(1), fp(1), fp(1)}}},
 		Events: []api.MetricEvent{
 			{Time: t0 + 30, Kind: "deploy", Message: "release v2 <rolled> out"},
 			{Time: t0 + 45, Kind: "Crash Loop", Message: "exit 1"},
@@ -196,7 +196,7 @@ func TestMetricCharts(t *testing.T) {
 		}
 	}
 	mem := got["chart-memory"]
-	if len(mem.Legend) != 2 || mem.Legend[0] != "abcdef01 v3 on n1" {
+	if len(mem.Legend) != 2 || mem.Legend[0].Label != "abcdef01 v3 on n1" {
 		t.Errorf("memory legend %q", mem.Legend)
 	}
 	if !strings.Contains(string(mem.SVG), `<line class="limit"`) || !strings.Contains(string(mem.SVG), "limit 128 MB") {

@@ -25,8 +25,11 @@ var chartsTemplate = template.Must(template.New("charts.html").ParseFS(web.Templ
 type chartView struct {
 	ID, Title, Headline string
 	SVG                 template.HTML
-	Legend              []string // series labels, in the order of classes s0, s1, …
+	Legend              []legendItem
 }
+
+// legendItem names one series with its colour class.
+type legendItem struct{ Label, Class string }
 
 // chartsData is what charts.html gets.
 type chartsData struct {
@@ -61,6 +64,9 @@ func (d *Dash) appCharts(ctx context.Context, a appRow, window string) template.
 	case err != nil:
 		d.log.Warn("read app metrics", "app", a.Name, "err", err)
 		data.Empty = "Metrics are unavailable right now: " + apiError(err).Message
+	case !hasSamples(m):
+		data.Empty = "No requests and no instance samples in the last " + window + "."
+		data.Events = m.Events
 	default:
 		data.Charts, data.Events = metricCharts(m), m.Events
 	}
@@ -89,26 +95,26 @@ func metricCharts(m api.AppMetrics) []chartView {
 	view := func(id, title, headline string, c lineChart) chartView {
 		c.Title = title
 		v := chartView{ID: id, Title: title, Headline: headline, SVG: c.SVG()}
-		for _, s := range c.Series {
-			v.Legend = append(v.Legend, s.Label)
+		for i, s := range c.Series {
+			v.Legend = append(v.Legend, legendItem{s.Label, s.class(i)})
 		}
 		return v
 	}
 	sm := m.Summary
 	out := []chartView{
 		view("chart-requests", "Requests", fmtFloat(sm.RequestsPerSec)+" req/s",
-			with("req/s", chartSeries{"requests/s", m.RequestsPerSec})),
+			with("req/s", chartSeries{Label: "requests/s", Values: m.RequestsPerSec})),
 		view("chart-latency", "Latency", "p50 "+fmtMS(sm.P50ms)+" · p99 "+fmtMS(sm.P99ms),
-			with("ms", chartSeries{"p50 ms", m.P50ms}, chartSeries{"p99 ms", m.P99ms})),
+			with("ms", chartSeries{Label: "p50 ms", Values: m.P50ms}, chartSeries{Label: "p99 ms", Values: m.P99ms})),
 		view("chart-errors", "Errors", strconv.FormatFloat(100*sm.ErrorRate, 'f', 2, 64)+"% 5xx",
-			with("req/s", chartSeries{"4xx/s", m.Rate4xx}, chartSeries{"5xx/s", m.Rate5xx})),
+			with("req/s", chartSeries{"4xx/s", m.Rate4xx, "s3"}, chartSeries{"5xx/s", m.Rate5xx, "s1"})),
 	}
 	var mem, cpu []chartSeries
 	var limit int64
 	for _, in := range m.Instances {
 		name := shortID(in.ID) + " v" + strconv.Itoa(in.Release) + " on " + in.Node
-		mem = append(mem, chartSeries{name, scaled(in.MemoryBytes, 1.0/(1<<20))})
-		cpu = append(cpu, chartSeries{name, in.CPUPercent})
+		mem = append(mem, chartSeries{Label: name, Values: scaled(in.MemoryBytes, 1.0/(1<<20))})
+		cpu = append(cpu, chartSeries{Label: name, Values: in.CPUPercent})
 		limit = max(limit, in.MemoryLimit)
 	}
 	mc := with("MB", mem...)
@@ -123,6 +129,22 @@ func metricCharts(m api.AppMetrics) []chartView {
 	out = append(out, view("chart-memory", "Memory per instance", memHead, mc),
 		view("chart-cpu", "CPU per instance", strconv.Itoa(len(m.Instances))+" instances", with("% of a core", cpu...)))
 	return out
+}
+
+// hasSamples reports whether anything was reported in the window.
+func hasSamples(m api.AppMetrics) bool {
+	series := [][]*float64{m.RequestsPerSec, m.Rate4xx, m.Rate5xx, m.P50ms, m.P99ms}
+	for _, in := range m.Instances {
+		series = append(series, in.MemoryBytes, in.CPUPercent)
+	}
+	for _, s := range series {
+		for _, v := range s {
+			if v != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // scaled returns vals multiplied by f, keeping gaps.
