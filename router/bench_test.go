@@ -113,11 +113,11 @@ func BenchmarkProxy(b *testing.B) {
 // status class counter and a latency histogram), to compare with the
 // router's whole per-request cost (tens of microseconds).
 func BenchmarkMetricsObserve(b *testing.B) {
-	a := newMetrics().app("bench")
+	a := newMetrics(true).app("bench")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			a.observe(200, 3*time.Millisecond)
+			a.observe(200, 3*time.Millisecond, 512)
 		}
 	})
 }
@@ -126,7 +126,7 @@ func BenchmarkMetricsObserve(b *testing.B) {
 // goroutine: encoding the line and queueing it (the writes are another
 // goroutine's).
 func BenchmarkAccessLogLine(b *testing.B) {
-	a := newAccessLog(io.Discard, accessLogQueue, newMetrics().logDropped)
+	a := newAccessLog(io.Discard, accessLogQueue, newMetrics(false).logDropped)
 	b.Cleanup(a.Close)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
@@ -593,14 +591,6 @@ func TestStreamingPassThrough(t *testing.T) {
 	if line, _ := br.ReadString('\n'); line != "second\n" {
 		t.Fatalf("second chunk %q", line)
 	}
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		panic(err)
-	}
-	return m.GetCounter().GetValue()
 }
 
 // TestUpgradePassThrough: a WebSocket-style upgrade reaches the backend and
