@@ -3,7 +3,6 @@ package dash
 import (
 	"bytes"
 	"context"
-	"errors"
 	"html/template"
 	"net/http"
 	"strconv"
@@ -14,8 +13,8 @@ import (
 	"github.com/dinp/dinp/dash/web"
 )
 
-// metricWindows are the windows the app page offers, shortest first.
-var metricWindows = []string{"1h", "6h", "24h"}
+// chartWindows are the windows the app page offers, shortest first.
+var chartWindows = []string{"1h", "6h", "24h"}
 
 // chartsTemplate renders the charts card, both inside the app page and
 // alone for the page's live refresh.
@@ -45,7 +44,7 @@ type chartsData struct {
 // windowParam is the window a page asked for, 1h unless it is a known one.
 func windowParam(c *gin.Context) string {
 	w := c.Query("window")
-	for _, ok := range metricWindows {
+	for _, ok := range chartWindows {
 		if w == ok {
 			return w
 		}
@@ -56,11 +55,9 @@ func windowParam(c *gin.Context) string {
 // appCharts renders the charts card of a over window. A failure to read
 // metrics is shown in the card: the rest of the page still works.
 func (d *Dash) appCharts(ctx context.Context, a appRow, window string) template.HTML {
-	data := chartsData{App: a.Name, Window: window, Windows: metricWindows}
+	data := chartsData{App: a.Name, Window: window, Windows: chartWindows}
 	m, err := d.appMetrics(ctx, a, window)
 	switch {
-	case errors.Is(err, errNoMetrics):
-		data.Empty = "Metrics are not collected on this platform yet."
 	case err != nil:
 		d.log.Warn("read app metrics", "app", a.Name, "err", err)
 		data.Empty = "Metrics are unavailable right now: " + apiError(err).Message
@@ -190,7 +187,7 @@ func bytesMB(n int64) string { return fmtFloat(float64(n)/(1<<20)) + " MB" }
 func (d *Dash) appSparklines(ctx context.Context, apps []string) map[string]template.HTML {
 	out := make(map[string]template.HTML, len(apps))
 	series, err := d.requestSparklines(ctx, apps)
-	if err != nil && !errors.Is(err, errNoMetrics) {
+	if err != nil {
 		d.log.Warn("read request sparklines", "err", err)
 	}
 	for _, a := range apps {
