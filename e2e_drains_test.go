@@ -16,9 +16,9 @@ import (
 	"github.com/dinp/dinp/common/testenv"
 )
 
-// drainsTickerApp prints LINES numbered lines ("seq N") at RATE lines per
-// second from its start (both replaced before it is built), then keeps
-// serving (an exit would restart it and print again from 0).
+// drainsTickerApp prints, once asked by GET /start, LINES numbered lines
+// ("seq N") at RATE lines per second (both replaced before it is built),
+// then "done"; it keeps serving (an exit would restart it and print again).
 const drainsTickerApp = `package main
 
 import (
@@ -26,12 +26,14 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 )
 
 func main() {
 	lines, rate := LINES, RATE
-	go func() {
+	var once sync.Once
+	emit := func() {
 		w := bufio.NewWriterSize(os.Stdout, 1<<16)
 		const tick = 10 * time.Millisecond
 		per := max(rate/100, 1)
@@ -46,8 +48,15 @@ func main() {
 		}
 		w.WriteString("done\n")
 		w.Flush()
-	}()
+	}
 	http.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/start" {
+			once.Do(func() { go emit() })
+		}
+		w.Write([]byte("hello from app=" + os.Getenv("DINP_APP") + " release=" + os.Getenv("DINP_RELEASE") +
+			" instance=" + os.Getenv("DINP_INSTANCE_ID") + "\n"))
+	})
 	http.ListenAndServe(":"+os.Getenv("PORT"), nil)
 }
 `
@@ -189,8 +198,8 @@ func checkSeqs(got []int, want int) seqReport {
 }
 
 // drainsCluster starts a cluster whose servers and dash let drains reach
-// 127.0.0.1 and trust ca; it deploys the ticker app printing lines at rate
-// with one instance after adding a drain to each of urls.
+// 127.0.0.1 and trust ca; it deploys the ticker app (lines at rate, once
+// started) with one instance after adding a drain to each of urls.
 func drainsCluster(t *testing.T, ca string, lines, rate int, urls ...string) (*clusterEnv, clusterInstance) {
 	t.Helper()
 	dir := t.TempDir()
@@ -261,6 +270,9 @@ func TestDrainsRsyslog(t *testing.T) {
 	c, inst := drainsCluster(t, rs.ca, lines, rate,
 		"syslog://"+rs.tcpAddr, "syslog+tls://"+rs.tlsAddr)
 
+	if _, err := c.get("ticker", "/start"); err != nil {
+		t.Fatal(err)
+	}
 	// Once lines flow to both, stop the instance's agent while the app
 	// keeps printing, then start it again.
 	c.waitFor(30*time.Second, "first lines at rsyslog", func() error {
@@ -307,4 +319,83 @@ func TestDrainsRsyslog(t *testing.T) {
 			t.Errorf("%s: lines from %v, want all from instance %s (not recreated)", kind, procs, inst.ID)
 		}
 	}
+}
+
+// TestBenchDrains is scripts/bench-drains.sh (DINP_BENCH_DRAINS=1): one
+// app writes DINP_BENCH_LINES (100,000) lines at DINP_BENCH_RATE (10,000)
+// lines/s through the real agent log path (Docker → agent → Redis stream)
+// to rsyslog on 127.0.0.1 over TCP via a drain; prints lines sent and
+// received, lost (count and order checked) and the agent's CPU per 1,000
+// lines (its idle CPU measured just before, for comparison).
+func TestBenchDrains(t *testing.T) {
+	if os.Getenv("DINP_BENCH_DRAINS") == "" {
+		t.Skip("benchmark: scripts/bench-drains.sh")
+	}
+	lines, rate := envInt("DINP_BENCH_LINES", 100000), envInt("DINP_BENCH_RATE", 10000)
+	rs := startRsyslog(t)
+	c, inst := drainsCluster(t, rs.ca, lines, rate, "syslog://"+rs.tcpAddr)
+	agent := c.procs[c.agentOf(inst.Node)]
+	leader, err := c.leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := c.procs[fmt.Sprintf("server-%d", leader+1)]
+	// Idle: what the agent spends with the instance running and quiet.
+	idle0, idleAt := cpuSeconds(t, agent.cmd.Process.Pid), time.Now()
+	time.Sleep(5 * time.Second) // a measurement period, not a wait for a condition
+	idlePerSec := (cpuSeconds(t, agent.cmd.Process.Pid) - idle0) / time.Since(idleAt).Seconds()
+
+	a0, s0, start := cpuSeconds(t, agent.cmd.Process.Pid), cpuSeconds(t, server.cmd.Process.Pid), time.Now()
+	if _, err := c.get("ticker", "/start"); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until everything arrived, or nothing more arrives for 20 s.
+	last, lastChange := 0, time.Now()
+	for {
+		s, _ := rs.seqs("tcp")
+		if checkSeqs(s, lines).Distinct >= lines {
+			break
+		}
+		if len(s) != last {
+			last, lastChange = len(s), time.Now()
+		}
+		if time.Since(lastChange) > 20*time.Second {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	agentCPU := cpuSeconds(t, agent.cmd.Process.Pid) - a0 - idlePerSec*elapsed.Seconds()
+	serverCPU := cpuSeconds(t, server.cmd.Process.Pid) - s0
+	s, _ := rs.seqs("tcp")
+	r := checkSeqs(s, lines)
+	sent := lastPrinted(t, inst.ID) + 1
+	fmt.Printf("bench-drains: rate %d lines/s, sent %d, received %d (distinct %d), lost %d, duplicates %d, out of order %d, all delivered in %.1f s\n",
+		rate, sent, r.Received, r.Distinct, r.Lost, r.Duplicates, r.OutOfOrder, elapsed.Seconds())
+	fmt.Printf("bench-drains: agent CPU %.1f ms per 1,000 lines (idle %.1f ms/s subtracted); leader server (drain delivery) %.1f ms per 1,000 lines\n",
+		1000*agentCPU/float64(lines)*1000, 1000*idlePerSec, 1000*serverCPU/float64(lines)*1000)
+	if r.Lost != 0 || r.OutOfOrder != 0 {
+		t.Errorf("%d lost, %d out of order (target: none)", r.Lost, r.OutOfOrder)
+	}
+}
+
+// cpuSeconds is the user+system CPU time a process has used.
+func cpuSeconds(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces), from field 3 on.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
