@@ -42,10 +42,10 @@ func (s chartSeries) class(i int) string {
 
 // lineChart is one chart of an app's metrics over a window.
 type lineChart struct {
-	Title string
-	Unit  string // shown after the headline and in tooltips
-	Time  []int64
-	Step  int64
+	Title  string
+	Unit   string // shown after the headline and in tooltips
+	Time   []int64
+	Step   int64
 	Series []chartSeries
 	Events []api.MetricEvent
 	// Limit, when set, is drawn as a dashed horizontal line (a memory

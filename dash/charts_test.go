@@ -92,9 +92,7 @@ func TestChartScales(t *testing.T) {
 // TestChartGaps: a null step breaks the line (a new M), a value alone
 // between gaps is a dot, and a series with nothing says so.
 func TestChartGaps(t *testing.T) {
-	c := lineChart{Time: steps(1_700_000_000, 8, 10), Step: 10, Series: []chartSeries{{Label: "r", Values:
-		[]*float64{fp(1), nil, fp(2), fp(3), nil, nil, fp(4), fp(5)}}, {Label: "lonely", Values:
-		[]*float64{nil, nil, nil, fp(2), nil, nil, nil, nil}}}}
+	c := lineChart{Time: steps(1_700_000_000, 8, 10), Step: 10, Series: []chartSeries{{Label: "r", Values: []*float64{fp(1), nil, fp(2), fp(3), nil, nil, fp(4), fp(5)}}, {Label: "lonely", Values: []*float64{nil, nil, nil, fp(2), nil, nil, nil, nil}}}}
 	svg := string(c.SVG())
 	paths := pathRE.FindAllStringSubmatch(svg, -1)
 	if len(paths) != 1 {
@@ -222,5 +220,14 @@ func TestSparkline(t *testing.T) {
 	}
 	if !strings.Contains(s, "<title>5.0 req/s now, peak 10.0</title>") {
 		t.Errorf("tooltip: %s", s)
+	}
+}
+
+// TestMarked: deploys, scales and restarts are marked and counted; health
+// flips and the like are not.
+func TestMarked(t *testing.T) {
+	evs, counts := marked([]api.MetricEvent{{Kind: "create"}, {Kind: "deploy"}, {Kind: "health"}, {Kind: "restart"}, {Kind: "deploy"}})
+	if len(evs) != 3 || len(counts) != 2 || counts[0] != (markCount{"deploy", 2}) || counts[1] != (markCount{"restart", 1}) {
+		t.Errorf("marked %v, counts %v", evs, counts)
 	}
 }

@@ -38,7 +38,41 @@ type chartsData struct {
 	// error); the charts are then left out.
 	Empty  string
 	Charts []chartView
-	Events []api.MetricEvent
+	Marks  []markCount // kinds of the events marked on the time axis
+}
+
+// markCount is one kind of marked event and how many the window has.
+type markCount struct {
+	Kind string
+	N    int
+}
+
+// markedKinds are the events worth a mark on the time axis: what changes
+// the traffic or the instances. Health flips, creation, domains and drains
+// stay in the events list.
+var markedKinds = map[string]bool{"deploy": true, "rollback": true, "scale": true, "env": true,
+	"restart": true, "crash": true, "crash_loop": true, "oom": true, "lost": true}
+
+// marked keeps the events to mark, and counts them by kind (in order of
+// first appearance).
+func marked(evs []api.MetricEvent) ([]api.MetricEvent, []markCount) {
+	var out []api.MetricEvent
+	var counts []markCount
+	idx := map[string]int{}
+	for _, e := range evs {
+		if !markedKinds[e.Kind] {
+			continue
+		}
+		out = append(out, e)
+		i, ok := idx[e.Kind]
+		if !ok {
+			i = len(counts)
+			idx[e.Kind] = i
+			counts = append(counts, markCount{Kind: e.Kind})
+		}
+		counts[i].N++
+	}
+	return out, counts
 }
 
 // windowParam is the window a page asked for, 1h unless it is a known one.
@@ -63,9 +97,9 @@ func (d *Dash) appCharts(ctx context.Context, a appRow, window string) template.
 		data.Empty = "Metrics are unavailable right now: " + apiError(err).Message
 	case !hasSamples(m):
 		data.Empty = "No requests and no instance samples in the last " + window + "."
-		data.Events = m.Events
 	default:
-		data.Charts, data.Events = metricCharts(m), m.Events
+		m.Events, data.Marks = marked(m.Events)
+		data.Charts = metricCharts(m)
 	}
 	var b bytes.Buffer
 	if err := chartsTemplate.Execute(&b, data); err != nil {
