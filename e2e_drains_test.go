@@ -2,13 +2,19 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,8 +88,8 @@ func startRsyslog(t *testing.T) *rsyslog {
 	if err != nil {
 		testenv.Unavailable(t, "rsyslogd (apt-get install rsyslog rsyslog-gnutls)", err)
 	}
-	if _, err := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"); err != nil {
-		testenv.Unavailable(t, "rsyslog's gtls driver (apt-get install rsyslog-gnutls)", err)
+	if m, _ := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"); len(m) == 0 {
+		testenv.Unavailable(t, "rsyslog's gtls driver (apt-get install rsyslog-gnutls)", os.ErrNotExist)
 	}
 	r := &rsyslog{dir: t.TempDir(), tcpAddr: freeAddr(t), tlsAddr: freeAddr(t)}
 	pki := filepath.Join(r.dir, "pki")
@@ -103,7 +109,7 @@ ruleset(name="tls") { action(type="omfile" file=%q template="line" asyncWriting=
 input(type="imtcp" address="127.0.0.1" port=%q ruleset="tcp")
 input(type="imtcp" address="127.0.0.1" port=%q ruleset="tls" streamDriver.name="gtls" streamDriver.mode="1"
   streamDriver.authMode="anon" streamDriver.CAFile=%q streamDriver.CertFile=%q streamDriver.KeyFile=%q)
-`, work, r.file("tcp"), r.file("tls"), tcpPort, tlsPort, r.ca, filepath.Join(pki, "rsyslog.pem"), filepath.Join(pki, "rsyslog-key.pem"))
+`, work, r.file("tcp"), r.file("tls"), tcpPort, tlsPort, r.ca, r.certFile(), r.keyFile())
 	confPath := filepath.Join(r.dir, "rsyslog.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -141,6 +147,11 @@ input(type="imtcp" address="127.0.0.1" port=%q ruleset="tls" streamDriver.name="
 
 func (r *rsyslog) file(kind string) string { return filepath.Join(r.dir, kind+".log") }
 
+// certFile and keyFile are the TLS listener's certificate (for 127.0.0.1,
+// signed by ca) and key.
+func (r *rsyslog) certFile() string { return filepath.Join(r.dir, "pki", "rsyslog.pem") }
+func (r *rsyslog) keyFile() string  { return filepath.Join(r.dir, "pki", "rsyslog-key.pem") }
+
 // seqs reads what the kind ("tcp" or "tls") listener received: the
 // sequence numbers of "seq N" lines in arrival order, and their PROCIDs
 // (instances).
@@ -153,18 +164,70 @@ func (r *rsyslog) seqs(kind string) (seqs []int, procs map[string]int) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		proc, msg, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(msg, "seq ") {
-			continue
+		proc, msg, _ := strings.Cut(sc.Text(), " ")
+		if n, ok := seqOf(msg); ok {
+			seqs = append(seqs, n)
+			procs[proc]++
 		}
-		n, err := strconv.Atoi(strings.TrimPrefix(msg, "seq "))
-		if err != nil {
-			continue
-		}
-		seqs = append(seqs, n)
-		procs[proc]++
 	}
 	return seqs, procs
+}
+
+// seqOf reads N from a "seq N" line.
+func seqOf(line string) (int, bool) {
+	if !strings.HasPrefix(line, "seq ") {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(line, "seq "))
+	return n, err == nil
+}
+
+// httpsReceiver takes HTTPS drain batches (JSON lines) on 127.0.0.1 with a
+// certificate of the test's CA.
+type httpsReceiver struct {
+	addr  string
+	mu    sync.Mutex
+	seqs  []int
+	procs map[string]int
+}
+
+func startHTTPSReceiver(t *testing.T, certFile, keyFile string) *httpsReceiver {
+	t.Helper()
+	h := &httpsReceiver{procs: map[string]int{}}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dec := json.NewDecoder(r.Body)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for {
+			var l struct{ Instance, Line string }
+			if dec.Decode(&l) != nil {
+				return
+			}
+			if n, ok := seqOf(l.Line); ok {
+				h.seqs = append(h.seqs, n)
+				h.procs[l.Instance]++
+			}
+		}
+	}))
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	h.addr = srv.Listener.Addr().String()
+	return h
+}
+
+func (h *httpsReceiver) received() ([]int, map[string]int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	procs := map[string]int{}
+	for k, v := range h.procs {
+		procs[k] = v
+	}
+	return append([]int(nil), h.seqs...), procs
 }
 
 // seqReport checks received sequence numbers against 0..want-1: distinct
@@ -258,17 +321,23 @@ func (c *clusterEnv) agentOf(node string) string {
 
 // TestDrainsRsyslog ships an app's output to Debian's rsyslog on 127.0.0.1
 // over TCP (octet counting) and over TLS (rsyslog's gtls driver, a private
-// CA made here): every line arrives, in order, although the agent of the
-// instance's node is stopped for 3 s while the app keeps printing, and the
-// instance is the same one throughout.
+// CA made here), and to an HTTPS receiver: every line arrives, in order,
+// although the agent of the instance's node is stopped while the app
+// prints 400 lines, and the instance is the same one throughout.
 func TestDrainsRsyslog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
 	rs := startRsyslog(t)
+	hr := startHTTPSReceiver(t, rs.certFile(), rs.keyFile())
 	const lines, rate = 3000, 200 // 15 s of output
 	c, inst := drainsCluster(t, rs.ca, lines, rate,
-		"syslog://"+rs.tcpAddr, "syslog+tls://"+rs.tlsAddr)
+		"syslog://"+rs.tcpAddr, "syslog+tls://"+rs.tlsAddr, "https://"+hr.addr+"/ingest")
+	sources := map[string]func() ([]int, map[string]int){
+		"tcp":   func() ([]int, map[string]int) { return rs.seqs("tcp") },
+		"tls":   func() ([]int, map[string]int) { return rs.seqs("tls") },
+		"https": hr.received,
+	}
 
 	if _, err := c.get("ticker", "/start"); err != nil {
 		t.Fatal(err)
@@ -301,15 +370,15 @@ func TestDrainsRsyslog(t *testing.T) {
 	c.restart(agent)
 	t.Logf("%s stopped for %s, from line %d to %d of %d", agent, time.Since(stopped).Round(100*time.Millisecond), len(atStop), printed, lines)
 
-	for _, kind := range []string{"tcp", "tls"} {
-		c.waitFor(60*time.Second, "every line at rsyslog over "+kind, func() error {
-			s, _ := rs.seqs(kind)
+	for kind, received := range sources {
+		c.waitFor(60*time.Second, "every line over "+kind, func() error {
+			s, _ := received()
 			if r := checkSeqs(s, lines); r.Distinct < lines {
 				return fmt.Errorf("%+v", r)
 			}
 			return nil
 		})
-		s, procs := rs.seqs(kind)
+		s, procs := received()
 		r := checkSeqs(s, lines)
 		t.Logf("%s: %+v, from %v", kind, r, procs)
 		if r.Lost != 0 || r.OutOfOrder != 0 {
@@ -370,13 +439,51 @@ func TestBenchDrains(t *testing.T) {
 	s, _ := rs.seqs("tcp")
 	r := checkSeqs(s, lines)
 	sent := lastPrinted(t, inst.ID) + 1
-	fmt.Printf("bench-drains: rate %d lines/s, sent %d, received %d (distinct %d), lost %d, duplicates %d, out of order %d, all delivered in %.1f s\n",
-		rate, sent, r.Received, r.Distinct, r.Lost, r.Duplicates, r.OutOfOrder, elapsed.Seconds())
+	// Where the time went: the app's printing (Docker's timestamps), the
+	// agent's shipping (the Redis stream ID of the last line is when it
+	// was appended) and the delivery.
+	printFirst, printLast := printedSpan(t, inst.ID)
+	var shipped time.Time
+	if xs, err := c.rdb.XRevRangeN(context.Background(), c.keys.Logs("ticker"), "+", "-", 1).Result(); err == nil && len(xs) == 1 {
+		ms, _ := strconv.ParseInt(strings.Split(xs[0].ID, "-")[0], 10, 64)
+		shipped = time.UnixMilli(ms)
+	}
+	fmt.Printf("bench-drains: rate %d lines/s, sent %d, received %d (distinct %d), lost %d, duplicates %d, out of order %d\n",
+		rate, sent, r.Received, r.Distinct, r.Lost, r.Duplicates, r.OutOfOrder)
+	fmt.Printf("bench-drains: app printed in %.1f s (%.0f lines/s); last line in the Redis stream after %.1f s; all at the receiver after %.1f s\n",
+		printLast.Sub(printFirst).Seconds(), float64(lines)/printLast.Sub(printFirst).Seconds(),
+		shipped.Sub(printFirst).Seconds(), start.Add(elapsed).Sub(printFirst).Seconds())
 	fmt.Printf("bench-drains: agent CPU %.1f ms per 1,000 lines (idle %.1f ms/s subtracted); leader server (drain delivery) %.1f ms per 1,000 lines\n",
 		1000*agentCPU/float64(lines)*1000, 1000*idlePerSec, 1000*serverCPU/float64(lines)*1000)
 	if r.Lost != 0 || r.OutOfOrder != 0 {
 		t.Errorf("%d lost, %d out of order (target: none)", r.Lost, r.OutOfOrder)
 	}
+}
+
+// printedSpan returns when the instance's container printed its first and
+// last "seq" lines, from the Docker engine's timestamps.
+func printedSpan(t *testing.T, instance string) (first, last time.Time) {
+	t.Helper()
+	id, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dinp.instance="+instance).Output()
+	out, err := exec.Command("docker", "logs", "--timestamps", strings.TrimSpace(string(id))).Output()
+	if err != nil {
+		t.Fatalf("docker logs: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		ts, msg, _ := strings.Cut(l, " ")
+		if _, ok := seqOf(msg); !ok {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		if first.IsZero() {
+			first = at
+		}
+		last = at
+	}
+	return first, last
 }
 
 // cpuSeconds is the user+system CPU time a process has used.
