@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +125,7 @@ func TestBrowserCharts(t *testing.T) {
 	send(600, 0)
 	step("the charts refresh live",
 		wait("the requests line to change", `document.querySelector("#chart-requests path.line").getAttribute("d") !== `+jsString(requestsPath)),
+		browserShot(t, "charts-app-refreshed"),
 	)
 	step("the 6h window",
 		chromedp.Click(`#charts a[data-window="6h"]`, chromedp.ByQuery),
@@ -138,6 +141,21 @@ func TestBrowserCharts(t *testing.T) {
 	)
 	if spark != 1 {
 		t.Errorf("%d sparklines on the app list, want 1", spark)
+	}
+	// The CLI shows the same figures from the real API.
+	home := t.TempDir()
+	cli := &cliRunner{t: t, bin: p.cmd.Path, env: append(os.Environ(), "HOME="+home,
+		"DINP_CLIENT_CONFIG="+filepath.Join(home, "client.json"), "DINP_TARGET=http://"+p.dash, "DINP_TOKEN="+p.token)}
+	out := cli.ok("metrics", "hello")
+	t.Logf("dinp metrics hello:\n%s", out)
+	for _, want := range []string{"hello: last 1h at 10 s steps", "requests/s", "p99 ms", "INSTANCE", "█"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dinp metrics lacks %q", want)
+		}
+	}
+	var fromCLI api.AppMetrics
+	if err := json.Unmarshal([]byte(cli.ok("metrics", "hello", "--json", "--window", "24h")), &fromCLI); err != nil || fromCLI.Window != "24h" || fromCLI.Summary.Requests < 930 {
+		t.Errorf("dinp metrics --json --window 24h: %v, window %q, %d requests (want ≥ 930)", err, fromCLI.Window, fromCLI.Summary.Requests)
 	}
 	step("phone width",
 		chromedp.EmulateViewport(390, 844),
