@@ -3,6 +3,7 @@ package dash
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -72,6 +73,19 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 		BytesPerSec: make([]*float64, n),
 		Instances:   []api.InstanceMetrics{},
 	}
+	// One backing array for every value of the answer: thousands of
+	// small allocations otherwise.
+	vals := make([]float64, 0, 7*n+2*n*len(w.Instances))
+	fptr := func(v float64) *float64 {
+		vals = append(vals, v)
+		return &vals[len(vals)-1]
+	}
+	pct := func(h *[appmetrics.NumBuckets]uint64, q float64) *float64 {
+		if v, ok := appmetrics.Percentile(h, q); ok {
+			return fptr(round(v, 1e3)) // µs
+		}
+		return nil
+	}
 	var total, errors5xx uint64
 	latest := -1
 	for i, t := range w.Traffic {
@@ -81,13 +95,13 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 		req := t.Requests()
 		total += req
 		errors5xx += t.Classes[5]
-		m.RequestsPerSec[i] = fptr(float64(req) / step)
-		m.Rate4xx[i] = fptr(float64(t.Classes[4]) / step)
-		m.Rate5xx[i] = fptr(float64(t.Classes[5]) / step)
-		m.BytesPerSec[i] = fptr(float64(t.Bytes) / step)
-		m.P50ms[i] = percentile(&t.Hist, .50)
-		m.P95ms[i] = percentile(&t.Hist, .95)
-		m.P99ms[i] = percentile(&t.Hist, .99)
+		m.RequestsPerSec[i] = fptr(round(float64(req)/step, 1e4))
+		m.Rate4xx[i] = fptr(round(float64(t.Classes[4])/step, 1e4))
+		m.Rate5xx[i] = fptr(round(float64(t.Classes[5])/step, 1e4))
+		m.BytesPerSec[i] = fptr(round(float64(t.Bytes)/step, 10))
+		m.P50ms[i] = pct(&t.Hist, .50)
+		m.P95ms[i] = pct(&t.Hist, .95)
+		m.P99ms[i] = pct(&t.Hist, .99)
 		latest = i
 	}
 	// The last step may still be on its way from the routers: the headline
@@ -110,7 +124,7 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 			if s == nil {
 				continue
 			}
-			im.CPUPercent[i] = fptr(s.CPUPercent)
+			im.CPUPercent[i] = fptr(round(s.CPUPercent, 100))
 			im.MemoryBytes[i] = fptr(float64(s.Memory))
 			if lo < 0 || s.Restarts < lo {
 				lo = s.Restarts
@@ -131,14 +145,9 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 	return m
 }
 
-func percentile(h *[appmetrics.NumBuckets]uint64, q float64) *float64 {
-	if v, ok := appmetrics.Percentile(h, q); ok {
-		return &v
-	}
-	return nil
-}
-
-func fptr(v float64) *float64 { return &v }
+// round rounds v to 1/scale: the answer carries what a chart or a reader
+// can use, not 17 digits (a third of its size and of its encoding time).
+func round(v, scale float64) float64 { return math.Round(v*scale) / scale }
 
 // requestSparklines returns, for each of apps, its requests per second over
 // the last hour at 1 min resolution (60 values, oldest first), for the
