@@ -1,11 +1,13 @@
 package dash
 
 import (
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/dinp/dinp/common/testenv"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -229,5 +231,36 @@ func TestMarked(t *testing.T) {
 	evs, counts := marked([]api.MetricEvent{{Kind: "create"}, {Kind: "deploy"}, {Kind: "health"}, {Kind: "restart"}, {Kind: "deploy"}})
 	if len(evs) != 3 || len(counts) != 2 || counts[0] != (markCount{"deploy", 2}) || counts[1] != (markCount{"restart", 1}) {
 		t.Errorf("marked %v, counts %v", evs, counts)
+	}
+}
+
+// TestChartsRedisOutage: with Redis unreachable the app page and the app
+// list still answer 200; the charts card says the metrics are unavailable
+// and the sparkline is a dash. The card alone answers the same way.
+func TestChartsRedisOutage(t *testing.T) {
+	var proxy *testenv.Proxy
+	e := newEnv(t, func(c *Config) {
+		proxy = testenv.NewProxy(t, c.Base.RedisAddr)
+		c.Base.RedisAddr = proxy.Addr()
+	})
+	e.createApp("web")
+	b := newBrowser(t, e.url)
+	b.login(e.admin.User, e.admin.Password)
+	if resp, page := b.get("/apps/web"); resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="charts"`) ||
+		strings.Contains(page, "Metrics are unavailable") {
+		t.Fatalf("app page with Redis up: %d\n%s", resp.StatusCode, page)
+	}
+	proxy.Cut()
+	resp, page := b.get("/apps/web?window=6h")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Metrics are unavailable right now") ||
+		!strings.Contains(page, `<section class="card" id="instances-card"`) {
+		t.Fatalf("app page with Redis down: %d\n%s", resp.StatusCode, page)
+	}
+	if resp, card := b.get("/apps/web/charts?window=24h"); resp.StatusCode != http.StatusOK || !strings.Contains(card, "Metrics are unavailable right now") ||
+		!strings.Contains(card, `class="current" aria-current="true">24h<`) {
+		t.Fatalf("charts card with Redis down: %d\n%s", resp.StatusCode, card)
+	}
+	if resp, list := b.get("/apps"); resp.StatusCode != http.StatusOK || !strings.Contains(list, `<td class="spark"><span class="muted">–</span></td>`) {
+		t.Fatalf("app list with Redis down: %d\n%s", resp.StatusCode, list)
 	}
 }

@@ -6,12 +6,17 @@ import (
 	"html/template"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/dash/api"
 	"github.com/dinp/dinp/dash/web"
 )
+
+// chartsTimeout bounds the metrics read of a page: a slow Redis costs the
+// charts, never the page.
+const chartsTimeout = 2 * time.Second
 
 // chartWindows are the windows the app page offers, shortest first.
 var chartWindows = []string{"1h", "6h", "24h"}
@@ -25,6 +30,7 @@ type chartView struct {
 	ID, Title, Headline string
 	SVG                 template.HTML
 	Legend              []legendItem
+	Points              int // values drawn (not null), for the page's tests
 }
 
 // legendItem names one series with its colour class.
@@ -90,6 +96,8 @@ func windowParam(c *gin.Context) string {
 // metrics is shown in the card: the rest of the page still works.
 func (d *Dash) appCharts(ctx context.Context, a appRow, window string) template.HTML {
 	data := chartsData{App: a.Name, Window: window, Windows: chartWindows}
+	ctx, cancel := context.WithTimeout(ctx, chartsTimeout)
+	defer cancel()
 	m, err := d.appMetrics(ctx, a, window)
 	switch {
 	case err != nil:
@@ -128,6 +136,11 @@ func metricCharts(m api.AppMetrics) []chartView {
 		v := chartView{ID: id, Title: title, Headline: headline, SVG: c.SVG()}
 		for i, s := range c.Series {
 			v.Legend = append(v.Legend, legendItem{s.Label, s.class(i)})
+			for _, x := range s.Values {
+				if x != nil {
+					v.Points++
+				}
+			}
 		}
 		return v
 	}
@@ -220,6 +233,8 @@ func bytesMB(n int64) string { return fmtFloat(float64(n)/(1<<20)) + " MB" }
 // app without data, or a platform without metrics, gets a dash.
 func (d *Dash) appSparklines(ctx context.Context, apps []string) map[string]template.HTML {
 	out := make(map[string]template.HTML, len(apps))
+	ctx, cancel := context.WithTimeout(ctx, chartsTimeout)
+	defer cancel()
 	series, err := d.requestSparklines(ctx, apps)
 	if err != nil {
 		d.log.Warn("read request sparklines", "err", err)
