@@ -126,14 +126,21 @@ bench_router() {
     printf '%-6s %-34s %12.0f %10.3f %12.2f\n' "$t" "$fl" "$(fig "$t" rps)" "$(fig "$t" p99)" "$(fig "$t" cpu)"
   done
   has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
+  rounds() { for r in $(seq "$ROUNDS"); do awk -v a="$(fig1 "$1" "$r" "$3")" -v b="$(fig1 "$2" "$r" "$3")" 'BEGIN {printf "%.3f ", a / b}'; done; }
+  verdict() { # verdict A B: A's requests/s and CPU/request against B's
+    local rps cpu
+    rps=$(ratio_med "$1" "$2" rps) cpu=$(ratio_med "$1" "$2" cpu)
+    echo "$1/$2 requests/s: median ratio $rps ($(awk -v r="$rps" 'BEGIN {printf "%+.1f %%", (r - 1) * 100}'); rounds: $(rounds "$1" "$2" rps)),"
+    echo "   CPU us/req: median ratio $cpu ($(awk -v r="$cpu" 'BEGIN {printf "%+.1f %%", (r - 1) * 100}'); rounds: $(rounds "$1" "$2" cpu))"
+  }
   if has on && has off; then
-    echo "app metrics cost: requests/s $(ratio_med on off rps | awk '{printf "%+.1f %%", (1 - $1) * -100}')," \
-      "CPU us/req $(ratio_med on off cpu | awk '{printf "%+.1f %%", ($1 - 1) * 100}')" \
-      "(median of the per-round on/off ratios; target: ≤ 3 % fewer requests/s)"
+    echo "app metrics cost (target: ≤ 3 % fewer requests/s):"
+    verdict on off
+    ROUTER_CPU_ON=$(fig on cpu)
   fi
   if has on && has none; then
-    echo "all per-app counting (Prometheus series + app metrics) vs none: requests/s" \
-      "$(ratio_med on none rps | awk '{printf "%+.1f %%", (1 - $1) * -100}'), CPU us/req $(ratio_med on none cpu | awk '{printf "%+.1f %%", ($1 - 1) * 100}')"
+    echo "all per-app counting (Prometheus series + app metrics) against none:"
+    verdict on none
   fi
   if [ -n "${RSTATUS[on]:-}" ]; then
     flushes=$(curl -fs "http://$ADDR:${RSTATUS[on]}/metrics" | awk '/^dinp_router_app_metrics_flushes_total/ {print $1 "=" $2}' | tr '\n' ' ')
@@ -147,8 +154,15 @@ bench_micro() {
   cd "$ROOT"
   go test -count=5 -run '^$' -bench 'BenchmarkMetricsObserve|BenchmarkAppMetricsTotals' -benchmem ./router/ |
     awk '/^Benchmark/ {n = $1; v[n] = v[n] " " $3} END {
-      for (n in v) { k = split(substr(v[n], 2), a, " "); asort(a); printf "%-48s %10.1f ns/op\n", n, a[int((k + 1) / 2)] } }' | sort
+      for (n in v) { k = split(substr(v[n], 2), a, " "); asort(a); printf "%-48s %10.1f ns/op\n", n, a[int((k + 1) / 2)] } }' |
+    sort | tee "$TMP/micro.txt"
   echo "(a flush reads every app's series once per 10 s: BenchmarkAppMetricsTotals / 10 s is its share of one core)"
+  local on off
+  on=$(awk '$1 ~ /prometheus\+app/ {print $2}' "$TMP/micro.txt") off=$(awk '$1 ~ /prometheus-/ {print $2}' "$TMP/micro.txt")
+  echo "app metrics add $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.1f", a - b}') ns per request to the counting (two goroutines on one app's counters)"
+  if [ -n "${ROUTER_CPU_ON:-}" ]; then
+    echo "   = $(awk -v a="$on" -v b="$off" -v c="$ROUTER_CPU_ON" 'BEGIN {printf "%.2f", (a - b) / (c * 1000) * 100}') % of the router's $ROUTER_CPU_ON us CPU per request measured in (a)"
+  fi
 }
 
 bench_api() {

@@ -109,6 +109,14 @@ func TestStoreAddsUp(t *testing.T) {
 	if w.Traffic[1] == nil || w.Traffic[1].Requests() != 2 || w.Traffic[2] != nil {
 		t.Fatalf("steps 1, 2 = %+v, %+v", w.Traffic[1], w.Traffic[2])
 	}
+	// The rings go once their span has passed without a write.
+	for key, max := range map[string]time.Duration{
+		s.keys.MetricsApp("web", FineStep): fineTTL * time.Second, s.keys.MetricsApp("web", CoarseStep): coarseTTL * time.Second,
+	} {
+		if ttl := rdb.TTL(ctx, key).Val(); ttl <= max-time.Minute || ttl > max {
+			t.Fatalf("%s expires in %s, want about %s", key, ttl, max)
+		}
+	}
 	cw, err := s.Read(ctx, "web", CoarseStep, 1, base.Add(time.Minute+time.Second))
 	if err != nil {
 		t.Fatal(err)

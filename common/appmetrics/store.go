@@ -37,6 +37,7 @@ for i, key in ipairs(KEYS) do
     if stamp < step then
       redis.call('SETRANGE', key, base, string.rep('\0', size))
       redis.call('BITFIELD', key, 'SET', 'u32', base * 8, step)
+      redis.call('EXPIRE', key, ttl) -- once a step: by its first writer
     end
     local args = {key, 'OVERFLOW', 'SAT'}
     for j = 0, nops - 1 do
@@ -47,7 +48,6 @@ for i, key in ipairs(KEYS) do
       args[#args + 1] = ARGV[o + 3]
     end
     redis.call('BITFIELD', unpack(args))
-    redis.call('EXPIRE', key, ttl)
   end
 end
 return 0
