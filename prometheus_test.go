@@ -42,7 +42,8 @@ func TestPrometheusConfig(t *testing.T) {
 			t.Errorf("job %s does not scrape %s, the component's default", job, addr)
 		}
 	}
-	// Every series the docs name exists in the code.
+	// Every series the docs name exists in the code, and the README's table
+	// names every series the code registers.
 	var code strings.Builder
 	for _, dir := range []string{"router", "hm", "agent"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
@@ -51,6 +52,15 @@ func TestPrometheusConfig(t *testing.T) {
 				b, _ := os.ReadFile(f)
 				code.Write(b)
 			}
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`Name: *"(dinp_[a-z_]+)"`).FindAllStringSubmatch(code.String(), -1) {
+		if !strings.Contains(string(readme), "`"+m[1]) {
+			t.Errorf("the README's platform metrics table lacks %s", m[1])
 		}
 	}
 	series := regexp.MustCompile(`dinp_[a-z_]+[a-z]`)
