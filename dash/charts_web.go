@@ -171,7 +171,7 @@ func metricCharts(m api.AppMetrics) []chartView {
 		memHead += " of " + bytesMB(sm.MemoryLimit)
 	}
 	out = append(out, view("chart-memory", "Memory per instance", memHead, mc),
-		view("chart-cpu", "CPU per instance", strconv.Itoa(len(m.Instances))+" instances", with("% of a core", cpu...)))
+		view("chart-cpu", "CPU per instance", instancesLabel(len(m.Instances)), with("% of a core", cpu...)))
 	return out
 }
 
@@ -189,6 +189,13 @@ func hasSamples(m api.AppMetrics) bool {
 		}
 	}
 	return false
+}
+
+func instancesLabel(n int) string {
+	if n == 1 {
+		return "1 instance"
+	}
+	return strconv.Itoa(n) + " instances"
 }
 
 // scaled returns vals multiplied by f, keeping gaps.
