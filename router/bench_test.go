@@ -119,7 +119,16 @@ func BenchmarkMetricsObserve(b *testing.B) {
 		if app {
 			name = "prometheus+app"
 		}
-		b.Run(name, func(b *testing.B) {
+		// seq: one goroutine (the instructions); parallel: every P on one
+		// app's counters (plus the cache-line contention of a hot app).
+		b.Run("seq/"+name, func(b *testing.B) {
+			a := newMetrics(app).app("bench")
+			b.ReportAllocs()
+			for b.Loop() {
+				a.observe(200, 3*time.Millisecond, 512)
+			}
+		})
+		b.Run("parallel/"+name, func(b *testing.B) {
 			a := newMetrics(app).app("bench")
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

@@ -157,12 +157,32 @@ bench_micro() {
       for (n in v) { k = split(substr(v[n], 2), a, " "); asort(a); printf "%-48s %10.1f ns/op\n", n, a[int((k + 1) / 2)] } }' |
     sort | tee "$TMP/micro.txt"
   echo "(a flush reads every app's series once per 10 s: BenchmarkAppMetricsTotals / 10 s is its share of one core)"
-  local on off
-  on=$(awk '$1 ~ /prometheus\+app/ {print $2}' "$TMP/micro.txt") off=$(awk '$1 ~ /prometheus-/ {print $2}' "$TMP/micro.txt")
-  echo "app metrics add $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.1f", a - b}') ns per request to the counting (two goroutines on one app's counters)"
-  if [ -n "${ROUTER_CPU_ON:-}" ]; then
-    echo "   = $(awk -v a="$on" -v b="$off" -v c="$ROUTER_CPU_ON" 'BEGIN {printf "%.2f", (a - b) / (c * 1000) * 100}') % of the router's $ROUTER_CPU_ON us CPU per request measured in (a)"
-  fi
+  local on off mode
+  for mode in seq parallel; do
+    on=$(awk -v m="$mode" 'index($1, "/" m "/prometheus+app-") {print $2}' "$TMP/micro.txt")
+    off=$(awk -v m="$mode" 'index($1, "/" m "/prometheus-") {print $2}' "$TMP/micro.txt")
+    printf 'app metrics add %s ns per request to the counting (%s)' "$(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.1f", a - b}')" \
+      "$([ $mode = seq ] && echo "one goroutine" || echo "every P on one app's counters")"
+    if [ -n "${ROUTER_CPU_ON:-}" ]; then
+      printf ' = %s %% of the router'"'"'s %s us CPU per request in (a)' \
+        "$(awk -v a="$on" -v b="$off" -v c="$ROUTER_CPU_ON" 'BEGIN {printf "%.2f", (a - b) / (c * 1000) * 100}')" "$ROUTER_CPU_ON"
+    fi
+    echo
+  done
+  # Instruction counts do not depend on the machine's load: callgrind over
+  # the sequential benchmark at two iteration counts, the difference per
+  # iteration (async preemption off: its signals trip callgrind).
+  apt_install valgrind
+  go test -c -o "$TMP/router.test" ./router/
+  ir() { # ir BENCH N — instructions of the whole run
+    GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$TMP/router.test" -test.run '^$' \
+      -test.bench "BenchmarkMetricsObserve/seq/$1\$" -test.benchtime="$2"x -test.cpu 1 2>&1 >/dev/null | awk '/Collected :/ {print $4}'
+  }
+  local b ir_off ir_on
+  for b in prometheus 'prometheus\+app'; do
+    eval "ir_$([ "$b" = prometheus ] && echo off || echo on)=$(( ($(ir "$b" 300000) - $(ir "$b" 100000)) / 200000 ))"
+  done
+  echo "instructions per request (callgrind): counting without app metrics $ir_off, with $ir_on: app metrics add $((ir_on - ir_off))"
 }
 
 bench_api() {
