@@ -108,6 +108,8 @@ type clusterOptions struct {
 	// certificates of a private CA (scripts/pki.sh); their clients (agents,
 	// builder, dash, the test) reach them with --ca.
 	TLS bool
+	// ServerArgs and DashArgs are more flags for every server and for dash.
+	ServerArgs, DashArgs []string
 }
 
 // clusterRedis is a Redis of the test's own (see clusterOptions.Redis).
@@ -232,7 +234,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		if opts.LivenessLimit > 0 {
 			args = append(args, "--liveness-limit", opts.LivenessLimit.String())
 		}
-		args = append(args, tlsFlags...)
+		args = append(append(args, tlsFlags...), opts.ServerArgs...)
 		c.spawn(fmt.Sprintf("server-%d", i+1), "server", args...)
 	}
 	c.spawn("builder", "builder", append([]string{"--builder-addr", builder,
@@ -265,7 +267,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		routerArgs = append(routerArgs, "--dial-timeout", opts.RouterDialTimeout.String())
 	}
 	c.spawn("router", "router", routerArgs...)
-	c.spawn("dash", "dash", append([]string{"--addr", c.dash, "--builder-url", c.scheme + "://" + builder}, append(tlsFlags, caFlags...)...)...)
+	c.spawn("dash", "dash", append(append([]string{"--addr", c.dash, "--builder-url", c.scheme + "://" + builder}, append(tlsFlags, caFlags...)...), opts.DashArgs...)...)
 
 	c.waitFor(60*time.Second, "dash ready", func() error {
 		resp, err := c.client.Get(c.dashURL() + "/api/v1/health")
@@ -751,10 +753,14 @@ func main() {
 `
 
 // clusterFlakyTarball packs clusterFlakyApp for the binary stack.
-func clusterFlakyTarball(t *testing.T) []byte {
+func clusterFlakyTarball(t *testing.T) []byte { return goAppTarball(t, clusterFlakyApp) }
+
+// goAppTarball compiles a one-file Go program and packs it for the binary
+// stack.
+func goAppTarball(t *testing.T, source string) []byte {
 	t.Helper()
 	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(clusterFlakyApp), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(source), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -762,7 +768,7 @@ func clusterFlakyTarball(t *testing.T) []byte {
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=on", "GOFLAGS=")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build flaky app: %v\n%s", err, b)
+		t.Fatalf("go build app: %v\n%s", err, b)
 	}
 	return binaryTarball(t, dir, "app")
 }

@@ -35,7 +35,7 @@ type Agent struct {
 	closeDocker io.Closer // set when the agent opened the engine client
 	ln          net.Listener
 	srv         *http.Server
-	rdb         *redis.Client // nil unless ShipLogs
+	rdb         *redis.Client // nil unless ShipLogs or AppMetrics
 	metrics     *metrics
 
 	pullSem chan struct{}
@@ -51,6 +51,8 @@ type Agent struct {
 	// fwMu serialises rule writes (the loop's guard, tasks that created a
 	// network) so an older rule set never replaces a newer one.
 	fwMu sync.Mutex
+	// observed is the loop's last container list, for the stats sampler.
+	observed atomic.Pointer[[]common.Container]
 	// assignedSnap is the last assignments, for the guard goroutine.
 	assignedSnap atomic.Pointer[[]common.Assignment]
 
@@ -144,8 +146,10 @@ func New(cfg Config) (*Agent, error) {
 		a.ln = ln
 		a.srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	}
-	if cfg.ShipLogs {
+	if cfg.ShipLogs || cfg.AppMetrics {
 		a.rdb = redisx.New(cfg.Base)
+	}
+	if cfg.ShipLogs {
 		a.logs = newLogShipper(a.docker, a.rdb, cfg.Keys(), cfg.NodeID, a.log, cfg.Now())
 	}
 	return a, nil
@@ -179,6 +183,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started", "addr", a.Addr(), "servers", a.servers, "advertise", a.cfg.AdvertiseAddr)
 
 	a.guard(ctx)
+	if a.cfg.AppMetrics {
+		bg.Go(func() { a.sampleLoop(ctx) })
+	}
 	if a.nets != nil {
 		// Packet-filter checks and network pruning run beside the loop:
 		// slow iptables or engine calls never delay a heartbeat.
@@ -258,6 +265,7 @@ func (a *Agent) step(ctx context.Context) {
 		a.setStatus(func(s *Status) { s.LastError = err.Error() })
 		return
 	}
+	a.observed.Store(&containers)
 	if a.logs != nil {
 		a.logs.sync(ctx, append(append([]common.Container(nil), containers...), taskCs...))
 	}

@@ -79,6 +79,9 @@ type Config struct {
 	PidsLimit int64
 	// ShipLogs copies container output to the app's Redis log stream.
 	ShipLogs bool
+	// AppMetrics samples each running instance's CPU, memory and restarts
+	// from the engine every 10 s into Redis, for the app metrics API.
+	AppMetrics bool
 	// NodeSecret proves this node's identity to the servers, which learn it
 	// on first sight (trust on first use) and then refuse heartbeats for
 	// NodeID carrying another secret. Empty means read it from
@@ -141,6 +144,7 @@ func DefaultConfig() Config {
 		PullConcurrency: DefaultPullConcurrency,
 		PidsLimit:       DefaultPidsLimit,
 		ShipLogs:        true,
+		AppMetrics:      true,
 		Firewall:        true,
 		Egress:          EgressDenyPrivate,
 		AppSubnets:      DefaultAppSubnets,
@@ -168,6 +172,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.PullConcurrency, "pull-concurrency", c.PullConcurrency, "simultaneous image pulls")
 	fs.Int64Var(&c.PidsLimit, "pids-limit", c.PidsLimit, "max processes per container")
 	fs.BoolVar(&c.ShipLogs, "ship-logs", c.ShipLogs, "ship container output to Redis log streams")
+	fs.BoolVar(&c.AppMetrics, "app-metrics", c.AppMetrics, "sample instances' CPU and memory into Redis every 10 s for the app metrics API")
 	fs.BoolVar(&c.Firewall, "firewall", c.Firewall, "install packet-filter rules keeping app containers off this node and the platform's hosts")
 	fs.StringVar(&c.Egress, "egress", c.Egress, "what app containers may connect to: allow, deny-private or deny")
 	fs.StringSliceVar(&c.FirewallDeny, "firewall-deny", c.FirewallDeny, "more hosts no app container may connect to (Redis, MySQL and servers always)")

@@ -36,7 +36,8 @@ type fakeDocker struct {
 	// conflictAfterCreate makes ContainerCreate create the container and
 	// still answer Conflict, as if an earlier attempt's answer was lost.
 	conflictAfterCreate map[string]bool
-	ops                 []string // mutating calls, "op name"
+	ops                 []string                           // mutating calls, "op name"
+	stats               map[string]container.StatsResponse // by container id
 }
 
 type fakeContainer struct {
@@ -179,6 +180,18 @@ func (f *fakeDocker) ContainerRemove(_ context.Context, id string, _ container.R
 
 func (f *fakeDocker) ContainerLogs(context.Context, string, container.LogsOptions) (io.ReadCloser, error) {
 	return io.NopCloser(strings.NewReader("")), nil
+}
+
+// ContainerStats answers f.stats[id] (set by a test), or NotFound.
+func (f *fakeDocker) ContainerStats(_ context.Context, id string, _ bool) (container.StatsResponseReader, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.stats[id]
+	if !ok {
+		return container.StatsResponseReader{}, notFound("container")
+	}
+	raw, _ := json.Marshal(st)
+	return container.StatsResponseReader{Body: io.NopCloser(strings.NewReader(string(raw)))}, nil
 }
 
 func (f *fakeDocker) ImageInspect(_ context.Context, ref string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {

@@ -17,6 +17,7 @@ type metrics struct {
 	failures   *prometheus.CounterVec
 	restarts   prometheus.Counter
 	containers prometheus.Gauge
+	samples    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -34,8 +35,9 @@ func newMetrics() *metrics {
 		containers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dinp_agent_containers", Help: "dinp containers on this node at the last observation.",
 		}),
+		samples: sampleCounter(),
 	}
-	m.reg.MustRegister(m.heartbeats, m.failures, m.restarts, m.containers)
+	m.reg.MustRegister(m.heartbeats, m.failures, m.restarts, m.containers, m.samples)
 	return m
 }
 

@@ -123,6 +123,18 @@ func TestKeysSpelling(t *testing.T) {
 	if got := NewKeys("t1").HMMembers(); got != "t1:hm:members" {
 		t.Errorf("HMMembers() with prefix = %q", got)
 	}
+	// App metrics: the readers build instance keys from prefix and suffix.
+	k := NewKeys("")
+	for got, want := range map[string]string{
+		k.MetricsApp("shop", 10): "dinp:metrics:shop:10s", k.MetricsApp("shop", 60): "dinp:metrics:shop:1m",
+		k.MetricsInstance("shop", "ab12", 10): "dinp:metrics:shop:i:ab12:10s",
+		k.MetricsInstancePrefix("shop") + "ab12" + MetricsInstanceSuffix(60): "dinp:metrics:shop:i:ab12:1m",
+		k.MetricsInstances("shop"): "dinp:metrics:shop:instances",
+	} {
+		if got != want {
+			t.Errorf("metrics key %q, want %q", got, want)
+		}
+	}
 }
 
 func TestSleep(t *testing.T) {

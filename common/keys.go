@@ -95,3 +95,35 @@ func (k Keys) RoutesComplete() string { return k.p("routes:complete") }
 // ReportStatus): each server, router, hm and registry refreshes its own
 // field; dash reads them for the Cluster page.
 func (k Keys) Status(role string) string { return k.p("status:" + role) }
+
+// MetricsApp is an app's traffic ring at one resolution (step 10 or 60
+// seconds): a string of fixed-size slots that every router adds its
+// counts to (see package common/appmetrics).
+func (k Keys) MetricsApp(app string, step int) string {
+	return k.p("metrics:" + app + ":" + stepName(step))
+}
+
+// MetricsInstance is one instance's resource ring at one resolution,
+// written by the agent of its node.
+func (k Keys) MetricsInstance(app, instance string, step int) string {
+	return k.MetricsInstancePrefix(app) + instance + MetricsInstanceSuffix(step)
+}
+
+// MetricsInstanceSuffix ends every MetricsInstance key of one resolution.
+func MetricsInstanceSuffix(step int) string { return ":" + stepName(step) }
+
+// MetricsInstancePrefix prefixes every MetricsInstance key of app (the
+// metrics reader builds the keys of the instances it finds).
+func (k Keys) MetricsInstancePrefix(app string) string { return k.p("metrics:" + app + ":i:") }
+
+// MetricsInstances is the sorted set of an app's instances that reported
+// resources, scored by the Unix second of their last report; a member is
+// "<instance> <node> <release> <memory limit>".
+func (k Keys) MetricsInstances(app string) string { return k.p("metrics:" + app + ":instances") }
+
+func stepName(step int) string {
+	if step == 60 {
+		return "1m"
+	}
+	return "10s"
+}

@@ -250,6 +250,7 @@ func (d *Dash) apiRoutes(r *gin.Engine) {
 	app.GET("/releases/:version/status", d.getReleaseStatus)
 	app.POST("/rollback", d.rollback)
 	app.GET("/events", d.listEvents)
+	app.GET("/metrics", d.getMetrics)
 	app.GET("/builds", d.listBuilds)
 	app.GET("/logs", d.appLogs)
 	app.POST("/tasks", d.runTask)

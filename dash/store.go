@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dinp/dinp/common"
@@ -330,4 +331,27 @@ func (t sqlNullTime) ptr() *time.Time {
 	}
 	v := t.Time
 	return &v
+}
+
+// eventsSince lists an app's events at or after since, oldest first (at
+// most limit: the latest ones), to mark them on the metrics' time axis.
+func (s *store) eventsSince(ctx context.Context, appID int64, since time.Time, limit int) ([]api.MetricEvent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, message, at FROM events
+		WHERE app_id = ? AND at >= ? ORDER BY at DESC, id DESC LIMIT ?`, appID, since.UTC(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	out := []api.MetricEvent{}
+	for rows.Next() {
+		var e api.MetricEvent
+		var at time.Time
+		if err := rows.Scan(&e.Kind, &e.Message, &at); err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		e.Time = at.Unix()
+		out = append(out, e)
+	}
+	slices.Reverse(out)
+	return out, rows.Err()
 }

@@ -72,6 +72,10 @@ type Config struct {
 	StickyCookies []string
 	// Metrics counts requests per app for /metrics; off only to measure its cost.
 	Metrics bool
+	// AppMetrics writes each app's request counts, latency histogram and
+	// response bytes to Redis every 10 s, for the app's metrics API (see
+	// appmetrics.go). It needs Metrics; off only to measure its cost.
+	AppMetrics bool
 	// Procs is the number of Go Ps (GOMAXPROCS) of a `dinp router` process;
 	// 0 means 4 × the default, unless the GOMAXPROCS variable is set. See
 	// ApplyProcs.
@@ -121,6 +125,7 @@ func DefaultConfig() Config {
 		AccessLog:          true,
 		FailMark:           10 * time.Second,
 		Metrics:            true,
+		AppMetrics:         true,
 		StickyCookies:      []string{"JSESSIONID", "PHPSESSID", "ASP.NET_SessionId", "session", "sessionid", "_session_id", "connect.sid", "laravel_session"},
 	}
 }
@@ -145,6 +150,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.FailMark, "fail-mark", c.FailMark, "how long a refusing backend is skipped")
 	fs.StringSliceVar(&c.StickyCookies, "sticky-cookies", c.StickyCookies, "session cookies that pin a client of a sticky app to its instance")
 	fs.BoolVar(&c.Metrics, "metrics", c.Metrics, "count requests per app (off only to measure its cost)")
+	fs.BoolVar(&c.AppMetrics, "app-metrics", c.AppMetrics, "write per-app request metrics to Redis every 10 s for the metrics API (needs --metrics; off only to measure its cost)")
 	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "IPs/CIDRs whose X-Forwarded-*, X-Request-Start and X-Real-IP headers are kept (default: nobody)")
 	fs.IntVar(&c.Procs, "procs", c.Procs, "Go Ps (GOMAXPROCS) for the router process (0 = 4 × CPUs unless GOMAXPROCS is set)")
 }

@@ -57,7 +57,7 @@ func (fc *frontConn) handle(q *reqHead) bool {
 	}
 	fc.now = r.now()
 	if st.e != nil {
-		st.e.m.observe(st.status, fc.now.Sub(st.start))
+		st.e.m.observe(st.status, fc.now.Sub(st.start), fc.bytes)
 	}
 	if r.alog != nil {
 		fc.accessLog(q)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dinp/dinp/common/appmetrics"
 )
 
 // metrics are the router's Prometheus series. Per-app counters are resolved
@@ -24,6 +26,11 @@ type metrics struct {
 	syncFails prometheus.Counter
 	// logDropped counts access log lines dropped because the queue was full.
 	logDropped prometheus.Counter
+	// bytes, appFlushes and appDropped exist with app metrics (see
+	// appmetrics.go); bytes is nil without them.
+	bytes      *prometheus.CounterVec
+	appFlushes *prometheus.CounterVec
+	appDropped prometheus.Counter
 
 	mu   sync.Mutex
 	apps map[string]*appMetrics // guarded by mu
@@ -45,6 +52,7 @@ type appSeries struct {
 	latency  prometheus.Observer
 	failures prometheus.Counter
 	retries  prometheus.Counter
+	bytes    prometheus.Counter // nil without app metrics
 }
 
 type classCounter struct{ prometheus.Counter }
@@ -58,11 +66,16 @@ func (a *appMetrics) series() *appSeries {
 			failures: a.m.failures.WithLabelValues(a.name),
 			retries:  a.m.retries.WithLabelValues(a.name),
 		}
+		if a.m.bytes != nil {
+			a.s.bytes = a.m.bytes.WithLabelValues(a.name)
+		}
 	})
 	return a.s
 }
 
-func newMetrics() *metrics {
+// newMetrics returns the router's series; withApp adds what app metrics
+// need (response bytes per app, flush outcomes).
+func newMetrics(withApp bool) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -70,7 +83,7 @@ func newMetrics() *metrics {
 		}, []string{"app", "class"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "dinp_router_request_duration_seconds", Help: "Time to answer proxied requests, by app.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Buckets: appmetrics.Buckets, // the app metrics' histogram is this one
 		}, []string{"app"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dinp_router_backend_failures_total", Help: "Failed attempts to reach a backend.",
@@ -97,6 +110,18 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails, m.logDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if withApp {
+		m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dinp_router_response_bytes_total", Help: "Response bytes sent to clients, by app.",
+		}, []string{"app"})
+		m.appFlushes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dinp_router_app_metrics_flushes_total", Help: "Writes of app metrics to Redis, by result (ok, error).",
+		}, []string{"result"})
+		m.appDropped = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dinp_router_app_metrics_dropped_total", Help: "Requests whose app metrics were lost because Redis could not be written.",
+		})
+		m.reg.MustRegister(m.bytes, m.appFlushes, m.appDropped)
+	}
 	return m
 }
 
@@ -112,12 +137,17 @@ func (m *metrics) app(name string) *appMetrics {
 	return a
 }
 
-// observe counts one answered request (nil a: metrics off).
-func (a *appMetrics) observe(status int, d time.Duration) {
+// observe counts one answered request of n response bytes (nil a:
+// metrics off).
+func (a *appMetrics) observe(status int, d time.Duration, n int64) {
 	if a == nil {
 		return
 	}
-	a.series().latency.Observe(d.Seconds())
+	s := a.series()
+	s.latency.Observe(d.Seconds())
+	if s.bytes != nil && n > 0 {
+		s.bytes.Add(float64(n))
+	}
 	c := status / 100
 	if c < 1 || c > 5 {
 		c = 0

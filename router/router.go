@@ -105,7 +105,7 @@ func New(cfg Config) (*Router, error) {
 		log:     cfg.Log,
 		keys:    cfg.Keys(),
 		table:   table.New[*entry](),
-		metrics: newMetrics(),
+		metrics: newMetrics(cfg.Metrics && cfg.AppMetrics),
 		now:     time.Now,
 		hosts:   make(chan string, 1024),
 		resync:  make(chan struct{}, 1),
@@ -201,6 +201,9 @@ func (r *Router) Run(ctx context.Context) error {
 				st.Addr, st.RoutesVersion, st.Routes = r.Addr(), &v, &n
 			})
 	})
+	if r.cfg.Metrics && r.cfg.AppMetrics {
+		wg.Go(func() { r.appMetricsLoop(syncCtx) })
+	}
 	wg.Go(func() {
 		tick := time.NewTicker(r.conns.idleTimeout / 3)
 		defer tick.Stop()
@@ -322,7 +325,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.reject(rec, http.StatusNotFound, ErrUnknownRoute, "no app at "+table.NormalizeHost(req.Host))
 	case e.pool.Len() == 0:
 		r.reject(rec, http.StatusServiceUnavailable, ErrNoEndpoints, "app "+e.route.App+" has no running instance")
-		e.m.observe(rec.code(), r.now().Sub(st.start))
+		e.m.observe(rec.code(), r.now().Sub(st.start), rec.bytes)
 		st.e = e
 	default:
 		st.e = e
@@ -336,7 +339,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if st.backend != nil && st.started {
 			st.backend.Done()
 		}
-		e.m.observe(rec.code(), r.now().Sub(st.start))
+		e.m.observe(rec.code(), r.now().Sub(st.start), rec.bytes)
 	}
 	if r.alog != nil {
 		r.accessLog(req, rec, st)

@@ -15,11 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/appmetrics"
 	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/common/testenv"
 )
@@ -595,14 +594,6 @@ func TestStreamingPassThrough(t *testing.T) {
 	}
 }
 
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		panic(err)
-	}
-	return m.GetCounter().GetValue()
-}
-
 // TestUpgradePassThrough: a WebSocket-style upgrade reaches the backend and
 // the connection then carries bytes both ways.
 func TestUpgradePassThrough(t *testing.T) {
@@ -759,5 +750,60 @@ func TestRetryIdempotentOnReset(t *testing.T) {
 	}
 	if posts502 == 0 {
 		t.Fatal("a POST dropped by its backend was retried (or never reached it)")
+	}
+}
+
+// TestAppMetricsRedisDown: with Redis unreachable, requests are answered as
+// ever and the flush drops their counts into a metric instead of failing
+// anything; with Redis back, the next flush writes only what came after.
+func TestAppMetricsRedisDown(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	r, err := New(testConfig(testenv.ClosedAddr(t), prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.ln.Close(); r.statusLn.Close(); r.rdb.Close() })
+	b := newBackend(t, "a")
+	js, _ := json.Marshal(route("shop", 1, be(b.Listener.Addr().String(), "a", true)))
+	r.table.Update("shop.apps.io", func(*entry, bool) (*entry, bool) {
+		e, err := r.buildEntry("shop.apps.io", string(js), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e, true
+	})
+	serve := func(n int) {
+		for range n {
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.Host = "shop.apps.io"
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code != http.StatusOK {
+				t.Fatalf("status %d with Redis down", w.Code)
+			}
+		}
+	}
+	serve(5)
+	f := &appFlusher{r: r, store: appmetrics.NewStore(r.rdb, r.keys), last: map[*appMetrics]appmetrics.Traffic{}}
+	at := time.Unix(1_800_000_005, 0)
+	f.flush(context.Background(), at)
+	if d := counterValue(r.metrics.appDropped); d != 5 {
+		t.Fatalf("dropped %v, want the 5 requests", d)
+	}
+	if e := counterValue(r.metrics.appFlushes.WithLabelValues("error")); e != 1 {
+		t.Fatalf("flush errors %v, want 1", e)
+	}
+
+	r.rdb.Close()
+	r.rdb = rdb // Redis is back
+	f.store = appmetrics.NewStore(rdb, r.keys)
+	serve(3)
+	f.flush(context.Background(), at)
+	w, err := f.store.Read(context.Background(), "shop", appmetrics.FineStep, 1, at.Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Traffic[0] == nil || w.Traffic[0].Requests() != 3 || w.Traffic[0].Classes[2] != 3 {
+		t.Fatalf("after Redis is back: %+v, want the 3 later requests only", w.Traffic[0])
 	}
 }

@@ -82,28 +82,6 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
   -addext "subjectAltName=DNS:$HOST" -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
 
-nginx_conf() { # nginx_conf DIR WORKERS SERVER-BLOCKS
-  mkdir -p "$1"
-  cat >"$1/nginx.conf" <<EOF
-worker_processes $2;
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-$( [ "$(id -u)" = 0 ] && echo "user root;" )
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1/body;
-  proxy_temp_path $1/proxy;
-  fastcgi_temp_path $1/fastcgi;
-  uwsgi_temp_path $1/uwsgi;
-  scgi_temp_path $1/scgi;
-  keepalive_requests 1000000;
-  $3
-}
-EOF
-}
-
 # The backend: nginx, one worker, a fixed 13-byte answer.
 nginx_conf "$TMP/backend" 1 "server {
     listen 127.0.0.1:$BACKEND_PORT;

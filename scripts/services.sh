@@ -50,6 +50,30 @@ wait_for() { # wait_for SECONDS CMD...
   done
 }
 
+# nginx_conf DIR WORKERS SERVER-BLOCKS writes DIR/nginx.conf for an nginx
+# run in the foreground by a benchmark (nginx -p DIR -c DIR/nginx.conf).
+nginx_conf() {
+  mkdir -p "$1"
+  cat >"$1/nginx.conf" <<EOF
+worker_processes $2;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  keepalive_requests 1000000;
+  $3
+}
+EOF
+}
+
 start_mariadb() {
   apt_install mariadb-server mariadb-client
   if ! mysqladmin --protocol=socket ping >/dev/null 2>&1; then
