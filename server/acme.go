@@ -418,9 +418,9 @@ type acmeUser struct {
 	reg   *acme.ExtendedAccount
 }
 
-func (u *acmeUser) GetEmail() string                        { return u.email }
+func (u *acmeUser) GetEmail() string                       { return u.email }
 func (u *acmeUser) GetRegistration() *acme.ExtendedAccount { return u.reg }
-func (u *acmeUser) GetPrivateKey() crypto.Signer            { return u.key }
+func (u *acmeUser) GetPrivateKey() crypto.Signer           { return u.key }
 
 var _ registration.User = (*acmeUser)(nil)
 
