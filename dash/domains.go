@@ -17,6 +17,7 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/dash/api"
 )
 
 // Domain is a custom domain of an app. Until Verified, the domain is only
@@ -32,7 +33,13 @@ type Domain struct {
 	// the name drops this one. A claim blocks nobody: the first app to
 	// prove ownership, or an admin binding the name, takes it.
 	ClaimExpiresAt *time.Time `json:"claim_expires_at,omitempty"`
+	// Certificate is the domain's automatic TLS certificate (verified
+	// domains, when the servers run ACME).
+	Certificate *DomainCert `json:"certificate,omitempty"`
 }
+
+// DomainCert is a domain's automatic certificate (see server/acme.go).
+type DomainCert = api.DomainCert
 
 // Challenge is the proof of ownership a team must publish: a TXT record or
 // a file the app serves on the domain.
@@ -305,7 +312,12 @@ func dropClaims(ctx context.Context, tx *sql.Tx, name string, appID, olderThan i
 }
 
 func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, verified, token, created_at FROM domains WHERE app_id = ? ORDER BY name`, a.ID)
+	// domain_certs belongs to the leader's certificate issuer; this is the
+	// one place dash reads it.
+	rows, err := s.db.QueryContext(ctx, `SELECT d.name, d.verified, d.token, d.created_at,
+			c.state, c.issuer, c.not_after, c.last_error, c.updated_at
+		FROM domains d LEFT JOIN domain_certs c ON c.name = d.name AND d.verified
+		WHERE d.app_id = ? ORDER BY d.name`, a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
@@ -314,8 +326,17 @@ func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
 	for rows.Next() {
 		dm := Domain{App: a.Name}
 		var token string
-		if err := rows.Scan(&dm.Name, &dm.Verified, &token, &dm.CreatedAt); err != nil {
+		var state, issuer, lastErr sql.NullString
+		var notAfter, updated sql.NullTime
+		if err := rows.Scan(&dm.Name, &dm.Verified, &token, &dm.CreatedAt, &state, &issuer, &notAfter, &lastErr, &updated); err != nil {
 			return nil, fmt.Errorf("list domains: %w", err)
+		}
+		if state.Valid {
+			dm.Certificate = &DomainCert{State: common.CertState(state.String), Issuer: issuer.String,
+				LastError: lastErr.String, UpdatedAt: updated.Time}
+			if notAfter.Valid {
+				dm.Certificate.ExpiresAt = &notAfter.Time
+			}
 		}
 		if !dm.Verified {
 			dm.Challenge = challengeFor(dm.Name, token)

@@ -333,6 +333,7 @@ type domainView struct {
 		TXTRecord string `json:"txt_record"`
 		FilePath  string `json:"file_path"`
 	} `json:"challenge"`
+	Certificate *api.DomainCert `json:"certificate"`
 }
 
 func printChallenge(cmd *cobra.Command, d domainView) {
@@ -349,7 +350,7 @@ func domainsCommand(f *appFlags) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return listing(cmd, f, c, appPath(name, "/domains"), "domains", "DOMAIN\tSTATE\tCHALLENGE",
+		return listing(cmd, f, c, appPath(name, "/domains"), "domains", "DOMAIN\tSTATE\tCHALLENGE\tCERTIFICATE\tISSUER\tEXPIRES",
 			func(d domainView) string {
 				state, ch := "verified", ""
 				if !d.Verified {
@@ -358,7 +359,23 @@ func domainsCommand(f *appFlags) *cobra.Command {
 						ch = "TXT " + d.Challenge.TXTRecord + " = " + d.Challenge.Token
 					}
 				}
-				return d.Name + "\t" + state + "\t" + ch
+				cert, issuer, expires := "-", "-", "-"
+				if cd := d.Certificate; cd != nil {
+					cert = string(cd.State)
+					if e := cd.LastError; e != "" {
+						if len(e) > 80 {
+							e = e[:77] + "..." // the whole of it: --json
+						}
+						cert += ": " + e
+					}
+					if cd.Issuer != "" {
+						issuer = cd.Issuer
+					}
+					if cd.ExpiresAt != nil {
+						expires = cd.ExpiresAt.UTC().Format(time.RFC3339)
+					}
+				}
+				return d.Name + "\t" + state + "\t" + ch + "\t" + cert + "\t" + issuer + "\t" + expires
 			})
 	}
 	domains := f.withJSON(f.withApp(&cobra.Command{
