@@ -81,6 +81,7 @@ func newUpCommand() *cobra.Command {
 	fs.DurationVar(&c.server.DrainPeriod, "drain-period", c.server.DrainPeriod, "how long old instances keep running after leaving the route")
 	fs.DurationVar(&c.server.HeartbeatInterval, "heartbeat-interval", c.server.HeartbeatInterval, "agent heartbeat interval (a node is lost after 3)")
 	fs.BoolVar(&c.server.DrainAllowInternal, "drain-allow-internal", c.server.DrainAllowInternal, "let log drains reach loopback and private addresses")
+	c.server.AddACMEFlags(fs)
 	fs.StringVar(&c.builder.StackCache, "builder-stack-cache", c.builder.StackCache, "directory of the built Debian-based stacks (shared by the machine's builders)")
 	return cmd
 }

@@ -135,11 +135,16 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.DrainAllowInternal, "drain-allow-internal", c.DrainAllowInternal, "let log drains reach loopback and private addresses")
 	fs.StringVar(&c.DrainCA, "drain-ca", c.DrainCA, "PEM file of extra CA certificates for TLS log drains")
 	fs.DurationVar(&c.DrainFailAfter, "drain-fail-after", c.DrainFailAfter, "how long a log drain may fail before its app gets a drain_failing event")
+	c.AddACMEFlags(fs)
+	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
+}
+
+// AddACMEFlags registers the automatic TLS flags (also offered by `dinp up`).
+func (c *Config) AddACMEFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ACMEDirectory, "acme-directory", c.ACMEDirectory, "ACME directory URL: obtain and renew certificates of verified custom domains (empty = off)")
 	fs.StringVar(&c.ACMEEmail, "acme-email", c.ACMEEmail, "contact e-mail of the ACME account")
 	fs.StringVar(&c.ACMECA, "acme-ca", c.ACMECA, "PEM file of extra CA certificates trusted for the ACME directory's HTTPS")
 	fs.DurationVar(&c.ACMEInterval, "acme-interval", c.ACMEInterval, "how often the leader looks for certificates to obtain or renew")
-	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
 }
 
 func (c *Config) validate() error {
