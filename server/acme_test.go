@@ -279,6 +279,7 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 	}
 	roots := ca.roots(t)
 	var serial string
+	var first *x509.Certificate
 	for i, r := range []*router.Router{r1, r2} {
 		var leaf *x509.Certificate
 		waitFor(t, fmt.Sprintf("router %d serves the certificate", i+1), 10*time.Second, func() (bool, string) {
@@ -290,7 +291,7 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 			t.Fatalf("router %d serves a certificate issued by %q, recorded %q", i+1, leaf.Issuer.CommonName, c.issuer)
 		}
 		if i == 0 {
-			serial = leaf.SerialNumber.String()
+			first, serial = leaf, leaf.SerialNumber.String()
 		} else if leaf.SerialNumber.String() != serial {
 			t.Fatalf("routers serve different certificates: %s and %s", serial, leaf.SerialNumber)
 		}
@@ -345,17 +346,25 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 	}
 	waitFor(t, "certificate published again", 10*time.Second, func() (bool, string) {
 		ok, _ := e.rdb.HExists(ctx, e.keys.Certs(), "www.example.com").Result()
-		return ok, ""
+		epoch, _ := e.rdb.Get(ctx, e.keys.Epoch()).Result()
+		complete, _ := e.rdb.Get(ctx, e.keys.CertsComplete()).Result()
+		return ok && epoch != "" && complete == epoch, fmt.Sprintf("in hash %v, epoch %q, complete %q", ok, epoch, complete)
 	})
 
 	// Renewal ahead of expiry replaces the certificate on both routers.
+	var renewed *x509.Certificate
 	waitFor(t, "renewed certificate served by both routers", 60*time.Second, func() (bool, string) {
-		a, b := served(t, r1, "www.example.com"), served(t, r2, "www.example.com")
+		a, errA := verifyChain(r1, "www.example.com", roots)
+		b, errB := verifyChain(r2, "www.example.com", roots)
+		if errA != nil || errB != nil {
+			return false, fmt.Sprint(errA, errB)
+		}
+		renewed = a
 		return a.SerialNumber.String() != serial && a.SerialNumber.String() == b.SerialNumber.String(),
 			fmt.Sprintf("router 1 %s, router 2 %s, first %s", a.SerialNumber, b.SerialNumber, serial)
 	})
-	if _, err := verifyChain(r2, "www.example.com", roots); err != nil {
-		t.Fatalf("renewed certificate: %v", err)
+	if !renewed.NotBefore.Before(first.NotAfter) {
+		t.Fatalf("renewed only after expiry: new certificate from %s, the first one expired %s", renewed.NotBefore, first.NotAfter)
 	}
 	if ev := e.events(t, appID, "certificate"); len(ev) < 2 || !strings.Contains(ev[0], "issued by Pebble") || !strings.Contains(ev[1], "renewed") {
 		t.Fatalf("certificate events: %q", ev)
