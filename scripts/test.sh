@@ -10,6 +10,9 @@ command -v chromium >/dev/null || apt_install chromium
 # The runtime-stack end-to-end tests compile their apps: a jar and a war
 # with javac, a C program with gcc.
 apt_install openjdk-17-jdk-headless gcc libc6-dev
+# Automatic TLS is tested against Debian's pebble, a test ACME CA (with
+# pebble-challtestsrv as its DNS).
+apt_install pebble
 
 # A fresh machine has no Debian-based stacks in its stack cache: build them in
 # the background from the start (vet, compiling and the other packages' tests
