@@ -89,22 +89,18 @@ func (r *Router) certLoop(ctx context.Context) {
 func (r *Router) loadACMECerts(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	pipe := r.rdb.Pipeline()
-	all := pipe.HGetAll(ctx, r.keys.Certs())
-	epoch := pipe.Get(ctx, r.keys.Epoch())
-	complete := pipe.Get(ctx, r.keys.CertsComplete())
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	all, whole, err := r.readWhole(ctx, r.keys.Certs(), r.keys.CertsComplete())
+	if err != nil {
 		return fmt.Errorf("read certificates: %w", err)
 	}
-	whole := epoch.Val() != "" && complete.Val() == epoch.Val()
 	old := r.certs.acmeCerts()
-	next := make(map[string]*acmeCert, len(all.Val()))
+	next := make(map[string]*acmeCert, len(all))
 	if !whole {
 		for h, c := range old {
 			next[h] = c
 		}
 	}
-	for host, js := range all.Val() {
+	for host, js := range all {
 		host = table.NormalizeHost(host)
 		if prev := old[host]; prev != nil && prev.raw == js {
 			next[host] = prev
