@@ -394,6 +394,16 @@ func (is *issuer) issue(ctx context.Context, name string) (*certificate.Resource
 		return nil, nil, err
 	}
 	res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{name}, Bundle: true, KeyType: certcrypto.EC256})
+	var pd *acme.ProblemDetails
+	if errors.As(err, &pd) && pd.Type == acme.AccountDoesNotExistErrorType {
+		// The CA no longer knows the account (deactivated, or a test CA
+		// restarted): the next attempt registers a new one.
+		is.client = nil
+		if _, derr := is.pool.ExecContext(ctx, `DELETE FROM acme_accounts WHERE directory = ? AND email = ?`,
+			is.s.cfg.ACMEDirectory, is.s.cfg.ACMEEmail); derr != nil {
+			is.warn(ctx, "forget acme account", derr)
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}

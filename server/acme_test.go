@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-acme/lego/v5/certcrypto"
+
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/testenv"
 	"github.com/dinp/dinp/router"
@@ -263,6 +265,16 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 		if _, err := e.pool.Exec(`INSERT INTO domains (name, app_id, verified) VALUES (?, ?, ?)`, d.name, appID, d.verified); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// An account the CA does not know (as after a test CA restarted): the
+	// issuer registers a new one.
+	stale, err := certcrypto.GeneratePrivateKey(certcrypto.EC256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(`INSERT INTO acme_accounts (directory, email, key_pem, uri) VALUES (?, 'ops@example.com', ?, ?)`,
+		ca.dir, certcrypto.PEMEncode(stale), strings.TrimSuffix(ca.dir, "/dir")+"/my-account/404"); err != nil {
+		t.Fatal(err)
 	}
 	cfg := e.cfg
 	cfg.ACMEDirectory, cfg.ACMECA, cfg.ACMEEmail = ca.dir, ca.caFile, "ops@example.com"
