@@ -75,6 +75,7 @@ func newUpCommand() *cobra.Command {
 	fs.StringVar(&c.agent.AdvertiseAddr, "advertise-addr", c.agent.AdvertiseAddr, "IP on which app instances are published")
 	fs.StringVar(&c.router.Addr, "router-addr", c.router.Addr, "router listen address")
 	fs.StringVar(&c.router.StatusAddr, "router-status-addr", c.router.StatusAddr, "router status listen address")
+	c.router.AddTLSFlags(fs, "router-")
 	fs.StringVar(&c.hm.StatusAddr, "hm-addr", c.hm.StatusAddr, "hm status listen address")
 	fs.StringVar(&c.dash.Addr, "dash-addr", c.dash.Addr, "dash listen address")
 	fs.StringVar(&c.dash.AdminPassword, "admin-password", c.dash.AdminPassword, "password of the first admin (generated when empty)")
