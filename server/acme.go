@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -61,6 +61,7 @@ type certRow struct {
 	renewAt  sql.NullTime
 	nextTry  sql.NullTime
 	failures int
+	issued   bool // a certificate was issued before (a renewal is due or failing)
 }
 
 // certDue tells whether a domain needs an issuance now: none yet, a
@@ -130,10 +131,7 @@ var legoLogOnce sync.Once
 // quietLego keeps lego's (process-wide) log to warnings: the issuer logs
 // and records what matters itself.
 func quietLego() {
-	legoLogOnce.Do(func() {
-		legolog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).
-			With("component", "acme"))
-	})
+	legoLogOnce.Do(func() { legolog.SetDefault(common.NewLogger("acme", "warn")) })
 }
 
 // acmeHTTPClient trusts the system roots plus caFile (a test CA's).
@@ -178,13 +176,7 @@ func (is *issuer) round(ctx context.Context) {
 	}
 	is.publishAll(ctx)
 	now := time.Now()
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range doms {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(doms)) {
 		r, ok := rows[name]
 		if ctx.Err() != nil {
 			return
@@ -225,7 +217,7 @@ func (is *issuer) verifiedDomains(ctx context.Context) (map[string]certDomain, e
 }
 
 func (is *issuer) certRows(ctx context.Context) (map[string]certRow, error) {
-	rows, err := is.pool.QueryContext(ctx, `SELECT name, state, renew_at, next_try, failures FROM domain_certs`)
+	rows, err := is.pool.QueryContext(ctx, `SELECT name, state, renew_at, next_try, failures, cert_pem IS NOT NULL FROM domain_certs`)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +226,7 @@ func (is *issuer) certRows(ctx context.Context) (map[string]certRow, error) {
 	for rows.Next() {
 		var name string
 		var r certRow
-		if err := rows.Scan(&name, &r.state, &r.renewAt, &r.nextTry, &r.failures); err != nil {
+		if err := rows.Scan(&name, &r.state, &r.renewAt, &r.nextTry, &r.failures, &r.issued); err != nil {
 			return nil, err
 		}
 		out[name] = r
@@ -336,7 +328,7 @@ func (is *issuer) obtain(ctx context.Context, d certDomain, r certRow, had bool)
 	if issuer == "" {
 		issuer = strings.Join(leaf.Issuer.Organization, ", ")
 	}
-	renewed := had && r.state != common.CertPending
+	renewed := had && r.issued
 	_, err = is.pool.ExecContext(ctx, `UPDATE domain_certs SET state = ?, issuer = ?, not_after = ?, renew_at = ?,
 		cert_pem = ?, key_pem = ?, last_error = NULL, failures = 0, next_try = NULL WHERE name = ?`,
 		common.CertIssued, issuer, leaf.NotAfter.UTC(), renewAt(leaf).UTC(), string(res.Certificate), string(res.PrivateKey), d.name)
