@@ -36,6 +36,7 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/common/tlsx"
 )
@@ -337,8 +338,7 @@ func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Read
 	if !common.ValidAppName(app) {
 		return common.Build{}, common.Errf(http.StatusBadRequest, "invalid_app", "invalid app name")
 	}
-	var appID int64
-	err := b.db.QueryRowContext(ctx, "SELECT id FROM apps WHERE name = ?", app).Scan(&appID)
+	appID, err := reads.AppID(ctx, b.db, app)
 	if errors.Is(err, sql.ErrNoRows) {
 		return common.Build{}, common.Errf(http.StatusNotFound, "not_found", "no such app: "+app)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
 )
 
@@ -429,4 +430,145 @@ func (s *store) sessions(ctx context.Context, userID int64, current string) ([]S
 		out = append(out, se)
 	}
 	return out, rows.Err()
+}
+
+// --- users, teams, tokens ---
+
+// userByTokenHash returns the user owning an unrevoked (and, for a web
+// session, unexpired) token.
+func (s *store) userByTokenHash(ctx context.Context, hash string) (User, error) {
+	var u User
+	var tokenID int64
+	err := s.db.QueryRowContext(ctx, `
+		SELECT u.id, u.name, u.is_admin, t.id FROM tokens t JOIN users u ON u.id = t.user_id
+		WHERE t.hash = ? AND t.revoked_at IS NULL AND u.disabled_at IS NULL
+		AND (t.expires_at IS NULL OR t.expires_at > NOW(6))
+		AND (t.name <> ? OR t.created_at > NOW(6) - INTERVAL `+sessionDaysSQL+` DAY)`, hash, sessionTokenName).Scan(&u.ID, &u.Name, &u.IsAdmin, &tokenID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, fmt.Errorf("token: %w", errNotFound)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("token lookup: %w", err)
+	}
+	// Coarse last-use tracking: at most one write per token per minute.
+	s.db.ExecContext(ctx, `UPDATE tokens SET last_used_at = NOW(6)
+		WHERE id = ? AND (last_used_at IS NULL OR last_used_at < NOW(6) - INTERVAL 1 MINUTE)`, tokenID)
+	return u, nil
+}
+
+// createUser inserts a user with a bcrypt password hash.
+func createUser(ctx context.Context, q execer, name, passwordHash string, isAdmin bool) (int64, error) {
+	res, err := q.ExecContext(ctx, `INSERT INTO users (name, password_hash, is_admin) VALUES (?, ?, ?)`, name, passwordHash, isAdmin)
+	if db.IsDuplicate(err) {
+		return 0, fmt.Errorf("user %s: %w", name, errExists)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("insert user: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// ensureTeam returns the id of team name, creating it if needed.
+func ensureTeam(ctx context.Context, q execer, name string) (int64, error) {
+	res, err := q.ExecContext(ctx, `INSERT INTO teams (name) VALUES (?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)`, name)
+	if err != nil {
+		return 0, fmt.Errorf("ensure team %s: %w", name, err)
+	}
+	return res.LastInsertId()
+}
+
+// addMember makes a user a member of a team with role (owner, member).
+func addMember(ctx context.Context, q execer, userID, teamID int64, role string) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO memberships (user_id, team_id, role) VALUES (?, ?, ?)
+		ON DUPLICATE KEY UPDATE role = VALUES(role)`, userID, teamID, role)
+	if err != nil {
+		return fmt.Errorf("add member: %w", err)
+	}
+	return nil
+}
+
+// insertToken stores the hash of a new API token.
+func insertToken(ctx context.Context, q execer, userID int64, name, hash string) error {
+	if _, err := q.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash) VALUES (?, ?, ?)`, userID, name, hash); err != nil {
+		return fmt.Errorf("insert token: %w", err)
+	}
+	return nil
+}
+
+// execer is what *sql.DB, *sql.Tx and *sql.Conn share.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// teamForUser resolves the team an app is created in: the named team if the
+// user may use it, else the user's personal team (created on first use).
+// Never a team someone else enrolled the user in.
+func (s *store) teamForUser(ctx context.Context, u User, name string) (int64, string, error) {
+	if name == "" {
+		return s.personalTeam(ctx, u)
+	}
+	var id int64
+	var team string
+	err := s.db.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t WHERE t.name = ? AND
+		(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`,
+		name, u.IsAdmin, u.ID).Scan(&id, &team)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", fmt.Errorf("team %s: %w", name, errNotFound)
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("find team: %w", err)
+	}
+	return id, team, nil
+}
+
+// personalTeam returns u's personal team, creating it (named after the user
+// when that name is free) with u as its owner.
+func (s *store) personalTeam(ctx context.Context, u User) (id int64, team string, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var pid sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT personal_team_id FROM users WHERE id = ? FOR UPDATE`, u.ID).Scan(&pid); err != nil {
+			return fmt.Errorf("read user: %w", err)
+		}
+		if pid.Valid {
+			err := tx.QueryRowContext(ctx, `SELECT t.id, t.name FROM teams t JOIN memberships m ON m.team_id = t.id
+				WHERE t.id = ? AND m.user_id = ?`, pid.Int64, u.ID).Scan(&id, &team)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("read personal team: %w", err)
+			}
+		}
+		for _, cand := range []string{u.Name, u.Name + "-personal", u.Name + "-" + config.RandomToken(3)} {
+			if len(cand) > 64 {
+				continue
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO teams (name) VALUES (?)`, cand)
+			if db.IsDuplicate(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("create personal team: %w", err)
+			}
+			id, team = mustID(res), cand
+			break
+		}
+		if id == 0 {
+			return fmt.Errorf("create personal team for %s: no free name", u.Name)
+		}
+		if err := addMember(ctx, tx, u.ID, id, "owner"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET personal_team_id = ? WHERE id = ?`, id, u.ID); err != nil {
+			return fmt.Errorf("set personal team: %w", err)
+		}
+		return nil
+	})
+	return id, team, err
+}
+
+func mustID(res sql.Result) int64 {
+	id, _ := res.LastInsertId()
+	return id
 }

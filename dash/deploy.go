@@ -20,6 +20,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db/reads"
 )
 
 // builderClient calls the builder HTTP API with the cluster token.
@@ -293,10 +294,10 @@ func (d *Dash) deployImage(c *gin.Context) (Release, common.Build, error) {
 // knownImage returns the stack of an image built or released for the app,
 // or an error if the app never had it.
 func (s *store) knownImage(ctx context.Context, appID int64, image string) (string, error) {
-	var stack string
-	err := s.db.QueryRowContext(ctx, `SELECT stack FROM (
-		SELECT stack FROM builds WHERE app_id = ? AND image = ? AND status = 'succeeded'
-		UNION ALL SELECT stack FROM releases WHERE app_id = ? AND image = ?) k LIMIT 1`, appID, image, appID, image).Scan(&stack)
+	stack, err := reads.BuiltImageStack(ctx, s.db, appID, image)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = s.db.QueryRowContext(ctx, `SELECT stack FROM releases WHERE app_id = ? AND image = ? LIMIT 1`, appID, image).Scan(&stack)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", common.Errf(http.StatusUnprocessableEntity, "unknown_image", "image "+image+" was never built for this app")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db/reads"
 )
 
 const (
@@ -203,7 +204,7 @@ func (d *Dash) appLogs(c *gin.Context) {
 	if isTrue(c.Query("follow")) {
 		// Join before reading the recent lines: nothing falls in between.
 		var err error
-		if sub, err = d.joinFollow(ctx, currentUser(c), a.Name); err != nil {
+		if sub, err = d.joinFollow(ctx, currentUser(c), d.keys.Logs(a.Name)); err != nil {
 			d.fail(c, err)
 			return
 		}
@@ -226,12 +227,12 @@ func (d *Dash) appLogs(c *gin.Context) {
 	sub.follow(ctx, last, f, w, nil)
 }
 
-// joinFollow makes u a follower of app's log stream.
-func (d *Dash) joinFollow(ctx context.Context, u User, app string) (*logSub, error) {
-	sub, err := d.hub.join(ctx, u.ID, d.keys.Logs(app))
+// joinFollow makes u a follower of the log stream key (an app's, a task's).
+func (d *Dash) joinFollow(ctx context.Context, u User, key string) (*logSub, error) {
+	sub, err := d.hub.join(ctx, u.ID, key)
 	var ae *common.APIError
 	if err != nil && !errors.As(err, &ae) {
-		d.log.Warn("follow logs", "app", app, "err", err)
+		d.log.Warn("follow logs", "key", key, "err", err)
 		return nil, errLogsUnavailable
 	}
 	return sub, err
@@ -307,19 +308,31 @@ func (d *Dash) buildLog(c *gin.Context) {
 	var sub *logSub
 	if follow && !b.finished() {
 		var err error
-		if sub, err = d.joinFollow(ctx, currentUser(c), b.App); err != nil {
+		if sub, err = d.joinFollow(ctx, currentUser(c), d.keys.Logs(b.App)); err != nil {
 			d.fail(c, err)
 			return
 		}
 		defer sub.leave()
 	}
-	es, last, err := d.recentLogs(ctx, b.App, maxLogLines, f)
+	d.tailLog(c, "build", d.keys.Logs(b.App), f, logWriter{c: c, bare: true}, sub, func() bool {
+		cur, err := d.store.build(ctx, currentUser(c), b.ID)
+		return err == nil && cur.finished()
+	})
+}
+
+// tailLog answers with the last lines of log stream key that pass f and,
+// when sub is set, follows the stream until done reports that its source
+// (a build, a task) has ended. The source ships every line before it
+// reports the end, so what the feed had not delivered by then is read once
+// more.
+func (d *Dash) tailLog(c *gin.Context, what, key string, f logFilter, w logWriter, sub *logSub, done func() bool) {
+	ctx := c.Request.Context()
+	es, last, err := d.recentStream(ctx, key, maxLogLines, f)
 	if err != nil {
-		d.log.Warn("read build log", "build", b.ID, "err", err)
+		d.log.Warn("read log", "of", what, "key", key, "err", err)
 		d.fail(c, errLogsUnavailable)
 		return
 	}
-	w := logWriter{c: c, bare: true}
 	w.start()
 	if len(es) > 0 && w.write(es) != nil {
 		return
@@ -328,10 +341,16 @@ func (d *Dash) buildLog(c *gin.Context) {
 		return
 	}
 	c.Writer.Flush()
-	sub.follow(ctx, last, f, w, func() bool {
-		cur, err := d.store.build(ctx, currentUser(c), b.ID)
-		return err == nil && cur.finished()
-	})
+	last = sub.follow(ctx, last, f, w, done)
+	if ctx.Err() != nil {
+		return
+	}
+	msgs, err := d.rdb.XRange(ctx, key, "("+last, "+").Result()
+	if err == nil {
+		if es := decodeEntries(msgs, f); len(es) > 0 {
+			_ = w.write(es)
+		}
+	}
 }
 
 // proxyBuildLog streams the builder's log of build id to c. It reports
@@ -374,49 +393,42 @@ func (d *Dash) proxyBuildLog(c *gin.Context, id int64, follow bool) bool {
 
 // --- store ---
 
-const buildColumns = `b.id, a.name, b.status, b.stack, b.image, b.size_bytes, COALESCE(b.error, ''), b.created_by,
-	b.created_at, b.started_at, b.finished_at`
-
-func scanBuild(sc scanner) (BuildInfo, error) {
-	var b BuildInfo
-	var started, finished sqlNullTime
-	if err := sc.Scan(&b.ID, &b.App, &b.Status, &b.Stack, &b.Image, &b.SizeBytes, &b.Error, &b.CreatedBy,
-		&b.CreatedAt, &started, &finished); err != nil {
-		return BuildInfo{}, err
-	}
-	b.StartedAt, b.FinishedAt = started.ptr(), finished.ptr()
+// buildInfo is a row of the builder's builds as the API shows it.
+func buildInfo(r reads.Build) BuildInfo {
+	b := BuildInfo{ID: r.ID, App: r.App, Status: r.Status, Stack: r.Stack, Image: r.Image, SizeBytes: r.SizeBytes,
+		Error: r.Error, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt}
 	if b.StartedAt != nil && b.FinishedAt != nil {
 		b.DurationMS = b.FinishedAt.Sub(*b.StartedAt).Milliseconds()
 	}
-	return b, nil
+	return b
 }
 
 func (s *store) builds(ctx context.Context, a appRow, limit int) ([]BuildInfo, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+buildColumns+` FROM builds b JOIN apps a ON a.id = b.app_id
-		WHERE b.app_id = ? ORDER BY b.id DESC LIMIT ?`, a.ID, limit)
+	rows, err := reads.Builds(ctx, s.db, a.ID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list builds: %w", err)
 	}
-	defer rows.Close()
-	out := []BuildInfo{}
-	for rows.Next() {
-		b, err := scanBuild(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list builds: %w", err)
-		}
-		out = append(out, b)
+	out := make([]BuildInfo, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, buildInfo(r))
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
+// build is build id if u may see its app (others' builds are not found).
 func (s *store) build(ctx context.Context, u User, id int64) (BuildInfo, error) {
-	b, err := scanBuild(s.db.QueryRowContext(ctx, `SELECT `+buildColumns+` FROM builds b JOIN apps a ON a.id = b.app_id
-		WHERE b.id = ? AND `+visible, id, u.IsAdmin, u.ID))
+	r, err := reads.BuildByID(ctx, s.db, id)
+	if err == nil {
+		var ok bool
+		if ok, err = s.seesTeam(ctx, u, r.TeamID); err == nil && !ok {
+			err = errNoRows
+		}
+	}
 	if errors.Is(err, errNoRows) {
 		return BuildInfo{}, fmt.Errorf("build %d: %w", id, errNotFound)
 	}
 	if err != nil {
 		return BuildInfo{}, fmt.Errorf("read build: %w", err)
 	}
-	return b, nil
+	return buildInfo(r), nil
 }

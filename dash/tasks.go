@@ -110,49 +110,18 @@ func (d *Dash) taskLog(c *gin.Context) {
 	var sub *logSub
 	if isTrue(c.Query("follow")) && !common.TaskDone(t.State) {
 		var err error
-		sub, err = d.hub.join(ctx, currentUser(c).ID, key)
-		var ae *common.APIError
-		if err != nil && !errors.As(err, &ae) {
-			d.log.Warn("follow task log", "task", t.ID, "err", err)
-			err = errLogsUnavailable
-		}
-		if err != nil {
+		if sub, err = d.joinFollow(ctx, currentUser(c), key); err != nil {
 			d.fail(c, err)
 			return
 		}
 		defer sub.leave()
 	}
-	es, last, err := d.recentStream(ctx, key, maxLogLines, logFilter{})
-	if err != nil {
-		d.log.Warn("read task log", "task", t.ID, "err", err)
-		d.fail(c, errLogsUnavailable)
-		return
-	}
-	w := logWriter{c: c, json: c.Query("format") == "json", bare: true}
-	w.start()
-	if len(es) > 0 && w.write(es) != nil {
-		return
-	}
-	if sub == nil {
-		return
-	}
-	c.Writer.Flush()
 	u := currentUser(c)
-	last = sub.follow(ctx, last, logFilter{}, w, func() bool {
+	w := logWriter{c: c, json: c.Query("format") == "json", bare: true}
+	d.tailLog(c, "task "+t.ID, key, logFilter{}, w, sub, func() bool {
 		cur, err := d.store.visibleTask(ctx, u, t.ID)
 		return err == nil && common.TaskDone(cur.State)
 	})
-	if ctx.Err() != nil {
-		return
-	}
-	// The node ships every line before it reports the end: what the feed
-	// had not delivered yet is read once more.
-	msgs, err := d.rdb.XRange(ctx, key, "("+last, "+").Result()
-	if err == nil {
-		if es := decodeEntries(msgs, logFilter{}); len(es) > 0 {
-			_ = w.write(es)
-		}
-	}
 }
 
 // --- store ---

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/db/reads"
 )
 
 // gcFirstDelay is when the first periodic collection runs after start (at
@@ -177,30 +178,14 @@ func (r *Registry) gcDB(ctx context.Context) (*sql.DB, error) {
 // app's repository keeps that repository's manifest.
 func keepSets(ctx context.Context, pool *sql.DB, lastN int, buildsSince time.Time) (keep map[string]map[string]bool, orphans []string, err error) {
 	keep = map[string]map[string]bool{}
-	names := func(q string) ([]string, error) {
-		rows, err := pool.QueryContext(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		var out []string
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				return nil, err
-			}
-			out = append(out, name)
-		}
-		return out, rows.Err()
-	}
-	apps, err := names("SELECT name FROM apps")
+	apps, err := reads.AppNames(ctx, pool)
 	if err != nil {
 		return nil, nil, fmt.Errorf("registry gc: list apps: %w", err)
 	}
 	for _, name := range apps {
 		keep[name] = map[string]bool{}
 	}
-	deleted, err := names("SELECT name FROM deleted_apps")
+	deleted, err := reads.DeletedAppNames(ctx, pool)
 	if err != nil {
 		return nil, nil, fmt.Errorf("registry gc: list deleted apps: %w", err)
 	}
@@ -210,39 +195,15 @@ func keepSets(ctx context.Context, pool *sql.DB, lastN int, buildsSince time.Tim
 			orphans = append(orphans, name)
 		}
 	}
-	queries := []struct {
-		what string
-		q    string
-		args []any
-	}{
-		{"last releases", `SELECT r.image FROM releases r
-			WHERE (SELECT COUNT(*) FROM releases n WHERE n.app_id = r.app_id AND n.version > r.version) < ?`, []any{lastN}},
-		{"current releases", `SELECT r.image FROM apps a JOIN releases r ON r.app_id = a.id AND r.version = a.current_release`, nil},
-		{"running releases", `SELECT DISTINCT r.image FROM instances i
-			JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version`, nil},
-		{"recent builds", `SELECT b.image FROM builds b
-			WHERE b.image <> '' AND (b.finished_at IS NULL OR b.finished_at > ?)`, []any{buildsSince.UTC()}},
+	images, err := reads.RetainedImages(ctx, pool, lastN, buildsSince)
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry gc: %w", err)
 	}
-	for _, q := range queries {
-		rows, err := pool.QueryContext(ctx, q.q, q.args...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
-		}
-		for rows.Next() {
-			var image string
-			if err := rows.Scan(&image); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
-			}
-			// <registry host>/<repository>@<digest>
-			_, path, _ := strings.Cut(image, "/")
-			if repo, d, ok := strings.Cut(path, "@"); ok && keep[repo] != nil {
-				keep[repo][d] = true
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, fmt.Errorf("registry gc: %s: %w", q.what, err)
+	for _, image := range images {
+		// <registry host>/<repository>@<digest>
+		_, path, _ := strings.Cut(image, "/")
+		if repo, d, ok := strings.Cut(path, "@"); ok && keep[repo] != nil {
+			keep[repo][d] = true
 		}
 	}
 	return keep, orphans, nil

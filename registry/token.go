@@ -21,6 +21,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/common/regauth"
 )
 
@@ -252,32 +253,23 @@ func (r *Registry) nodeRepos(ctx context.Context, node, secret string) ([]string
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var stored string
-	if err := pool.QueryRowContext(ctx, `SELECT secret_hash FROM node_secrets WHERE node = ?`, node).Scan(&stored); err != nil {
+	stored, err := reads.NodeSecretHash(ctx, pool, node)
+	if err != nil {
 		return nil, errBadCredentials
 	}
 	sum := sha256.Sum256([]byte(secret))
 	if !common.TokenEqual(stored, hex.EncodeToString(sum[:])) {
 		return nil, errBadCredentials
 	}
-	rows, err := pool.QueryContext(ctx, `SELECT r.image FROM instances i
-		JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version WHERE i.node = ?
-		UNION SELECT r.image FROM tasks t
-		JOIN releases r ON r.app_id = t.app_id AND r.version = t.release_version
-		WHERE t.node = ? AND t.state IN (?, ?)`, node, node, common.TaskAssigned, common.TaskRunning)
+	imgs, err := reads.NodeImages(ctx, pool, node)
 	if err != nil {
 		return nil, fmt.Errorf("node images: %w", err)
 	}
-	defer rows.Close()
 	var repos []string
-	for rows.Next() {
-		var img string
-		if err := rows.Scan(&img); err != nil {
-			return nil, fmt.Errorf("node images: %w", err)
-		}
+	for _, img := range imgs {
 		if ref, err := name.ParseReference(img, name.Insecure); err == nil {
 			repos = append(repos, ref.Context().RepositoryStr())
 		}
 	}
-	return repos, rows.Err()
+	return repos, nil
 }

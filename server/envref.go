@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/common/envref"
 	"github.com/dinp/dinp/common/httpapi"
 )
@@ -96,9 +97,7 @@ func (s *Server) serveEnv(c *gin.Context) {
 		httpapi.WriteError(c, errIdentityUnavailable)
 		return
 	}
-	var env string
-	err = pool.QueryRowContext(ctx, `SELECT r.env_json FROM releases r JOIN apps a ON a.id = r.app_id
-		WHERE a.name = ? AND r.version = ?`, app, release).Scan(&env)
+	env, err := reads.ReleaseEnv(ctx, pool, app, release)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		httpapi.WriteError(c, common.Errf(http.StatusNotFound, "not_found", "no such release"))
