@@ -17,6 +17,7 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -312,12 +313,11 @@ func dropClaims(ctx context.Context, tx *sql.Tx, name string, appID, olderThan i
 }
 
 func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
-	// domain_certs belongs to the leader's certificate issuer; this is the
-	// one place dash reads it.
-	rows, err := s.db.QueryContext(ctx, `SELECT d.name, d.verified, d.token, d.created_at,
-			c.state, c.issuer, c.not_after, c.last_error, c.updated_at
-		FROM domains d LEFT JOIN domain_certs c ON c.name = d.name AND d.verified
-		WHERE d.app_id = ? ORDER BY d.name`, a.ID)
+	certs, err := reads.AppDomainCerts(ctx, s.db, a.ID)
+	if err != nil {
+		return nil, fmt.Errorf("list domain certificates: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT name, verified, token, created_at FROM domains WHERE app_id = ? ORDER BY name`, a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
@@ -326,17 +326,11 @@ func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
 	for rows.Next() {
 		dm := Domain{App: a.Name}
 		var token string
-		var state, issuer, lastErr sql.NullString
-		var notAfter, updated sql.NullTime
-		if err := rows.Scan(&dm.Name, &dm.Verified, &token, &dm.CreatedAt, &state, &issuer, &notAfter, &lastErr, &updated); err != nil {
+		if err := rows.Scan(&dm.Name, &dm.Verified, &token, &dm.CreatedAt); err != nil {
 			return nil, fmt.Errorf("list domains: %w", err)
 		}
-		if state.Valid {
-			dm.Certificate = &DomainCert{State: common.CertState(state.String), Issuer: issuer.String,
-				LastError: lastErr.String, UpdatedAt: updated.Time}
-			if notAfter.Valid {
-				dm.Certificate.ExpiresAt = &notAfter.Time
-			}
+		if c, ok := certs[strings.ToLower(dm.Name)]; ok {
+			dm.Certificate = &DomainCert{State: c.State, Issuer: c.Issuer, ExpiresAt: c.NotAfter, LastError: c.LastError, UpdatedAt: c.UpdatedAt}
 		}
 		if !dm.Verified {
 			dm.Challenge = challengeFor(dm.Name, token)

@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/common/redisx"
 )
 
@@ -196,24 +197,19 @@ func (is *issuer) warn(ctx context.Context, msg string, err error) {
 // verifiedDomains are the names to certify: verified custom domains, never
 // hosts under the platform's domain (the operator's wildcard covers them).
 func (is *issuer) verifiedDomains(ctx context.Context) (map[string]certDomain, error) {
-	rows, err := is.pool.QueryContext(ctx, `SELECT LOWER(name), app_id FROM domains WHERE verified`)
+	doms, err := reads.VerifiedDomains(ctx, is.pool)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	base := strings.ToLower(is.s.cfg.Domain)
 	out := map[string]certDomain{}
-	for rows.Next() {
-		var d certDomain
-		if err := rows.Scan(&d.name, &d.appID); err != nil {
-			return nil, err
-		}
-		if d.name == base || strings.HasSuffix(d.name, "."+base) {
+	for _, d := range doms {
+		if d.Name == base || strings.HasSuffix(d.Name, "."+base) {
 			continue
 		}
-		out[d.name] = d
+		out[d.Name] = certDomain{name: d.Name, appID: d.AppID}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func (is *issuer) certRows(ctx context.Context) (map[string]certRow, error) {
