@@ -1,19 +1,14 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,118 +54,6 @@ func TestCertDue(t *testing.T) {
 }
 
 func sqlTime(t time.Time) sql.NullTime { return sql.NullTime{Time: t, Valid: true} }
-
-// pebbleCA is Debian's pebble (a test ACME CA) on 127.0.0.1, its DNS
-// answered by pebble-challtestsrv with 127.0.0.1 for every name.
-type pebbleCA struct {
-	dir     string // ACME directory URL
-	caFile  string // trust anchor of pebble's HTTPS
-	mgmt    string // management address (issuing roots)
-	clients *http.Client
-}
-
-// freePort returns a loopback port nothing listens on (TCP or UDP).
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startPebble runs pebble validating HTTP-01 on httpPort, issuing
-// certificates valid for validity, refusing the names in blocked.
-func startPebble(t *testing.T, httpPort int, validity time.Duration, blocked ...string) *pebbleCA {
-	t.Helper()
-	for _, bin := range []string{"pebble", "pebble-challtestsrv"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testenv.Unavailable(t, bin+" (apt-get install pebble)", err)
-		}
-	}
-	dir := t.TempDir()
-	certFile, keyFile := testenv.SelfSigned(t, dir, "pebble", "127.0.0.1", "localhost")
-	dnsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))
-	run(t, "pebble-challtestsrv", nil, "-dns01", dnsAddr, "-http01", "", "-https01", "", "-tlsalpn01", "",
-		"-management", fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-
-	listen, mgmt := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")), fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress": listen, "managementListenAddress": mgmt,
-		"certificate": certFile, "privateKey": keyFile,
-		"httpPort": httpPort, "tlsPort": freePort(t, "tcp"),
-		"ocspResponderURL": "", "externalAccountBindingRequired": false,
-		"domainBlocklist":           blocked,
-		"certificateValidityPeriod": int(validity.Seconds()),
-	}}
-	js, _ := json.Marshal(cfg)
-	cfgFile := filepath.Join(dir, "pebble.json")
-	if err := os.WriteFile(cfgFile, js, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// No random sleeps before validation, no random nonce rejections.
-	run(t, "pebble", []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, "-config", cfgFile, "-dnsserver", dnsAddr)
-
-	hc, err := acmeHTTPClient(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pebbleCA{dir: "https://" + listen + "/dir", caFile: certFile, mgmt: mgmt, clients: hc}
-	testenv.WaitFor(t, "pebble directory", 20*time.Second, func() bool {
-		resp, err := hc.Get(p.dir)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return p
-}
-
-// run starts a program for the test's lifetime; its output is logged if
-// the test fails.
-func run(t *testing.T, bin string, env []string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", bin, out.String())
-		}
-	})
-}
-
-// roots are pebble's issuing roots (a new one per pebble run).
-func (p *pebbleCA) roots(t *testing.T) *x509.CertPool {
-	t.Helper()
-	resp, err := p.clients.Get("https://" + p.mgmt + "/roots/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	pem, _ := io.ReadAll(resp.Body)
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatalf("pebble root: %d %q", resp.StatusCode, pem)
-	}
-	return pool
-}
 
 // startRouter runs a router with TLS on the test's Redis prefix.
 func startRouter(t *testing.T, e *env, wildCert, wildKey string) *router.Router {
@@ -256,7 +139,7 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 	fmt.Sscan(port, &httpPort)
 	// pebble validates HTTP-01 at router 1; 36 s certificates renew 24 s in
 	// (12 s for the renewal itself on a loaded machine).
-	ca := startPebble(t, httpPort, 36*time.Second, "blocked.example.org")
+	ca := testenv.StartPebble(t, httpPort, 36*time.Second, "blocked.example.org")
 
 	appID := e.insertApp(t, "web", 1, 128)
 	for _, d := range []struct {
@@ -274,11 +157,11 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := e.pool.Exec(`INSERT INTO acme_accounts (directory, email, key_pem, uri) VALUES (?, 'ops@example.com', ?, ?)`,
-		ca.dir, certcrypto.PEMEncode(stale), strings.TrimSuffix(ca.dir, "/dir")+"/my-account/404"); err != nil {
+		ca.Directory, certcrypto.PEMEncode(stale), strings.TrimSuffix(ca.Directory, "/dir")+"/my-account/404"); err != nil {
 		t.Fatal(err)
 	}
 	cfg := e.cfg
-	cfg.ACMEDirectory, cfg.ACMECA, cfg.ACMEEmail = ca.dir, ca.caFile, "ops@example.com"
+	cfg.ACMEDirectory, cfg.ACMECA, cfg.ACMEEmail = ca.Directory, ca.CAFile, "ops@example.com"
 	cfg.ACMEInterval = 200 * time.Millisecond
 	startServer(t, cfg)
 
@@ -290,7 +173,7 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 	if !strings.Contains(c.issuer, "Pebble") || c.notAfter.IsZero() {
 		t.Fatalf("issued certificate status: %+v", c)
 	}
-	roots := ca.roots(t)
+	roots := ca.Roots(t)
 	var serial string
 	var first *x509.Certificate
 	for i, r := range []*router.Router{r1, r2} {
