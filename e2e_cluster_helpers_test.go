@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -105,8 +106,9 @@ type clusterOptions struct {
 	LivenessLimit time.Duration
 	// RouterDialTimeout is the router's --dial-timeout (0: the default).
 	RouterDialTimeout time.Duration
-	// TLS makes the servers and the builder serve TLS with certificates of
-	// a private CA (scripts/pki.sh); agents and dash reach them with --ca.
+	// TLS makes the servers, builder, registry and dash serve TLS with
+	// certificates of a private CA (scripts/pki.sh); their clients (agents,
+	// builder, dash, the test) reach them with --ca.
 	TLS bool
 	// ACME runs pebble (a test ACME CA validating HTTP-01 at the router)
 	// and gives the servers --acme-directory, the router a TLS listener
@@ -125,23 +127,25 @@ type clusterRedis struct {
 // builder and dash, with its own database, Redis prefix, data dirs, ports
 // and cluster token.
 type clusterEnv struct {
-	t       *testing.T
-	bin     string
-	dir     string
-	dsn     string
-	db      *sql.DB
-	rdb     *redis.Client
-	keys    common.Keys
-	token   string // cluster token
-	domain  string
-	apiTok  string // dash admin API token
-	dash    string // dash address
-	router  string // router address
-	servers []string
-	nodes   []string
-	procs   map[string]*clusterProc
-	order   []string // start order of procs
-	client  *http.Client
+	t      *testing.T
+	bin    string
+	dir    string
+	dsn    string
+	db     *sql.DB
+	rdb    *redis.Client
+	keys   common.Keys
+	token  string // cluster token
+	domain string
+	apiTok string // dash admin API token
+	dash   string // dash address
+	router string // router address
+	// registry and builder are their listen addresses.
+	registry, builder string
+	servers           []string
+	nodes             []string
+	procs             map[string]*clusterProc
+	order             []string // start order of procs
+	client            *http.Client
 	// redisFlags are given to every process (empty: the shared test Redis).
 	redisFlags []string
 	// mysqlProxy is between the processes and MySQL (CuttableMySQL only).
@@ -151,10 +155,12 @@ type clusterEnv struct {
 	// routerTLS is the router's TLS address and acme the test CA (ACME).
 	routerTLS string
 	acme      *testenv.Pebble
-	// scheme is how servers and the builder are reached ("https" with
-	// clusterOptions.TLS); serverClient trusts the cluster's CA.
+	// scheme is how servers, builder, registry and dash are reached
+	// ("https" with clusterOptions.TLS); serverClient, client and dashTLS
+	// trust the cluster's CA.
 	scheme       string
 	serverClient *http.Client
+	dashTLS      *tls.Config
 }
 
 // clusterStart starts a whole cluster for t and waits until it is usable:
@@ -212,13 +218,15 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.scheme = "https"
+		c.scheme, c.dashTLS = "https", cfg
 		c.serverClient.Transport = &http.Transport{TLSClientConfig: cfg}
+		c.client.Transport = &http.Transport{TLSClientConfig: cfg.Clone()}
 	}
 	addrs := clusterFreeAddrs(t, 14)
 	next := func() string { a := addrs[0]; addrs = addrs[1:]; return a }
 	registry := next()
 	builder := next()
+	c.registry, c.builder = registry, builder
 	c.dash = next()
 	c.router = next()
 	c.servers = []string{next(), next()}
@@ -233,7 +241,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		routerTLSFlags = []string{"--tls-addr", c.routerTLS, "--tls-cert", cert + ":" + key}
 	}
 
-	c.spawn("registry", "registry", "--registry-addr", registry)
+	c.spawn("registry", "registry", append([]string{"--registry-addr", registry}, tlsFlags...)...)
 	for i, addr := range c.servers {
 		args := []string{"--addr", addr, "--server-id", fmt.Sprintf("srv-%d", i+1),
 			"--heartbeat-interval", cmp.Or(opts.HeartbeatInterval, time.Second).String(), "--drain-period", "1s"}
@@ -247,7 +255,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		c.spawn(fmt.Sprintf("server-%d", i+1), "server", args...)
 	}
 	c.spawn("builder", "builder", append([]string{"--builder-addr", builder,
-		"--builder-registry-addr", registry, "--builder-registry-host", registry}, tlsFlags...)...)
+		"--builder-registry-addr", registry, "--builder-registry-host", registry}, append(tlsFlags, caFlags...)...)...)
 	serverURLs := c.scheme + "://" + c.servers[0] + "," + c.scheme + "://" + c.servers[1]
 	for i, node := range c.nodes {
 		advertise := "127.0.0.1"
@@ -276,10 +284,10 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		routerArgs = append(routerArgs, "--dial-timeout", opts.RouterDialTimeout.String())
 	}
 	c.spawn("router", "router", routerArgs...)
-	c.spawn("dash", "dash", append([]string{"--addr", c.dash, "--builder-url", c.scheme + "://" + builder}, caFlags...)...)
+	c.spawn("dash", "dash", append([]string{"--addr", c.dash, "--builder-url", c.scheme + "://" + builder}, append(tlsFlags, caFlags...)...)...)
 
 	c.waitFor(60*time.Second, "dash ready", func() error {
-		resp, err := c.client.Get("http://" + c.dash + "/api/v1/health")
+		resp, err := c.client.Get(c.dashURL() + "/api/v1/health")
 		if err != nil {
 			return err
 		}
@@ -503,10 +511,13 @@ func (c *clusterEnv) serverHealth(addr string) (clusterServerHealth, error) {
 
 // api calls the dash API and decodes a JSON answer into out (if not nil).
 func (c *clusterEnv) api(method, path string, body io.Reader, contentType string, out any) error {
-	p := &platform{dash: c.dash, token: c.apiTok}
+	p := &platform{dash: c.dash, token: c.apiTok, dashTLS: c.dashTLS}
 	_, err := p.api(method, path, body, contentType, out)
 	return err
 }
+
+// dashURL is dash's base URL.
+func (c *clusterEnv) dashURL() string { return c.scheme + "://" + c.dash }
 
 // clusterInstance is one instance as GET /api/v1/apps/{app} shows it.
 type clusterInstance struct {

@@ -13,6 +13,8 @@ apt_install openjdk-17-jdk-headless gcc libc6-dev
 # Automatic TLS is tested against Debian's pebble, a test ACME CA (with
 # pebble-challtestsrv as its DNS).
 apt_install pebble
+# The systemd units are checked with systemd-analyze verify (TestSystemdUnits).
+command -v systemd-analyze >/dev/null || apt_install systemd
 
 # A fresh machine has no Debian-based stacks in its stack cache: build them in
 # the background from the start (vet, compiling and the other packages' tests
