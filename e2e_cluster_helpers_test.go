@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,6 +112,10 @@ type clusterOptions struct {
 	TLS bool
 	// ServerArgs and DashArgs are more flags for every server and for dash.
 	ServerArgs, DashArgs []string
+	// ACME runs pebble (a test ACME CA validating HTTP-01 at the router)
+	// and gives the servers --acme-directory, the router a TLS listener
+	// with a self-signed *.<domain> certificate (clusterEnv.routerTLS).
+	ACME bool
 }
 
 // clusterRedis is a Redis of the test's own (see clusterOptions.Redis).
@@ -148,6 +154,9 @@ type clusterEnv struct {
 	mysqlProxy *testenv.Proxy
 	// localRouter is the address of the router on nodes[0] (NodeLocal).
 	localRouter string
+	// routerTLS is the router's TLS address and acme the test CA (ACME).
+	routerTLS string
+	acme      *testenv.Pebble
 	// scheme is how servers, builder, registry and dash are reached
 	// ("https" with clusterOptions.TLS); serverClient, client and dashTLS
 	// trust the cluster's CA.
@@ -215,7 +224,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		c.serverClient.Transport = &http.Transport{TLSClientConfig: cfg}
 		c.client.Transport = &http.Transport{TLSClientConfig: cfg.Clone()}
 	}
-	addrs := clusterFreeAddrs(t, 13)
+	addrs := clusterFreeAddrs(t, 14)
 	next := func() string { a := addrs[0]; addrs = addrs[1:]; return a }
 	registry := next()
 	builder := next()
@@ -223,6 +232,16 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	c.dash = next()
 	c.router = next()
 	c.servers = []string{next(), next()}
+	var acmeFlags, routerTLSFlags []string
+	if opts.ACME {
+		_, port, _ := net.SplitHostPort(c.router)
+		httpPort, _ := strconv.Atoi(port)
+		c.acme = testenv.StartPebble(t, httpPort, time.Hour)
+		acmeFlags = []string{"--acme-directory", c.acme.Directory, "--acme-ca", c.acme.CAFile, "--acme-interval", "500ms"}
+		cert, key := testenv.SelfSigned(t, c.dir, "wildcard", "*."+c.domain)
+		c.routerTLS = next()
+		routerTLSFlags = []string{"--tls-addr", c.routerTLS, "--tls-cert", cert + ":" + key}
+	}
 
 	c.spawn("registry", "registry", append([]string{"--registry-addr", registry}, tlsFlags...)...)
 	for i, addr := range c.servers {
@@ -234,7 +253,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		if opts.LivenessLimit > 0 {
 			args = append(args, "--liveness-limit", opts.LivenessLimit.String())
 		}
-		args = append(append(args, tlsFlags...), opts.ServerArgs...)
+		args = append(append(append(args, tlsFlags...), acmeFlags...), opts.ServerArgs...)
 		c.spawn(fmt.Sprintf("server-%d", i+1), "server", args...)
 	}
 	c.spawn("builder", "builder", append([]string{"--builder-addr", builder,
@@ -262,7 +281,7 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	} else {
 		c.spawn("hm", "hm", "--status-addr", next())
 	}
-	routerArgs := []string{"--addr", c.router, "--status-addr", next(), "--drain-period", "0s"}
+	routerArgs := append([]string{"--addr", c.router, "--status-addr", next(), "--drain-period", "0s"}, routerTLSFlags...)
 	if opts.RouterDialTimeout > 0 {
 		routerArgs = append(routerArgs, "--dial-timeout", opts.RouterDialTimeout.String())
 	}

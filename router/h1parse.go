@@ -359,7 +359,7 @@ func parseRequest(head []byte, q *reqHead) verdict {
 		fast = false
 	}
 	q.target = rest[:sp]
-	if q.target[0] != '/' || !allIn(q.target, &isTargetByte) {
+	if q.target[0] != '/' || !allIn(q.target, &isTargetByte) || isACMEChallenge(q.target) {
 		fast = false
 	}
 	hosts := 0

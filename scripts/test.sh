@@ -13,6 +13,9 @@ apt_install prometheus rsyslog rsyslog-gnutls
 # The runtime-stack end-to-end tests compile their apps: a jar and a war
 # with javac, a C program with gcc.
 apt_install openjdk-17-jdk-headless gcc libc6-dev
+# Automatic TLS is tested against Debian's pebble, a test ACME CA (with
+# pebble-challtestsrv as its DNS).
+apt_install pebble
 # The systemd units are checked with systemd-analyze verify (TestSystemdUnits).
 command -v systemd-analyze >/dev/null || apt_install systemd
 
