@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,3 +263,35 @@ func TestAccessLogWritesWholeLines(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// The line's time and duration are formatted by hand (a cached second,
+// integer milliseconds): the same text as time.AppendFormat and
+// strconv.AppendFloat give.
+func TestAccessLineTimeAndDurationFormats(t *testing.T) {
+	for us := int64(0); us < 2_100_000; us += 7 {
+		checkMillis(t, us)
+	}
+	for _, us := range []int64{1, 10, 100, 1000, 1001, 1010, 1100, 999_999_999, 123_456_789_012, 1e15 - 1, 1e15, 1e16 + 3, -5} {
+		checkMillis(t, us)
+	}
+	east := time.FixedZone("east", 5*3600+30*60)
+	base := time.Date(2026, 11, 29, 23, 59, 58, 0, time.UTC)
+	for i := 0; i < 3000; i++ {
+		at := base.Add(time.Duration(i) * 1_234_567 * time.Nanosecond) // crosses seconds, minutes, a day
+		for _, loc := range []*time.Location{time.UTC, east, time.Local} {
+			at := at.In(loc)
+			want := at.AppendFormat(nil, "2006-01-02T15:04:05.000Z07:00")
+			if got := appendStamp(nil, at); string(got) != string(want) {
+				t.Fatalf("appendStamp(%v) = %s, want %s", at, got, want)
+			}
+		}
+	}
+}
+
+func checkMillis(t *testing.T, us int64) {
+	t.Helper()
+	want := strconv.AppendFloat(nil, float64(us)/1000, 'f', -1, 64)
+	if got := appendMillis(nil, us); string(got) != string(want) {
+		t.Fatalf("appendMillis(%d) = %s, want %s", us, got, want)
+	}
+}
