@@ -2,6 +2,7 @@ package router
 
 import (
 	"io"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,9 +15,10 @@ import (
 // The access log is written asynchronously: a request encodes its line into
 // its own scratch buffer and appends it, under a short lock, to a bounded
 // queue of bytes; one goroutine writes the queue out in batches (whole lines,
-// at most accessLogWrite bytes a write, after at most accessLogDelay). A request
-// never waits for the output: when the queue is full (the output is slower
-// than the traffic, or stuck) the line is dropped and counted in
+// at most accessLogWrite bytes a write, accessLogFileWrite to a regular
+// file, after at most accessLogDelay). A request never waits for the
+// output: when the queue is full (the output is slower than the traffic, or
+// stuck) the line is dropped and counted in
 // dinp_router_access_log_dropped_total. Close flushes what is queued.
 //
 // Lines keep the shape the slog JSON handler gave them (time, level, msg
@@ -28,8 +30,12 @@ const (
 	accessLogQueue = 1 << 20
 	// accessLogWrite is the largest single write: whole lines, at most
 	// PIPE_BUF bytes, so a line never interleaves with another writer's on a
-	// pipe.
+	// pipe or socket (journald).
 	accessLogWrite = 4096
+	// accessLogFileWrite is the largest write to a regular file, where a
+	// write is never split among other writers' (O_APPEND, or one file
+	// offset): ~250 lines a write and a wake-up, not ~16.
+	accessLogFileWrite = 64 << 10
 	// accessLogDelay bounds how long a line waits for a batch to fill.
 	accessLogDelay = 10 * time.Millisecond
 	// accessLogCloseWait bounds Close's wait for a stuck output.
@@ -39,6 +45,7 @@ const (
 type accessLog struct {
 	out     io.Writer
 	max     int
+	chunk   int // largest write, and the batch a write waits for
 	dropped prometheus.Counter
 
 	mu      sync.Mutex
@@ -51,8 +58,13 @@ type accessLog struct {
 }
 
 func newAccessLog(out io.Writer, max int, dropped prometheus.Counter) *accessLog {
-	a := &accessLog{out: out, max: max, dropped: dropped, first: make(chan struct{}, 1), wake: make(chan struct{}, 1), done: make(chan struct{}),
+	a := &accessLog{out: out, max: max, chunk: accessLogWrite, dropped: dropped, first: make(chan struct{}, 1), wake: make(chan struct{}, 1), done: make(chan struct{}),
 		queue: make([]byte, 0, 64<<10)}
+	if f, ok := out.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			a.chunk = min(accessLogFileWrite, max)
+		}
+	}
 	go a.run()
 	return a
 }
@@ -72,16 +84,16 @@ func (a *accessLog) add(line []byte) bool {
 	switch {
 	case before == 0: // the writer starts gathering a batch
 		signal(a.first)
-	case before < accessLogWrite && before+len(line) >= accessLogWrite: // a batch is ready
+	case before < a.chunk && before+len(line) >= a.chunk: // a batch is ready
 		signal(a.wake)
 	}
 	return true
 }
 
 // run writes the queue out until Close, then what is left. It gathers a
-// batch first — accessLogWrite bytes, or what came within accessLogDelay —
-// so that a busy router makes one write per ~16 lines instead of a wake-up
-// and a write per line.
+// batch first — a.chunk bytes, or what came within accessLogDelay — so that
+// a busy router makes one write per ~16 lines (~250 to a file) instead of a
+// wake-up and a write per line.
 func (a *accessLog) run() {
 	defer close(a.done)
 	timer := time.NewTimer(time.Hour)
@@ -93,7 +105,7 @@ func (a *accessLog) run() {
 		case <-a.wake:
 		}
 		a.mu.Lock()
-		ready := len(a.queue) >= accessLogWrite || a.closing
+		ready := len(a.queue) >= a.chunk || a.closing
 		a.mu.Unlock()
 		if !ready {
 			timer.Reset(accessLogDelay)
@@ -124,13 +136,13 @@ func (a *accessLog) run() {
 	}
 }
 
-// write sends b (whole lines) in writes of at most accessLogWrite bytes cut
+// write sends b (whole lines) in writes of at most a.chunk bytes cut
 // at line ends. A failed write loses those lines (counted as dropped).
 func (a *accessLog) write(b []byte) {
 	for len(b) > 0 {
 		n := len(b)
-		if n > accessLogWrite {
-			n = lastLineEnd(b[:accessLogWrite])
+		if n > a.chunk {
+			n = lastLineEnd(b[:a.chunk])
 			if n == 0 { // one line longer than a write
 				n = firstLineEnd(b)
 			}

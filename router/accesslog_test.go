@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,5 +295,32 @@ func checkMillis(t *testing.T, us int64) {
 	want := strconv.AppendFloat(nil, float64(us)/1000, 'f', -1, 64)
 	if got := appendMillis(nil, us); string(got) != string(want) {
 		t.Fatalf("appendMillis(%d) = %s, want %s", us, got, want)
+	}
+}
+
+// To a regular file the log writes batches of up to 64 KiB; to a pipe (or
+// socket) at most PIPE_BUF bytes, so its lines never interleave with
+// another writer's.
+func TestAccessLogWriteSizeByOutput(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	for _, tc := range []struct {
+		out  io.Writer
+		want int
+	}{{f, accessLogFileWrite}, {pw, accessLogWrite}, {io.Discard, accessLogWrite}} {
+		a := newAccessLog(tc.out, accessLogQueue, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
+		a.Close()
+		if a.chunk != tc.want {
+			t.Errorf("%T: writes of up to %d bytes, want %d", tc.out, a.chunk, tc.want)
+		}
 	}
 }
