@@ -70,6 +70,34 @@ func browserFlash(text string) string {
 	return `(function(){ var f = document.querySelector(".flash.ok"); return !!f && f.textContent.includes(` + strconv.Quote(text) + `); })()`
 }
 
+// admin reads the credentials dinp up wrote for its first admin.
+func (p *platform) admin() (a struct{ User, Password string }) {
+	raw, _ := os.ReadFile(filepath.Join(p.dataDir, "admin.json"))
+	json.Unmarshal(raw, &a)
+	return a
+}
+
+// browserOpen starts headless Chromium at 1280×900 for at most d (it ends
+// with the test) and returns a runner of named steps that fails the test
+// with the page's address and text.
+func browserOpen(t *testing.T, chromium string, d time.Duration) func(name string, actions ...chromedp.Action) {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancel := context.WithTimeout(ctx, d)
+	t.Cleanup(func() { cancel(); cancelCtx(); cancelAlloc() })
+	return func(name string, actions ...chromedp.Action) {
+		t.Helper()
+		if err := chromedp.Run(ctx, actions...); err != nil {
+			var loc, body string
+			chromedp.Run(ctx, chromedp.Location(&loc), chromedp.Text("body", &body, chromedp.ByQuery))
+			t.Fatalf("%s: %v\nat %s:\n%s", name, err, loc, body)
+		}
+	}
+}
+
 // TestBrowserEndToEnd uses the dashboard in headless Chromium: log in,
 // create an app, upload a tarball with the deploy page and watch the build
 // log, see both instances healthy, change env, roll back. Screenshots of each
@@ -84,29 +112,9 @@ func TestBrowserEndToEnd(t *testing.T) {
 	if err := os.WriteFile(tarPath, helloTarball(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var admin struct{ User, Password string }
-	raw, _ := os.ReadFile(filepath.Join(p.dataDir, "admin.json"))
-	json.Unmarshal(raw, &admin)
+	admin := p.admin()
 	base := "http://" + p.dash
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	defer cancelCtx()
-	ctx, cancel := context.WithTimeout(ctx, 150*time.Second)
-	defer cancel()
-
-	step := func(name string, actions ...chromedp.Action) {
-		t.Helper()
-		if err := chromedp.Run(ctx, actions...); err != nil {
-			var loc, body string
-			chromedp.Run(ctx, chromedp.Location(&loc), chromedp.Text("body", &body, chromedp.ByQuery))
-			t.Fatalf("%s: %v\nat %s:\n%s", name, err, loc, body)
-		}
-	}
+	step := browserOpen(t, chromium, 150*time.Second)
 
 	step("log in",
 		chromedp.Navigate(base+"/apps"),

@@ -48,7 +48,7 @@ func TestChaos(t *testing.T) {
 			c.mysqlProxy.Cut()
 			defer c.mysqlProxy.Restore()
 			time.Sleep(3 * time.Second) // the leader notices its lock connection is gone
-			req, _ := http.NewRequest(http.MethodGet, "http://"+c.dash+"/api/v1/apps", nil)
+			req, _ := http.NewRequest(http.MethodGet, c.dashURL()+"/api/v1/apps", nil)
 			req.Header.Set("Authorization", "Bearer "+c.apiTok)
 			resp, err := c.client.Do(req)
 			if err != nil {

@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,9 +106,16 @@ type clusterOptions struct {
 	LivenessLimit time.Duration
 	// RouterDialTimeout is the router's --dial-timeout (0: the default).
 	RouterDialTimeout time.Duration
-	// TLS makes the servers and the builder serve TLS with certificates of
-	// a private CA (scripts/pki.sh); agents and dash reach them with --ca.
+	// TLS makes the servers, builder, registry and dash serve TLS with
+	// certificates of a private CA (scripts/pki.sh); their clients (agents,
+	// builder, dash, the test) reach them with --ca.
 	TLS bool
+	// ServerArgs and DashArgs are more flags for every server and for dash.
+	ServerArgs, DashArgs []string
+	// ACME runs pebble (a test ACME CA validating HTTP-01 at the router)
+	// and gives the servers --acme-directory, the router a TLS listener
+	// with a self-signed *.<domain> certificate (clusterEnv.routerTLS).
+	ACME bool
 }
 
 // clusterRedis is a Redis of the test's own (see clusterOptions.Redis).
@@ -119,33 +129,40 @@ type clusterRedis struct {
 // builder and dash, with its own database, Redis prefix, data dirs, ports
 // and cluster token.
 type clusterEnv struct {
-	t       *testing.T
-	bin     string
-	dir     string
-	dsn     string
-	db      *sql.DB
-	rdb     *redis.Client
-	keys    common.Keys
-	token   string // cluster token
-	domain  string
-	apiTok  string // dash admin API token
-	dash    string // dash address
-	router  string // router address
-	servers []string
-	nodes   []string
-	procs   map[string]*clusterProc
-	order   []string // start order of procs
-	client  *http.Client
+	t      *testing.T
+	bin    string
+	dir    string
+	dsn    string
+	db     *sql.DB
+	rdb    *redis.Client
+	keys   common.Keys
+	token  string // cluster token
+	domain string
+	apiTok string // dash admin API token
+	dash   string // dash address
+	router string // router address
+	// registry and builder are their listen addresses.
+	registry, builder string
+	servers           []string
+	nodes             []string
+	procs             map[string]*clusterProc
+	order             []string // start order of procs
+	client            *http.Client
 	// redisFlags are given to every process (empty: the shared test Redis).
 	redisFlags []string
 	// mysqlProxy is between the processes and MySQL (CuttableMySQL only).
 	mysqlProxy *testenv.Proxy
 	// localRouter is the address of the router on nodes[0] (NodeLocal).
 	localRouter string
-	// scheme is how servers and the builder are reached ("https" with
-	// clusterOptions.TLS); serverClient trusts the cluster's CA.
+	// routerTLS is the router's TLS address and acme the test CA (ACME).
+	routerTLS string
+	acme      *testenv.Pebble
+	// scheme is how servers, builder, registry and dash are reached
+	// ("https" with clusterOptions.TLS); serverClient, client and dashTLS
+	// trust the cluster's CA.
 	scheme       string
 	serverClient *http.Client
+	dashTLS      *tls.Config
 }
 
 // clusterStart starts a whole cluster for t and waits until it is usable:
@@ -203,18 +220,30 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.scheme = "https"
+		c.scheme, c.dashTLS = "https", cfg
 		c.serverClient.Transport = &http.Transport{TLSClientConfig: cfg}
+		c.client.Transport = &http.Transport{TLSClientConfig: cfg.Clone()}
 	}
-	addrs := clusterFreeAddrs(t, 13)
+	addrs := clusterFreeAddrs(t, 14)
 	next := func() string { a := addrs[0]; addrs = addrs[1:]; return a }
 	registry := next()
 	builder := next()
+	c.registry, c.builder = registry, builder
 	c.dash = next()
 	c.router = next()
 	c.servers = []string{next(), next()}
+	var acmeFlags, routerTLSFlags []string
+	if opts.ACME {
+		_, port, _ := net.SplitHostPort(c.router)
+		httpPort, _ := strconv.Atoi(port)
+		c.acme = testenv.StartPebble(t, httpPort, time.Hour)
+		acmeFlags = []string{"--acme-directory", c.acme.Directory, "--acme-ca", c.acme.CAFile, "--acme-interval", "500ms"}
+		cert, key := testenv.SelfSigned(t, c.dir, "wildcard", "*."+c.domain)
+		c.routerTLS = next()
+		routerTLSFlags = []string{"--tls-addr", c.routerTLS, "--tls-cert", cert + ":" + key}
+	}
 
-	c.spawn("registry", "registry", "--registry-addr", registry)
+	c.spawn("registry", "registry", append([]string{"--registry-addr", registry}, tlsFlags...)...)
 	for i, addr := range c.servers {
 		args := []string{"--addr", addr, "--server-id", fmt.Sprintf("srv-%d", i+1),
 			"--heartbeat-interval", cmp.Or(opts.HeartbeatInterval, time.Second).String(), "--drain-period", "1s"}
@@ -224,11 +253,11 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 		if opts.LivenessLimit > 0 {
 			args = append(args, "--liveness-limit", opts.LivenessLimit.String())
 		}
-		args = append(args, tlsFlags...)
+		args = append(append(append(args, tlsFlags...), acmeFlags...), opts.ServerArgs...)
 		c.spawn(fmt.Sprintf("server-%d", i+1), "server", args...)
 	}
 	c.spawn("builder", "builder", append([]string{"--builder-addr", builder,
-		"--builder-registry-addr", registry, "--builder-registry-host", registry}, tlsFlags...)...)
+		"--builder-registry-addr", registry, "--builder-registry-host", registry}, append(tlsFlags, caFlags...)...)...)
 	serverURLs := c.scheme + "://" + c.servers[0] + "," + c.scheme + "://" + c.servers[1]
 	for i, node := range c.nodes {
 		advertise := "127.0.0.1"
@@ -252,15 +281,15 @@ func clusterStart(t *testing.T, bin string, opts clusterOptions) *clusterEnv {
 	} else {
 		c.spawn("hm", "hm", "--status-addr", next())
 	}
-	routerArgs := []string{"--addr", c.router, "--status-addr", next(), "--drain-period", "0s"}
+	routerArgs := append([]string{"--addr", c.router, "--status-addr", next(), "--drain-period", "0s"}, routerTLSFlags...)
 	if opts.RouterDialTimeout > 0 {
 		routerArgs = append(routerArgs, "--dial-timeout", opts.RouterDialTimeout.String())
 	}
 	c.spawn("router", "router", routerArgs...)
-	c.spawn("dash", "dash", append([]string{"--addr", c.dash, "--builder-url", c.scheme + "://" + builder}, caFlags...)...)
+	c.spawn("dash", "dash", append(append([]string{"--addr", c.dash, "--builder-url", c.scheme + "://" + builder}, append(tlsFlags, caFlags...)...), opts.DashArgs...)...)
 
 	c.waitFor(60*time.Second, "dash ready", func() error {
-		resp, err := c.client.Get("http://" + c.dash + "/api/v1/health")
+		resp, err := c.client.Get(c.dashURL() + "/api/v1/health")
 		if err != nil {
 			return err
 		}
@@ -484,10 +513,13 @@ func (c *clusterEnv) serverHealth(addr string) (clusterServerHealth, error) {
 
 // api calls the dash API and decodes a JSON answer into out (if not nil).
 func (c *clusterEnv) api(method, path string, body io.Reader, contentType string, out any) error {
-	p := &platform{dash: c.dash, token: c.apiTok}
+	p := &platform{dash: c.dash, token: c.apiTok, dashTLS: c.dashTLS}
 	_, err := p.api(method, path, body, contentType, out)
 	return err
 }
+
+// dashURL is dash's base URL.
+func (c *clusterEnv) dashURL() string { return c.scheme + "://" + c.dash }
 
 // clusterInstance is one instance as GET /api/v1/apps/{app} shows it.
 type clusterInstance struct {
@@ -740,10 +772,14 @@ func main() {
 `
 
 // clusterFlakyTarball packs clusterFlakyApp for the binary stack.
-func clusterFlakyTarball(t *testing.T) []byte {
+func clusterFlakyTarball(t *testing.T) []byte { return goAppTarball(t, clusterFlakyApp) }
+
+// goAppTarball compiles a one-file Go program and packs it for the binary
+// stack.
+func goAppTarball(t *testing.T, source string) []byte {
 	t.Helper()
 	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(clusterFlakyApp), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(source), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -751,7 +787,7 @@ func clusterFlakyTarball(t *testing.T) []byte {
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=on", "GOFLAGS=")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build flaky app: %v\n%s", err, b)
+		t.Fatalf("go build app: %v\n%s", err, b)
 	}
 	return binaryTarball(t, dir, "app")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common/testenv"
+	"github.com/dinp/dinp/common/tlsx"
 )
 
 // platform is one `dinp up` process started by a test, with its own database,
@@ -34,6 +36,8 @@ type platform struct {
 	token   string
 	domain  string
 	client  *http.Client
+	// dashTLS, when set, is how dash is reached over HTTPS (its CA).
+	dashTLS *tls.Config
 }
 
 // freeAddr returns a free 127.0.0.1 address for a process the test starts.
@@ -161,6 +165,17 @@ func startPlatform(t *testing.T, extra ...string) *platform {
 		"--log-level", "debug",
 	)
 	p.cmd.Args = append(p.cmd.Args, extra...)
+	for i, a := range extra {
+		if a == "--ca" && i+1 < len(extra) {
+			// dinp up serves TLS: dash is reached with the CA.
+			cfg, err := tlsx.ClientTLS(extra[i+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.dashTLS = cfg
+			p.client.Transport = &http.Transport{TLSClientConfig: cfg.Clone()}
+		}
+	}
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -184,7 +199,7 @@ func startPlatform(t *testing.T, extra ...string) *platform {
 		}
 	})
 	waitFor(t, 60*time.Second, "dash ready", func() error {
-		resp, err := p.client.Get("http://" + p.dash + "/api/v1/health")
+		resp, err := p.client.Get(p.dashURL() + "/api/v1/health")
 		if err != nil {
 			return err
 		}
@@ -223,9 +238,21 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
 	t.Fatalf("timed out after %s waiting for %s: %v", d, what, err)
 }
 
+// dashURL is dash's base URL.
+func (p *platform) dashURL() string {
+	if p.dashTLS != nil {
+		return "https://" + p.dash
+	}
+	return "http://" + p.dash
+}
+
 // api calls the dash API and decodes a JSON answer into out (if not nil).
 func (p *platform) api(method, path string, body io.Reader, contentType string, out any) (int, error) {
-	req, err := http.NewRequest(method, "http://"+p.dash+path, body)
+	client := &http.Client{Timeout: 2 * time.Minute}
+	if p.dashTLS != nil {
+		client.Transport = &http.Transport{TLSClientConfig: p.dashTLS}
+	}
+	req, err := http.NewRequest(method, p.dashURL()+path, body)
 	if err != nil {
 		return 0, err
 	}
@@ -233,7 +260,7 @@ func (p *platform) api(method, path string, body io.Reader, contentType string, 
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/tlsx"
 	"github.com/dinp/dinp/dash"
 	"github.com/dinp/dinp/hm"
 	"github.com/dinp/dinp/registry"
@@ -35,6 +37,10 @@ type upConfig struct {
 	router   router.Config
 	hm       hm.Config
 	dash     dash.Config
+	// tlsCert and tlsKey, when set, make the server, builder, registry and
+	// dash listeners serve TLS with this one certificate (base.CA then
+	// names its CA, which the components trust to reach each other).
+	tlsCert, tlsKey string
 }
 
 func newUpCommand() *cobra.Command {
@@ -75,18 +81,26 @@ func newUpCommand() *cobra.Command {
 	fs.StringVar(&c.agent.AdvertiseAddr, "advertise-addr", c.agent.AdvertiseAddr, "IP on which app instances are published")
 	fs.StringVar(&c.router.Addr, "router-addr", c.router.Addr, "router listen address")
 	fs.StringVar(&c.router.StatusAddr, "router-status-addr", c.router.StatusAddr, "router status listen address")
+	c.router.AddTLSFlags(fs, "router-")
 	fs.StringVar(&c.hm.StatusAddr, "hm-addr", c.hm.StatusAddr, "hm status listen address")
 	fs.StringVar(&c.dash.Addr, "dash-addr", c.dash.Addr, "dash listen address")
 	fs.StringVar(&c.dash.AdminPassword, "admin-password", c.dash.AdminPassword, "password of the first admin (generated when empty)")
 	fs.DurationVar(&c.server.DrainPeriod, "drain-period", c.server.DrainPeriod, "how long old instances keep running after leaving the route")
 	fs.DurationVar(&c.server.HeartbeatInterval, "heartbeat-interval", c.server.HeartbeatInterval, "agent heartbeat interval (a node is lost after 3)")
 	fs.BoolVar(&c.server.DrainAllowInternal, "drain-allow-internal", c.server.DrainAllowInternal, "let log drains reach loopback and private addresses")
+	c.server.AddACMEFlags(fs)
 	fs.StringVar(&c.builder.StackCache, "builder-stack-cache", c.builder.StackCache, "directory of the built Debian-based stacks (shared by the machine's builders)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate (PEM) of the server, builder, registry and dash listeners: serve TLS (needs --ca; scripts/pki.sh makes both)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "key (PEM) of --tls-cert")
 	return cmd
 }
 
 func runUp(ctx context.Context, c upConfig) error {
 	log := common.NewLogger("up", c.base.LogLevel)
+	scheme, err := c.applyTLS()
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(c.base.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -108,18 +122,7 @@ func runUp(ctx context.Context, c upConfig) error {
 		return err
 	}
 
-	// One machine: every component shares the settings and finds the others
-	// at their listen addresses.
-	c.registry.Base, c.builder.Base, c.server.Base, c.agent.Base = c.base, c.base, c.base, c.base
-	c.router.Base, c.hm.Base, c.dash.Base = c.base, c.base, c.base
-	c.builder.RegistryAddr = c.registry.Addr
-	c.builder.RegistryHost = c.registry.Addr
-	c.agent.ServerURL = "http://" + c.server.Addr
-	// The router and hm share the agent's node: they reach its instances at
-	// their container addresses, skipping the engine's port proxy.
-	c.router.NodeID, c.hm.NodeID = c.agent.NodeID, c.agent.NodeID
-	c.dash.BuilderURL = "http://" + c.builder.Addr
-	c.dash.DrainAllowInternal = c.server.DrainAllowInternal
+	c.wire(scheme)
 
 	// The router carries every request, so the process gets the Ps of a
 	// `dinp router` (router.Config.ApplyProcs); the other components do not
@@ -153,4 +156,44 @@ func runUp(ctx context.Context, c upConfig) error {
 	}
 	log.Info("dinp is up", "dash", c.dash.Addr, "router", c.router.Addr, "domain", c.base.Domain, "data_dir", c.base.DataDir)
 	return g.Wait()
+}
+
+// applyTLS gives the platform listeners the certificate of --tls-cert and
+// makes this process trust --ca; it returns how the components reach each
+// other ("https" or "http").
+func (c *upConfig) applyTLS() (string, error) {
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return "", errors.New("up: --tls-cert and --tls-key go together")
+	}
+	if c.base.CA != "" {
+		if err := tlsx.TrustCA(c.base.CA); err != nil {
+			return "", fmt.Errorf("up: %w", err)
+		}
+	}
+	if c.tlsCert == "" {
+		return "http", nil
+	}
+	if c.base.CA == "" {
+		return "", errors.New("up: --tls-cert needs --ca: the components reach each other at their listen addresses with the certificate's CA (scripts/pki.sh makes both)")
+	}
+	c.server.TLSCert, c.server.TLSKey = c.tlsCert, c.tlsKey
+	c.builder.TLSCert, c.builder.TLSKey = c.tlsCert, c.tlsKey
+	c.registry.TLSCert, c.registry.TLSKey = c.tlsCert, c.tlsKey
+	c.dash.TLSCert, c.dash.TLSKey = c.tlsCert, c.tlsKey
+	return "https", nil
+}
+
+// wire makes every component share the settings and find the others at
+// their listen addresses over scheme: one machine.
+func (c *upConfig) wire(scheme string) {
+	c.registry.Base, c.builder.Base, c.server.Base, c.agent.Base = c.base, c.base, c.base, c.base
+	c.router.Base, c.hm.Base, c.dash.Base = c.base, c.base, c.base
+	c.builder.RegistryAddr = scheme + "://" + c.registry.Addr
+	c.builder.RegistryHost = c.registry.Addr
+	c.agent.ServerURL = scheme + "://" + c.server.Addr
+	// The router and hm share the agent's node: they reach its instances at
+	// their container addresses, skipping the engine's port proxy.
+	c.router.NodeID, c.hm.NodeID = c.agent.NodeID, c.agent.NodeID
+	c.dash.BuilderURL = scheme + "://" + c.builder.Addr
+	c.dash.DrainAllowInternal = c.server.DrainAllowInternal
 }

@@ -7,13 +7,9 @@ package builder
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,19 +20,13 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
-	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/common/tlsx"
 )
@@ -144,6 +134,7 @@ type Builder struct {
 	rdb    *redis.Client
 	slots  *slots // running builds are bounded; the rest queue in order
 	ln     net.Listener
+	reg    *registryClient
 	server *http.Server
 	now    func() time.Time
 
@@ -168,6 +159,11 @@ func New(cfg Config) (*Builder, error) {
 	if cfg.Log == nil {
 		cfg.Log = common.NewLogger("builder", cfg.LogLevel)
 	}
+	regScheme, regAddr, err := parseRegistryAddr(cfg.RegistryAddr)
+	if err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	cfg.RegistryAddr = regAddr
 	if cfg.RegistryHost == "" {
 		cfg.RegistryHost = cfg.RegistryAddr
 	}
@@ -184,8 +180,8 @@ func New(cfg Config) (*Builder, error) {
 		return nil, errors.New("builder: data dir is required")
 	case cfg.RegistryAddr == "":
 		return nil, errors.New("builder: registry addr is required")
-	case strings.Contains(cfg.RegistryHost, "/") || strings.Contains(cfg.RegistryAddr, "/"):
-		return nil, errors.New("builder: registry addr and host are host[:port], without scheme or path")
+	case strings.Contains(cfg.RegistryHost, "/"):
+		return nil, errors.New("builder: registry host is host[:port], without scheme or path")
 	case cfg.ClusterToken == "":
 		return nil, errors.New("builder: cluster token is required")
 	case cfg.MaxUploadBytes <= 0 || cfg.MaxExtractBytes <= 0 || cfg.MaxFiles <= 0 || cfg.MaxRatio <= 0:
@@ -209,14 +205,13 @@ func New(cfg Config) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
-	if cfg.CA != "" {
-		// Pushes go through go-containerregistry's own default transport.
-		if tr, ok := remote.DefaultTransport.(*http.Transport); ok {
-			if err := tlsx.TrustCA(cfg.CA, tr); err != nil {
-				pool.Close()
-				return nil, fmt.Errorf("builder: %w", err)
-			}
-		}
+	// The registry is reached over TLS when its address says https, or
+	// says nothing and the builder trusts the platform's CA.
+	reg, err := newRegistryClient(cfg.RegistryAddr, regScheme == "https" || regScheme == "" && cfg.CA != "",
+		cfg.CA, cfg.RegistryUser, cfg.RegistryPassword)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("builder: %w", err)
 	}
 	ln, err := tlsx.Listen(cfg.Addr, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
@@ -232,6 +227,7 @@ func New(cfg Config) (*Builder, error) {
 		logs:      map[int64]*buildLog{},
 		stackImgs: map[string]v1.Image{}, stacksPushed: map[string]bool{},
 		ln:        ln,
+		reg:       reg,
 		now:       time.Now,
 		dockerCli: cfg.Docker,
 	}
@@ -322,462 +318,4 @@ func (b *Builder) docker() (DockerClient, error) {
 		b.dockerCli = c
 	}
 	return b.dockerCli, nil
-}
-
-// timings records how long each step of a build took, in ms.
-type timings map[string]any
-
-func (t timings) since(step string, start time.Time) {
-	t[step+"_ms"] = time.Since(start).Milliseconds()
-}
-
-// Build receives body (a .tar.gz), builds it as an image of app and pushes
-// it. Errors the client caused are *common.APIError. Whatever happens, the
-// build's scratch files are removed; a failed build is recorded as failed.
-func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Reader) (common.Build, error) {
-	if !common.ValidAppName(app) {
-		return common.Build{}, common.Errf(http.StatusBadRequest, "invalid_app", "invalid app name")
-	}
-	appID, err := reads.AppID(ctx, b.db, app)
-	if errors.Is(err, sql.ErrNoRows) {
-		return common.Build{}, common.Errf(http.StatusNotFound, "not_found", "no such app: "+app)
-	}
-	if err != nil {
-		return common.Build{}, fmt.Errorf("look up app: %w", err)
-	}
-
-	work, err := os.MkdirTemp(b.cfg.ScratchDir, "dinp-build-") // 0700, unique
-	if err != nil {
-		return common.Build{}, fmt.Errorf("build dir: %w", err)
-	}
-	defer os.RemoveAll(work)
-
-	start := b.now()
-	tm := timings{}
-	upload := filepath.Join(work, "upload.tar.gz")
-	hash, err := b.receive(body, upload)
-	if err != nil {
-		return common.Build{}, err
-	}
-	tm.since("upload", start)
-
-	res, err := b.insertBuild(ctx, appID, app, hash, createdBy)
-	if err != nil {
-		return common.Build{}, err
-	}
-	live := b.startLog(res.ID)
-	defer b.endLog(res.ID, live)
-	logf := func(line string) {
-		live.add(line)
-		b.appendLog(app, res.ID, line)
-	}
-	log := b.log.With("app", app, "build", res.ID)
-	logf(fmt.Sprintf("build %d queued (%s)", res.ID, hash[:12]))
-
-	err = b.runBuild(ctx, appID, work, upload, hash, tm, &res, logf)
-	res.DurationMS = b.now().Sub(start).Milliseconds()
-	if err != nil {
-		res.Status = StatusFailed
-		res.Error = err.Error()
-		var ae *common.APIError
-		if errors.As(err, &ae) {
-			res.Error = ae.Message
-		}
-		logf("build failed: " + res.Error)
-		log.Info("build failed", "err", err)
-	} else {
-		res.Status = StatusSucceeded
-		logf(fmt.Sprintf("build succeeded in %d ms: %s", res.DurationMS, res.Image))
-		log.Info("build succeeded", "image", res.Image, "reused", res.Reused, "duration_ms", res.DurationMS)
-	}
-	if uerr := b.finishBuild(ctx, res, tm); uerr != nil {
-		log.Error("record build", "err", uerr)
-		if err == nil {
-			return common.Build{}, uerr
-		}
-	}
-	if err != nil {
-		return common.Build{}, err
-	}
-	return res, nil
-}
-
-// receive streams body into file, hashing it and enforcing MaxUploadBytes.
-func (b *Builder) receive(body io.Reader, file string) (string, error) {
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("upload file: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, b.cfg.MaxUploadBytes+1))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) || n > b.cfg.MaxUploadBytes {
-		return "", common.Errf(http.StatusRequestEntityTooLarge, CodeTooLarge,
-			fmt.Sprintf("upload is larger than %d bytes", b.cfg.MaxUploadBytes))
-	}
-	if err != nil {
-		return "", common.Errf(http.StatusBadRequest, "upload_failed", "reading the upload failed: "+err.Error())
-	}
-	if n == 0 {
-		return "", common.Errf(http.StatusBadRequest, CodeBadArchive, "empty upload")
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("upload file: %w", err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// runBuild does the queued → building → pushed part of a build.
-func (b *Builder) runBuild(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *common.Build, logf func(string)) error {
-	queued := time.Now()
-	if err := b.slots.acquire(ctx, res.ID); err != nil {
-		return fmt.Errorf("waiting for a build slot: %w", err)
-	}
-	defer b.slots.release()
-	tm.since("queue", queued)
-	if _, err := b.db.ExecContext(ctx, "UPDATE builds SET status = ?, started_at = ? WHERE id = ?",
-		StatusBuilding, b.now().UTC(), res.ID); err != nil {
-		return fmt.Errorf("record build start: %w", err)
-	}
-	logf("build started")
-
-	bctx, cancel := context.WithTimeout(ctx, b.cfg.BuildTimeout)
-	defer cancel()
-	err := b.buildImage(bctx, appID, work, upload, hash, tm, res, logf)
-	if err != nil && bctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
-		return common.Errf(http.StatusUnprocessableEntity, "build_timeout",
-			fmt.Sprintf("build took longer than %s", b.cfg.BuildTimeout))
-	}
-	return err
-}
-
-func (b *Builder) buildImage(ctx context.Context, appID int64, work, upload, hash string, tm timings, res *common.Build, logf func(string)) (err error) {
-	t := time.Now()
-	src := filepath.Join(work, "src")
-	if err := os.Mkdir(src, 0o700); err != nil {
-		return fmt.Errorf("source dir: %w", err)
-	}
-	f, err := os.Open(upload)
-	if err != nil {
-		return fmt.Errorf("open upload: %w", err)
-	}
-	st, err := Extract(f, src, Limits{MaxBytes: b.cfg.MaxExtractBytes, MaxFiles: b.cfg.MaxFiles, MaxRatio: b.cfg.MaxRatio})
-	f.Close()
-	if err != nil {
-		return err
-	}
-	os.Remove(upload) // no longer needed: halve the disk this build holds
-	tm.since("extract", t)
-	logf(fmt.Sprintf("extracted %d entries, %d bytes", st.Files, st.Bytes))
-
-	det, err := Detect(src)
-	if err != nil {
-		return err
-	}
-	res.Stack, res.ReleaseCommand = det.Stack, det.Release
-	logf(fmt.Sprintf("stack %s: %s", det.Stack, det.Reason))
-	if det.War != "" {
-		// Before the stack: a bad war should not wait for a stack build.
-		if err := checkWar(filepath.Join(src, det.War)); err != nil {
-			return err
-		}
-	}
-	var base stackBase
-	if det.Stack != StackDockerfile {
-		if base, err = b.stackBase(ctx, det.Stack, logf); err != nil {
-			return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+det.Stack+" is not available on this builder: "+err.Error())
-		}
-		if base.fs != nil {
-			res.StackVersion = base.fs.meta.Version
-			logf(fmt.Sprintf("stack %s version %s", det.Stack, base.fs.meta.Version))
-			b.recordStackVersion(ctx, det.Stack, base.fs.meta.Version)
-		}
-	}
-	if det.Stack != StackDockerfile && det.Stack != StackStatic {
-		var files stackFiles
-		if base.fs != nil {
-			files = base.fs
-		}
-		if err := checkApp(src, det, files); err != nil {
-			return err
-		}
-		switch {
-		case det.Argv != nil && det.Command == "":
-			logf(fmt.Sprintf("command %q", det.Argv))
-		default:
-			logf("command: " + det.Command)
-		}
-	}
-
-	if prev, ok, err := b.reusable(ctx, appID, hash, det.Stack, res.StackVersion); err != nil {
-		return err
-	} else if ok && !b.inRegistry(ctx, prev.Image) {
-		logf(fmt.Sprintf("same content as build %d, whose image is gone from the registry: building again", prev.ID))
-	} else if ok {
-		res.Image, res.Digest, res.SizeBytes, res.Reused = prev.Image, prev.Digest, prev.SizeBytes, true
-		tm["reused_from"] = prev.ID
-		logf(fmt.Sprintf("same content as build %d: reusing its image", prev.ID))
-		return nil
-	}
-
-	// The tag is unguessable: images are named by digest everywhere, and
-	// nobody should find another build's image by counting.
-	ref := fmt.Sprintf("%s/%s:build-%d-%s", b.cfg.RegistryAddr, res.App, res.ID, config.RandomToken(8))
-	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
-	// Once something is pushed, a failure after it (or a cancelled build)
-	// must not leave the image behind: delete it by digest.
-	pushed := ""
-	defer func() {
-		if err == nil || pushed == "" {
-			return
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		// The same files give the same digest: never delete an image that
-		// another build of the app produced (a release may run it).
-		var others int
-		if qerr := b.db.QueryRowContext(dctx, `SELECT COUNT(*) FROM builds WHERE app_id = ? AND id <> ? AND image LIKE ?`,
-			appID, res.ID, "%@"+pushed).Scan(&others); qerr != nil || others > 0 {
-			return
-		}
-		if derr := deleteImage(dctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, pushed), auth); derr != nil {
-			b.log.Warn("delete image of failed build", "app", res.App, "build", res.ID, "err", derr)
-		}
-	}()
-	t = time.Now()
-	switch det.Stack {
-	case StackBinary, StackStatic, StackDebian, StackPython, StackNode, StackJava:
-		img, entry := base.img, det.Argv
-		switch {
-		case det.Stack == StackBinary && (det.Command != "" || det.Release != ""):
-			l, err := launcherLayer()
-			if err != nil {
-				return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", err.Error())
-			}
-			if img, err = mutate.Append(img, mutate.Addendum{Layer: l, History: v1.History{CreatedBy: "dinp: $VAR launcher (busybox sh)"}}); err != nil {
-				return fmt.Errorf("build image: %w", err)
-			}
-			// A release: command needs the launcher too (the release
-			// phase runs it with $VAR expansion, as a Procfile line).
-			if det.Command != "" {
-				entry = []string{launcherPath, "-c", det.Command}
-			}
-		case det.Stack != StackBinary && det.Stack != StackStatic && entry == nil:
-			entry = []string{"/bin/sh", "-c", det.Command}
-		}
-		if det.Stack == StackPython {
-			if err := installWheels(ctx, src, stackPython(base.fs), logf); err != nil {
-				return err
-			}
-		}
-		img, err := appImage(img, src, work, entry)
-		if err != nil {
-			return fmt.Errorf("build image: %w", err)
-		}
-		size, err := imageSize(img)
-		if err != nil {
-			return fmt.Errorf("build image: %w", err)
-		}
-		d, err := img.Digest()
-		if err != nil {
-			return fmt.Errorf("build image: %w", err)
-		}
-		tm.since("build", t)
-		t = time.Now()
-		if err := b.ensureStackPushed(ctx, base); err != nil {
-			return err
-		}
-		pushed = d.String() // a push cut short may still have stored the manifest
-		if _, err := pushImage(ctx, ref, img, auth); err != nil {
-			return err
-		}
-		if b.testHookPushed != nil {
-			b.testHookPushed(ref)
-		}
-		tm.since("push", t)
-		res.Digest, res.SizeBytes = d.String(), size
-	case StackDockerfile:
-		d, _, err := b.dockerBuild(ctx, appID, res.App, src, ref, logf)
-		if err != nil {
-			return err
-		}
-		pushed = d
-		tm.since("build_push", t)
-		res.Digest = d
-		// The engine reports only the manifest's size; the registry knows
-		// the whole image.
-		size, err := remoteSize(ctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, d), auth)
-		if err != nil {
-			return err
-		}
-		res.SizeBytes = size
-	default:
-		return common.Errf(http.StatusUnprocessableEntity, "stack_unsupported", "stack "+det.Stack+" is not supported")
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("build cancelled: %w", err)
-	}
-	res.Image = fmt.Sprintf("%s/%s@%s", b.cfg.RegistryHost, res.App, res.Digest)
-	logf(fmt.Sprintf("pushed %s (%d bytes)", res.Image, res.SizeBytes))
-	return nil
-}
-
-// inRegistry tells whether image (as recorded, under RegistryHost) is still
-// in the registry: registry GC may have deleted an old build's image.
-func (b *Builder) inRegistry(ctx context.Context, image string) bool {
-	d := digestOf(image)
-	if d == "" {
-		return false
-	}
-	repo := strings.TrimPrefix(strings.TrimSuffix(image, "@"+d), b.cfg.RegistryHost+"/")
-	ref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, repo, d), name.Insecure)
-	if err != nil {
-		return false
-	}
-	_, err = remote.Head(ref, remote.WithAuth(&authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}),
-		remote.WithContext(ctx))
-	return err == nil
-}
-
-// deleteImage deletes a manifest (and so its tags) from the registry.
-func deleteImage(ctx context.Context, ref string, auth authn.Authenticator) error {
-	r, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return fmt.Errorf("image reference %s: %w", ref, err)
-	}
-	if err := remote.Delete(r, remote.WithAuth(auth), remote.WithContext(ctx)); err != nil {
-		var te *transport.Error
-		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-			return nil
-		}
-		return fmt.Errorf("delete %s: %w", ref, err)
-	}
-	return nil
-}
-
-func remoteSize(ctx context.Context, ref string, auth authn.Authenticator) (int64, error) {
-	r, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return 0, fmt.Errorf("image reference %s: %w", ref, err)
-	}
-	img, err := remote.Image(r, remote.WithAuth(auth), remote.WithContext(ctx))
-	if err != nil {
-		return 0, fmt.Errorf("read pushed image: %w", err)
-	}
-	return imageSize(img)
-}
-
-// reusable finds an earlier succeeded build of the app with the same
-// content and stack, whose image can be used as is.
-func (b *Builder) reusable(ctx context.Context, appID int64, hash, stack, stackVersion string) (common.Build, bool, error) {
-	var r common.Build
-	// An image on an older version of the stack is not reused: a deploy
-	// lands on the newest.
-	err := b.db.QueryRowContext(ctx, `SELECT id, image, size_bytes FROM builds
-		WHERE app_id = ? AND content_hash = ? AND stack = ? AND stack_version = ? AND status = ? AND image <> ''
-		ORDER BY id DESC LIMIT 1`, appID, hash, stack, stackVersion, StatusSucceeded).Scan(&r.ID, &r.Image, &r.SizeBytes)
-	if errors.Is(err, sql.ErrNoRows) {
-		return r, false, nil
-	}
-	if err != nil {
-		return r, false, fmt.Errorf("look up earlier builds: %w", err)
-	}
-	r.Digest = digestOf(r.Image)
-	return r, true, nil
-}
-
-func digestOf(image string) string {
-	if _, d, ok := strings.Cut(image, "@"); ok {
-		return d
-	}
-	return ""
-}
-
-func (b *Builder) insertBuild(ctx context.Context, appID int64, app, hash, createdBy string) (common.Build, error) {
-	if len(createdBy) > 64 {
-		createdBy = createdBy[:64]
-	}
-	r, err := b.db.ExecContext(ctx, `INSERT INTO builds (app_id, status, content_hash, created_by, created_at)
-		VALUES (?, ?, ?, ?, ?)`, appID, StatusQueued, hash, createdBy, b.now().UTC())
-	if err != nil {
-		return common.Build{}, fmt.Errorf("record build: %w", err)
-	}
-	id, err := r.LastInsertId()
-	if err != nil {
-		return common.Build{}, fmt.Errorf("record build: %w", err)
-	}
-	return common.Build{ID: id, App: app, Status: StatusQueued}, nil
-}
-
-// finishBuild records the outcome. It runs even when ctx was cancelled (the
-// client went away): a build must never stay "building" forever.
-func (b *Builder) finishBuild(ctx context.Context, res common.Build, tm timings) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	tj, err := json.Marshal(tm)
-	if err != nil {
-		return fmt.Errorf("encode timings: %w", err)
-	}
-	var errText sql.NullString
-	if res.Status == StatusFailed {
-		errText = sql.NullString{String: res.Error, Valid: true}
-	}
-	var release sql.NullString
-	if res.ReleaseCommand != "" {
-		release = sql.NullString{String: res.ReleaseCommand, Valid: true}
-	}
-	_, err = b.db.ExecContext(ctx, `UPDATE builds SET status = ?, stack = ?, stack_version = ?, image = ?, size_bytes = ?,
-		error = ?, timings_json = ?, finished_at = ?, release_command = ? WHERE id = ?`,
-		res.Status, res.Stack, res.StackVersion, res.Image, res.SizeBytes, errText, string(tj), b.now().UTC(), release, res.ID)
-	if err != nil {
-		return fmt.Errorf("record build result: %w", err)
-	}
-	return nil
-}
-
-// Get returns a recorded build.
-func (b *Builder) Get(ctx context.Context, id int64) (common.Build, error) {
-	var (
-		r        common.Build
-		errText  sql.NullString
-		tj       sql.NullString
-		created  time.Time
-		finished sql.NullTime
-	)
-	err := b.db.QueryRowContext(ctx, `SELECT b.id, a.name, b.status, b.stack, b.stack_version, b.image, b.size_bytes, b.error,
-		b.timings_json, b.created_at, b.finished_at FROM builds b JOIN apps a ON a.id = b.app_id WHERE b.id = ?`, id).
-		Scan(&r.ID, &r.App, &r.Status, &r.Stack, &r.StackVersion, &r.Image, &r.SizeBytes, &errText, &tj, &created, &finished)
-	if errors.Is(err, sql.ErrNoRows) {
-		return r, common.Errf(http.StatusNotFound, "not_found", "no such build")
-	}
-	if err != nil {
-		return r, fmt.Errorf("read build: %w", err)
-	}
-	r.Digest = digestOf(r.Image)
-	r.Error = errText.String
-	if r.Status == StatusQueued {
-		r.QueuePosition = b.slots.position(r.ID)
-	}
-	if finished.Valid {
-		r.DurationMS = finished.Time.Sub(created).Milliseconds()
-	}
-	if tj.Valid {
-		var m map[string]any
-		if json.Unmarshal([]byte(tj.String), &m) == nil {
-			_, r.Reused = m["reused_from"]
-		}
-	}
-	return r, nil
-}
-
-// appendLog adds a build line to the app's log stream. Best effort: a Redis
-// outage loses log lines, never a build.
-func (b *Builder) appendLog(app string, build int64, line string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	e := common.LogEntry{Source: common.LogSourceBuild, Build: build, Line: line, At: b.now().UTC()}
-	if err := redisx.AppendLog(ctx, b.rdb, b.cfg.Keys(), app, e).Err(); err != nil {
-		b.log.Debug("append build log", "app", app, "err", err)
-	}
 }

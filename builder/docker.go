@@ -17,9 +17,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/pkg/jsonmessage"
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/dinp/dinp/common"
@@ -163,17 +160,15 @@ func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref
 // imagePolicy is what a Dockerfile build of app may name: the platform's
 // stacks and the images this app's builds produced, pinned by digest.
 func (b *Builder) imagePolicy(appID int64, app string, logf func(string)) imagePolicy {
-	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
 	resolve := func(ctx context.Context, repo, id string) (string, error) {
 		sep := ":"
 		if strings.HasPrefix(id, "sha256:") {
 			sep = "@"
 		}
-		r, err := name.ParseReference(b.cfg.RegistryAddr+"/"+repo+sep+id, name.Insecure)
-		if err != nil {
+		desc, err := b.reg.head(ctx, b.cfg.RegistryAddr+"/"+repo+sep+id)
+		if errors.Is(err, errBadReference) {
 			return "", errImageNotFound
 		}
-		desc, err := remote.Head(r, remote.WithAuth(auth), remote.WithContext(ctx))
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusBadRequest) {
 			return "", errImageNotFound

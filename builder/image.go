@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -20,12 +19,9 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -353,23 +349,6 @@ func imageSize(img v1.Image) (int64, error) {
 		total += l.Size
 	}
 	return total, nil
-}
-
-// pushImage pushes img to ref (plain HTTP: the platform registry is on a
-// private address) and returns its manifest digest.
-func pushImage(ctx context.Context, ref string, img v1.Image, auth authn.Authenticator) (v1.Hash, error) {
-	tag, err := name.NewTag(ref, name.Insecure)
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("image reference %s: %w", ref, err)
-	}
-	if err := remote.Write(tag, img, remote.WithAuth(auth), remote.WithContext(ctx)); err != nil {
-		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("image digest: %w", err)
-	}
-	return d, nil
 }
 
 // launcherPath is the binary stack's launcher: a static busybox named sh

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/httpapi"
+	"github.com/dinp/dinp/common/redisx"
 )
 
 // buildLog holds the lines of a build running on this builder, so they can
@@ -179,4 +180,15 @@ func (b *Builder) streamLines(ctx context.Context, app string, build int64, afte
 		return out, after, ctx.Err()
 	}
 	return out, after, nil
+}
+
+// appendLog adds a build line to the app's log stream. Best effort: a Redis
+// outage loses log lines, never a build.
+func (b *Builder) appendLog(app string, build int64, line string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e := common.LogEntry{Source: common.LogSourceBuild, Build: build, Line: line, At: b.now().UTC()}
+	if err := redisx.AppendLog(ctx, b.rdb, b.cfg.Keys(), app, e).Err(); err != nil {
+		b.log.Debug("append build log", "app", app, "err", err)
+	}
 }

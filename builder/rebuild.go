@@ -10,11 +10,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/httpapi"
@@ -77,13 +74,8 @@ func (b *Builder) Rebuild(ctx context.Context, app, createdBy string, from int64
 }
 
 func (b *Builder) rebase(ctx context.Context, image string, res *common.Build, logf func(string)) error {
-	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
 	d := digestOf(image)
-	ref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, d), name.Insecure)
-	if err != nil {
-		return fmt.Errorf("image reference: %w", err)
-	}
-	old, err := remote.Image(ref, remote.WithAuth(auth), remote.WithContext(ctx))
+	old, err := b.reg.image(ctx, fmt.Sprintf("%s/%s@%s", b.cfg.RegistryAddr, res.App, d))
 	if err != nil {
 		return common.Errf(http.StatusConflict, "image_gone", fmt.Sprintf("the image of the build is not in the registry any more (%v): deploy again", err))
 	}
@@ -134,7 +126,7 @@ func (b *Builder) rebase(ctx context.Context, image string, res *common.Build, l
 	if err := b.ensureStackPushed(pctx, base); err != nil {
 		return err
 	}
-	if _, err := pushImage(pctx, fmt.Sprintf("%s/%s:build-%d", b.cfg.RegistryAddr, res.App, res.ID), img, auth); err != nil {
+	if _, err := b.reg.push(pctx, fmt.Sprintf("%s/%s:build-%d", b.cfg.RegistryAddr, res.App, res.ID), img); err != nil {
 		return err
 	}
 	res.Digest, res.SizeBytes = nd.String(), size

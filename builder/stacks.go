@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/dinp/dinp/common"
@@ -183,11 +182,10 @@ func (b *Builder) pushStacks(ctx context.Context, withRootfs bool) ([]StackInfo,
 // pushStack pushes a stack's base image as dinp/stacks/<name>:<version>
 // and returns its digest, reference by digest and size.
 func (b *Builder) pushStack(ctx context.Context, stack, version string, img v1.Image) (digest, image string, size int64, err error) {
-	auth := &authn.Basic{Username: b.cfg.RegistryUser, Password: b.cfg.RegistryPassword}
 	if size, err = imageSize(img); err != nil {
 		return "", "", 0, err
 	}
-	d, err := pushImage(ctx, fmt.Sprintf("%s/%s:%s", b.cfg.RegistryAddr, stackRepo(stack), version), img, auth)
+	d, err := b.reg.push(ctx, fmt.Sprintf("%s/%s:%s", b.cfg.RegistryAddr, stackRepo(stack), version), img)
 	if err != nil {
 		return "", "", 0, err
 	}

@@ -127,3 +127,25 @@ func stepName(step int) string {
 	}
 	return "10s"
 }
+
+// ACMEChallenge is the key authorization of one pending ACME HTTP-01
+// challenge (a string with a TTL): the leader's certificate issuer writes
+// it, every router answers it at
+// http://<host>/.well-known/acme-challenge/<token>.
+func (k Keys) ACMEChallenge(host, token string) string {
+	return k.p("acme-challenge:" + host + ":" + token)
+}
+
+// Certs is the hash host → JSON Cert of the ACME certificates of verified
+// custom domains: the leader writes it (from MySQL, its source of truth),
+// routers serve it by SNI.
+func (k Keys) Certs() string { return k.p("certs") }
+
+// CertsChanged is the pub/sub channel carrying a host whose certificate
+// was written or removed.
+func (k Keys) CertsChanged() string { return k.p("certs:changed") }
+
+// CertsComplete holds the epoch marker of the store for which the leader
+// has written every certificate (as RoutesComplete does for routes): only
+// then may a router drop a certificate missing from the hash.
+func (k Keys) CertsComplete() string { return k.p("certs:complete") }

@@ -17,6 +17,8 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
+	"github.com/dinp/dinp/common/db/reads"
+	"github.com/dinp/dinp/dash/api"
 )
 
 // Domain is a custom domain of an app. Until Verified, the domain is only
@@ -32,7 +34,13 @@ type Domain struct {
 	// the name drops this one. A claim blocks nobody: the first app to
 	// prove ownership, or an admin binding the name, takes it.
 	ClaimExpiresAt *time.Time `json:"claim_expires_at,omitempty"`
+	// Certificate is the domain's automatic TLS certificate (verified
+	// domains, when the servers run ACME).
+	Certificate *DomainCert `json:"certificate,omitempty"`
 }
+
+// DomainCert is a domain's automatic certificate (see server/acme.go).
+type DomainCert = api.DomainCert
 
 // Challenge is the proof of ownership a team must publish: a TXT record or
 // a file the app serves on the domain.
@@ -305,6 +313,10 @@ func dropClaims(ctx context.Context, tx *sql.Tx, name string, appID, olderThan i
 }
 
 func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
+	certs, err := reads.AppDomainCerts(ctx, s.db, a.ID)
+	if err != nil {
+		return nil, fmt.Errorf("list domain certificates: %w", err)
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT name, verified, token, created_at FROM domains WHERE app_id = ? ORDER BY name`, a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
@@ -316,6 +328,9 @@ func (s *store) domains(ctx context.Context, a appRow) ([]Domain, error) {
 		var token string
 		if err := rows.Scan(&dm.Name, &dm.Verified, &token, &dm.CreatedAt); err != nil {
 			return nil, fmt.Errorf("list domains: %w", err)
+		}
+		if c, ok := certs[strings.ToLower(dm.Name)]; ok {
+			dm.Certificate = &DomainCert{State: c.State, Issuer: c.Issuer, ExpiresAt: c.NotAfter, LastError: c.LastError, UpdatedAt: c.UpdatedAt}
 		}
 		if !dm.Verified {
 			dm.Challenge = challengeFor(dm.Name, token)

@@ -155,6 +155,7 @@ func (d *Dash) webRoutes(r *gin.Engine) {
 	cl.POST("/nodes/:node/labels", d.webNodeLabels)
 	app := w.Group("/apps/:app", d.webLoadApp)
 	app.GET("", d.webApp)
+	app.GET("/charts", d.webCharts)
 	app.GET("/deploy", d.webDeployPage)
 	app.POST("/deploy", d.webDeploy)
 	app.POST("/scale", d.webScale)
@@ -356,8 +357,9 @@ func (d *Dash) webLogout(c *gin.Context) {
 }
 
 type appsData struct {
-	Apps  []AppSummary
-	Teams []Team
+	Apps   []AppSummary
+	Teams  []Team
+	Sparks map[string]template.HTML // app → request rate sparkline
 }
 
 func (d *Dash) webApps(c *gin.Context) {
@@ -373,9 +375,12 @@ func (d *Dash) webApps(c *gin.Context) {
 		return
 	}
 	data := appsData{Teams: teams}
+	names := make([]string, 0, len(rows))
 	for _, a := range rows {
 		data.Apps = append(data.Apps, summarize(d.appView(a), a))
+		names = append(names, a.Name)
 	}
+	data.Sparks = d.appSparklines(ctx, names)
 	d.render(c, http.StatusOK, "apps", page{Title: "Apps", Data: data})
 }
 
@@ -428,6 +433,8 @@ type appData struct {
 	Health   common.HealthConfig
 	Logs     []string
 	Tasks    []Task
+	Window   string        // of the charts: 1h, 6h or 24h
+	Charts   template.HTML // the metrics card (charts.go)
 }
 
 func (d *Dash) webApp(c *gin.Context) {
@@ -438,7 +445,8 @@ func (d *Dash) webApp(c *gin.Context) {
 		d.webFail(c, err)
 		return
 	}
-	data := appData{AppDetail: det, Health: a.Health.WithDefaults()}
+	data := appData{AppDetail: det, Health: a.Health.WithDefaults(), Window: windowParam(c)}
+	data.Charts = d.appCharts(ctx, a, data.Window)
 	if data.Releases, err = d.store.releases(ctx, a.ID, 20); err == nil {
 		if data.Events, err = d.store.events(ctx, a.ID, 30); err == nil {
 			if data.Domains, err = d.store.domains(ctx, a); err == nil {

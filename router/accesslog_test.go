@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,3 +265,62 @@ func TestAccessLogWritesWholeLines(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// The line's time and duration are formatted by hand (a cached second,
+// integer milliseconds): the same text as time.AppendFormat and
+// strconv.AppendFloat give.
+func TestAccessLineTimeAndDurationFormats(t *testing.T) {
+	for us := int64(0); us < 2_100_000; us += 7 {
+		checkMillis(t, us)
+	}
+	for _, us := range []int64{1, 10, 100, 1000, 1001, 1010, 1100, 999_999_999, 123_456_789_012, 1e15 - 1, 1e15, 1e16 + 3, -5} {
+		checkMillis(t, us)
+	}
+	east := time.FixedZone("east", 5*3600+30*60)
+	base := time.Date(2026, 11, 29, 23, 59, 58, 0, time.UTC)
+	for i := 0; i < 3000; i++ {
+		at := base.Add(time.Duration(i) * 1_234_567 * time.Nanosecond) // crosses seconds, minutes, a day
+		for _, loc := range []*time.Location{time.UTC, east, time.Local} {
+			at := at.In(loc)
+			want := at.AppendFormat(nil, "2006-01-02T15:04:05.000Z07:00")
+			if got := appendStamp(nil, at); string(got) != string(want) {
+				t.Fatalf("appendStamp(%v) = %s, want %s", at, got, want)
+			}
+		}
+	}
+}
+
+func checkMillis(t *testing.T, us int64) {
+	t.Helper()
+	want := strconv.AppendFloat(nil, float64(us)/1000, 'f', -1, 64)
+	if got := appendMillis(nil, us); string(got) != string(want) {
+		t.Fatalf("appendMillis(%d) = %s, want %s", us, got, want)
+	}
+}
+
+// To a regular file the log writes batches of up to 64 KiB; to a pipe (or
+// socket) at most PIPE_BUF bytes, so its lines never interleave with
+// another writer's.
+func TestAccessLogWriteSizeByOutput(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	for _, tc := range []struct {
+		out  io.Writer
+		want int
+	}{{f, accessLogFileWrite}, {pw, accessLogWrite}, {io.Discard, accessLogWrite}} {
+		a := newAccessLog(tc.out, accessLogQueue, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
+		a.Close()
+		if a.chunk != tc.want {
+			t.Errorf("%T: writes of up to %d bytes, want %d", tc.out, a.chunk, tc.want)
+		}
+	}
+}

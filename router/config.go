@@ -133,8 +133,7 @@ func DefaultConfig() Config {
 // AddFlags registers the router's own flags (Base's are registered by main).
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address serving apps")
-	fs.StringVar(&c.TLSAddr, "tls-addr", c.TLSAddr, "address serving apps over TLS (empty = no TLS)")
-	fs.StringArrayVar(&c.tlsFlags, "tls-cert", nil, "certificate of --tls-addr as cert.pem:key.pem (repeat; wildcard certificates allowed)")
+	c.AddTLSFlags(fs, "")
 	fs.StringVar(&c.StatusAddr, "status-addr", c.StatusAddr, "address serving /health, /metrics and /routes")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "full route table re-read interval")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "backend connect timeout")
@@ -153,6 +152,13 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.AppMetrics, "app-metrics", c.AppMetrics, "write per-app request metrics to Redis every 10 s for the metrics API (needs --metrics; off only to measure its cost)")
 	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "IPs/CIDRs whose X-Forwarded-*, X-Request-Start and X-Real-IP headers are kept (default: nobody)")
 	fs.IntVar(&c.Procs, "procs", c.Procs, "Go Ps (GOMAXPROCS) for the router process (0 = 4 × CPUs unless GOMAXPROCS is set)")
+}
+
+// AddTLSFlags registers the TLS listener's flags, their names prefixed
+// (`dinp up` offers them as --router-tls-addr and --router-tls-cert).
+func (c *Config) AddTLSFlags(fs *pflag.FlagSet, prefix string) {
+	fs.StringVar(&c.TLSAddr, prefix+"tls-addr", c.TLSAddr, "address serving apps over TLS (empty = no TLS)")
+	fs.StringArrayVar(&c.tlsFlags, prefix+"tls-cert", nil, "certificate of --"+prefix+"tls-addr as cert.pem:key.pem (repeat; wildcard certificates allowed; custom domains get theirs over ACME)")
 }
 
 // ApplyProcs sets GOMAXPROCS for a process that is only a router and

@@ -33,9 +33,10 @@ const (
 	frontIdle       = 90 * time.Second
 	frontHeader     = 10 * time.Second // to read a head once it has started, and the TLS handshake
 	maxResponseHead = 1 << 20
-	// watchAfter is how long a request may wait for its backend before the
-	// front starts watching the client connection, so a client that leaves
-	// frees the backend connection and is never retried for.
+	// watchAfter is how long (at most; at least half of it) a request may
+	// wait for its backend before the front starts watching the client
+	// connection, so a client that leaves frees the backend connection and
+	// is never retried for.
 	watchAfter = 200 * time.Millisecond
 )
 

@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -67,12 +66,12 @@ func (fc *frontConn) handle(q *reqHead) bool {
 
 // putRequestID fills b (32 bytes) with a random hex request id.
 func putRequestID(b []byte) {
-	var raw [16]byte
+	_ = b[31]
 	v1, v2 := rand.Uint64(), rand.Uint64()
-	for j := 0; j < 8; j++ {
-		raw[j], raw[8+j] = byte(v1>>(8*j)), byte(v2>>(8*j))
+	for j := 0; j < 16; j++ {
+		b[j], b[16+j] = hexDigits[v1&15], hexDigits[v2&15]
+		v1, v2 = v1>>4, v2>>4
 	}
-	hex.Encode(b, raw[:])
 }
 
 // stickyFromCookies returns the StickyCookie value of a request head, read
@@ -173,7 +172,11 @@ func (fc *frontConn) proxy(q *reqHead, e *entry) bool {
 	var tried [maxAttempts]*lb.Backend
 	var lastErr error = errNoBackend
 	for n := 0; n < maxAttempts; n++ {
-		b := e.pool.Pick(r.now(), tried[:n], st.sticky)
+		now := st.start // the clock was just read
+		if n > 0 {
+			now = r.now()
+		}
+		b := e.pool.Pick(now, tried[:n], st.sticky)
 		if b == nil {
 			if n == 0 && e.pool.Full() {
 				return fc.reject(q, http.StatusServiceUnavailable, ErrEndpointsFull, "every instance of app "+e.route.App+" is at its connection limit")
@@ -331,13 +334,19 @@ func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []
 	deadline := fc.st.start.Add(r.cfg.ResponseTimeout)
 	// Wait a little without watching the client; most answers come first.
 	// This soft deadline stays through the body (fill handles it running
-	// out), saving a timer update per request.
+	// out), saving a timer update per request. The deadline an earlier
+	// request left on bc is kept while it falls in the second half of this
+	// request's wait: on a busy connection the timer is moved once in many
+	// requests, not for each (the watch then starts after 100–200 ms).
 	if !fc.watching {
 		soft := fc.st.start.Add(watchAfter)
 		if deadline.Before(soft) {
 			soft = deadline
 		}
-		bc.SetReadDeadline(soft)
+		if bc.rdl.After(soft) || !bc.rdl.After(soft.Add(-watchAfter/2)) || !bc.rdl.After(fc.st.start) {
+			bc.SetReadDeadline(soft)
+			bc.rdl = soft
+		}
 		fc.softArmed = true
 	} else {
 		fc.backendDeadline(bc, deadline)
@@ -392,8 +401,10 @@ func (fc *frontConn) roundTrip(bc *backendConn, q *reqHead, req []byte) (head []
 // this call and the watcher's cancel (gone is set before it) comes last.
 func (fc *frontConn) backendDeadline(bc *backendConn, t time.Time) {
 	bc.SetReadDeadline(t)
+	bc.rdl = t
 	if fc.gone.Load() {
 		bc.SetDeadline(aLongTimeAgo)
+		bc.rdl = aLongTimeAgo
 	}
 }
 

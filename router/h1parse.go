@@ -203,10 +203,15 @@ func headerLine(line []byte) (name, value []byte, ok bool) {
 }
 
 // nextLine returns the line starting at head[i] without its CRLF, and the
-// index after the CRLF. head must end with CRLF.
+// index after the CRLF. head must end with CRLF. A bare LF ends a line too,
+// but stays in it, so the line fails every check that follows (a control
+// byte where a token, target or field value must be).
 func nextLine(head []byte, i int) ([]byte, int) {
-	j := bytes.Index(head[i:], crlf)
-	return head[i : i+j], i + j + 2
+	j := i + bytes.IndexByte(head[i:], '\n')
+	if j > i && head[j-1] == '\r' {
+		return head[i : j-1], j + 1
+	}
+	return head[i : j+1], j + 1
 }
 
 // tokens calls fn for each comma-separated, trimmed, non-empty element of v.
@@ -359,7 +364,7 @@ func parseRequest(head []byte, q *reqHead) verdict {
 		fast = false
 	}
 	q.target = rest[:sp]
-	if q.target[0] != '/' || !allIn(q.target, &isTargetByte) {
+	if q.target[0] != '/' || !allIn(q.target, &isTargetByte) || isACMEChallenge(q.target) {
 		fast = false
 	}
 	hosts := 0

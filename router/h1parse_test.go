@@ -49,6 +49,10 @@ func TestParseRequest(t *testing.T) {
 		{"no colon", "GET / HTTP/1.1\r\nHost: x\r\nGarbage\r\n\r\n", handOver},
 		{"control char in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", handOver},
 		{"bare LF in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\nInjected: b\r\n\r\n", handOver},
+		{"bare LF ending a line", "GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", handOver},
+		{"bare LF ending the request line", "GET / HTTP/1.1\nHost: x\r\n\r\n", handOver},
+		{"bare LF in the target", "GET /a\nb HTTP/1.1\r\nHost: x\r\n\r\n", handOver},
+		{"CR LF LF", "GET / HTTP/1.1\r\nHost: x\r\n\nX-A: b\r\n\r\n", handOver},
 		{"space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", handOver},
 		{"garbage line", "GARBAGE\r\n\r\n", handOver},
 		{"CL and TE on GET", "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n", badFraming},
@@ -98,6 +102,8 @@ func TestParseResponse(t *testing.T) {
 		{"HTTP/2", "HTTP/2.0 200 OK\r\n\r\n", false, nil},
 		{"bad header", "HTTP/1.1 200 OK\r\nBad Header Line\r\n\r\n", false, nil},
 		{"bare LF in value", "HTTP/1.1 200 OK\r\nX-A: a\nInjected: b\r\n\r\n", false, nil},
+		{"bare LF ending a line", "HTTP/1.1 200 OK\r\nContent-Length: 1\nX-A: b\r\n\r\n", false, nil},
+		{"bare LF ending the status line", "HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n", false, nil},
 		{"NUL in reason", "HTTP/1.1 200 O\x00K\r\n\r\n", false, nil},
 	}
 	for _, tt := range tests {

@@ -31,6 +31,8 @@ type metrics struct {
 	bytes      *prometheus.CounterVec
 	appFlushes *prometheus.CounterVec
 	appDropped prometheus.Counter
+	// acmeCerts is the number of ACME certificates served by SNI.
+	acmeCerts prometheus.Gauge
 
 	mu   sync.Mutex
 	apps map[string]*appMetrics // guarded by mu
@@ -106,9 +108,12 @@ func newMetrics(withApp bool) *metrics {
 		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dinp_router_access_log_dropped_total", Help: "Access log lines dropped because the log queue was full.",
 		}),
+		acmeCerts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dinp_router_acme_certificates", Help: "Certificates of custom domains (ACME) served by SNI.",
+		}),
 		apps: map[string]*appMetrics{},
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails, m.logDropped,
+	m.reg.MustRegister(m.requests, m.latency, m.failures, m.retries, m.rejected, m.routes, m.version, m.syncFails, m.logDropped, m.acmeCerts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if withApp {
 		m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -15,6 +15,9 @@ type backendConn struct {
 	addr string
 	br   *bufio.Reader
 	used time.Time // last returned to the pool
+	// rdl is the read deadline last set by the request owning bc (the
+	// client watcher's cancel only ever precedes closing bc).
+	rdl time.Time
 }
 
 // connPool holds idle connections per backend address.

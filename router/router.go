@@ -67,6 +67,7 @@ type Router struct {
 	proxy   *httputil.ReverseProxy
 	conns   *connPool  // the front's backend connections
 	alog    *accessLog // nil without AccessLog
+	certs   *certStore // nil without TLSAddr
 	now     func() time.Time
 
 	ln, statusLn, tlsLn net.Listener // tlsLn nil without TLSAddr
@@ -130,6 +131,7 @@ func New(cfg Config) (*Router, error) {
 	errLog := slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)
 	if cfg.TLSAddr != "" {
 		certs, err := loadCerts(cfg.TLSCerts)
+		r.certs = certs
 		if err != nil {
 			r.ln.Close()
 			r.statusLn.Close()
@@ -192,6 +194,9 @@ func (r *Router) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.syncLoop(syncCtx) })
 	wg.Go(func() { r.subscribeLoop(syncCtx) })
+	if r.certs != nil {
+		wg.Go(func() { r.certLoop(syncCtx) })
+	}
 	wg.Go(func() {
 		// The Cluster page shows each router's route version and its lag
 		// behind routes:version.
@@ -307,6 +312,9 @@ type stateKey struct{}
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Header.Get("User-Agent") == lvsUserAgent {
 		r.writeHealth(w)
+		return
+	}
+	if r.serveACMEChallenge(w, req) {
 		return
 	}
 	if cs, ok := req.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok && req.TLS == nil {

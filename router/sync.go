@@ -122,21 +122,16 @@ func (r *Router) subscribeLoop(ctx context.Context) {
 func (r *Router) fullLoad(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	pipe := r.rdb.Pipeline()
-	all := pipe.HGetAll(ctx, r.keys.Routes())
-	epoch := pipe.Get(ctx, r.keys.Epoch())
-	complete := pipe.Get(ctx, r.keys.RoutesComplete())
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	raw, whole, err := r.readWhole(ctx, r.keys.Routes(), r.keys.RoutesComplete())
+	if err != nil {
 		r.metrics.syncFails.Inc()
 		return fmt.Errorf("read routes: %w", err)
 	}
-	raw := all.Val()
 	// The hash is the whole table only once the leader has written every
 	// route for this life of the store. After Redis lost its data (restart
 	// without persistence, FLUSHALL) it is empty, then fills one route at a
 	// time: a host missing then is not a deleted app. Until the leader marks
 	// the hash complete, hosts are added and updated but none is dropped.
-	whole := epoch.Val() != "" && complete.Val() == epoch.Val()
 	if !whole && r.table.Len() > 0 {
 		r.metrics.syncFails.Inc()
 		r.log.Debug("routes hash not marked complete for this store epoch; merging, dropping nothing")
@@ -166,6 +161,20 @@ func (r *Router) fullLoad(ctx context.Context) error {
 	r.metrics.routes.Set(float64(r.table.Len()))
 	r.metrics.version.Set(float64(maxVer))
 	return nil
+}
+
+// readWhole reads a hash the leader owns and rewrites after Redis lost its
+// data, and whether it is whole: marked complete (the completeKey holds
+// the store's epoch marker) since the last loss.
+func (r *Router) readWhole(ctx context.Context, hash, completeKey string) (map[string]string, bool, error) {
+	pipe := r.rdb.Pipeline()
+	all := pipe.HGetAll(ctx, hash)
+	epoch := pipe.Get(ctx, r.keys.Epoch())
+	complete := pipe.Get(ctx, completeKey)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, false, err
+	}
+	return all.Val(), epoch.Val() != "" && complete.Val() == epoch.Val(), nil
 }
 
 // maxBatch bounds the hosts re-read and applied together.

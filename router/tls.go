@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 )
 
 // TLSCert is one certificate/key pair (PEM files) served on TLSAddr for the
@@ -24,13 +25,26 @@ func parseTLSCert(s string) (TLSCert, error) {
 	return TLSCert{CertFile: cert, KeyFile: key}, nil
 }
 
-// certStore picks the certificate of a TLS handshake by SNI: exact name
-// first, then the wildcard of the parent domain, then the first certificate
+// certStore picks the certificate of a TLS handshake by SNI: the
+// operator's exact name first, then the custom domain's ACME certificate,
+// then the wildcard of the parent domain, then the first certificate
 // (clients without SNI).
 type certStore struct {
 	exact    map[string]*tls.Certificate
 	wildcard map[string]*tls.Certificate // "apps.io" for *.apps.io
 	first    *tls.Certificate
+	// acme holds the published ACME certificates by host, replaced whole
+	// by certLoop (see acme.go).
+	acme atomic.Pointer[map[string]*acmeCert]
+}
+
+// acmeCerts returns the current ACME certificates (nil map before the
+// first load).
+func (s *certStore) acmeCerts() map[string]*acmeCert {
+	if m := s.acme.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 func loadCerts(files []TLSCert) (*certStore, error) {
@@ -72,6 +86,9 @@ func (s *certStore) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if c := s.exact[name]; c != nil {
 		return c, nil
+	}
+	if c := s.acmeCerts()[name]; c != nil {
+		return c.cert, nil
 	}
 	if _, parent, ok := strings.Cut(name, "."); ok {
 		if c := s.wildcard[parent]; c != nil {

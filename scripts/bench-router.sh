@@ -21,13 +21,15 @@
 # the router sets (X-Forwarded-For/-Proto/-Host, X-Request-Id,
 # X-Request-Start) set by nginx and HAProxy too, and no cap on requests per
 # client connection. "router-log" writes its access log to a file (truncated
-# after each round) to show what it costs.
+# after each round) to show what it costs. "router-1p" is the router with as
+# many Go Ps as cores (--procs, instead of its default 4 x cores), to show
+# which of the two the machine favours.
 #
 # Environment: BENCH_DURATION (10s), BENCH_ROUNDS (3), BENCH_CONNS ("64 256"),
-# BENCH_TARGETS ("direct router router-log nginx haproxy"; also
+# BENCH_TARGETS ("direct router router-1p router-log nginx haproxy"; also
 # router-nometrics), BENCH_H2 (1; 0 skips the h2 round), BENCH_H2_STREAMS
 # (10 per connection), BENCH_CHANGES (1000; 0 skips), BENCH_ROUTES (10000),
-# BENCH_PORT (first of 14 ports, 19100).
+# BENCH_PORT (first of 16 ports, 19100).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +39,7 @@ source "$ROOT/scripts/services.sh"
 DURATION=${BENCH_DURATION:-10s}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS_LIST=${BENCH_CONNS:-64 256}
-TARGETS=${BENCH_TARGETS:-direct router router-log nginx haproxy}
+TARGETS=${BENCH_TARGETS:-direct router router-1p router-log nginx haproxy}
 H2=${BENCH_H2:-1}
 H2_STREAMS=${BENCH_H2_STREAMS:-10}
 CHANGES=${BENCH_CHANGES:-1000}
@@ -48,6 +50,7 @@ ROUTER_PORT=$((PORT + 3)) ROUTER_STATUS=$((PORT + 4))
 NOMETRICS_PORT=$((PORT + 5)) NOMETRICS_STATUS=$((PORT + 6))
 LOG_PORT=$((PORT + 7)) LOG_STATUS=$((PORT + 8))
 ROUTER_TLS=$((PORT + 9)) NGINX_TLS=$((PORT + 10))
+ONEP_PORT=$((PORT + 14)) ONEP_STATUS=$((PORT + 15))
 HOST=bench.apps.io
 PREFIX=dinpbench$$
 CORES=$(nproc)
@@ -161,6 +164,9 @@ PORTS="$BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $ROUTER_PORT"
 case " $TARGETS " in *" router-nometrics "*)
   start_router "$NOMETRICS_PORT" "$NOMETRICS_STATUS" "$TMP/router.log" --access-log=false --metrics=false
   NOMETRICS_PID=$ROUTER_PID PORTS="$PORTS $NOMETRICS_PORT" ;; esac
+case " $TARGETS " in *" router-1p "*)
+  start_router "$ONEP_PORT" "$ONEP_STATUS" "$TMP/router.log" --access-log=false --procs "$CORES"
+  ONEP_PID=$ROUTER_PID PORTS="$PORTS $ONEP_PORT" ;; esac
 # The access log goes to its own file (stdout/stderr of that router).
 ROUTER_LOG_SINK=$TMP/access.log
 start_router "$LOG_PORT" "$LOG_STATUS" "$ROUTER_LOG_SINK" --access-log=true
@@ -185,7 +191,7 @@ fi
 
 target_port() {
   case $1 in
-    direct) echo "$BACKEND_PORT" ;; router) echo "$ROUTER_PORT" ;; router-nometrics) echo "$NOMETRICS_PORT" ;;
+    direct) echo "$BACKEND_PORT" ;; router) echo "$ROUTER_PORT" ;; router-nometrics) echo "$NOMETRICS_PORT" ;; router-1p) echo "$ONEP_PORT" ;;
     router-log) echo "$LOG_PORT" ;; nginx) echo "$NGINX_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
     router-h2) echo "$ROUTER_TLS" ;; nginx-h2) echo "$NGINX_TLS" ;;
     *) log "unknown target $1"; exit 1 ;;
@@ -195,7 +201,7 @@ target_port() {
 target_pids() { # the processes doing the target's work (nginx: master and workers)
   case $1 in
     direct) echo "$BACKEND_PID" $(pgrep -P "$BACKEND_PID") ;; router | router-h2) echo "$MAIN_ROUTER_PID" ;;
-    router-nometrics) echo "$NOMETRICS_PID" ;; router-log) echo "$LOG_PID" ;;
+    router-nometrics) echo "$NOMETRICS_PID" ;; router-1p) echo "$ONEP_PID" ;; router-log) echo "$LOG_PID" ;;
     nginx | nginx-h2) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") ;; haproxy) echo "$HAPROXY_PID" ;;
   esac
 }
@@ -321,5 +327,12 @@ if has_target router && has_target nginx && has_target haproxy; then
     echo "== $c conns: router / best of nginx and HAProxy ($b) requests/s: $(ratio "$(fig router "$c" rps)" "$(fig "$b" "$c" rps)")" \
       "  (p99 router $(fig router "$c" p99) ms, $b $(fig "$b" "$c" p99) ms;" \
       "requests per CPU-second router/$b $(ratio "$(fig "$b" "$c" cpu)" "$(fig router "$c" cpu)"))"
+  done
+fi
+if has_target router-1p && has_target nginx && has_target haproxy; then
+  for c in $CONNS_LIST; do
+    b=$(best_other "$c")
+    echo "   $c conns, router-1p (--procs $CORES): / $b requests/s $(ratio "$(fig router-1p "$c" rps)" "$(fig "$b" "$c" rps)")," \
+      "p99 $(fig router-1p "$c" p99) ms, requests per CPU-second router-1p/$b $(ratio "$(fig "$b" "$c" cpu)" "$(fig router-1p "$c" cpu)")"
   done
 fi

@@ -12,7 +12,10 @@
 # the default route), DINP_REDIS_ADDR or DINP_REDIS_SENTINELS +
 # DINP_REDIS_MASTER (log shipping), DINP_DATA_DIR (/var/lib/dinp),
 # DINP_NODE_LABELS (k=v,...), DINP_BIN, DINP_CA (the platform's CA certificate
-# when servers serve TLS: https:// server URLs; see scripts/pki.sh).
+# when servers serve TLS: https:// server URLs; see scripts/pki.sh),
+# DINP_REGISTRY_HOST (host:port of a registry serving TLS with that CA: the
+# Docker engine trusts it for pulls, /etc/docker/certs.d/<host:port>/ca.crt).
+# Safe to run again: the agent restarts with the new settings.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=services.sh
@@ -52,13 +55,28 @@ umask 077
   fi
 } >/etc/dinp/agent.yaml
 log "wrote /etc/dinp/agent.yaml (node $NODE, address $ADDR)"
+case "$SERVERS" in
+  *https://*) [ -n "${DINP_CA:-}" ] || log "https server URLs without DINP_CA: the servers' certificate must be publicly trusted" ;;
+esac
+if [ -n "${DINP_REGISTRY_HOST:-}" ] && [ -n "${DINP_CA:-}" ]; then
+  install -D -m 0644 "$DINP_CA" "/etc/docker/certs.d/$DINP_REGISTRY_HOST/ca.crt"
+  log "the Docker engine trusts the registry $DINP_REGISTRY_HOST with the CA"
+fi
 
 if [ -d /run/systemd/system ]; then
   install -m 0644 "$ROOT/scripts/systemd/dinp@.service" /etc/systemd/system/dinp@.service
   systemctl daemon-reload
-  systemctl enable --now dinp@agent
+  systemctl enable dinp@agent >/dev/null
+  systemctl restart dinp@agent
+  wait_for 30 systemctl is-active --quiet dinp@agent ||
+    { log "the agent did not start:"; journalctl -u dinp@agent -n 30 --no-pager >&2; exit 1; }
   log "agent running as dinp@agent (journalctl -u dinp@agent)"
 else
+  if [ -f "$DATA/agent.pid" ] && kill -0 "$(cat "$DATA/agent.pid")" 2>/dev/null; then
+    log "stopping the agent started before (pid $(cat "$DATA/agent.pid")): it restarts with the new settings"
+    kill -TERM "$(cat "$DATA/agent.pid")"
+    wait_for 30 sh -c "! kill -0 $(cat "$DATA/agent.pid")" || { log "the old agent did not stop"; exit 1; }
+  fi
   nohup /usr/local/bin/dinp agent --config /etc/dinp/agent.yaml >>"$DATA/agent.log" 2>&1 &
   echo $! >"$DATA/agent.pid"
   log "no systemd here: agent started in the background (pid $(cat "$DATA/agent.pid"), log $DATA/agent.log)"

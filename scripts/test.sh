@@ -7,9 +7,17 @@ cd "$(dirname "$0")/.."
 start_services
 # The dashboard's browser test drives headless Chromium.
 command -v chromium >/dev/null || apt_install chromium
+# The Prometheus configuration is checked with promtool (prometheus), log
+# drains are delivered to a real rsyslog over TCP and TLS (rsyslog-gnutls).
+apt_install prometheus rsyslog rsyslog-gnutls
 # The runtime-stack end-to-end tests compile their apps: a jar and a war
 # with javac, a C program with gcc.
 apt_install openjdk-17-jdk-headless gcc libc6-dev
+# Automatic TLS is tested against Debian's pebble, a test ACME CA (with
+# pebble-challtestsrv as its DNS).
+apt_install pebble
+# The systemd units are checked with systemd-analyze verify (TestSystemdUnits).
+command -v systemd-analyze >/dev/null || apt_install systemd
 
 # A fresh machine has no Debian-based stacks in its stack cache: build them in
 # the background from the start (vet, compiling and the other packages' tests

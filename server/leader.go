@@ -75,6 +75,7 @@ func (s *Server) tryLead(ctx context.Context, pool *sql.DB) error {
 		defer close(done)
 		var wg sync.WaitGroup
 		wg.Go(func() { s.runDrains(lctx, pool) })
+		wg.Go(func() { s.runACME(lctx, pool) })
 		s.lead(lctx, pool)
 		wg.Wait()
 	}()

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"sync"
@@ -79,6 +80,19 @@ type Config struct {
 	DrainFailAfter time.Duration
 	// DrainRefresh is how often the leader re-reads the list of drains.
 	DrainRefresh time.Duration
+	// ACMEDirectory, when set, turns on automatic TLS: the leader obtains
+	// and renews a certificate for every verified custom domain from this
+	// ACME directory (RFC 8555), its HTTP-01 challenges answered by the
+	// routers (see acme.go).
+	ACMEDirectory string
+	// ACMEEmail is the contact of the ACME account (optional).
+	ACMEEmail string
+	// ACMECA is a PEM file of extra roots trusted for the ACME directory's
+	// HTTPS (a private or test CA).
+	ACMECA string
+	// ACMEInterval is how often the leader looks for domains to certify or
+	// renew; failures back off from 12 intervals, doubling up to 6 h.
+	ACMEInterval time.Duration
 	// ID names this server (leader display, logs).
 	ID  string
 	Log *slog.Logger
@@ -99,6 +113,7 @@ func DefaultConfig() Config {
 		AnswerInlineBytes: 256 << 10,
 		DrainFailAfter:    time.Minute,
 		DrainRefresh:      5 * time.Second,
+		ACMEInterval:      5 * time.Second,
 	}
 }
 
@@ -120,7 +135,16 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.DrainAllowInternal, "drain-allow-internal", c.DrainAllowInternal, "let log drains reach loopback and private addresses")
 	fs.StringVar(&c.DrainCA, "drain-ca", c.DrainCA, "PEM file of extra CA certificates for TLS log drains")
 	fs.DurationVar(&c.DrainFailAfter, "drain-fail-after", c.DrainFailAfter, "how long a log drain may fail before its app gets a drain_failing event")
+	c.AddACMEFlags(fs)
 	fs.StringVar(&c.ID, "server-id", c.ID, "id of this server (default hostname-pid)")
+}
+
+// AddACMEFlags registers the automatic TLS flags (also offered by `dinp up`).
+func (c *Config) AddACMEFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.ACMEDirectory, "acme-directory", c.ACMEDirectory, "ACME directory URL: obtain and renew certificates of verified custom domains (empty = off)")
+	fs.StringVar(&c.ACMEEmail, "acme-email", c.ACMEEmail, "contact e-mail of the ACME account")
+	fs.StringVar(&c.ACMECA, "acme-ca", c.ACMECA, "PEM file of extra CA certificates trusted for the ACME directory's HTTPS")
+	fs.DurationVar(&c.ACMEInterval, "acme-interval", c.ACMEInterval, "how often the leader looks for certificates to obtain or renew")
 }
 
 func (c *Config) validate() error {
@@ -148,6 +172,14 @@ func (c *Config) validate() error {
 	}
 	if c.DrainPeriod < 0 || c.StartTimeout < 0 || c.MemoryReserveMB < 0 || c.MaxSurge < 0 || c.LivenessLimit < 0 || c.ForgetNodeAfter < 0 {
 		errs = append(errs, errors.New("drain period, start timeout, memory reserve, max surge and liveness limit must not be negative"))
+	}
+	if c.ACMEDirectory != "" {
+		if u, err := url.Parse(c.ACMEDirectory); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("acme-directory %q: want an http(s) URL", c.ACMEDirectory))
+		}
+		if c.ACMEInterval <= 0 {
+			errs = append(errs, errors.New("acme-interval must be positive"))
+		}
 	}
 	return errors.Join(errs...)
 }

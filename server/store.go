@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common"
+	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/server/reconcile"
 )
 
@@ -105,24 +106,14 @@ func readDesired(ctx context.Context, pool *sql.DB) (*desired, error) {
 
 	// Verified custom domains route like <app>.<domain>; unverified ones
 	// (or a removed row) are simply absent, so their route is deleted.
-	rows, err = tx.QueryContext(ctx, `SELECT app_id, name FROM domains WHERE verified ORDER BY name`)
+	doms, err := reads.VerifiedDomains(ctx, tx)
 	if err != nil {
 		return nil, fmt.Errorf("read domains: %w", err)
 	}
-	for rows.Next() {
-		var appID int64
-		var name string
-		if err := rows.Scan(&appID, &name); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read domains: %w", err)
+	for _, d := range doms {
+		if a := byID[d.AppID]; a != nil {
+			a.Domains = append(a.Domains, d.Name)
 		}
-		if a := byID[appID]; a != nil {
-			a.Domains = append(a.Domains, strings.ToLower(name))
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read domains: %w", err)
 	}
 
 	rows, err = tx.QueryContext(ctx, `SELECT id, app_id, release_version, idx, node, state, host_port, local_addr, container_id,

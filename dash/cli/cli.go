@@ -290,7 +290,7 @@ func Commands() []*cobra.Command {
 		appsCommand(f), createCommand(), destroyCommand(f),
 		deployCommand(), psCommand(f), scaleCommand(f),
 		envCommand(f), releasesCommand(f), rollbackCommand(f), rebuildCommand(f),
-		logsCommand(f), eventsCommand(f), domainsCommand(f), drainsCommand(f),
+		logsCommand(f), eventsCommand(f), domainsCommand(f), drainsCommand(f), metricsCommand(f),
 		runCommand(f), tasksCommand(f),
 		nodesCommand(f),
 		clusterCommand(f),

@@ -333,6 +333,7 @@ type domainView struct {
 		TXTRecord string `json:"txt_record"`
 		FilePath  string `json:"file_path"`
 	} `json:"challenge"`
+	Certificate *api.DomainCert `json:"certificate"`
 }
 
 func printChallenge(cmd *cobra.Command, d domainView) {
@@ -343,23 +344,43 @@ func printChallenge(cmd *cobra.Command, d domainView) {
 		d.Name, d.Challenge.TXTRecord, d.Challenge.Token, d.Name, d.Challenge.FilePath)
 }
 
+// domainHeader and domainRow make `dinp domains APP`'s table.
+const domainHeader = "DOMAIN\tSTATE\tCHALLENGE\tCERTIFICATE\tISSUER\tEXPIRES"
+
+func domainRow(d domainView) string {
+	state, ch := "verified", ""
+	if !d.Verified {
+		state = "awaiting proof"
+		if d.Challenge != nil {
+			ch = "TXT " + d.Challenge.TXTRecord + " = " + d.Challenge.Token
+		}
+	}
+	cert, issuer, expires := "-", "-", "-"
+	if cd := d.Certificate; cd != nil {
+		cert = string(cd.State)
+		if e := cd.LastError; e != "" {
+			if len(e) > 80 {
+				e = e[:77] + "..." // the whole of it: --json
+			}
+			cert += ": " + e
+		}
+		if cd.Issuer != "" {
+			issuer = cd.Issuer
+		}
+		if cd.ExpiresAt != nil {
+			expires = cd.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+	}
+	return d.Name + "\t" + state + "\t" + ch + "\t" + cert + "\t" + issuer + "\t" + expires
+}
+
 func domainsCommand(f *appFlags) *cobra.Command {
 	list := func(cmd *cobra.Command, args []string) error {
 		name, _, c, err := f.appClient(args)
 		if err != nil {
 			return err
 		}
-		return listing(cmd, f, c, appPath(name, "/domains"), "domains", "DOMAIN\tSTATE\tCHALLENGE",
-			func(d domainView) string {
-				state, ch := "verified", ""
-				if !d.Verified {
-					state = "awaiting proof"
-					if d.Challenge != nil {
-						ch = "TXT " + d.Challenge.TXTRecord + " = " + d.Challenge.Token
-					}
-				}
-				return d.Name + "\t" + state + "\t" + ch
-			})
+		return listing(cmd, f, c, appPath(name, "/domains"), "domains", domainHeader, domainRow)
 	}
 	domains := f.withJSON(f.withApp(&cobra.Command{
 		Use:   "domains [APP]",

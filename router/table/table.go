@@ -96,10 +96,13 @@ func (t *Table[E]) Lookup(host string) (E, bool) {
 // LookupBytes is Lookup for a Host header still in a read buffer; it does
 // not allocate for hosts of up to 128 bytes without IPv6 brackets.
 func (t *Table[E]) LookupBytes(host []byte) (E, bool) {
-	var buf [128]byte
-	h, ok := normalizeBytes(host, buf[:0])
-	if !ok {
-		return t.Lookup(string(host))
+	h := host
+	if !isNormal(host) {
+		var buf [128]byte
+		var ok bool
+		if h, ok = normalizeBytes(host, buf[:0]); !ok {
+			return t.Lookup(string(host))
+		}
 	}
 	s := t.snap.Load()
 	if s.over != nil {
@@ -109,6 +112,26 @@ func (t *Table[E]) LookupBytes(host []byte) (E, bool) {
 	}
 	e, ok := s.base[string(h)]
 	return e, ok
+}
+
+// needsWork marks the bytes after which a host is not in its stored form
+// as it is: upper case, port or IPv6 separators, non-ASCII.
+var needsWork = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = ('A' <= c && c <= 'Z') || c == ':' || c == '[' || c == ']' || c >= 0x80
+	}
+	return t
+}()
+
+// isNormal reports whether host is already what NormalizeHost makes of it
+// (the Host header of nearly every request): one pass, no copy.
+func isNormal(host []byte) bool {
+	for _, c := range host {
+		if needsWork[c] {
+			return false
+		}
+	}
+	return len(host) == 0 || host[len(host)-1] != '.'
 }
 
 // normalizeBytes is NormalizeHost into buf for the common shapes (name,

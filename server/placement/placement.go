@@ -66,17 +66,33 @@ type Cluster struct {
 	free      freeHeap // valid once built
 	built     bool
 	// apps is app → node → instances of the app on the node (spread),
-	// built on first Place from early; a round that places nothing (the
-	// steady state) never builds it.
-	apps  map[string]map[*nodeState]int
-	early []earlyRes
+	// built for an app on its first Place from its entries in early: a
+	// round that places nothing (the steady state) builds none, and a
+	// round that places a few apps' instances (a drained node) builds only
+	// theirs, not the spread of 50,000 instances.
+	apps map[string]map[*nodeState]int
+	// early holds the reservations of apps whose spread is not built, in
+	// order; once indexed (chains != nil) it is cut in runs of one app's
+	// consecutive entries, each app's runs chained in order. Reservations
+	// arrive grouped by app (the reconciler's rows are), so indexing costs
+	// a map operation per app, not per reservation.
+	early  []earlyRes
+	runs   []run
+	chains map[string]chain
 }
 
 type earlyRes struct {
 	app   string
 	node  *nodeState
-	count int
+	count int32
 }
+
+// run is early[start:end], entries of one app; next is the app's next run
+// (-1: none).
+type run struct{ start, end, next int32 }
+
+// chain locates an app's first and last runs.
+type chain struct{ head, tail int32 }
 
 // New returns a ledger over nodes, keeping reserveMB of every node's memory
 // for the system.
@@ -114,7 +130,7 @@ func (c *Cluster) heap() *freeHeap {
 // Grow makes room for n more Reserve calls, so a round that records 50,000
 // existing instances does not regrow its ledger.
 func (c *Cluster) Grow(n int) {
-	if c.apps == nil && n > 0 {
+	if c.chains == nil && n > 0 {
 		c.early = append(make([]earlyRes, 0, len(c.early)+n), c.early...)
 	}
 }
@@ -144,20 +160,64 @@ func (c *Cluster) add(n *nodeState, app string, memoryMB int64, count int) {
 	if c.built && n.pos >= 0 {
 		heap.Fix(&c.free, n.pos)
 	}
-	if c.apps == nil {
-		c.early = append(c.early, earlyRes{app, n, count})
-		return
+	if c.chains != nil {
+		if m, ok := c.apps[app]; ok {
+			count1(m, n, count)
+			return
+		}
 	}
-	c.count(app, n, count)
+	c.early = append(c.early, earlyRes{app: app, node: n, count: int32(count)})
+	if c.chains != nil {
+		c.link(app, int32(len(c.early)-1), int32(len(c.early)))
+	}
 }
 
-// count adds count instances of app on n to the spread index.
-func (c *Cluster) count(app string, n *nodeState, count int) {
-	m := c.apps[app]
-	if m == nil {
-		m = map[*nodeState]int{}
-		c.apps[app] = m
+// link appends the run early[start:end] to its app's chain.
+func (c *Cluster) link(app string, start, end int32) {
+	c.runs = append(c.runs, run{start: start, end: end, next: -1})
+	i := int32(len(c.runs) - 1)
+	ch, ok := c.chains[app]
+	if ok {
+		c.runs[ch.tail].next = i
+		ch.tail = i
+	} else {
+		ch = chain{head: i, tail: i}
 	}
+	c.chains[app] = ch
+}
+
+// spread returns app → instances of app per node, built on the app's
+// first Place from its reservations so far.
+func (c *Cluster) spread(app string) map[*nodeState]int {
+	if c.chains == nil {
+		c.chains = map[string]chain{}
+		c.apps = map[string]map[*nodeState]int{}
+		start := 0
+		for i := 1; i <= len(c.early); i++ {
+			if i == len(c.early) || c.early[i].app != c.early[start].app {
+				c.link(c.early[start].app, int32(start), int32(i))
+				start = i
+			}
+		}
+	}
+	if m, ok := c.apps[app]; ok {
+		return m
+	}
+	m := map[*nodeState]int{}
+	if ch, ok := c.chains[app]; ok {
+		for r := ch.head; r >= 0; r = c.runs[r].next {
+			for _, e := range c.early[c.runs[r].start:c.runs[r].end] {
+				count1(m, e.node, int(e.count))
+			}
+		}
+		delete(c.chains, app)
+	}
+	c.apps[app] = m
+	return m
+}
+
+// count1 adds count instances on n to an app's spread m.
+func count1(m map[*nodeState]int, n *nodeState, count int) {
 	if m[n] += count; m[n] <= 0 {
 		delete(m, n)
 	}
@@ -186,14 +246,7 @@ func (c *Cluster) Load(node string) float64 {
 // prefers the one with the fewest instances of app (spread), then the most
 // free memory, then the smallest id.
 func (c *Cluster) Place(app string, memoryMB int64, constraints map[string]string) (string, error) {
-	if c.apps == nil {
-		c.apps = map[string]map[*nodeState]int{}
-		for _, r := range c.early {
-			c.count(r.app, r.node, r.count)
-		}
-		c.early = nil
-	}
-	has := c.apps[app]
+	has := c.spread(app)
 	// Best node without the app: walk the heap from the most free node,
 	// setting aside those that hold the app or miss a label. Once the top
 	// does not fit, nothing below does.

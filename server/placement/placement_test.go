@@ -147,3 +147,32 @@ func TestReleaseFreesMemory(t *testing.T) {
 		t.Fatalf("free %d, want 100", got)
 	}
 }
+
+// TestSpreadFromInterleavedReservations: an app's instances count for
+// spread wherever its reservations sit among other apps' (several runs),
+// released ones do not, and reservations made after the first placement
+// (for an app not placed yet, or one placed already) count too.
+func TestSpreadFromInterleavedReservations(t *testing.T) {
+	nodes := []Node{{ID: "a", CapacityMB: 10000, Schedulable: true}, {ID: "b", CapacityMB: 9000, Schedulable: true},
+		{ID: "c", CapacityMB: 8000, Schedulable: true}, {ID: "d", CapacityMB: 7000, Schedulable: true}}
+	c := New(nodes, 0)
+	c.Reserve("a", "web", 10)
+	c.Reserve("a", "api", 10)
+	c.Reserve("b", "web", 10)
+	c.Reserve("c", "api", 10)
+	c.Reserve("c", "web", 10)
+	c.Release("c", "web", 10)
+	// web runs on a and b: c has the most free memory among the others.
+	if n, err := c.Place("web", 10, nil); err != nil || n != "c" {
+		t.Fatalf("web placed on %q (%v), want c", n, err)
+	}
+	c.Reserve("d", "api", 10)
+	c.Reserve("d", "web", 10)
+	// api runs on a, c and d; web now on a, b, c and d.
+	if n, err := c.Place("api", 10, nil); err != nil || n != "b" {
+		t.Fatalf("api placed on %q (%v), want b", n, err)
+	}
+	if n, err := c.Place("web", 10, nil); err != nil || n != "a" {
+		t.Fatalf("second web placed on %q (%v), want a (every node holds one; a has the most free)", n, err)
+	}
+}

@@ -2,10 +2,12 @@ package reconcile
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dinp/dinp/common"
@@ -35,10 +37,21 @@ func Compute(in Input) Plan {
 	for i := range r.apps {
 		r.reconcileApp(&r.apps[i], byApp[i])
 	}
-	r.diff()
-	r.group()
-	r.routes()
-	r.assignments()
+	if len(r.work) >= observeParallelRows && runtime.GOMAXPROCS(0) > 1 {
+		// Listing the changed rows and deriving routes and assignments read
+		// the same rows and write different parts of the plan.
+		var wg sync.WaitGroup
+		wg.Go(r.diff)
+		r.group()
+		r.routes()
+		r.assignments()
+		wg.Wait()
+	} else {
+		r.diff()
+		r.group()
+		r.routes()
+		r.assignments()
+	}
 	return r.plan
 }
 
@@ -122,7 +135,10 @@ func newReconciler(in Input) *reconciler {
 //
 // Rows are not sorted (50,000 string compares over scattered rows cost
 // more than the rest of a quiet round): every decision is
-// order-independent, and the plan's lists are sorted in diff.
+// order-independent, and the plan's lists are sorted in diff. Matching
+// rows with their containers and health (map lookups, most of a quiet
+// round) runs on up to observeWorkers goroutines, each owning the rows of
+// its share of the nodes; events are then added in row order.
 func (r *reconciler) observe() {
 	in := r.in
 	r.orig = make([]*Instance, len(in.Instances))
@@ -132,17 +148,23 @@ func (r *reconciler) observe() {
 	r.rows = make([]Instance, 0, len(r.orig))
 	r.origOf = make([]int, 0, len(r.orig))
 	lostSeen := map[string]bool{}
-	// Each node's containers by instance, built once per node.
-	reported := make([]map[string]*common.Container, len(r.nodeIDs))
+	workers := 1
+	if len(r.orig) >= observeParallelRows {
+		workers = max(min(runtime.GOMAXPROCS(0), observeWorkers), 1)
+	}
+	// share[w] lists the rows (indexes of r.rows) worker w observes.
+	share := make([][]int32, workers)
+	for w := range share {
+		share[w] = make([]int32, 0, len(r.orig)/workers+1)
+	}
 	for oi, o := range r.orig {
 		// Copied straight into rows (the one copy of the row); popped again
 		// when the row is deleted.
 		r.rows = append(r.rows, *o)
 		inst := &r.rows[len(r.rows)-1]
 		ni, known := r.nodeIdx[inst.Node]
-		var n *Node
 		if known {
-			n, inst.ni = r.nodeList[ni], ni
+			inst.ni = ni
 		}
 		switch {
 		case !known || r.lostAt[ni]:
@@ -166,33 +188,75 @@ func (r *reconciler) observe() {
 				r.rows = r.rows[:len(r.rows)-1]
 				continue
 			}
-		case n.Heartbeat != nil:
-			cs := reported[ni]
+			inst.stopping = true // keeps its state: only health is read
+		}
+		share[ni%workers] = append(share[ni%workers], int32(len(r.rows)-1))
+		r.origOf = append(r.origOf, oi)
+	}
+	// failed[i]: rows[i] failed for a reason not shown yet. reported[ni]:
+	// node ni's containers by instance, built by the worker owning the node.
+	failed := make([]bool, len(r.rows))
+	reported := make([]map[string]*common.Container, len(r.nodeIDs))
+	if workers == 1 {
+		r.observeShare(share[0], failed, reported)
+	} else {
+		var wg sync.WaitGroup
+		for _, rows := range share {
+			wg.Go(func() { r.observeShare(rows, failed, reported) })
+		}
+		wg.Wait()
+	}
+	for i := range r.rows {
+		if !failed[i] {
+			continue
+		}
+		inst := &r.rows[i]
+		r.plan.Events = append(r.plan.Events, Event{AppID: inst.AppID, Kind: EventFailed, Instance: inst.ID,
+			Message: fmt.Sprintf("instance %s (index %d, release v%d) on node %s failed: %s; retrying",
+				inst.ID, inst.Index, inst.Release, inst.Node, inst.Error)})
+	}
+	r.work = make([]*Instance, len(r.rows)) // rows that survive this round
+	for i := range r.rows {
+		r.work[i] = &r.rows[i]
+	}
+}
+
+// observeParallelRows is the round size from which observe uses several
+// goroutines; observeWorkers bounds them.
+const (
+	observeParallelRows = 8192
+	observeWorkers      = 4
+)
+
+// observeShare gives each of the rows what its node reports (each node's
+// containers indexed once, by the one worker that owns the node's rows)
+// and hm's verdict, and marks in failed those whose failure is news. It
+// reads the input and writes only its own rows and their entries.
+func (r *reconciler) observeShare(rows []int32, failed []bool, reported []map[string]*common.Container) {
+	in := r.in
+	for _, i := range rows {
+		inst := &r.rows[i]
+		if n := r.nodeList[inst.ni]; !inst.stopping && n.Heartbeat != nil {
+			cs := reported[inst.ni]
 			if cs == nil {
 				cs = make(map[string]*common.Container, len(n.Heartbeat.Containers))
-				for i := range n.Heartbeat.Containers {
-					cs[n.Heartbeat.Containers[i].Instance] = &n.Heartbeat.Containers[i]
+				for j := range n.Heartbeat.Containers {
+					cs[n.Heartbeat.Containers[j].Instance] = &n.Heartbeat.Containers[j]
 				}
-				reported[ni] = cs
+				reported[inst.ni] = cs
 			}
 			c := cs[inst.ID]
 			observe(inst, c, in.Now)
 			// A failed pull, create or start is shown on the app once per
 			// distinct reason (exits are the crash-loop detector's business).
-			if c != nil && c.Error != "" && inst.State == StateFailed &&
+			if o := r.orig[r.origOf[i]]; c != nil && c.Error != "" && inst.State == StateFailed &&
 				(o.State != StateFailed || o.Error != inst.Error) && r.appByID[inst.AppID] != nil {
-				r.plan.Events = append(r.plan.Events, Event{AppID: inst.AppID, Kind: EventFailed, Instance: inst.ID,
-					Message: fmt.Sprintf("instance %s (index %d, release v%d) on node %s failed: %s; retrying",
-						inst.ID, inst.Index, inst.Release, inst.Node, inst.Error)})
+				failed[i] = true
 			}
 		}
+		inst.stopping = false
 		status := in.Health[inst.ID].Status
 		inst.healthy, inst.sick = status == common.Healthy, status == common.Unhealthy
-		r.origOf = append(r.origOf, oi)
-	}
-	r.work = make([]*Instance, len(r.rows)) // rows that survive this round
-	for i := range r.rows {
-		r.work[i] = &r.rows[i]
 	}
 }
 
@@ -209,8 +273,23 @@ func (r *reconciler) reserve() {
 	}
 	r.ledger = placement.New(pnodes, r.in.ReserveMB)
 	r.ledger.Grow(len(r.work))
-	for _, inst := range r.work {
-		r.ledger.Reserve(inst.Node, appName(r.appByID, inst.AppID), memoryOf(r.appByID, inst))
+	// App by app, whatever the rows' order: the ledger then indexes an
+	// app's reservations with one map operation per app, not per row, when
+	// it places (a drained node's replacements).
+	grouped := 0
+	for i, g := range groupByApp(r.work, r.appIdx, len(r.apps), nil) {
+		app := &r.apps[i]
+		for _, inst := range g {
+			r.ledger.Reserve(inst.Node, app.Name, app.Releases[inst.Release].MemoryMB)
+		}
+		grouped += len(g)
+	}
+	if grouped < len(r.work) { // rows of deleted apps
+		for _, inst := range r.work {
+			if _, ok := r.appIdx[inst.AppID]; !ok {
+				r.ledger.Reserve(inst.Node, appName(r.appByID, inst.AppID), 0)
+			}
+		}
 	}
 	// What is not an instance (one-off tasks) holds memory too.
 	for _, res := range r.in.Reserved {

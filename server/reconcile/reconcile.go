@@ -97,6 +97,9 @@ type Instance struct {
 	// ni is the row's node as an index into Compute's sorted node list, so
 	// 50,000 rows do not look their node up by name again and again.
 	ni int
+	// stopping marks, during observe only, a row whose state its node's
+	// report does not change (stopping, within its drain period).
+	stopping bool
 }
 
 // Node is a node as the leader knows it this round.

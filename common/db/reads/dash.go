@@ -67,3 +67,29 @@ func RetainedImages(ctx context.Context, q Querier, lastN int, buildsSince time.
 	}
 	return out, nil
 }
+
+// VerifiedDomain is a custom domain bound to an app (ownership proven, or
+// bound by an admin).
+type VerifiedDomain struct {
+	AppID int64
+	Name  string // lowercase
+}
+
+// VerifiedDomains lists the verified custom domains by name (server: their
+// routes, and the certificates its ACME issuer keeps).
+func VerifiedDomains(ctx context.Context, q Querier) ([]VerifiedDomain, error) {
+	rows, err := q.QueryContext(ctx, `SELECT app_id, LOWER(name) FROM domains WHERE verified ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []VerifiedDomain
+	for rows.Next() {
+		var d VerifiedDomain
+		if err := rows.Scan(&d.AppID, &d.Name); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}

@@ -5,8 +5,9 @@
 // tables, with a test against MariaDB, so a change to an owner's schema
 // shows at once which readers it breaks.
 //
-// Files are named after the owner: dash.go (apps, releases, deleted_apps),
-// server.go (instances, node_secrets, tasks), builder.go (builds).
+// Files are named after the owner: dash.go (apps, releases, deleted_apps,
+// domains), server.go (instances, node_secrets, tasks, domain_certs),
+// builder.go (builds).
 package reads
 
 import (

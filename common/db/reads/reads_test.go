@@ -141,3 +141,48 @@ func TestBuilderTables(t *testing.T) {
 		t.Errorf("BuiltImageStack(unfinished build) err = %v, want sql.ErrNoRows", err)
 	}
 }
+
+func TestDomainTables(t *testing.T) {
+	pool, web := fixture(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO domains (name, app_id, verified) VALUES ('WWW.Example.COM', ?, TRUE)`,
+		`INSERT INTO domains (name, app_id, verified) VALUES ('b.example.com', ?, TRUE)`,
+		`INSERT INTO domains (name, app_id, verified) VALUES ('claim.example.com', ?, FALSE)`,
+	} {
+		if _, err := pool.Exec(q, web); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []reads.VerifiedDomain{{AppID: web, Name: "b.example.com"}, {AppID: web, Name: "www.example.com"}}
+	if got, err := reads.VerifiedDomains(ctx, pool); err != nil || !slices.Equal(got, want) {
+		t.Errorf("VerifiedDomains = %+v, %v; want %+v", got, err, want)
+	}
+
+	exp := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO domain_certs (name, state, issuer, not_after) VALUES ('www.example.com', 'issued', 'CA 1', ?)`, []any{exp}},
+		{`INSERT INTO domain_certs (name, state, last_error) VALUES ('b.example.com', 'failing', 'refused')`, nil},
+		{`INSERT INTO domain_certs (name, state) VALUES ('claim.example.com', 'issued')`, nil},
+	} {
+		if _, err := pool.Exec(q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := reads.AppDomainCerts(ctx, pool, web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := got["www.example.com"]; c.State != common.CertIssued || c.Issuer != "CA 1" || c.NotAfter == nil || !c.NotAfter.Equal(exp) {
+		t.Errorf("issued: %+v", c)
+	}
+	if c := got["b.example.com"]; c.State != common.CertFailing || c.LastError != "refused" || c.NotAfter != nil {
+		t.Errorf("failing: %+v", c)
+	}
+	if c, ok := got["claim.example.com"]; ok || len(got) != 2 {
+		t.Errorf("an unverified claim's certificate listed: %+v (%d)", c, len(got))
+	}
+}

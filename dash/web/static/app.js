@@ -138,6 +138,27 @@ function watchRollout(url) {
   poll();
 }
 
+// Metrics charts on the app page: the card is server-rendered SVG; fetch it
+// again every 10 s (while the tab is visible), and switch windows in place.
+function initCharts() {
+  var card = document.getElementById("charts");
+  if (!card || !card.dataset.src) { return; }
+  function load(src) {
+    fetch(src, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) { if (html !== null) { card.innerHTML = html; card.dataset.src = src; } })
+      .catch(function () {});
+  }
+  card.addEventListener("click", function (ev) {
+    var a = ev.target.closest("a[data-window]");
+    if (!a) { return; }
+    ev.preventDefault();
+    history.replaceState(null, "", a.href);
+    load(card.dataset.src.replace(/window=[^&]*/, "window=" + a.dataset.window));
+  });
+  setInterval(function () { if (!document.hidden) { load(card.dataset.src); } }, 10000);
+}
+
 // Forms with data-confirm ask first.
 function initConfirm() {
   document.querySelectorAll("form[data-confirm]").forEach(function (f) {
@@ -146,5 +167,5 @@ function initConfirm() {
 }
 
 document.addEventListener("DOMContentLoaded", function () {
-  initLogTail(); initInstances(); initDeploy(); initConfirm();
+  initLogTail(); initInstances(); initCharts(); initDeploy(); initConfirm();
 });
