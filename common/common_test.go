@@ -127,9 +127,9 @@ func TestKeysSpelling(t *testing.T) {
 	k := NewKeys("")
 	for got, want := range map[string]string{
 		k.MetricsApp("shop", 10): "dinp:metrics:shop:10s", k.MetricsApp("shop", 60): "dinp:metrics:shop:1m",
-		k.MetricsInstance("shop", "ab12", 10): "dinp:metrics:shop:i:ab12:10s",
+		k.MetricsInstance("shop", "ab12", 10):                                "dinp:metrics:shop:i:ab12:10s",
 		k.MetricsInstancePrefix("shop") + "ab12" + MetricsInstanceSuffix(60): "dinp:metrics:shop:i:ab12:1m",
-		k.MetricsInstances("shop"): "dinp:metrics:shop:instances",
+		k.MetricsInstances("shop"):                                           "dinp:metrics:shop:instances",
 	} {
 		if got != want {
 			t.Errorf("metrics key %q, want %q", got, want)

@@ -96,7 +96,7 @@ func TestMetricsAPIBench(t *testing.T) {
 		pprof.StartCPUProfile(out)
 		defer func() { pprof.StopCPUProfile(); out.Close() }()
 	}
-	runtime.GC() // the seeding's garbage is not the endpoint's
+	runtime.GC()    // the seeding's garbage is not the endpoint's
 	for range 100 { // warm-up: connections, caches
 		e.call("GET", "/api/v1/apps/"+apps[rng.IntN(napps)]+"/metrics", token, nil, nil)
 	}
