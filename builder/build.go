@@ -87,6 +87,7 @@ func (b *Builder) Build(ctx context.Context, app, createdBy string, body io.Read
 		logf(fmt.Sprintf("build succeeded in %d ms: %s", res.DurationMS, res.Image))
 		log.Info("build succeeded", "image", res.Image, "reused", res.Reused, "duration_ms", res.DurationMS)
 	}
+	b.met.finished(string(res.Status), res.Stack, b.now().Sub(start))
 	if uerr := b.finishBuild(ctx, res, tm); uerr != nil {
 		log.Error("record build", "err", uerr)
 		if err == nil {

@@ -135,6 +135,7 @@ type Builder struct {
 	slots  *slots // running builds are bounded; the rest queue in order
 	ln     net.Listener
 	reg    *registryClient
+	met    *metrics // Prometheus series (metrics.go)
 	server *http.Server
 	now    func() time.Time
 
@@ -231,6 +232,8 @@ func New(cfg Config) (*Builder, error) {
 		now:       time.Now,
 		dockerCli: cfg.Docker,
 	}
+	b.met = newMetrics(b.slots)
+	reg.pushFailed = b.met.pushFailed
 	b.server = &http.Server{
 		Handler:           b.routes(),
 		ReadHeaderTimeout: 30 * time.Second, // no ReadTimeout: uploads may be slow

@@ -132,6 +132,7 @@ func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref
 	}
 	rc, err := docker.ImagePush(ctx, ref, image.PushOptions{RegistryAuth: authStr})
 	if err != nil {
+		b.met.pushFailed.Inc()
 		return "", 0, fmt.Errorf("docker push: %w", err)
 	}
 	var pushed struct {
@@ -148,11 +149,12 @@ func (b *Builder) dockerBuild(ctx context.Context, appID int64, app, srcDir, ref
 		}
 	})
 	rc.Close()
-	if err != nil {
-		return "", 0, fmt.Errorf("docker push: %w", err)
+	if err == nil && !strings.HasPrefix(pushed.Digest, "sha256:") {
+		err = errors.New("engine reported no digest")
 	}
-	if !strings.HasPrefix(pushed.Digest, "sha256:") {
-		return "", 0, errors.New("docker push: engine reported no digest")
+	if err != nil {
+		b.met.pushFailed.Inc()
+		return "", 0, fmt.Errorf("docker push: %w", err)
 	}
 	return pushed.Digest, pushed.Size, nil
 }

@@ -16,6 +16,7 @@ import (
 func (b *Builder) routes() http.Handler {
 	r := httpapi.NewEngine()
 	r.GET("/health", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
+	r.GET("/metrics", gin.WrapH(httpapi.MetricsHandler(b.met.reg, b.cfg.ClusterToken)))
 	v1 := r.Group("/v1", httpapi.RequireToken(b.cfg.ClusterToken))
 	v1.POST("/builds", b.handleCreate)
 	v1.GET("/builds/:id", b.handleGet)

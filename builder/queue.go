@@ -66,6 +66,13 @@ func (s *slots) release() {
 	s.free++
 }
 
+// queued is the number of builds waiting for a slot.
+func (s *slots) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiting)
+}
+
 // position is build's place in the queue (1 = next), 0 when not waiting.
 func (s *slots) position(build int64) int {
 	s.mu.Lock()

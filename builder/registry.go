@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dinp/dinp/common/tlsx"
 )
@@ -28,6 +29,8 @@ type registryClient struct {
 	tls  bool
 	auth authn.Authenticator
 	tr   http.RoundTripper
+	// pushFailed counts failed pushes (nil: not counted).
+	pushFailed prometheus.Counter
 }
 
 // parseRegistryAddr splits --builder-registry-addr: host:port, or
@@ -144,6 +147,9 @@ func (r *registryClient) push(ctx context.Context, ref string, img v1.Image) (v1
 		return v1.Hash{}, fmt.Errorf("image reference %s: %w", ref, err)
 	}
 	if err := remote.Write(tag, img, r.opts(ctx)...); err != nil {
+		if r.pushFailed != nil {
+			r.pushFailed.Inc()
+		}
 		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, r.explain(err))
 	}
 	d, err := img.Digest()

@@ -47,6 +47,8 @@ type Dash struct {
 	store *store
 	// hub serves log follows (set by Run, like store).
 	hub *logHub
+	// met are the Prometheus series at /metrics (platform_metrics.go).
+	met *platformMetrics
 }
 
 // New validates cfg and opens the listener. MySQL is connected in Run, so
@@ -67,7 +69,7 @@ func New(cfg Config) (*Dash, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dash listen: %w", err)
 	}
-	return &Dash{
+	d := &Dash{
 		cfg:     cfg,
 		log:     log,
 		ln:      ln,
@@ -79,7 +81,9 @@ func New(cfg Config) (*Dash, error) {
 		verifier:  newNetVerifier(),
 		userLimit: newLoginLimiter(5, 5*time.Minute),
 		ipLimit:   newLoginLimiter(30, 5*time.Minute),
-	}, nil
+	}
+	d.met = newPlatformMetrics(func() int { return d.hub.follows() })
+	return d, nil
 }
 
 // Addr is the bound listen address (useful with port 0).
@@ -194,8 +198,14 @@ func (d *Dash) connect(ctx context.Context) (*sql.DB, error) {
 // handler builds the HTTP routes.
 func (d *Dash) handler() http.Handler {
 	r := httpapi.NewEngine()
+	r.Use(d.met.observe)
+	r.GET("/metrics", gin.WrapH(httpapi.MetricsHandler(d.met.reg, d.cfg.Base.ClusterToken)))
 	d.apiRoutes(r)
 	d.webRoutes(r)
+	for _, rt := range r.Routes() {
+		d.met.groups[rt.Path] = routeGroup(rt.Path)
+	}
+	d.met.groups["/metrics"] = groupOther
 	return r
 }
 

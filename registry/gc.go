@@ -84,6 +84,12 @@ func (g *gate) quietFor() time.Duration {
 // push in progress. It needs MySQL; any failed read means nothing is
 // deleted.
 func (r *Registry) GC(ctx context.Context) (GCStats, error) {
+	st, err := r.gc(ctx)
+	r.met.gc(st, err)
+	return st, err
+}
+
+func (r *Registry) gc(ctx context.Context) (GCStats, error) {
 	start := time.Now()
 	var st GCStats
 	pool, err := r.gcDB(ctx)

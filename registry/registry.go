@@ -32,6 +32,7 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
+	"github.com/dinp/dinp/common/httpapi"
 	"github.com/dinp/dinp/common/tlsx"
 
 	// Register the token access controller and the filesystem storage
@@ -123,6 +124,7 @@ type Registry struct {
 	gcPool *sql.DB // guarded by gcMu; opened by the first collection
 
 	runOnce sync.Once
+	met     *metrics // Prometheus series (metrics.go)
 }
 
 // logrusOnce guards the process-wide logrus settings distribution logs with.
@@ -215,6 +217,7 @@ func New(cfg Config) (*Registry, error) {
 		ln:       ln,
 		gate:     g,
 		gcDriver: newGCDriver(storageDir),
+		met:      newMetrics(),
 		// registry.NewRegistry would open its own listener (so Addr would be
 		// unknown with port 0) and registers health checks globally (so only
 		// one per process): serving handlers.App ourselves avoids both.
@@ -227,6 +230,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if is != nil {
 		is.nodeRepos = r.nodeRepos
+		is.refused = r.met.refused
 	}
 	r.server.Handler = r.Handler()
 	return r, nil
@@ -249,7 +253,15 @@ func (r *Registry) Addr() string { return r.ln.Addr().String() }
 // Handler returns the registry's HTTP handler (e.g. to mount it elsewhere):
 // the token endpoint at TokenPath, the registry API behind the GC gate.
 func (r *Registry) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	var metrics http.Handler
+	if r.issuer != nil {
+		metrics = httpapi.MetricsHandler(r.met.reg, r.cfg.ClusterToken)
+	}
+	return r.met.count(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if metrics != nil && req.URL.Path == "/metrics" {
+			metrics.ServeHTTP(w, req)
+			return
+		}
 		if r.issuer != nil && req.URL.Path == TokenPath {
 			r.issuer.serveToken(w, req)
 			return
@@ -266,7 +278,7 @@ func (r *Registry) Handler() http.Handler {
 			req.Header.Set("X-Forwarded-Proto", scheme)
 		}
 		r.gate.ServeHTTP(w, req)
-	})
+	}))
 }
 
 // Run serves until ctx is done, then drains in-flight requests and stops the

@@ -18,6 +18,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
@@ -59,6 +60,8 @@ type issuer struct {
 	token string // cluster token
 	// nodeRepos lists the repositories a node may pull.
 	nodeRepos func(ctx context.Context, node, secret string) ([]string, error)
+	// refused counts token requests refused for their credentials.
+	refused prometheus.Counter
 }
 
 // newIssuer derives the signing key from the cluster token.
@@ -158,6 +161,13 @@ func (is *issuer) authenticate(ctx context.Context, user, pass string) (string, 
 
 var errBadCredentials = fmt.Errorf("bad registry credentials")
 
+// refuse counts a refused token request.
+func (is *issuer) refuse() {
+	if is.refused != nil {
+		is.refused.Inc()
+	}
+}
+
 // serveToken is the token endpoint: GET with Basic auth (Docker's flow) or
 // POST with an OAuth2 password grant (containerd's). Scopes the credential
 // does not cover are left out of the token, as the scheme says: the
@@ -183,12 +193,14 @@ func (is *issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
+		is.refuse()
 		w.Header().Set("WWW-Authenticate", `Basic realm="dinp-registry"`)
 		tokenError(w, http.StatusUnauthorized, "unauthorized", "credentials required")
 		return
 	}
 	sub, allowed, err := is.authenticate(r.Context(), user, pass)
 	if err != nil {
+		is.refuse()
 		w.Header().Set("WWW-Authenticate", `Basic realm="dinp-registry"`)
 		tokenError(w, http.StatusUnauthorized, "unauthorized", "invalid credentials")
 		return

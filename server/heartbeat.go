@@ -222,10 +222,24 @@ func (s *Server) routes() http.Handler {
 	r.GET("/health", func(c *gin.Context) {
 		c.JSON(http.StatusOK, gin.H{"ok": true, "server": s.cfg.ID, "leader": s.IsLeader()})
 	})
+	r.GET("/metrics", gin.WrapH(httpapi.MetricsHandler(s.met.reg, s.cfg.ClusterToken)))
 	v1 := r.Group("/v1", httpapi.RequireToken(s.cfg.ClusterToken))
-	v1.POST("/heartbeat", s.heartbeat)
+	v1.POST("/heartbeat", s.countBeat, s.heartbeat)
 	v1.GET(strings.TrimPrefix(envref.Path, "/v1"), s.serveEnv)
 	return r
+}
+
+// countBeat counts the heartbeat's result by its answer's status.
+func (s *Server) countBeat(c *gin.Context) {
+	c.Next()
+	switch st := c.Writer.Status(); {
+	case st < 300:
+		s.met.beatOK.Inc()
+	case st >= 500:
+		s.met.beatError.Inc()
+	default:
+		s.met.beatRefused.Inc()
+	}
 }
 
 // heartbeat stores the node's report and answers its assignments. It is the
@@ -308,6 +322,7 @@ func (s *Server) heartbeat(c *gin.Context) {
 	}
 	if err != nil || len(res) == 0 || (len(res) < 2 && res[0] != int64(0)) {
 		s.log.Warn("store heartbeat", "node", hb.Node, "err", err)
+		s.met.redisErrors.Inc()
 		httpapi.WriteError(c, errRedisDown)
 		return
 	}

@@ -71,6 +71,7 @@ func (s *Server) tryLead(ctx context.Context, pool *sql.DB) error {
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	s.leader.Store(true)
+	s.met.leader.Set(1)
 	go func() {
 		defer close(done)
 		var wg sync.WaitGroup
@@ -94,6 +95,8 @@ func (s *Server) tryLead(ctx context.Context, pool *sql.DB) error {
 		}
 	}
 	s.leader.Store(false)
+	s.met.leader.Set(0)
+	s.met.setNodes(nil, time.Time{}, 0)
 	cancel()
 	<-done
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)

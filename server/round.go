@@ -112,6 +112,8 @@ func (s *Server) lead(ctx context.Context, pool *sql.DB) {
 // skips the round: partial data must never look like "nothing wanted".
 func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 	now := time.Now().UTC()
+	s.met.rounds.Inc()
+	defer func() { s.met.roundTime.Observe(time.Since(now).Seconds()) }()
 	if !s.checkEpoch(ctx, st, now) {
 		return
 	}
@@ -134,6 +136,7 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		s.log.Warn("read actual state failed; skipping round", "err", err)
 		return
 	}
+	s.met.setNodes(nodes, now, 3*s.cfg.HeartbeatInterval)
 
 	tasks, err := readTasks(ctx, pool)
 	if err != nil {
@@ -170,6 +173,8 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		st.unplaced = plan.Unplaced
 	}
 	st.seen = seen
+	s.met.placed.Add(float64(len(plan.Create)))
+	s.met.stopped.Add(float64(len(plan.Delete)))
 	s.logPlan(plan)
 	for _, rb := range plan.Rollbacks {
 		// Tell dash (and this loop) that desired state changed.
@@ -190,9 +195,11 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 	s.runTasks(ctx, pool, st, d, nodes, tasks, &plan, now)
 	if err := s.writeAssignments(ctx, st, plan.Assignments); err != nil {
 		s.log.Error("write assignments", "err", err)
+		s.met.redisErrors.Inc()
 	}
 	if err := s.writeRoutes(ctx, st, plan.Routes); err != nil {
 		s.log.Error("write routes", "err", err)
+		s.met.redisErrors.Inc()
 		return
 	}
 	if m := redisx.EpochMarker(st.epoch); st.completeFor != m {
@@ -200,6 +207,7 @@ func (s *Server) round(ctx context.Context, pool *sql.DB, st *leaderState) {
 		// take the hash as the whole table again.
 		if err := s.rdb.Set(ctx, s.keys.RoutesComplete(), m, 0).Err(); err != nil {
 			s.log.Warn("mark routes complete", "err", err)
+			s.met.redisErrors.Inc()
 			return
 		}
 		st.completeFor = m

@@ -205,6 +205,8 @@ type Server struct {
 	// poke coalesces reconcile triggers (heartbeats, pub/sub) into at most
 	// one pending round.
 	poke chan struct{}
+	// met are the Prometheus series (metrics.go).
+	met *metrics
 }
 
 // New validates cfg and opens the listener. MySQL and Redis are reached
@@ -233,6 +235,7 @@ func New(cfg Config) (*Server, error) {
 		ln:         ln,
 		poke:       make(chan struct{}, 1),
 		dbReady:    make(chan struct{}),
+		met:        newMetrics(),
 	}
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil

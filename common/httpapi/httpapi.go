@@ -4,11 +4,15 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dinp/dinp/common"
 )
@@ -63,4 +67,41 @@ func RequireToken(token string) gin.HandlerFunc {
 		}
 		c.Next()
 	}
+}
+
+// NewMetricsRegistry returns a private Prometheus registry holding cs and
+// the Go and process collectors, as every component's /metrics serves.
+func NewMetricsRegistry(cs ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(append(cs, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))...)
+	return reg
+}
+
+// MetricsHandler serves reg's series to requests bearing the cluster token
+// (Prometheus: authorization.credentials_file); any other request gets 401.
+// Components whose listener carries authenticated APIs serve /metrics so.
+func MetricsHandler(reg *prometheus.Registry, token string) http.Handler {
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !common.TokenEqual(BearerToken(r), token) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			json.NewEncoder(w).Encode(common.ErrorBody{Error: *common.ErrUnauthorized})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ClassNames are the status class label values of HTTP request counters,
+// indexed by status/100 (0: anything else).
+var ClassNames = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// StatusClass is the index in ClassNames of HTTP status code.
+func StatusClass(code int) int {
+	if c := code / 100; c >= 1 && c <= 5 {
+		return c
+	}
+	return 0
 }
