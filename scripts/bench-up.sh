@@ -84,6 +84,9 @@ cleanup() {
   imgs=$(for c in $ids; do docker inspect -f '{{.Config.Image}}' "$c"; done | sort -u)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
   [ -n "$imgs" ] && docker rmi $imgs >/dev/null 2>&1
+  # The app's network outlives its containers (the agent never removes what
+  # may still serve); the engine refuses to remove it while anything uses it.
+  docker network rm "dinp-app-$APP" >/dev/null 2>&1
   mysql --protocol=socket -uroot -e "DROP DATABASE IF EXISTS \`$DB\`" 2>/dev/null
   redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX:*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
   rm -rf "$TMP"
