@@ -185,15 +185,8 @@ func (a *Agent) place(ctx context.Context, pl placement, restarts int) error {
 		as.Env = env
 		spec := buildSpec(as, a.cfg.NodeID, a.cfg.AdvertiseAddr, a.cfg.PidsLimit, restarts)
 		a.cfg.harden(&spec, as.Root)
-		if a.nets != nil {
-			if a.cfg.Firewall && !a.firewallOK.Load() {
-				return errNoFirewall
-			}
-			netName, err := a.ensureNetwork(ctx, a.nets, as.App)
-			if err != nil {
-				return err
-			}
-			spec.Host.NetworkMode = container.NetworkMode(netName)
+		if err := a.joinAppNetwork(ctx, &spec, as.App); err != nil {
+			return err
 		}
 		resp, err := a.docker.ContainerCreate(ctx, spec.Config, spec.Host, nil, nil, spec.Name)
 		switch {

@@ -198,3 +198,21 @@ func (a *Agent) networkInUse(ctx context.Context, name string) bool {
 // errNoFirewall stops new containers while the packet filter that keeps
 // them off the node's platform ports is not in place.
 var errNoFirewall = errors.New("the packet filter for app containers is not installed (see the agent's log; --firewall=false runs without it)")
+
+// joinAppNetwork puts a container of app on the app's own network (with
+// per-app networks on); with the packet filter required but not installed,
+// nothing starts.
+func (a *Agent) joinAppNetwork(ctx context.Context, spec *containerSpec, app string) error {
+	if a.nets == nil {
+		return nil
+	}
+	if a.cfg.Firewall && !a.firewallOK.Load() {
+		return errNoFirewall
+	}
+	netName, err := a.ensureNetwork(ctx, a.nets, app)
+	if err != nil {
+		return err
+	}
+	spec.Host.NetworkMode = container.NetworkMode(netName)
+	return nil
+}

@@ -298,15 +298,8 @@ func (a *Agent) startTask(ctx context.Context, as common.Assignment) error {
 	}
 	spec := buildTaskSpec(as, a.cfg.NodeID, a.cfg.PidsLimit)
 	a.cfg.harden(&spec, as.Root)
-	if a.nets != nil {
-		if a.cfg.Firewall && !a.firewallOK.Load() {
-			return errNoFirewall
-		}
-		netName, err := a.ensureNetwork(ctx, a.nets, as.App)
-		if err != nil {
-			return err
-		}
-		spec.Host.NetworkMode = container.NetworkMode(netName)
+	if err := a.joinAppNetwork(ctx, &spec, as.App); err != nil {
+		return err
 	}
 	resp, err := a.docker.ContainerCreate(ctx, spec.Config, spec.Host, nil, nil, spec.Name)
 	if err != nil {

@@ -269,6 +269,22 @@ func TaskDone(state string) bool {
 	return state == TaskSucceeded || state == TaskFailed || state == TaskTimedOut
 }
 
+// TaskOutcome says in words how a task in a final state ended (an event's
+// and a release status's wording).
+func TaskOutcome(state, reason string, exitCode *int) string {
+	switch {
+	case state == TaskSucceeded:
+		return "succeeded"
+	case state == TaskTimedOut:
+		return "timed out: " + reason
+	case reason != "":
+		return "failed: " + reason
+	case exitCode != nil:
+		return fmt.Sprintf("failed: exited with code %d", *exitCode)
+	}
+	return "failed"
+}
+
 // TaskReport is what an agent says of a task assigned to it, in every
 // heartbeat until the task is no longer assigned.
 type TaskReport struct {

@@ -66,7 +66,7 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 		case err == nil && t.State != common.TaskSucceeded:
 			st.ReleasePhase, st.Task, st.Instance = t.State, t.ID, t.ID
 			st.State = ReleaseFailed
-			st.Reason = fmt.Sprintf("release v%d not rolled out: release phase %q %s", version, releaseCommandText(t), taskOutcome(t))
+			st.Reason = fmt.Sprintf("release v%d not rolled out: release phase %q %s", version, releaseCommandText(t), common.TaskOutcome(t.State, t.Reason, t.ExitCode))
 			lctx, cancel := context.WithTimeout(ctx, time.Second)
 			st.Lines, _ = redisx.StreamTail(lctx, d.rdb, d.keys.TaskLogs(t.ID), t.ID, common.EvidenceLines, 2000)
 			cancel()
@@ -143,21 +143,6 @@ func (d *Dash) releaseStatus(ctx context.Context, a appRow, version int) (Releas
 		cancel()
 	}
 	return st, nil
-}
-
-// taskOutcome says how a finished task ended, in words.
-func taskOutcome(t Task) string {
-	switch {
-	case t.State == common.TaskSucceeded:
-		return "succeeded"
-	case t.State == common.TaskTimedOut:
-		return "timed out: " + t.Reason
-	case t.Reason != "":
-		return "failed: " + t.Reason
-	case t.ExitCode != nil:
-		return fmt.Sprintf("failed: exited with code %d", *t.ExitCode)
-	}
-	return "failed"
 }
 
 // releaseCommandText is the release: line a release task runs.

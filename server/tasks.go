@@ -322,9 +322,9 @@ func (s *Server) applyTask(ctx context.Context, pool *sql.DB, ch taskChange) err
 			msg = fmt.Sprintf("release v%d: release phase %q succeeded, but a newer release is current", t.Release, cmd)
 		}
 	case t.Kind == TaskKindRelease:
-		kind, msg = EventReleaseFailed, fmt.Sprintf("release v%d not rolled out: release phase %q %s", t.Release, cmd, taskOutcome(ch))
+		kind, msg = EventReleaseFailed, fmt.Sprintf("release v%d not rolled out: release phase %q %s", t.Release, cmd, common.TaskOutcome(ch.State, ch.Reason, ch.ExitCode))
 	default:
-		kind, msg = EventTask, fmt.Sprintf("task %s (%q by %s) %s", t.ID, cmd, t.CreatedBy, taskOutcome(ch))
+		kind, msg = EventTask, fmt.Sprintf("task %s (%q by %s) %s", t.ID, cmd, t.CreatedBy, common.TaskOutcome(ch.State, ch.Reason, ch.ExitCode))
 	}
 	if kind != "" {
 		var ev any
@@ -346,21 +346,6 @@ func (s *Server) applyTask(ctx context.Context, pool *sql.DB, ch taskChange) err
 		s.trigger()
 	}
 	return nil
-}
-
-// taskOutcome says how a finished task ended.
-func taskOutcome(ch taskChange) string {
-	switch {
-	case ch.State == common.TaskSucceeded:
-		return "succeeded"
-	case ch.State == common.TaskTimedOut:
-		return "timed out: " + ch.Reason
-	case ch.Reason != "":
-		return "failed: " + ch.Reason
-	case ch.ExitCode != nil:
-		return fmt.Sprintf("failed: exited with code %d", *ch.ExitCode)
-	}
-	return "failed"
 }
 
 func truncateText(s string, n int) string {

@@ -18,13 +18,13 @@ func AppID(ctx context.Context, q Querier, name string) (int64, error) {
 
 // AppNames lists every app (registry GC: the repositories still wanted).
 func AppNames(ctx context.Context, q Querier) ([]string, error) {
-	return strings(ctx, q, "SELECT name FROM apps")
+	return column(ctx, q, "SELECT name FROM apps")
 }
 
 // DeletedAppNames lists the apps deleted whose images may remain (registry
 // GC: repositories to empty).
 func DeletedAppNames(ctx context.Context, q Querier) ([]string, error) {
-	return strings(ctx, q, "SELECT name FROM deleted_apps")
+	return column(ctx, q, "SELECT name FROM deleted_apps")
 }
 
 // ReleaseEnv is the JSON environment of release version of app (server:
@@ -59,7 +59,7 @@ func RetainedImages(ctx context.Context, q Querier, lastN int, buildsSince time.
 	}
 	var out []string
 	for _, x := range queries {
-		imgs, err := strings(ctx, q, x.q, x.args...)
+		imgs, err := column(ctx, q, x.q, x.args...)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", x.what, err)
 		}

@@ -21,8 +21,8 @@ type Querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// strings runs a query of one string column.
-func strings(ctx context.Context, q Querier, query string, args ...any) ([]string, error) {
+// column runs a query of one string column.
+func column(ctx context.Context, q Querier, query string, args ...any) ([]string, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err

@@ -22,7 +22,7 @@ func NodeSecretHash(ctx context.Context, q Querier, node string) (string, error)
 // the node may pull): those of its instances and of its tasks not yet ended
 // (both rows are written before the node's assignments).
 func NodeImages(ctx context.Context, q Querier, node string) ([]string, error) {
-	return strings(ctx, q, `SELECT r.image FROM instances i
+	return column(ctx, q, `SELECT r.image FROM instances i
 		JOIN releases r ON r.app_id = i.app_id AND r.version = i.release_version WHERE i.node = ?
 		UNION SELECT r.image FROM tasks t
 		JOIN releases r ON r.app_id = t.app_id AND r.version = t.release_version
