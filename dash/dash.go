@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
@@ -26,27 +25,16 @@ import (
 	"github.com/dinp/dinp/common/tlsx"
 )
 
-// Dash is the dashboard and public API server.
+// Dash is the dashboard and public API server: it owns the listener and
+// serves the two handler groups (the JSON API and the web UI) over one
+// Service, where the operations and their authorization live.
 type Dash struct {
-	cfg     Config
-	log     *slog.Logger
-	ln      net.Listener
-	keys    common.Keys
-	rdb     *redis.Client
-	builder *builderClient
-	// verifier proves ownership of custom domains (a seam for tests).
-	verifier verifier
-	// userLimit and ipLimit slow down password guessing.
-	userLimit, ipLimit *loginLimiter
+	*Service
+	cfg Config
+	log *slog.Logger
+	ln  net.Listener
 	// pages are the parsed web templates by page name.
 	pages map[string]*template.Template
-
-	// db and store are set by Run before it serves; handlers never run
-	// before that.
-	db    *sql.DB
-	store *store
-	// hub serves log follows (set by Run, like store).
-	hub *logHub
 	// met are the Prometheus series at /metrics (platform_metrics.go).
 	met *platformMetrics
 }
@@ -69,20 +57,20 @@ func New(cfg Config) (*Dash, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dash listen: %w", err)
 	}
-	d := &Dash{
+	svc := &Service{
 		cfg:     cfg,
 		log:     log,
-		ln:      ln,
 		keys:    cfg.Base.Keys(),
 		rdb:     redisx.New(cfg.Base),
 		builder: newBuilderClient(cfg.BuilderURL, cfg.Base.ClusterToken),
 
-		pages:     pages,
 		verifier:  newNetVerifier(),
 		userLimit: newLoginLimiter(5, 5*time.Minute),
 		ipLimit:   newLoginLimiter(30, 5*time.Minute),
 	}
-	d.met = newPlatformMetrics(func() int { return d.hub.follows() })
+	d := &Dash{Service: svc, cfg: cfg, log: log, ln: ln, pages: pages}
+	d.met = newPlatformMetrics(func() int { return svc.hub.follows() })
+	svc.loginFail = d.met.loginFail
 	return d, nil
 }
 

@@ -105,7 +105,7 @@ func (d *Dash) checkPassword(ctx context.Context, ip, name, password string) (Us
 		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 	}
 	if err != nil || bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
-		d.met.loginFail.Inc()
+		d.loginFail.Inc()
 		d.userLimit.fail(userKey)
 		d.ipLimit.fail(ipKey)
 		return User{}, errBadLogin
