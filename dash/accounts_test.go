@@ -234,7 +234,7 @@ func apiRouteList(t *testing.T) gin.RoutesInfo {
 	}
 	d.ln.Close()
 	r := httpapi.NewEngine()
-	d.apiRoutes(r)
+	d.api.routes(r)
 	return r.Routes()
 }
 

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -67,51 +66,11 @@ const (
 	sessionKey = "dash.session"
 )
 
-// authenticate admits requests bearing a valid, unrevoked API token, or a
-// session cookie (then unsafe methods need the CSRF header), and stores the
-// user in the context.
-func (d *Dash) authenticate(c *gin.Context) {
-	tok := httpapi.BearerToken(c.Request)
-	viaCookie := false
-	if tok == "" {
-		if ck, err := c.Cookie(SessionCookie); err == nil {
-			tok, viaCookie = ck, true
-		}
-	}
-	u, err := d.userForToken(c.Request.Context(), tok)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	if viaCookie && !safeMethod(c.Request.Method) && !common.TokenEqual(c.GetHeader(CSRFHeader), csrfToken(tok)) {
-		d.fail(c, errCSRF)
-		return
-	}
-	if viaCookie {
-		c.Set(sessionKey, tok)
-	}
-	c.Set(userKey, u)
-	c.Next()
-}
-
 // errCSRF answers a cookie-authenticated change without its CSRF token.
 var errCSRF = common.Errf(http.StatusForbidden, "csrf", "missing or invalid CSRF token; reload the page")
 
 func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
-}
-
-// userForToken resolves a token (API or session) to its user; anything
-// unknown, revoked or expired is common.ErrUnauthorized.
-func (d *Dash) userForToken(ctx context.Context, tok string) (User, error) {
-	if !strings.HasPrefix(tok, TokenPrefix) {
-		return User{}, common.ErrUnauthorized
-	}
-	u, err := d.store.userByTokenHash(ctx, hashToken(tok))
-	if errors.Is(err, errNotFound) {
-		return User{}, common.ErrUnauthorized
-	}
-	return u, err
 }
 
 func currentUser(c *gin.Context) User {
@@ -146,13 +105,4 @@ func apiError(err error) *common.APIError {
 		return common.Errf(http.StatusServiceUnavailable, "unavailable", db.UnavailableMessage())
 	}
 	return common.Errf(http.StatusInternalServerError, "internal", "internal error")
-}
-
-// fail answers err, logging internal errors (whose detail clients never see).
-func (d *Dash) fail(c *gin.Context, err error) {
-	ae := apiError(err)
-	if ae.Status >= 500 {
-		d.log.Error("request failed", "method", c.Request.Method, "path", c.FullPath(), "err", err)
-	}
-	httpapi.WriteError(c, ae)
 }

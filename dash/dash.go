@@ -9,7 +9,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,8 +32,9 @@ type Dash struct {
 	cfg Config
 	log *slog.Logger
 	ln  net.Listener
-	// pages are the parsed web templates by page name.
-	pages map[string]*template.Template
+	// api and web are the two handler groups over Service.
+	api *apiHandlers
+	web *webHandlers
 	// met are the Prometheus series at /metrics (platform_metrics.go).
 	met *platformMetrics
 }
@@ -68,7 +68,10 @@ func New(cfg Config) (*Dash, error) {
 		userLimit: newLoginLimiter(5, 5*time.Minute),
 		ipLimit:   newLoginLimiter(30, 5*time.Minute),
 	}
-	d := &Dash{Service: svc, cfg: cfg, log: log, ln: ln, pages: pages}
+	d := &Dash{Service: svc, cfg: cfg, log: log, ln: ln,
+		api: &apiHandlers{s: svc, log: log},
+		web: &webHandlers{s: svc, log: log, pages: pages},
+	}
 	d.met = newPlatformMetrics(func() int { return svc.hub.follows() })
 	svc.loginFail = d.met.loginFail
 	return d, nil
@@ -188,89 +191,11 @@ func (d *Dash) handler() http.Handler {
 	r := httpapi.NewEngine()
 	r.Use(d.met.observe)
 	r.GET("/metrics", gin.WrapH(httpapi.MetricsHandler(d.met.reg, d.cfg.Base.ClusterToken)))
-	d.apiRoutes(r)
-	d.webRoutes(r)
+	d.api.routes(r)
+	d.web.routes(r)
 	for _, rt := range r.Routes() {
 		d.met.groups[rt.Path] = routeGroup(rt.Path)
 	}
 	d.met.groups["/metrics"] = groupOther
 	return r
-}
-
-// apiRoutes registers /api/v1; openapi.json must describe every one (a
-// test checks).
-func (d *Dash) apiRoutes(r *gin.Engine) {
-	v1 := r.Group("/api/v1")
-	v1.GET("/health", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	v1.GET("/openapi.json", serveOpenAPI)
-	v1.POST("/login", d.login)
-
-	api := v1.Group("", d.authenticate)
-	api.POST("/logout", d.logout)
-	api.GET("/user", d.whoami)
-	api.PUT("/user/password", d.changePassword)
-	api.GET("/users", requireAdmin, d.listUsers)
-	api.POST("/users", requireAdmin, d.createUser)
-	api.PATCH("/users/:user", requireAdmin, d.patchUser)
-	api.DELETE("/users/:user", requireAdmin, d.deleteUser)
-	api.GET("/users/:user/tokens", requireAdmin, d.listUserTokens)
-	api.DELETE("/users/:user/tokens/:id", requireAdmin, d.revokeUserToken)
-	api.GET("/teams", d.listTeams)
-	api.POST("/teams", d.createTeam)
-	api.POST("/teams/:team/members", d.addMember)
-	api.DELETE("/teams/:team/members/:user", d.removeMember)
-	api.GET("/teams/:team/limits", d.teamLimitsAPI)
-	api.PUT("/teams/:team/limits", requireAdmin, d.setTeamLimits)
-	api.GET("/invitations", d.listInvitations)
-	api.POST("/invitations/:team/accept", d.acceptInvitation)
-	api.POST("/invitations/:team/decline", d.declineInvitation)
-	api.GET("/tokens", d.listTokens)
-	api.POST("/tokens", d.createToken)
-	api.DELETE("/tokens/:id", d.revokeToken)
-	d.nodeRoutes(api)
-	api.GET("/builds/:id", d.showBuild)
-	api.GET("/builds/:id/log", d.buildLog)
-	api.GET("/tasks/:id", d.showTask)
-	api.GET("/tasks/:id/log", d.taskLog)
-	api.GET("/apps", d.listApps)
-	api.POST("/apps", d.createApp)
-	app := api.Group("/apps/:app", d.loadApp)
-	app.GET("", d.showApp)
-	app.PATCH("", d.scale)
-	app.DELETE("", d.deleteApp)
-	app.POST("/deploy", d.deploy)
-	app.POST("/rebuild", d.rebuild)
-	app.POST("/scale", d.scale)
-	app.GET("/env", d.getEnv)
-	app.PUT("/env", d.putEnv)
-	app.PATCH("/env", d.putEnv)
-	app.GET("/releases", d.listReleases)
-	app.GET("/releases/:version/status", d.getReleaseStatus)
-	app.POST("/rollback", d.rollback)
-	app.GET("/events", d.listEvents)
-	app.GET("/metrics", d.getMetrics)
-	app.GET("/builds", d.listBuilds)
-	app.GET("/logs", d.appLogs)
-	app.POST("/tasks", d.runTask)
-	app.GET("/tasks", d.listTasks)
-	app.GET("/tasks/:id", d.showTask)
-	app.GET("/tasks/:id/log", d.taskLog)
-	app.GET("/health", d.getHealth)
-	app.PUT("/health", d.putHealth)
-	app.PUT("/root", requireAdmin, d.putRoot)
-	app.GET("/domains", d.listDomains)
-	app.POST("/domains", d.addDomain)
-	app.POST("/domains/:domain/verify", d.verifyDomain)
-	app.DELETE("/domains/:domain", d.removeDomain)
-	d.drainRoutes(app)
-}
-
-// publishDesired tells the leader server that an app's desired state
-// changed. Best effort: the leader also reconciles periodically.
-func (d *Dash) publishDesired(ctx context.Context, app string) {
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	if err := d.rdb.Publish(pctx, d.keys.DesiredChanged(), app).Err(); err != nil {
-		d.log.Warn("publish desired change", "app", app, "err", err)
-	}
 }

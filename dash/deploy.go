@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -16,8 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db/reads"
@@ -43,9 +40,9 @@ var errBuilderUnavailable = common.Errf(http.StatusBadGateway, "builder_unavaila
 // build streams a tarball to the builder and returns the finished build.
 // An error answer of the builder comes back as an *common.APIError with the
 // builder's status and code, for the user to see.
-func (b *builderClient) build(r *http.Request, app, by string, body io.Reader, size int64) (common.Build, error) {
+func (b *builderClient) build(ctx context.Context, app, by string, body io.Reader, size int64) (common.Build, error) {
 	u := b.base + "/v1/builds?" + url.Values{"app": {app}, "created_by": {by}}.Encode()
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, u, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
 	if err != nil {
 		return common.Build{}, fmt.Errorf("builder request: %w", err)
 	}
@@ -130,101 +127,6 @@ func tooLarge(limit int64) error {
 	return common.Errf(http.StatusRequestEntityTooLarge, "too_large", "upload larger than "+strconv.FormatInt(limit, 10)+" bytes")
 }
 
-// deploy streams the uploaded tarball to the builder and, when the build
-// succeeds, creates the next release and tells the leader.
-func (d *Dash) deploy(c *gin.Context) {
-	rel, build, err := d.deployUpload(c, "")
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, gin.H{"release": rel, "build": build})
-}
-
-// deployUpload reads the request's upload (raw or multipart), builds it and
-// releases the result (API and web form).
-//
-// wantCSRF, when set, is the CSRF token a multipart form must carry in a
-// "csrf" part before its file (the web form streams, so the token cannot be
-// checked by parsing the whole form first).
-func (d *Dash) deployUpload(c *gin.Context, wantCSRF string) (Release, common.Build, error) {
-	a, u := appOf(c), currentUser(c)
-	limit := d.cfg.MaxUploadBytes
-	if c.Request.ContentLength > limit {
-		return Release{}, common.Build{}, tooLarge(limit)
-	}
-	body := &uploadBody{r: c.Request.Body, left: limit}
-	defer body.closed.Store(true)
-
-	var src io.Reader
-	size := int64(-1)
-	// Not c.ContentType(): it drops the parameters, and multipart needs
-	// its boundary.
-	ct := c.GetHeader("Content-Type")
-	mt, params, err := mime.ParseMediaType(ct)
-	if ct == "" {
-		mt, err = "application/octet-stream", nil
-	}
-	switch {
-	case err != nil:
-		return Release{}, common.Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type", "invalid Content-Type")
-	case wantCSRF != "" && mt != "multipart/form-data":
-		return Release{}, common.Build{}, errCSRF
-	case mt == "application/gzip" || mt == "application/x-gzip" || mt == "application/octet-stream":
-		src = body
-		if c.Request.ContentLength > 0 {
-			size = c.Request.ContentLength
-		}
-	case mt == "application/json" && wantCSRF == "":
-		return d.deployImage(c)
-	case mt == "multipart/form-data":
-		part, err := filePart(multipart.NewReader(body, params["boundary"]), wantCSRF)
-		if err != nil {
-			return Release{}, common.Build{}, d.uploadError(body, err)
-		}
-		src = part
-	default:
-		return Release{}, common.Build{}, common.Errf(http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"send the .tar.gz as application/gzip, application/octet-stream or multipart/form-data (part \"file\")")
-	}
-
-	build, err := d.builder.build(c.Request, a.Name, u.Name, src, size)
-	if err != nil {
-		return Release{}, common.Build{}, d.uploadError(body, err)
-	}
-	if body.tooLarge.Load() {
-		return Release{}, common.Build{}, tooLarge(limit)
-	}
-	id := build.ID
-	rel, err := d.store.deployRelease(c.Request.Context(), a.ID, releaseSpec{
-		Image: build.Image, Stack: build.Stack, BuildID: &id, CreatedBy: u.Name, EventKind: "deploy",
-		Description: fmt.Sprintf("build %d (%s)", build.ID, build.Stack),
-	})
-	if err != nil {
-		return Release{}, common.Build{}, err
-	}
-	d.publishDesired(c.Request.Context(), a.Name)
-	d.log.Info("deployed", "app", a.Name, "release", rel.Version, "build", build.ID, "user", u.Name)
-	return rel, build, nil
-}
-
-// uploadError explains a failed upload: too large and a broken client
-// upload come first, then the builder's own answer.
-func (d *Dash) uploadError(body *uploadBody, err error) error {
-	if body.tooLarge.Load() {
-		return tooLarge(d.cfg.MaxUploadBytes)
-	}
-	if body.failed() != nil {
-		return common.Errf(http.StatusBadRequest, "upload_interrupted", "the upload was interrupted")
-	}
-	var ae *common.APIError
-	if errors.As(err, &ae) {
-		return ae
-	}
-	d.log.Warn("build request failed", "err", err)
-	return errBuilderUnavailable
-}
-
 // filePart returns the multipart part named "file", skipping others. With
 // wantCSRF set, a "csrf" part equal to it must come first.
 func filePart(mr *multipart.Reader, wantCSRF string) (*multipart.Part, error) {
@@ -262,34 +164,6 @@ type DeployImageRequest struct {
 }
 
 var imageRefRE = regexp.MustCompile(`^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$`)
-
-// deployImage releases an image by digest without a build. Admins may
-// name any image; others only an image built for this app (a build or an
-// earlier release of it), so no team runs another's image.
-func (d *Dash) deployImage(c *gin.Context) (Release, common.Build, error) {
-	a, u := appOf(c), currentUser(c)
-	var req DeployImageRequest
-	if err := decodeJSON(c, &req); err != nil {
-		return Release{}, common.Build{}, err
-	}
-	if !imageRefRE.MatchString(req.Image) {
-		return Release{}, common.Build{}, invalid("invalid_image", "image must be pinned by digest: <registry>/<name>@sha256:<64 hex>")
-	}
-	stack, err := d.store.knownImage(c.Request.Context(), a.ID, req.Image)
-	var ae *common.APIError
-	if err != nil && !(u.IsAdmin && errors.As(err, &ae)) {
-		return Release{}, common.Build{}, err
-	}
-	rel, err := d.store.deployRelease(c.Request.Context(), a.ID, releaseSpec{
-		Image: req.Image, Stack: stack, CreatedBy: u.Name, EventKind: "deploy", Description: "image " + req.Image,
-	})
-	if err != nil {
-		return Release{}, common.Build{}, err
-	}
-	d.publishDesired(c.Request.Context(), a.Name)
-	d.log.Info("deployed image", "app", a.Name, "release", rel.Version, "user", u.Name)
-	return rel, common.Build{Image: req.Image, Stack: stack, Status: "reused", Reused: true}, nil
-}
 
 // knownImage returns the stack of an image built or released for the app,
 // or an error if the app never had it.

@@ -12,10 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/dinp/dinp/common"
-	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
 	"github.com/dinp/dinp/common/db/reads"
 	"github.com/dinp/dinp/dash/api"
@@ -102,113 +99,9 @@ func (v netVerifier) Verify(ctx context.Context, domain, token string) error {
 
 var domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// validateDomain accepts lowercase DNS names outside the platform's own
-// domain (whose hosts are the apps' own names).
-func (d *Dash) validateDomain(name string) error {
-	if len(name) > 253 || !domainRE.MatchString(name) {
-		return invalid("invalid_domain", "domain must be a lowercase DNS name like www.example.com")
-	}
-	base := strings.ToLower(d.cfg.Base.Domain)
-	if name == base || strings.HasSuffix(name, "."+base) {
-		return invalid("invalid_domain", "hosts under "+base+" belong to the platform")
-	}
-	return nil
-}
-
 // DomainRequest is the body of POST /api/v1/apps/{app}/domains.
 type DomainRequest struct {
 	Name string `json:"name"`
-}
-
-func (d *Dash) listDomains(c *gin.Context) {
-	ds, err := d.store.domains(c.Request.Context(), appOf(c))
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"domains": ds})
-}
-
-func (d *Dash) addDomain(c *gin.Context) {
-	var req DomainRequest
-	if err := decodeJSON(c, &req); err != nil {
-		d.fail(c, err)
-		return
-	}
-	dom, err := d.bindDomain(c.Request.Context(), appOf(c), currentUser(c), strings.ToLower(strings.TrimSpace(req.Name)))
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, gin.H{"domain": dom})
-}
-
-// bindDomain binds a domain to an app: at once for admins, as an unverified
-// claim with a challenge for everyone else.
-func (d *Dash) bindDomain(ctx context.Context, a appRow, u User, name string) (Domain, error) {
-	if err := d.validateDomain(name); err != nil {
-		return Domain{}, err
-	}
-	dom := Domain{Name: name, App: a.Name, Verified: u.IsAdmin}
-	token := ""
-	if !u.IsAdmin {
-		token = config.RandomToken(16)
-		dom.Challenge = challengeFor(name, token)
-	}
-	msg := "domain " + name + " bound by " + u.Name
-	if !u.IsAdmin {
-		msg = "domain " + name + " claimed by " + u.Name + " (awaiting proof of ownership)"
-	}
-	var err error
-	dom.CreatedAt, err = d.store.addDomain(ctx, a.ID, name, dom.Verified, token, msg)
-	if err != nil {
-		return Domain{}, err
-	}
-	d.store.setClaimExpiry(&dom)
-	if dom.Verified {
-		d.publishDesired(ctx, a.Name)
-	}
-	return dom, nil
-}
-
-func (d *Dash) verifyDomain(c *gin.Context) {
-	dom, err := d.checkDomain(c.Request.Context(), appOf(c), c.Param("domain"))
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"domain": dom})
-}
-
-// checkDomain verifies a claimed domain's challenge and marks it verified.
-func (d *Dash) checkDomain(ctx context.Context, a appRow, name string) (Domain, error) {
-	dom, token, err := d.store.domain(ctx, a, name)
-	if err != nil || dom.Verified {
-		return dom, err
-	}
-	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := d.verifier.Verify(vctx, name, token); err != nil {
-		dom.Challenge = challengeFor(name, token)
-		d.store.setClaimExpiry(&dom)
-		return dom, common.Errf(http.StatusUnprocessableEntity, "not_verified", "ownership of "+name+" not proven: "+err.Error())
-	}
-	if err := d.store.verifyDomain(ctx, a.ID, name); err != nil {
-		return dom, err
-	}
-	d.publishDesired(ctx, a.Name)
-	dom.Verified, dom.Challenge = true, nil
-	return dom, nil
-}
-
-func (d *Dash) removeDomain(c *gin.Context) {
-	a := appOf(c)
-	if err := d.store.removeDomain(c.Request.Context(), a.ID, c.Param("domain"), "domain "+c.Param("domain")+" removed by "+currentUser(c).Name); err != nil {
-		d.fail(c, err)
-		return
-	}
-	d.publishDesired(c.Request.Context(), a.Name)
-	c.JSON(http.StatusOK, gin.H{"removed": c.Param("domain")})
 }
 
 // --- store ---

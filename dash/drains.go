@@ -5,16 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db"
-	"github.com/dinp/dinp/common/drain"
 	"github.com/dinp/dinp/dash/api"
 )
 
@@ -29,90 +25,6 @@ type Drain = api.Drain
 const maxDrainsPerApp = 5
 
 var errDrainExists = common.Errf(http.StatusConflict, "drain_exists", "the app already drains to this URL")
-
-func (d *Dash) drainRoutes(app *gin.RouterGroup) {
-	app.GET("/drains", d.listDrains)
-	app.POST("/drains", d.addDrain)
-	app.DELETE("/drains/:drain", d.removeDrain)
-}
-
-func (d *Dash) listDrains(c *gin.Context) {
-	list, err := d.store.drains(c.Request.Context(), appOf(c).ID)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"drains": list})
-}
-
-func (d *Dash) addDrain(c *gin.Context) {
-	var req api.DrainRequest
-	if err := decodeJSON(c, &req); err != nil {
-		d.fail(c, err)
-		return
-	}
-	t, err := drain.Parse(req.URL)
-	if err != nil {
-		d.fail(c, invalid("invalid_drain", err.Error()))
-		return
-	}
-	if err := d.checkDrainHost(c.Request.Context(), t.Host); err != nil {
-		d.fail(c, err)
-		return
-	}
-	a, u := appOf(c), currentUser(c)
-	dr, err := d.store.addDrain(c.Request.Context(), a.ID, t.URL, u.Name)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	d.log.Info("drain added", "app", a.Name, "url", t.URL, "user", u.Name)
-	c.JSON(http.StatusCreated, gin.H{"drain": dr})
-}
-
-func (d *Dash) removeDrain(c *gin.Context) {
-	id, err := strconv.ParseInt(c.Param("drain"), 10, 64)
-	if err != nil || id <= 0 {
-		d.fail(c, common.ErrNotFound)
-		return
-	}
-	a := appOf(c)
-	url, err := d.store.removeDrain(c.Request.Context(), a.ID, id, currentUser(c).Name)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"removed": url})
-}
-
-// checkDrainHost refuses drains to loopback, private and link-local
-// addresses (Redis, MySQL and the platform's ports) unless the operator
-// allows them. The leader checks again when it connects, after its own
-// DNS lookup.
-func (d *Dash) checkDrainHost(ctx context.Context, host string) error {
-	if d.cfg.DrainAllowInternal {
-		return nil
-	}
-	ips := []net.IP{net.ParseIP(host)}
-	if ips[0] == nil {
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		addrs, err := net.DefaultResolver.LookupIPAddr(rctx, host)
-		if err != nil || len(addrs) == 0 {
-			return invalid("invalid_drain", "cannot resolve "+host)
-		}
-		ips = ips[:0]
-		for _, a := range addrs {
-			ips = append(ips, a.IP)
-		}
-	}
-	for _, ip := range ips {
-		if drain.Internal(ip) {
-			return invalid("internal_drain", "a drain may not point at an internal address ("+ip.String()+")")
-		}
-	}
-	return nil
-}
 
 // --- store ---
 

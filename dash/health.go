@@ -3,11 +3,7 @@ package dash
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
-	"net/http"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
 )
@@ -44,38 +40,6 @@ func validateHealth(h common.HealthConfig) error {
 	if d.TimeoutMS > d.IntervalMS {
 		return invalid("invalid_health", "timeout_ms must not exceed interval_ms")
 	}
-	return nil
-}
-
-func (d *Dash) getHealth(c *gin.Context) {
-	h := appOf(c).Health
-	c.JSON(http.StatusOK, gin.H{"health": h, "effective": h.WithDefaults()})
-}
-
-func (d *Dash) putHealth(c *gin.Context) {
-	var h common.HealthConfig
-	if err := decodeJSON(c, &h); err != nil {
-		d.fail(c, err)
-		return
-	}
-	if err := d.setHealth(c.Request.Context(), appOf(c), currentUser(c), h); err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"health": h, "effective": h.WithDefaults()})
-}
-
-// setHealth validates and stores an app's health check; the server copies
-// it into the app's routes, where hm reads it.
-func (d *Dash) setHealth(ctx context.Context, a appRow, u User, h common.HealthConfig) error {
-	if err := validateHealth(h); err != nil {
-		return err
-	}
-	raw, _ := json.Marshal(h)
-	if err := d.store.setHealth(ctx, a.ID, string(raw), "health check set by "+u.Name+": "+string(raw)); err != nil {
-		return err
-	}
-	d.publishDesired(ctx, a.Name)
 	return nil
 }
 

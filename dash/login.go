@@ -1,8 +1,6 @@
 package dash
 
 import (
-	"context"
-	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -11,8 +9,6 @@ import (
 	"time"
 
 	"github.com/dinp/dinp/common"
-	"github.com/dinp/dinp/common/httpapi"
-	"github.com/gin-gonic/gin"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -85,35 +81,6 @@ func (l *loginLimiter) reset(key string) {
 	delete(l.fails, key)
 }
 
-// checkPassword verifies a login, rate-limited per (user, client address)
-// and per address: someone guessing a user's password from elsewhere slows
-// themselves down, never locks the real user out.
-func (d *Dash) checkPassword(ctx context.Context, ip, name, password string) (User, error) {
-	userKey, ipKey := "user:"+name+"@"+ip, "ip:"+ip
-	if wait := d.userLimit.retryAfter(userKey); wait > 0 {
-		return User{}, tooManyLogins(wait)
-	}
-	if wait := d.ipLimit.retryAfter(ipKey); wait > 0 {
-		return User{}, tooManyLogins(wait)
-	}
-	u, hash, err := d.store.userByName(ctx, name)
-	if err != nil && !errors.Is(err, errNotFound) {
-		return User{}, err
-	}
-	if err != nil {
-		// Same cost as a real check, so timing does not reveal names.
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
-	}
-	if err != nil || bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
-		d.loginFail.Inc()
-		d.userLimit.fail(userKey)
-		d.ipLimit.fail(ipKey)
-		return User{}, errBadLogin
-	}
-	d.userLimit.reset(userKey)
-	return u, nil
-}
-
 // dummyHash is what a login of an unknown name is checked against, made on
 // first use (bcrypt at package init cost every `dinp` invocation ~50 ms).
 var dummyHash = sync.OnceValue(func() []byte {
@@ -174,63 +141,4 @@ func tokenExpiry(now time.Time, s string) (time.Time, error) {
 		return time.Time{}, invalid("invalid_expires_in", "expires_in must be a duration between 1m and 3650d (e.g. 720h or 30d)")
 	}
 	return now.Add(d), nil
-}
-
-// login checks a password and answers a new API token (shown once).
-func (d *Dash) login(c *gin.Context) {
-	var req LoginRequest
-	if err := decodeJSON(c, &req); err != nil {
-		d.fail(c, err)
-		return
-	}
-	u, err := d.checkPassword(c.Request.Context(), clientIP(c.Request), req.User, req.Password)
-	if err != nil {
-		d.failLogin(c, err)
-		return
-	}
-	name := req.TokenName
-	if name == "" {
-		name = "cli"
-	}
-	if len(name) > 64 || name == sessionTokenName {
-		d.fail(c, invalid("invalid_name", "token name must be at most 64 characters"))
-		return
-	}
-	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	tok, hash := newToken()
-	id, err := d.store.createToken(c.Request.Context(), u.ID, name, hash, exp)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	d.log.Info("login", "user", u.Name, "via", "api")
-	c.JSON(http.StatusCreated, gin.H{"token": tok, "token_id": id, "user": u})
-}
-
-func (d *Dash) failLogin(c *gin.Context, err error) {
-	var re *retryError
-	if errors.As(err, &re) {
-		c.Header("Retry-After", strconv.Itoa(re.seconds))
-	}
-	if errors.Is(err, errBadLogin) {
-		d.log.Info("login failed", "ip", clientIP(c.Request))
-	}
-	d.fail(c, err)
-}
-
-// logout revokes the token (or session) the request came with.
-func (d *Dash) logout(c *gin.Context) {
-	tok := httpapi.BearerToken(c.Request)
-	if s, ok := c.Get(sessionKey); ok {
-		tok = s.(string)
-	}
-	if err := d.store.revokeTokenHash(c.Request.Context(), hashToken(tok)); err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"logged_out": true})
 }

@@ -1,13 +1,8 @@
 package dash
 
 import (
-	"context"
-	"fmt"
 	"math"
 	"net/http"
-	"time"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/appmetrics"
@@ -28,42 +23,6 @@ var errMetricsUnavailable = common.Errf(http.StatusServiceUnavailable, "unavaila
 
 // maxMetricEvents bounds the events marked on a window's time axis.
 const maxMetricEvents = 200
-
-// getMetrics serves GET /apps/{app}/metrics?window=1h|6h|24h.
-func (d *Dash) getMetrics(c *gin.Context) {
-	m, err := d.appMetrics(c.Request.Context(), appOf(c), c.DefaultQuery("window", "1h"))
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, m)
-}
-
-// appMetrics reads an app's metrics over window ("1h", "6h" or "24h") for
-// the API, the web page and the CLI: one round trip to Redis for the
-// series, one query for the events.
-func (d *Dash) appMetrics(ctx context.Context, a appRow, window string) (api.AppMetrics, error) {
-	win, ok := metricWindows[window]
-	if !ok {
-		return api.AppMetrics{}, common.Errf(http.StatusBadRequest, "invalid_window", fmt.Sprintf("window %q: want 1h, 6h or 24h", window))
-	}
-	now := time.Now()
-	w, err := appmetrics.NewStore(d.rdb, d.keys).Read(ctx, a.Name, win.step, win.steps, now)
-	if err != nil {
-		if ctx.Err() != nil {
-			return api.AppMetrics{}, ctx.Err()
-		}
-		d.log.Warn("metrics not read", "app", a.Name, "err", err)
-		return api.AppMetrics{}, errMetricsUnavailable
-	}
-	m := metricsOf(w)
-	m.App, m.Window = a.Name, window
-	since := time.Unix(w.Time[0], 0)
-	if m.Events, err = d.store.eventsSince(ctx, a.ID, since, maxMetricEvents); err != nil {
-		return api.AppMetrics{}, err
-	}
-	return m, nil
-}
 
 // metricsOf turns a window read from the store into the API's series.
 func metricsOf(w appmetrics.Window) api.AppMetrics {
@@ -151,18 +110,3 @@ func metricsOf(w appmetrics.Window) api.AppMetrics {
 // round rounds v to 1/scale: the answer carries what a chart or a reader
 // can use, not 17 digits (a third of its size and of its encoding time).
 func round(v, scale float64) float64 { return math.Round(v*scale) / scale }
-
-// requestSparklines returns, for each of apps, its requests per second over
-// the last hour at 1 min resolution (60 values, oldest first), for the
-// sparklines of the app list and the Cluster page.
-func (d *Dash) requestSparklines(ctx context.Context, apps []string) (map[string][]float64, error) {
-	rates, err := appmetrics.NewStore(d.rdb, d.keys).RequestRates(ctx, apps, 60, time.Now())
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		d.log.Warn("request rates not read", "apps", len(apps), "err", err)
-		return nil, errMetricsUnavailable
-	}
-	return rates, nil
-}

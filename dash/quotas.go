@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/dinp/dinp/common"
 )
 
@@ -184,47 +182,4 @@ func pruneReleases(ctx context.Context, tx *sql.Tx, appID int64, newest int) err
 		return fmt.Errorf("prune releases: %w", err)
 	}
 	return nil
-}
-
-func (d *Dash) teamLimitsAPI(c *gin.Context) {
-	ctx := c.Request.Context()
-	u := currentUser(c)
-	var id int64
-	err := d.store.db.QueryRowContext(ctx, `SELECT t.id FROM teams t WHERE t.name = ? AND
-		(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`, c.Param("team"), u.IsAdmin, u.ID).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = fmt.Errorf("team %s: %w", c.Param("team"), errNotFound)
-	}
-	var l TeamLimits
-	var usage TeamUsage
-	if err == nil {
-		l, err = d.store.teamLimits(ctx, d.store.db, id, false)
-	}
-	if err == nil {
-		usage, err = teamUsage(ctx, d.store.db, id, 0)
-	}
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"team": c.Param("team"), "limits": l, "usage": usage})
-}
-
-func (d *Dash) setTeamLimits(c *gin.Context) {
-	var req TeamLimits
-	if err := decodeJSON(c, &req); err != nil {
-		d.fail(c, err)
-		return
-	}
-	if req.MaxApps < 0 || req.MaxInstances < 0 || req.MaxMemoryMB < 0 || req.MaxDomainClaims < 0 {
-		d.fail(c, invalid("invalid_limits", "limits must not be negative (0: the default)"))
-		return
-	}
-	if err := d.store.setTeamLimits(c.Request.Context(), c.Param("team"), req); err != nil {
-		d.fail(c, err)
-		return
-	}
-	d.log.Info("team limits set", "team", c.Param("team"), "by", currentUser(c).Name,
-		"max_apps", req.MaxApps, "max_instances", req.MaxInstances, "max_memory_mb", req.MaxMemoryMB, "max_domain_claims", req.MaxDomainClaims)
-	d.teamLimitsAPI(c)
 }

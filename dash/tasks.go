@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/dash/api"
@@ -35,23 +33,6 @@ const (
 
 func newTaskID() string { return "t" + config.RandomToken(8) }
 
-// runTask answers POST /api/v1/apps/{app}/tasks: a task of the app's
-// current release, with its env and memory limit.
-func (d *Dash) runTask(c *gin.Context) {
-	a := appOf(c)
-	var req api.RunTaskRequest
-	if err := decodeJSON(c, &req); err != nil {
-		d.fail(c, err)
-		return
-	}
-	t, err := d.newRunTask(c, a, req)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusCreated, gin.H{"task": t})
-}
-
 // insertTask adds a pending task row.
 func insertTask(ctx context.Context, tx execer, appID int64, t *Task) error {
 	cmd, _ := json.Marshal(t.Command)
@@ -62,66 +43,6 @@ func insertTask(ctx context.Context, tx execer, appID int64, t *Task) error {
 	}
 	t.CreatedAt = time.Now().UTC()
 	return nil
-}
-
-func (d *Dash) listTasks(c *gin.Context) {
-	ts, err := d.store.tasks(c.Request.Context(), appOf(c), "", listLimit)
-	if err != nil {
-		d.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"tasks": ts})
-}
-
-// loadTask resolves :id to a task of the app in the path (a task of any
-// other app, the user's or not, is 404 like a missing one), or under
-// /api/v1/tasks/{id} to a task of an app the user may see.
-func (d *Dash) loadTask(c *gin.Context) (Task, bool) {
-	var t Task
-	var err error
-	if _, ok := c.Get(appKey); ok {
-		t, err = d.store.task(c.Request.Context(), appOf(c), c.Param("id"))
-	} else {
-		t, err = d.store.visibleTask(c.Request.Context(), currentUser(c), c.Param("id"))
-	}
-	if err != nil {
-		d.fail(c, err)
-		return Task{}, false
-	}
-	return t, true
-}
-
-func (d *Dash) showTask(c *gin.Context) {
-	if t, ok := d.loadTask(c); ok {
-		c.JSON(http.StatusOK, gin.H{"task": t})
-	}
-}
-
-// taskLog answers GET /api/v1/apps/{app}/tasks/{id}/log[?follow=1]: the
-// task's output as text (or NDJSON with format=json); with follow, until
-// the task has ended and every line is out.
-func (d *Dash) taskLog(c *gin.Context) {
-	t, ok := d.loadTask(c)
-	if !ok {
-		return
-	}
-	ctx := c.Request.Context()
-	key := d.keys.TaskLogs(t.ID)
-	var sub *logSub
-	if isTrue(c.Query("follow")) && !common.TaskDone(t.State) {
-		var err error
-		if sub, err = d.joinFollow(ctx, currentUser(c), key); err != nil {
-			d.fail(c, err)
-			return
-		}
-		defer sub.leave()
-	}
-	u := currentUser(c)
-	w := logWriter{c: c, json: c.Query("format") == "json", bare: true}
-	d.tailLog(c, "task "+t.ID, key, logFilter{}, w, sub, func() bool {
-		cur, err := d.store.visibleTask(ctx, u, t.ID)
-		return err == nil && common.TaskDone(cur.State)
-	})
 }
 
 // --- store ---

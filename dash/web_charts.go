@@ -92,37 +92,6 @@ func windowParam(c *gin.Context) string {
 	return "1h"
 }
 
-// appCharts renders the charts card of a over window. A failure to read
-// metrics is shown in the card: the rest of the page still works.
-func (d *Dash) appCharts(ctx context.Context, a appRow, window string) template.HTML {
-	data := chartsData{App: a.Name, Window: window, Windows: chartWindows}
-	ctx, cancel := context.WithTimeout(ctx, chartsTimeout)
-	defer cancel()
-	m, err := d.appMetrics(ctx, a, window)
-	switch {
-	case err != nil:
-		d.log.Warn("read app metrics", "app", a.Name, "err", err)
-		data.Empty = "Metrics are unavailable right now: " + apiError(err).Message
-	case !hasSamples(m):
-		data.Empty = "No requests and no instance samples in the last " + window + "."
-	default:
-		m.Events, data.Marks = marked(m.Events)
-		data.Charts = metricCharts(m)
-	}
-	var b bytes.Buffer
-	if err := chartsTemplate.Execute(&b, data); err != nil {
-		d.log.Error("render charts", "app", a.Name, "err", err)
-	}
-	return template.HTML(b.String())
-}
-
-// webCharts serves the charts card alone (GET /apps/:app/charts?window=).
-func (d *Dash) webCharts(c *gin.Context) {
-	html := d.appCharts(c.Request.Context(), appOf(c), windowParam(c))
-	c.Header("Cache-Control", "no-store")
-	c.Data(http.StatusOK, "text/html; charset=utf-8", []byte(html))
-}
-
 // metricCharts turns an app's metrics into the page's charts.
 func metricCharts(m api.AppMetrics) []chartView {
 	base := lineChart{Time: m.Time, Step: int64(m.Step), Events: m.Events}
@@ -236,15 +205,46 @@ func fmtMS(v *float64) string {
 
 func bytesMB(n int64) string { return fmtFloat(float64(n)/(1<<20)) + " MB" }
 
+// appCharts renders the charts card of a over window. A failure to read
+// metrics is shown in the card: the rest of the page still works.
+func (h *webHandlers) appCharts(ctx context.Context, a appRow, window string) template.HTML {
+	data := chartsData{App: a.Name, Window: window, Windows: chartWindows}
+	ctx, cancel := context.WithTimeout(ctx, chartsTimeout)
+	defer cancel()
+	m, err := h.s.appMetrics(ctx, a, window)
+	switch {
+	case err != nil:
+		h.log.Warn("read app metrics", "app", a.Name, "err", err)
+		data.Empty = "Metrics are unavailable right now: " + apiError(err).Message
+	case !hasSamples(m):
+		data.Empty = "No requests and no instance samples in the last " + window + "."
+	default:
+		m.Events, data.Marks = marked(m.Events)
+		data.Charts = metricCharts(m)
+	}
+	var b bytes.Buffer
+	if err := chartsTemplate.Execute(&b, data); err != nil {
+		h.log.Error("render charts", "app", a.Name, "err", err)
+	}
+	return template.HTML(b.String())
+}
+
+// webCharts serves the charts card alone (GET /apps/:app/charts?window=).
+func (h *webHandlers) webCharts(c *gin.Context) {
+	html := h.appCharts(c.Request.Context(), appOf(c), windowParam(c))
+	c.Header("Cache-Control", "no-store")
+	c.Data(http.StatusOK, "text/html; charset=utf-8", []byte(html))
+}
+
 // appSparklines renders each app's request rate over the last hour; an
 // app without data, or a platform without metrics, gets a dash.
-func (d *Dash) appSparklines(ctx context.Context, apps []string) map[string]template.HTML {
+func (h *webHandlers) appSparklines(ctx context.Context, apps []string) map[string]template.HTML {
 	out := make(map[string]template.HTML, len(apps))
 	ctx, cancel := context.WithTimeout(ctx, chartsTimeout)
 	defer cancel()
-	series, err := d.requestSparklines(ctx, apps)
+	series, err := h.s.requestSparklines(ctx, apps)
 	if err != nil {
-		d.log.Warn("read request sparklines", "err", err)
+		h.log.Warn("read request sparklines", "err", err)
 	}
 	for _, a := range apps {
 		out[a] = sparkline(series[a], "req/s")
