@@ -23,14 +23,10 @@ func (h *apiHandlers) createApp(c *gin.Context) {
 }
 
 func (h *apiHandlers) listApps(c *gin.Context) {
-	rows, err := h.s.store.apps(c.Request.Context(), currentUser(c))
+	out, err := h.s.apps(c.Request.Context(), currentUser(c))
 	if err != nil {
 		h.fail(c, err)
 		return
-	}
-	out := make([]AppSummary, 0, len(rows))
-	for _, a := range rows {
-		out = append(out, summarize(h.s.appView(a), a))
 	}
 	c.JSON(http.StatusOK, gin.H{"apps": out})
 }
@@ -54,11 +50,7 @@ func (h *apiHandlers) scale(c *gin.Context) {
 		h.fail(c, invalid("nothing_to_change", "give instances, memory_mb or cpu_shares"))
 		return
 	}
-	if err := validateLimits(req.Instances, req.MemoryMB, req.CPUShares); err != nil {
-		h.fail(c, err)
-		return
-	}
-	h.change(c, appChange{Instances: req.Instances, MemoryMB: req.MemoryMB, CPUShares: req.CPUShares}, "scale")
+	h.changed(h.s.scale(c.Request.Context(), currentUser(c), appOf(c), req.Instances, req.MemoryMB, req.CPUShares))(c)
 }
 
 func (h *apiHandlers) getEnv(c *gin.Context) {
@@ -71,32 +63,23 @@ func (h *apiHandlers) putEnv(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	if err := validateEnv(req.Set, req.Unset); err != nil {
-		h.fail(c, err)
-		return
-	}
-	for _, k := range req.Unset {
-		if _, ok := req.Set[k]; ok {
-			h.fail(c, invalid("invalid_env", k+" is both set and unset"))
-			return
-		}
-	}
-	h.change(c, appChange{Set: req.Set, Unset: req.Unset}, "env")
+	h.changed(h.s.setEnv(c.Request.Context(), currentUser(c), appOf(c), req.Set, req.Unset))(c)
 }
 
-// change applies a desired-state change, answers the app (and the new
-// release when one was made) and tells the leader.
-func (h *apiHandlers) change(c *gin.Context, ch appChange, kind string) {
-	updated, rel, err := h.s.applyChange(c.Request.Context(), appOf(c), currentUser(c), ch, kind)
-	if err != nil {
-		h.fail(c, err)
-		return
+// changed answers a desired-state change: the app, its env and the new
+// release when one was made.
+func (h *apiHandlers) changed(updated appRow, rel *Release, err error) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if err != nil {
+			h.fail(c, err)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"app": h.s.appView(updated), "env": updated.Env, "release": rel})
 	}
-	c.JSON(http.StatusOK, gin.H{"app": h.s.appView(updated), "env": updated.Env, "release": rel})
 }
 
 func (h *apiHandlers) listReleases(c *gin.Context) {
-	rels, err := h.s.store.releases(c.Request.Context(), appOf(c).ID, listLimit)
+	rels, err := h.s.releases(c.Request.Context(), appOf(c), listLimit)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -132,7 +115,7 @@ func (h *apiHandlers) deleteApp(c *gin.Context) {
 }
 
 func (h *apiHandlers) listEvents(c *gin.Context) {
-	evs, err := h.s.store.events(c.Request.Context(), appOf(c).ID, listLimit)
+	evs, err := h.s.events(c.Request.Context(), appOf(c), listLimit)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -196,5 +179,5 @@ func (h *apiHandlers) putRoot(c *gin.Context) {
 		h.fail(c, invalid("invalid_root", "allow_root (true or false) is required"))
 		return
 	}
-	h.change(c, appChange{Root: req.AllowRoot}, "root")
+	h.changed(h.s.setRoot(c.Request.Context(), currentUser(c), appOf(c), *req.AllowRoot))(c)
 }

@@ -6,13 +6,12 @@ import (
 	"strings"
 
 	"github.com/dinp/dinp/common"
-	"github.com/dinp/dinp/common/drain"
 	"github.com/dinp/dinp/dash/api"
 	"github.com/gin-gonic/gin"
 )
 
 func (h *apiHandlers) listDomains(c *gin.Context) {
-	ds, err := h.s.store.domains(c.Request.Context(), appOf(c))
+	ds, err := h.s.domains(c.Request.Context(), appOf(c))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -44,12 +43,10 @@ func (h *apiHandlers) verifyDomain(c *gin.Context) {
 }
 
 func (h *apiHandlers) removeDomain(c *gin.Context) {
-	a := appOf(c)
-	if err := h.s.store.removeDomain(c.Request.Context(), a.ID, c.Param("domain"), "domain "+c.Param("domain")+" removed by "+currentUser(c).Name); err != nil {
+	if err := h.s.removeDomain(c.Request.Context(), currentUser(c), appOf(c), c.Param("domain")); err != nil {
 		h.fail(c, err)
 		return
 	}
-	h.s.publishDesired(c.Request.Context(), a.Name)
 	c.JSON(http.StatusOK, gin.H{"removed": c.Param("domain")})
 }
 
@@ -60,7 +57,7 @@ func (h *apiHandlers) drainRoutes(app *gin.RouterGroup) {
 }
 
 func (h *apiHandlers) listDrains(c *gin.Context) {
-	list, err := h.s.store.drains(c.Request.Context(), appOf(c).ID)
+	list, err := h.s.drains(c.Request.Context(), appOf(c))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -74,22 +71,11 @@ func (h *apiHandlers) addDrain(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	t, err := drain.Parse(req.URL)
-	if err != nil {
-		h.fail(c, invalid("invalid_drain", err.Error()))
-		return
-	}
-	if err := h.s.checkDrainHost(c.Request.Context(), t.Host); err != nil {
-		h.fail(c, err)
-		return
-	}
-	a, u := appOf(c), currentUser(c)
-	dr, err := h.s.store.addDrain(c.Request.Context(), a.ID, t.URL, u.Name)
+	dr, err := h.s.addDrain(c.Request.Context(), currentUser(c), appOf(c), req.URL)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	h.log.Info("drain added", "app", a.Name, "url", t.URL, "user", u.Name)
 	c.JSON(http.StatusCreated, gin.H{"drain": dr})
 }
 
@@ -99,8 +85,7 @@ func (h *apiHandlers) removeDrain(c *gin.Context) {
 		h.fail(c, common.ErrNotFound)
 		return
 	}
-	a := appOf(c)
-	url, err := h.s.store.removeDrain(c.Request.Context(), a.ID, id, currentUser(c).Name)
+	url, err := h.s.removeDrain(c.Request.Context(), currentUser(c), appOf(c), id)
 	if err != nil {
 		h.fail(c, err)
 		return

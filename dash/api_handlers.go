@@ -23,7 +23,7 @@ func (h *apiHandlers) whoami(c *gin.Context) {
 // loadApp resolves :app for the current user; apps of other teams answer
 // 404 exactly like apps that do not exist.
 func (h *apiHandlers) loadApp(c *gin.Context) {
-	a, err := h.s.store.app(c.Request.Context(), currentUser(c), c.Param("app"))
+	a, err := h.s.app(c.Request.Context(), currentUser(c), c.Param("app"))
 	if err != nil {
 		h.fail(c, err)
 		return

@@ -17,7 +17,7 @@ func (h *apiHandlers) runTask(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	t, err := h.s.newRunTask(c, a, req)
+	t, err := h.s.runTask(c.Request.Context(), currentUser(c), a, req)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -26,7 +26,7 @@ func (h *apiHandlers) runTask(c *gin.Context) {
 }
 
 func (h *apiHandlers) listTasks(c *gin.Context) {
-	ts, err := h.s.store.tasks(c.Request.Context(), appOf(c), "", listLimit)
+	ts, err := h.s.tasks(c.Request.Context(), appOf(c), listLimit)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -41,9 +41,9 @@ func (h *apiHandlers) loadTask(c *gin.Context) (Task, bool) {
 	var t Task
 	var err error
 	if _, ok := c.Get(appKey); ok {
-		t, err = h.s.store.task(c.Request.Context(), appOf(c), c.Param("id"))
+		t, err = h.s.appTask(c.Request.Context(), appOf(c), c.Param("id"))
 	} else {
-		t, err = h.s.store.visibleTask(c.Request.Context(), currentUser(c), c.Param("id"))
+		t, err = h.s.task(c.Request.Context(), currentUser(c), c.Param("id"))
 	}
 	if err != nil {
 		h.fail(c, err)

@@ -192,3 +192,8 @@ func (s *Service) adminPage(ctx context.Context) (adminData, error) {
 	}
 	return out, nil
 }
+
+// teams are the teams u belongs to (every team for admins).
+func (s *Service) teams(ctx context.Context, u User) ([]Team, error) {
+	return s.store.teams(ctx, u)
+}

@@ -2,7 +2,6 @@ package dash
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"github.com/dinp/dinp/common/appmetrics"
 	"github.com/dinp/dinp/common/redisx"
 	"github.com/dinp/dinp/dash/api"
-	"github.com/gin-gonic/gin"
 )
 
 func (s *Service) appView(a appRow) App {
@@ -333,42 +331,114 @@ func (s *Service) releaseStatus(ctx context.Context, a appRow, version int) (Rel
 	return st, nil
 }
 
-// newRunTask validates req and records a pending task of a's current
-// release for the current user (the API and the form share it).
-func (s *Service) newRunTask(c *gin.Context, a appRow, req api.RunTaskRequest) (Task, error) {
-	size := 0
-	for _, s := range req.Command {
-		size += len(s)
+// errAdminOnly refuses an operation reserved to admins.
+var errAdminOnly = common.Errf(http.StatusForbidden, "forbidden", "only admins may do this")
+
+// requireAdmin is the one check of admin-only operations; the handler
+// groups also run it before they parse a request, so a non-admin learns
+// nothing from a malformed one.
+func (s *Service) requireAdmin(u User) error {
+	if !u.IsAdmin {
+		return errAdminOnly
 	}
-	switch {
-	case len(req.Command) == 0 || req.Command[0] == "":
-		return Task{}, invalid("invalid_command", "command must be a non-empty list of arguments")
-	case len(req.Command) > maxTaskArgs || size > maxTaskCommandBytes:
-		return Task{}, invalid("invalid_command", fmt.Sprintf("command too long (at most %d arguments, %d bytes)", maxTaskArgs, maxTaskCommandBytes))
-	}
-	limit := defaultTaskTimeLimit
-	if req.TimeLimit != "" {
-		v, err := time.ParseDuration(req.TimeLimit)
-		if err != nil || v < time.Second || v > maxTaskTimeLimit {
-			return Task{}, invalid("invalid_time_limit", "time_limit must be a duration between 1s and 24h (\"10m\")")
-		}
-		limit = v
-	}
-	if a.CurrentRelease == nil {
-		return Task{}, common.Errf(409, "no_release", "app "+a.Name+" has no release to run a task of: deploy first")
-	}
-	ctx := c.Request.Context()
-	rel, err := s.store.release(ctx, a.ID, *a.CurrentRelease)
+	return nil
+}
+
+// app is the authorization point of every app operation: u's app called
+// name, or errNotFound for an app of another team (exactly like a missing
+// one); admins see every app. The app-scoped methods below take the
+// appRow it returns.
+func (s *Service) app(ctx context.Context, u User, name string) (appRow, error) {
+	return s.store.app(ctx, u, name)
+}
+
+// apps lists the apps u may see, as the app list shows them.
+func (s *Service) apps(ctx context.Context, u User) ([]AppSummary, error) {
+	rows, err := s.store.apps(ctx, u)
 	if err != nil {
-		return Task{}, err
+		return nil, err
 	}
-	u := currentUser(c)
-	t := Task{ID: newTaskID(), App: a.Name, Kind: api.TaskKindRun, Release: rel.Version, Command: req.Command,
-		State: common.TaskPending, TimeLimitS: int(limit / time.Second), MemoryMB: rel.MemoryMB, CreatedBy: u.Name}
-	if err := s.store.tx(ctx, func(tx *sql.Tx) error { return insertTask(ctx, tx, a.ID, &t) }); err != nil {
-		return Task{}, err
+	out := make([]AppSummary, 0, len(rows))
+	for _, a := range rows {
+		out = append(out, summarize(s.appView(a), a))
 	}
-	s.publishDesired(ctx, a.Name)
-	s.log.Info("task created", "app", a.Name, "task", t.ID, "release", t.Release, "user", u.Name)
-	return t, nil
+	return out, nil
+}
+
+// scale changes a's limits (those set).
+func (s *Service) scale(ctx context.Context, u User, a appRow, instances, memoryMB, cpuShares *int) (appRow, *Release, error) {
+	if err := validateLimits(instances, memoryMB, cpuShares); err != nil {
+		return appRow{}, nil, err
+	}
+	return s.applyChange(ctx, a, u, appChange{Instances: instances, MemoryMB: memoryMB, CPUShares: cpuShares}, "scale")
+}
+
+// setEnv sets and unsets env variables of a (a new release).
+func (s *Service) setEnv(ctx context.Context, u User, a appRow, set map[string]string, unset []string) (appRow, *Release, error) {
+	if err := validateEnv(set, unset); err != nil {
+		return appRow{}, nil, err
+	}
+	for _, k := range unset {
+		if _, ok := set[k]; ok {
+			return appRow{}, nil, invalid("invalid_env", k+" is both set and unset")
+		}
+	}
+	return s.applyChange(ctx, a, u, appChange{Set: set, Unset: unset}, "env")
+}
+
+// setRoot lets an admin allow or revoke root for one app.
+func (s *Service) setRoot(ctx context.Context, u User, a appRow, allow bool) (appRow, *Release, error) {
+	if err := s.requireAdmin(u); err != nil {
+		return appRow{}, nil, err
+	}
+	return s.applyChange(ctx, a, u, appChange{Root: &allow}, "root")
+}
+
+// releases are a's newest releases, newest first.
+func (s *Service) releases(ctx context.Context, a appRow, limit int) ([]Release, error) {
+	return s.store.releases(ctx, a.ID, limit)
+}
+
+// events are a's newest events, newest first.
+func (s *Service) events(ctx context.Context, a appRow, limit int) ([]Event, error) {
+	return s.store.events(ctx, a.ID, limit)
+}
+
+// appOverview is everything the app page shows besides the charts.
+type appOverview struct {
+	AppDetail
+	Releases []Release
+	Builds   []BuildInfo
+	Events   []Event
+	Domains  []Domain
+	Tasks    []Task
+	Logs     []string // the newest lines, formatted
+}
+
+// overview reads a's page: detail, recent releases, events, domains,
+// builds, tasks and log lines (logs are best effort).
+func (s *Service) overview(ctx context.Context, a appRow) (appOverview, error) {
+	det, err := s.appDetail(ctx, a)
+	if err != nil {
+		return appOverview{}, err
+	}
+	o := appOverview{AppDetail: det}
+	if o.Releases, err = s.store.releases(ctx, a.ID, 20); err == nil {
+		if o.Events, err = s.store.events(ctx, a.ID, 30); err == nil {
+			if o.Domains, err = s.store.domains(ctx, a); err == nil {
+				if o.Builds, err = s.store.builds(ctx, a, 10); err == nil {
+					o.Tasks, err = s.store.tasks(ctx, a, "", 10)
+				}
+			}
+		}
+	}
+	if err != nil {
+		return appOverview{}, err
+	}
+	if es, _, err := s.recentLogs(ctx, a.Name, 100, logFilter{Since: s.appSince(ctx, a.ID)}); err == nil {
+		for _, e := range es {
+			o.Logs = append(o.Logs, formatLogLine(e))
+		}
+	}
+	return o, nil
 }

@@ -102,3 +102,44 @@ func (s *Service) checkDrainHost(ctx context.Context, host string) error {
 	}
 	return nil
 }
+
+// domains are a's custom domains, with their challenge or certificate.
+func (s *Service) domains(ctx context.Context, a appRow) ([]Domain, error) {
+	return s.store.domains(ctx, a)
+}
+
+// removeDomain unbinds a domain (or drops a claim) of a.
+func (s *Service) removeDomain(ctx context.Context, u User, a appRow, name string) error {
+	if err := s.store.removeDomain(ctx, a.ID, name, "domain "+name+" removed by "+u.Name); err != nil {
+		return err
+	}
+	s.publishDesired(ctx, a.Name)
+	return nil
+}
+
+// drains are a's log drains.
+func (s *Service) drains(ctx context.Context, a appRow) ([]Drain, error) {
+	return s.store.drains(ctx, a.ID)
+}
+
+// addDrain validates and records a log drain of a.
+func (s *Service) addDrain(ctx context.Context, u User, a appRow, rawURL string) (Drain, error) {
+	t, err := drain.Parse(rawURL)
+	if err != nil {
+		return Drain{}, invalid("invalid_drain", err.Error())
+	}
+	if err := s.checkDrainHost(ctx, t.Host); err != nil {
+		return Drain{}, err
+	}
+	dr, err := s.store.addDrain(ctx, a.ID, t.URL, u.Name)
+	if err != nil {
+		return Drain{}, err
+	}
+	s.log.Info("drain added", "app", a.Name, "url", t.URL, "user", u.Name)
+	return dr, nil
+}
+
+// removeDrain removes drain id of a and returns its URL.
+func (s *Service) removeDrain(ctx context.Context, u User, a appRow, id int64) (string, error) {
+	return s.store.removeDrain(ctx, a.ID, id, u.Name)
+}

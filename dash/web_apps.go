@@ -17,13 +17,13 @@ import (
 // of the current release; its output is at /api/v1/tasks/{id}/log.
 func (h *webHandlers) webRunTask(c *gin.Context) {
 	a := appOf(c)
-	t, err := h.s.newRunTask(c, a, api.RunTaskRequest{Command: strings.Fields(c.PostForm("command")),
+	t, err := h.s.runTask(c.Request.Context(), currentUser(c), a, api.RunTaskRequest{Command: strings.Fields(c.PostForm("command")),
 		TimeLimit: strings.TrimSpace(c.PostForm("time_limit"))})
 	h.back(c, "/apps/"+a.Name, fmt.Sprintf("task %s started", t.ID), err)
 }
 
 func (h *webHandlers) webDeployPage(c *gin.Context) {
-	h.render(c, http.StatusOK, "deploy", page{Title: "Deploy " + appOf(c).Name, Data: appData{AppDetail: AppDetail{App: h.s.appView(appOf(c))}}})
+	h.render(c, http.StatusOK, "deploy", page{Title: "Deploy " + appOf(c).Name, Data: appData{appOverview: appOverview{AppDetail: AppDetail{App: h.s.appView(appOf(c))}}}})
 }
 
 // webDeploy is the no-JS deploy: the multipart form posts here; the
@@ -40,18 +40,15 @@ func (h *webHandlers) webDeploy(c *gin.Context) {
 
 func (h *webHandlers) webScale(c *gin.Context) {
 	a := appOf(c)
-	var ch appChange
-	var err error
-	if ch.Instances, err = formInt(c, "instances"); err == nil {
-		if ch.MemoryMB, err = formInt(c, "memory_mb"); err == nil {
-			ch.CPUShares, err = formInt(c, "cpu_shares")
+	instances, err := formInt(c, "instances")
+	var memoryMB, cpuShares *int
+	if err == nil {
+		if memoryMB, err = formInt(c, "memory_mb"); err == nil {
+			cpuShares, err = formInt(c, "cpu_shares")
 		}
 	}
 	if err == nil {
-		err = validateLimits(ch.Instances, ch.MemoryMB, ch.CPUShares)
-	}
-	if err == nil {
-		_, _, err = h.s.applyChange(c.Request.Context(), a, currentUser(c), ch, "scale")
+		_, _, err = h.s.scale(c.Request.Context(), currentUser(c), a, instances, memoryMB, cpuShares)
 	}
 	h.back(c, "/apps/"+a.Name, "scaled", err)
 }
@@ -59,20 +56,14 @@ func (h *webHandlers) webScale(c *gin.Context) {
 func (h *webHandlers) webSetEnv(c *gin.Context) {
 	a := appOf(c)
 	set := map[string]string{strings.TrimSpace(c.PostForm("name")): c.PostForm("value")}
-	err := validateEnv(set, nil)
-	if err == nil {
-		_, _, err = h.s.applyChange(c.Request.Context(), a, currentUser(c), appChange{Set: set}, "env")
-	}
+	_, _, err := h.s.setEnv(c.Request.Context(), currentUser(c), a, set, nil)
 	h.back(c, "/apps/"+a.Name, "env updated", err)
 }
 
 func (h *webHandlers) webUnsetEnv(c *gin.Context) {
 	a := appOf(c)
 	unset := []string{c.PostForm("name")}
-	err := validateEnv(nil, unset)
-	if err == nil {
-		_, _, err = h.s.applyChange(c.Request.Context(), a, currentUser(c), appChange{Unset: unset}, "env")
-	}
+	_, _, err := h.s.setEnv(c.Request.Context(), currentUser(c), a, nil, unset)
 	h.back(c, "/apps/"+a.Name, "env updated", err)
 }
 
@@ -130,10 +121,7 @@ func (h *webHandlers) webVerifyDomain(c *gin.Context) {
 
 func (h *webHandlers) webRemoveDomain(c *gin.Context) {
 	a := appOf(c)
-	err := h.s.store.removeDomain(c.Request.Context(), a.ID, c.Param("domain"), "domain "+c.Param("domain")+" removed by "+currentUser(c).Name)
-	if err == nil {
-		h.s.publishDesired(c.Request.Context(), a.Name)
-	}
+	err := h.s.removeDomain(c.Request.Context(), currentUser(c), a, c.Param("domain"))
 	h.back(c, "/apps/"+a.Name, "domain removed", err)
 }
 
@@ -152,20 +140,20 @@ func (h *webHandlers) webDeleteApp(c *gin.Context) {
 
 func (h *webHandlers) webApps(c *gin.Context) {
 	ctx, u := c.Request.Context(), currentUser(c)
-	rows, err := h.s.store.apps(ctx, u)
+	apps, err := h.s.apps(ctx, u)
 	if err != nil {
 		h.webFail(c, err)
 		return
 	}
-	teams, err := h.s.store.teams(ctx, u)
+	teams, err := h.s.teams(ctx, u)
 	if err != nil {
 		h.webFail(c, err)
 		return
 	}
 	data := appsData{Teams: teams}
-	names := make([]string, 0, len(rows))
-	for _, a := range rows {
-		data.Apps = append(data.Apps, summarize(h.s.appView(a), a))
+	names := make([]string, 0, len(apps))
+	for _, a := range apps {
+		data.Apps = append(data.Apps, a)
 		names = append(names, a.Name)
 	}
 	data.Sparks = h.appSparklines(ctx, names)
@@ -189,7 +177,7 @@ func (h *webHandlers) webCreateApp(c *gin.Context) {
 }
 
 func (h *webHandlers) webLoadApp(c *gin.Context) {
-	a, err := h.s.store.app(c.Request.Context(), currentUser(c), c.Param("app"))
+	a, err := h.s.app(c.Request.Context(), currentUser(c), c.Param("app"))
 	if err != nil {
 		h.webFail(c, err)
 		return
@@ -201,34 +189,16 @@ func (h *webHandlers) webLoadApp(c *gin.Context) {
 func (h *webHandlers) webApp(c *gin.Context) {
 	ctx := c.Request.Context()
 	a := appOf(c)
-	det, err := h.s.appDetail(ctx, a)
+	o, err := h.s.overview(ctx, a)
 	if err != nil {
 		h.webFail(c, err)
 		return
 	}
-	data := appData{AppDetail: det, Health: a.Health.WithDefaults(), Window: windowParam(c)}
+	data := appData{appOverview: o, Health: a.Health.WithDefaults(), Window: windowParam(c)}
 	data.Charts = h.appCharts(ctx, a, data.Window)
-	if data.Releases, err = h.s.store.releases(ctx, a.ID, 20); err == nil {
-		if data.Events, err = h.s.store.events(ctx, a.ID, 30); err == nil {
-			if data.Domains, err = h.s.store.domains(ctx, a); err == nil {
-				if data.Builds, err = h.s.store.builds(ctx, a, 10); err == nil {
-					data.Tasks, err = h.s.store.tasks(ctx, a, "", 10)
-				}
-			}
-		}
-	}
-	if err != nil {
-		h.webFail(c, err)
-		return
-	}
 	for k := range a.Env {
 		data.EnvKeys = append(data.EnvKeys, k)
 	}
 	sort.Strings(data.EnvKeys)
-	if es, _, err := h.s.recentLogs(ctx, a.Name, 100, logFilter{Since: h.s.appSince(ctx, a.ID)}); err == nil {
-		for _, e := range es {
-			data.Logs = append(data.Logs, formatLogLine(e))
-		}
-	}
 	h.render(c, http.StatusOK, "app", page{Title: a.Name, Data: data})
 }

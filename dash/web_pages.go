@@ -168,15 +168,9 @@ func formInt(c *gin.Context, name string) (*int, error) {
 }
 
 type appData struct {
-	AppDetail
-	Releases []Release
-	Builds   []BuildInfo
-	Events   []Event
-	Domains  []Domain
-	EnvKeys  []string
-	Health   common.HealthConfig
-	Logs     []string
-	Tasks    []Task
-	Window   string        // of the charts: 1h, 6h or 24h
-	Charts   template.HTML // the metrics card (charts.go)
+	appOverview
+	EnvKeys []string
+	Health  common.HealthConfig
+	Window  string        // of the charts: 1h, 6h or 24h
+	Charts  template.HTML // the metrics card (charts.go)
 }
