@@ -4,15 +4,27 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"time"
+
+	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/httpapi"
-	"github.com/gin-gonic/gin"
 )
 
+// requestToken is the token (or web session) the request came with.
+func requestToken(c *gin.Context) string {
+	tok := httpapi.BearerToken(c.Request)
+	if s, ok := c.Get(sessionKey); ok {
+		tok = s.(string)
+	}
+	return tok
+}
+
+// errNoSuchToken answers a token id that is not a number.
+var errNoSuchToken = common.Errf(http.StatusNotFound, "not_found", "no such token")
+
 func (h *apiHandlers) listUsers(c *gin.Context) {
-	us, err := h.s.store.users(c.Request.Context())
+	us, err := h.s.users(c.Request.Context(), currentUser(c))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -26,12 +38,11 @@ func (h *apiHandlers) createUser(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	u, err := h.s.addUser(c.Request.Context(), req)
+	u, err := h.s.createUser(c.Request.Context(), currentUser(c), req)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	h.log.Info("user created", "user", u.Name, "by", currentUser(c).Name)
 	c.JSON(http.StatusCreated, gin.H{"user": u})
 }
 
@@ -46,7 +57,7 @@ func (h *apiHandlers) changePassword(c *gin.Context) {
 		h.failLogin(c, err)
 		return
 	}
-	if err := h.s.newPassword(c, u, req.New); err != nil {
+	if err := h.s.newPassword(c.Request.Context(), u, requestToken(c), req.New); err != nil {
 		h.fail(c, err)
 		return
 	}
@@ -54,7 +65,7 @@ func (h *apiHandlers) changePassword(c *gin.Context) {
 }
 
 func (h *apiHandlers) listTokens(c *gin.Context) {
-	ts, err := h.s.store.tokens(c.Request.Context(), currentUser(c).ID)
+	ts, err := h.s.tokens(c.Request.Context(), currentUser(c))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -68,12 +79,7 @@ func (h *apiHandlers) createToken(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
-	if err != nil {
-		h.fail(c, err)
-		return
-	}
-	tok, id, err := h.s.newAPIToken(c.Request.Context(), currentUser(c), req.Name, exp)
+	tok, id, exp, err := h.s.createToken(c.Request.Context(), currentUser(c), req.Name, req.ExpiresIn)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -88,30 +94,14 @@ func (h *apiHandlers) createToken(c *gin.Context) {
 func (h *apiHandlers) revokeToken(c *gin.Context) {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil {
-		h.fail(c, common.Errf(http.StatusNotFound, "not_found", "no such token"))
+		h.fail(c, errNoSuchToken)
 		return
 	}
-	if err := h.s.store.revokeToken(c.Request.Context(), currentUser(c).ID, id); err != nil {
+	if err := h.s.revokeToken(c.Request.Context(), currentUser(c), id); err != nil {
 		h.fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"revoked": id})
-}
-
-// adminTarget resolves the user an admin acts on; admins do not lock
-// themselves out.
-func (h *apiHandlers) adminTarget(c *gin.Context) (int64, bool) {
-	name := c.Param("user")
-	if name == currentUser(c).Name {
-		h.fail(c, common.Errf(http.StatusConflict, "self", "admins cannot disable or delete themselves"))
-		return 0, false
-	}
-	id, err := h.s.store.userIDByName(c.Request.Context(), name)
-	if err != nil {
-		h.fail(c, err)
-		return 0, false
-	}
-	return id, true
 }
 
 func (h *apiHandlers) patchUser(c *gin.Context) {
@@ -124,57 +114,45 @@ func (h *apiHandlers) patchUser(c *gin.Context) {
 		h.fail(c, invalid("invalid_patch", "nothing to change (disabled: true|false)"))
 		return
 	}
-	id, ok := h.adminTarget(c)
-	if !ok {
-		return
-	}
-	if err := h.s.store.setDisabled(c.Request.Context(), id, *req.Disabled); err != nil {
+	if err := h.s.setDisabled(c.Request.Context(), currentUser(c), c.Param("user"), *req.Disabled); err != nil {
 		h.fail(c, err)
 		return
 	}
-	h.log.Info("user changed", "user", c.Param("user"), "disabled", *req.Disabled, "by", currentUser(c).Name)
 	c.JSON(http.StatusOK, gin.H{"user": c.Param("user"), "disabled": *req.Disabled})
 }
 
 func (h *apiHandlers) deleteUser(c *gin.Context) {
-	id, ok := h.adminTarget(c)
-	if !ok {
-		return
-	}
-	if err := h.s.store.deleteUser(c.Request.Context(), id); err != nil {
+	if err := h.s.deleteUser(c.Request.Context(), currentUser(c), c.Param("user")); err != nil {
 		h.fail(c, err)
 		return
 	}
-	h.log.Info("user deleted", "user", c.Param("user"), "by", currentUser(c).Name)
 	c.JSON(http.StatusOK, gin.H{"deleted": c.Param("user")})
 }
 
 func (h *apiHandlers) listUserTokens(c *gin.Context) {
-	id, err := h.s.store.userIDByName(c.Request.Context(), c.Param("user"))
-	if err == nil {
-		var ts []Token
-		if ts, err = h.s.store.tokens(c.Request.Context(), id); err == nil {
-			c.JSON(http.StatusOK, gin.H{"tokens": ts})
-			return
-		}
+	ts, err := h.s.userTokens(c.Request.Context(), currentUser(c), c.Param("user"))
+	if err != nil {
+		h.fail(c, err)
+		return
 	}
-	h.fail(c, err)
+	c.JSON(http.StatusOK, gin.H{"tokens": ts})
 }
 
 func (h *apiHandlers) revokeUserToken(c *gin.Context) {
-	tid, perr := strconv.ParseInt(c.Param("id"), 10, 64)
-	id, err := h.s.store.userIDByName(c.Request.Context(), c.Param("user"))
-	if err == nil && perr != nil {
-		err = common.Errf(http.StatusNotFound, "not_found", "no such token")
-	}
-	if err == nil {
-		err = h.s.store.revokeToken(c.Request.Context(), id, tid)
+	ctx, u, name := c.Request.Context(), currentUser(c), c.Param("user")
+	tid, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil {
+		// An unknown user is named before a malformed token id.
+		if _, err = h.s.userID(ctx, u, name); err == nil {
+			err = errNoSuchToken
+		}
+	} else {
+		err = h.s.revokeUserToken(ctx, u, name, tid)
 	}
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	h.log.Info("token revoked", "user", c.Param("user"), "token", tid, "by", currentUser(c).Name)
 	c.JSON(http.StatusOK, gin.H{"revoked": tid})
 }
 
@@ -185,34 +163,15 @@ func (h *apiHandlers) login(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	u, err := h.s.checkPassword(c.Request.Context(), clientIP(c.Request), req.User, req.Password)
+	tok, id, u, err := h.s.login(c.Request.Context(), clientIP(c.Request), req)
 	if err != nil {
 		h.failLogin(c, err)
 		return
 	}
-	name := req.TokenName
-	if name == "" {
-		name = "cli"
-	}
-	if len(name) > 64 || name == sessionTokenName {
-		h.fail(c, invalid("invalid_name", "token name must be at most 64 characters"))
-		return
-	}
-	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
-	if err != nil {
-		h.fail(c, err)
-		return
-	}
-	tok, hash := newToken()
-	id, err := h.s.store.createToken(c.Request.Context(), u.ID, name, hash, exp)
-	if err != nil {
-		h.fail(c, err)
-		return
-	}
-	h.log.Info("login", "user", u.Name, "via", "api")
 	c.JSON(http.StatusCreated, gin.H{"token": tok, "token_id": id, "user": u})
 }
 
+// failLogin is fail with Retry-After on a rate-limited login.
 func (h *apiHandlers) failLogin(c *gin.Context, err error) {
 	var re *retryError
 	if errors.As(err, &re) {
@@ -226,11 +185,7 @@ func (h *apiHandlers) failLogin(c *gin.Context, err error) {
 
 // logout revokes the token (or session) the request came with.
 func (h *apiHandlers) logout(c *gin.Context) {
-	tok := httpapi.BearerToken(c.Request)
-	if s, ok := c.Get(sessionKey); ok {
-		tok = s.(string)
-	}
-	if err := h.s.store.revokeTokenHash(c.Request.Context(), hashToken(tok)); err != nil {
+	if err := h.s.logout(c.Request.Context(), requestToken(c)); err != nil {
 		h.fail(c, err)
 		return
 	}

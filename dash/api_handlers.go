@@ -80,18 +80,18 @@ func (h *apiHandlers) routes(r *gin.Engine) {
 	api.POST("/logout", h.logout)
 	api.GET("/user", h.whoami)
 	api.PUT("/user/password", h.changePassword)
-	api.GET("/users", requireAdmin, h.listUsers)
-	api.POST("/users", requireAdmin, h.createUser)
-	api.PATCH("/users/:user", requireAdmin, h.patchUser)
-	api.DELETE("/users/:user", requireAdmin, h.deleteUser)
-	api.GET("/users/:user/tokens", requireAdmin, h.listUserTokens)
-	api.DELETE("/users/:user/tokens/:id", requireAdmin, h.revokeUserToken)
+	api.GET("/users", h.requireAdmin, h.listUsers)
+	api.POST("/users", h.requireAdmin, h.createUser)
+	api.PATCH("/users/:user", h.requireAdmin, h.patchUser)
+	api.DELETE("/users/:user", h.requireAdmin, h.deleteUser)
+	api.GET("/users/:user/tokens", h.requireAdmin, h.listUserTokens)
+	api.DELETE("/users/:user/tokens/:id", h.requireAdmin, h.revokeUserToken)
 	api.GET("/teams", h.listTeams)
 	api.POST("/teams", h.createTeam)
 	api.POST("/teams/:team/members", h.addMember)
 	api.DELETE("/teams/:team/members/:user", h.removeMember)
 	api.GET("/teams/:team/limits", h.teamLimitsAPI)
-	api.PUT("/teams/:team/limits", requireAdmin, h.setTeamLimits)
+	api.PUT("/teams/:team/limits", h.requireAdmin, h.setTeamLimits)
 	api.GET("/invitations", h.listInvitations)
 	api.POST("/invitations/:team/accept", h.acceptInvitation)
 	api.POST("/invitations/:team/decline", h.declineInvitation)
@@ -128,10 +128,20 @@ func (h *apiHandlers) routes(r *gin.Engine) {
 	app.GET("/tasks/:id/log", h.taskLog)
 	app.GET("/health", h.getHealth)
 	app.PUT("/health", h.putHealth)
-	app.PUT("/root", requireAdmin, h.putRoot)
+	app.PUT("/root", h.requireAdmin, h.putRoot)
 	app.GET("/domains", h.listDomains)
 	app.POST("/domains", h.addDomain)
 	app.POST("/domains/:domain/verify", h.verifyDomain)
 	app.DELETE("/domains/:domain", h.removeDomain)
 	h.drainRoutes(app)
+}
+
+// requireAdmin runs the Service's admin check before the handler parses
+// anything.
+func (h *apiHandlers) requireAdmin(c *gin.Context) {
+	if err := h.s.requireAdmin(currentUser(c)); err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.Next()
 }

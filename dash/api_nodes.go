@@ -48,14 +48,14 @@ func (h *apiHandlers) putNodeLabels(c *gin.Context) {
 }
 
 func (h *apiHandlers) nodeRoutes(api *gin.RouterGroup) {
-	nodes := api.Group("/nodes", requireAdmin)
+	nodes := api.Group("/nodes", h.requireAdmin)
 	nodes.GET("", h.listNodes)
 	nodes.GET("/:node", h.showNode)
 	nodes.POST("/:node/drain", h.nodeActionAPI(nodeDrain))
 	nodes.POST("/:node/undrain", h.nodeActionAPI(nodeUndrain))
 	nodes.DELETE("/:node", h.nodeActionAPI(nodeForget))
 	nodes.PUT("/:node/labels", h.putNodeLabels)
-	api.GET("/cluster", requireAdmin, h.getCluster)
+	api.GET("/cluster", h.requireAdmin, h.getCluster)
 }
 
 // listNodes answers every node with its state, and the leading server.

@@ -1,31 +1,13 @@
 package dash
 
 import (
-	"database/sql"
-	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
 )
 
 func (h *apiHandlers) teamLimitsAPI(c *gin.Context) {
-	ctx := c.Request.Context()
-	u := currentUser(c)
-	var id int64
-	err := h.s.store.db.QueryRowContext(ctx, `SELECT t.id FROM teams t WHERE t.name = ? AND
-		(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`, c.Param("team"), u.IsAdmin, u.ID).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = fmt.Errorf("team %s: %w", c.Param("team"), errNotFound)
-	}
-	var l TeamLimits
-	var usage TeamUsage
-	if err == nil {
-		l, err = h.s.store.teamLimits(ctx, h.s.store.db, id, false)
-	}
-	if err == nil {
-		usage, err = teamUsage(ctx, h.s.store.db, id, 0)
-	}
+	l, usage, err := h.s.teamLimits(c.Request.Context(), currentUser(c), c.Param("team"))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -43,17 +25,15 @@ func (h *apiHandlers) setTeamLimits(c *gin.Context) {
 		h.fail(c, invalid("invalid_limits", "limits must not be negative (0: the default)"))
 		return
 	}
-	if err := h.s.store.setTeamLimits(c.Request.Context(), c.Param("team"), req); err != nil {
+	if err := h.s.setTeamLimits(c.Request.Context(), currentUser(c), c.Param("team"), req); err != nil {
 		h.fail(c, err)
 		return
 	}
-	h.log.Info("team limits set", "team", c.Param("team"), "by", currentUser(c).Name,
-		"max_apps", req.MaxApps, "max_instances", req.MaxInstances, "max_memory_mb", req.MaxMemoryMB, "max_domain_claims", req.MaxDomainClaims)
 	h.teamLimitsAPI(c)
 }
 
 func (h *apiHandlers) listTeams(c *gin.Context) {
-	ts, err := h.s.store.teams(c.Request.Context(), currentUser(c))
+	ts, err := h.s.teams(c.Request.Context(), currentUser(c))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -67,11 +47,7 @@ func (h *apiHandlers) createTeam(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	if err := validName("team", req.Name); err != nil {
-		h.fail(c, err)
-		return
-	}
-	if err := h.s.store.createTeam(c.Request.Context(), currentUser(c), req.Name); err != nil {
+	if err := h.s.createTeam(c.Request.Context(), currentUser(c), req.Name); err != nil {
 		h.fail(c, err)
 		return
 	}
@@ -97,7 +73,7 @@ func (h *apiHandlers) addMember(c *gin.Context) {
 }
 
 func (h *apiHandlers) listInvitations(c *gin.Context) {
-	invs, err := h.s.store.invitations(c.Request.Context(), currentUser(c))
+	invs, err := h.s.invitations(c.Request.Context(), currentUser(c))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -106,7 +82,7 @@ func (h *apiHandlers) listInvitations(c *gin.Context) {
 }
 
 func (h *apiHandlers) acceptInvitation(c *gin.Context) {
-	role, err := h.s.store.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), true)
+	role, err := h.s.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), true)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -115,7 +91,7 @@ func (h *apiHandlers) acceptInvitation(c *gin.Context) {
 }
 
 func (h *apiHandlers) declineInvitation(c *gin.Context) {
-	if _, err := h.s.store.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), false); err != nil {
+	if _, err := h.s.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), false); err != nil {
 		h.fail(c, err)
 		return
 	}
@@ -123,12 +99,7 @@ func (h *apiHandlers) declineInvitation(c *gin.Context) {
 }
 
 func (h *apiHandlers) removeMember(c *gin.Context) {
-	ctx := c.Request.Context()
-	id, err := h.s.store.manageableTeam(ctx, currentUser(c), c.Param("team"))
-	if err == nil {
-		err = h.s.store.removeMember(ctx, id, c.Param("user"))
-	}
-	if err != nil {
+	if err := h.s.removeMember(c.Request.Context(), currentUser(c), c.Param("team"), c.Param("user")); err != nil {
 		h.fail(c, err)
 		return
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
 	"github.com/dinp/dinp/common/db"
-	"github.com/dinp/dinp/common/httpapi"
 )
 
 // TokenPrefix starts every dash API token, so a leaked token is recognisable
@@ -75,15 +74,6 @@ func safeMethod(m string) bool {
 
 func currentUser(c *gin.Context) User {
 	return c.MustGet(userKey).(User)
-}
-
-// requireAdmin lets only admins through.
-func requireAdmin(c *gin.Context) {
-	if !currentUser(c).IsAdmin {
-		httpapi.WriteError(c, common.Errf(http.StatusForbidden, "forbidden", "only admins may do this"))
-		return
-	}
-	c.Next()
 }
 
 // apiError maps an error to its HTTP answer. It is the only place where

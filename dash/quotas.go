@@ -183,3 +183,15 @@ func pruneReleases(ctx context.Context, tx *sql.Tx, appID int64, newest int) err
 	}
 	return nil
 }
+
+// visibleTeamID is the id of team name when u belongs to it (or is an
+// admin), else errNotFound.
+func (s *store) visibleTeamID(ctx context.Context, u User, name string) (int64, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT t.id FROM teams t WHERE t.name = ? AND
+		(? OR EXISTS (SELECT 1 FROM memberships m WHERE m.team_id = t.id AND m.user_id = ?))`, name, u.IsAdmin, u.ID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("team %s: %w", name, errNotFound)
+	}
+	return id, err
+}

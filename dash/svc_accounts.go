@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/dinp/dinp/common"
-	"github.com/dinp/dinp/common/httpapi"
-	"github.com/gin-gonic/gin"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -43,17 +42,13 @@ func (s *Service) newAPIToken(ctx context.Context, u User, name string, expires 
 }
 
 // newPassword sets u's password and revokes every other token and web
-// session of u: whoever knew the old password may hold one. Only the
-// token or session making the change stays valid.
-func (s *Service) newPassword(c *gin.Context, u User, password string) error {
-	if err := s.setUserPassword(c.Request.Context(), u, password); err != nil {
+// session of u: whoever knew the old password may hold one. Only keep,
+// the token or session making the change, stays valid.
+func (s *Service) newPassword(ctx context.Context, u User, keep, password string) error {
+	if err := s.setUserPassword(ctx, u, password); err != nil {
 		return err
 	}
-	keep := httpapi.BearerToken(c.Request)
-	if s, ok := c.Get(sessionKey); ok {
-		keep = s.(string)
-	}
-	return s.store.revokeOtherTokens(c.Request.Context(), u.ID, hashToken(keep))
+	return s.store.revokeOtherTokens(ctx, u.ID, hashToken(keep))
 }
 
 // setUserPassword validates and stores a new password.
@@ -196,4 +191,240 @@ func (s *Service) adminPage(ctx context.Context) (adminData, error) {
 // teams are the teams u belongs to (every team for admins).
 func (s *Service) teams(ctx context.Context, u User) ([]Team, error) {
 	return s.store.teams(ctx, u)
+}
+
+// errSelf refuses an admin's disabling or deleting their own account.
+var errSelf = common.Errf(http.StatusConflict, "self", "admins cannot disable or delete themselves")
+
+// users lists every user (admins).
+func (s *Service) users(ctx context.Context, u User) ([]User, error) {
+	if err := s.requireAdmin(u); err != nil {
+		return nil, err
+	}
+	return s.store.users(ctx)
+}
+
+// createUser creates a user (admins).
+func (s *Service) createUser(ctx context.Context, u User, req CreateUserRequest) (User, error) {
+	if err := s.requireAdmin(u); err != nil {
+		return User{}, err
+	}
+	nu, err := s.addUser(ctx, req)
+	if err != nil {
+		return User{}, err
+	}
+	s.log.Info("user created", "user", nu.Name, "by", u.Name)
+	return nu, nil
+}
+
+// login checks a password (rate-limited per user and address ip) and makes
+// an API token named req.TokenName (default "cli").
+func (s *Service) login(ctx context.Context, ip string, req LoginRequest) (tok string, id int64, u User, err error) {
+	u, err = s.checkPassword(ctx, ip, req.User, req.Password)
+	if err != nil {
+		return "", 0, User{}, err
+	}
+	name := req.TokenName
+	if name == "" {
+		name = "cli"
+	}
+	if len(name) > 64 || name == sessionTokenName {
+		return "", 0, User{}, invalid("invalid_name", "token name must be at most 64 characters")
+	}
+	exp, err := tokenExpiry(time.Now(), req.ExpiresIn)
+	if err != nil {
+		return "", 0, User{}, err
+	}
+	tok, hash := newToken()
+	if id, err = s.store.createToken(ctx, u.ID, name, hash, exp); err != nil {
+		return "", 0, User{}, err
+	}
+	s.log.Info("login", "user", u.Name, "via", "api")
+	return tok, id, u, nil
+}
+
+// startSession makes a web session of u (after its password was checked).
+func (s *Service) startSession(ctx context.Context, u User) (string, error) {
+	tok, hash := newToken()
+	if _, err := s.store.createToken(ctx, u.ID, sessionTokenName, hash); err != nil {
+		return "", err
+	}
+	s.log.Info("login", "user", u.Name, "via", "web")
+	return tok, nil
+}
+
+// logout revokes a token or web session.
+func (s *Service) logout(ctx context.Context, tok string) error {
+	return s.store.revokeTokenHash(ctx, hashToken(tok))
+}
+
+// tokens are u's API tokens.
+func (s *Service) tokens(ctx context.Context, u User) ([]Token, error) {
+	return s.store.tokens(ctx, u.ID)
+}
+
+// createToken makes an API token of u; expiresIn ("720h", "30d", empty:
+// never) sets its expiry, returned (zero: never).
+func (s *Service) createToken(ctx context.Context, u User, name, expiresIn string) (tok string, id int64, exp time.Time, err error) {
+	if exp, err = tokenExpiry(time.Now(), expiresIn); err != nil {
+		return "", 0, time.Time{}, err
+	}
+	tok, id, err = s.newAPIToken(ctx, u, name, exp)
+	return tok, id, exp, err
+}
+
+// revokeToken revokes one of u's tokens.
+func (s *Service) revokeToken(ctx context.Context, u User, id int64) error {
+	return s.store.revokeToken(ctx, u.ID, id)
+}
+
+// account is u's account page: tokens, web sessions (session marks the
+// current one), invitations, teams, and for admins every user.
+type account struct {
+	Tokens      []Token
+	Sessions    []Session
+	Invitations []Invitation
+	Teams       []Team
+	Users       []User
+}
+
+func (s *Service) account(ctx context.Context, u User, session string) (account, error) {
+	var a account
+	var err error
+	if a.Tokens, err = s.store.tokens(ctx, u.ID); err == nil {
+		if a.Sessions, err = s.store.sessions(ctx, u.ID, hashToken(session)); err == nil {
+			a.Invitations, err = s.store.invitations(ctx, u)
+		}
+	}
+	if err == nil {
+		if a.Teams, err = s.store.teams(ctx, u); err == nil && u.IsAdmin {
+			a.Users, err = s.store.users(ctx)
+		}
+	}
+	return a, err
+}
+
+// userID is the id of user name (admins).
+func (s *Service) userID(ctx context.Context, u User, name string) (int64, error) {
+	if err := s.requireAdmin(u); err != nil {
+		return 0, err
+	}
+	return s.store.userIDByName(ctx, name)
+}
+
+// adminTarget resolves the user an admin acts on; admins do not lock
+// themselves out.
+func (s *Service) adminTarget(ctx context.Context, u User, name string) (int64, error) {
+	if err := s.requireAdmin(u); err != nil {
+		return 0, err
+	}
+	if name == u.Name {
+		return 0, errSelf
+	}
+	return s.store.userIDByName(ctx, name)
+}
+
+// setDisabled disables (revoking every token) or enables user name (admins).
+func (s *Service) setDisabled(ctx context.Context, u User, name string, disabled bool) error {
+	id, err := s.adminTarget(ctx, u, name)
+	if err == nil {
+		err = s.store.setDisabled(ctx, id, disabled)
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("user changed", "user", name, "disabled", disabled, "by", u.Name)
+	return nil
+}
+
+// deleteUser deletes user name (admins); their apps stay with their teams.
+func (s *Service) deleteUser(ctx context.Context, u User, name string) error {
+	id, err := s.adminTarget(ctx, u, name)
+	if err == nil {
+		err = s.store.deleteUser(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("user deleted", "user", name, "by", u.Name)
+	return nil
+}
+
+// userTokens are user name's tokens (admins).
+func (s *Service) userTokens(ctx context.Context, u User, name string) ([]Token, error) {
+	id, err := s.userID(ctx, u, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.tokens(ctx, id)
+}
+
+// revokeUserToken revokes token id of user name (admins).
+func (s *Service) revokeUserToken(ctx context.Context, u User, name string, id int64) error {
+	uid, err := s.userID(ctx, u, name)
+	if err == nil {
+		err = s.store.revokeToken(ctx, uid, id)
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("token revoked", "user", name, "token", id, "by", u.Name)
+	return nil
+}
+
+// createTeam creates a team owned by u.
+func (s *Service) createTeam(ctx context.Context, u User, name string) error {
+	if err := validName("team", name); err != nil {
+		return err
+	}
+	return s.store.createTeam(ctx, u, name)
+}
+
+// invitations are u's pending invitations.
+func (s *Service) invitations(ctx context.Context, u User) ([]Invitation, error) {
+	return s.store.invitations(ctx, u)
+}
+
+// answerInvitation accepts (returning the role) or declines u's invitation
+// to team.
+func (s *Service) answerInvitation(ctx context.Context, u User, team string, accept bool) (string, error) {
+	return s.store.answerInvitation(ctx, u, team, accept)
+}
+
+// removeMember removes user from team; only the team's owners and admins
+// may (a team u cannot see is errNotFound, one u only belongs to
+// errForbiddenTeam).
+func (s *Service) removeMember(ctx context.Context, u User, team, user string) error {
+	id, err := s.store.manageableTeam(ctx, u, team)
+	if err != nil {
+		return err
+	}
+	return s.store.removeMember(ctx, id, user)
+}
+
+// teamLimits are team's limits and usage, for its members and admins.
+func (s *Service) teamLimits(ctx context.Context, u User, team string) (TeamLimits, TeamUsage, error) {
+	id, err := s.store.visibleTeamID(ctx, u, team)
+	if err != nil {
+		return TeamLimits{}, TeamUsage{}, err
+	}
+	l, err := s.store.teamLimits(ctx, s.store.db, id, false)
+	if err != nil {
+		return TeamLimits{}, TeamUsage{}, err
+	}
+	usage, err := teamUsage(ctx, s.store.db, id, 0)
+	return l, usage, err
+}
+
+// setTeamLimits sets team's limits (admins; 0: the default).
+func (s *Service) setTeamLimits(ctx context.Context, u User, team string, l TeamLimits) error {
+	if err := s.requireAdmin(u); err != nil {
+		return err
+	}
+	if err := s.store.setTeamLimits(ctx, team, l); err != nil {
+		return err
+	}
+	s.log.Info("team limits set", "team", team, "by", u.Name,
+		"max_apps", l.MaxApps, "max_instances", l.MaxInstances, "max_memory_mb", l.MaxMemoryMB, "max_domain_claims", l.MaxDomainClaims)
+	return nil
 }

@@ -10,28 +10,14 @@ import (
 )
 
 type accountData struct {
-	Tokens      []Token
-	Sessions    []Session
-	Invitations []Invitation
-	Teams       []Team
-	Users       []User
-	NewToken    string
+	account
+	NewToken string
 }
 
 func (h *webHandlers) renderAccount(c *gin.Context, newToken string) {
 	ctx, u := c.Request.Context(), currentUser(c)
-	data := accountData{NewToken: newToken}
-	var err error
-	if data.Tokens, err = h.s.store.tokens(ctx, u.ID); err == nil {
-		if data.Sessions, err = h.s.store.sessions(ctx, u.ID, hashToken(c.MustGet(sessionKey).(string))); err == nil {
-			data.Invitations, err = h.s.store.invitations(ctx, u)
-		}
-	}
-	if err == nil {
-		if data.Teams, err = h.s.store.teams(ctx, u); err == nil && u.IsAdmin {
-			data.Users, err = h.s.store.users(ctx)
-		}
-	}
+	a, err := h.s.account(ctx, u, c.MustGet(sessionKey).(string))
+	data := accountData{account: a, NewToken: newToken}
 	if err != nil {
 		h.webFail(c, err)
 		return
@@ -54,14 +40,14 @@ func (h *webHandlers) webCreateToken(c *gin.Context) {
 func (h *webHandlers) webRevokeToken(c *gin.Context) {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err == nil {
-		err = h.s.store.revokeToken(c.Request.Context(), currentUser(c).ID, id)
+		err = h.s.revokeToken(c.Request.Context(), currentUser(c), id)
 	}
 	h.back(c, "/account", "token revoked", err)
 }
 
 func (h *webHandlers) webAnswerInvitation(c *gin.Context) {
 	accept := strings.HasSuffix(c.Request.URL.Path, "/accept")
-	_, err := h.s.store.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), accept)
+	_, err := h.s.answerInvitation(c.Request.Context(), currentUser(c), c.Param("team"), accept)
 	msg := "invitation to " + c.Param("team") + " declined"
 	if accept {
 		msg = "you joined " + c.Param("team")
@@ -71,10 +57,7 @@ func (h *webHandlers) webAnswerInvitation(c *gin.Context) {
 
 func (h *webHandlers) webCreateTeam(c *gin.Context) {
 	name := strings.TrimSpace(c.PostForm("name"))
-	err := validName("team", name)
-	if err == nil {
-		err = h.s.store.createTeam(c.Request.Context(), currentUser(c), name)
-	}
+	err := h.s.createTeam(c.Request.Context(), currentUser(c), name)
 	h.back(c, "/account", "team "+name+" created", err)
 }
 
@@ -89,22 +72,18 @@ func (h *webHandlers) webAddMember(c *gin.Context) {
 }
 
 func (h *webHandlers) webRemoveMember(c *gin.Context) {
-	ctx := c.Request.Context()
-	id, err := h.s.store.manageableTeam(ctx, currentUser(c), c.Param("team"))
-	if err == nil {
-		err = h.s.store.removeMember(ctx, id, c.Param("user"))
-	}
+	err := h.s.removeMember(c.Request.Context(), currentUser(c), c.Param("team"), c.Param("user"))
 	h.back(c, "/account", c.Param("user")+" removed from "+c.Param("team"), err)
 }
 
 func (h *webHandlers) webCreateUser(c *gin.Context) {
-	if !currentUser(c).IsAdmin {
+	if h.s.requireAdmin(currentUser(c)) != nil {
 		h.webFail(c, common.Errf(http.StatusForbidden, "forbidden", "only admins may create users"))
 		return
 	}
 	req := CreateUserRequest{Name: strings.TrimSpace(c.PostForm("name")), Password: c.PostForm("password"),
 		Team: strings.TrimSpace(c.PostForm("team")), IsAdmin: c.PostForm("is_admin") == "1"}
-	_, err := h.s.addUser(c.Request.Context(), req)
+	_, err := h.s.createUser(c.Request.Context(), currentUser(c), req)
 	h.back(c, "/account", "user "+req.Name+" created", err)
 }
 
@@ -112,7 +91,7 @@ func (h *webHandlers) webPassword(c *gin.Context) {
 	ctx, u := c.Request.Context(), currentUser(c)
 	_, err := h.s.checkPassword(ctx, clientIP(c.Request), u.Name, c.PostForm("current"))
 	if err == nil {
-		err = h.s.newPassword(c, u, c.PostForm("new"))
+		err = h.s.newPassword(ctx, u, requestToken(c), c.PostForm("new"))
 	}
 	h.back(c, "/account", "password changed; your other sessions and tokens are revoked", err)
 }

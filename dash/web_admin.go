@@ -102,21 +102,12 @@ func (h *webHandlers) webAdminUser(c *gin.Context) {
 	ctx := c.Request.Context()
 	name := c.Param("user")
 	action := c.FullPath()[len("/admin/users/:user/"):]
-	if name == currentUser(c).Name {
-		h.back(c, "/admin", "", invalid("self", "admins cannot disable or delete themselves"))
-		return
-	}
-	id, err := h.s.store.userIDByName(ctx, name)
-	if err == nil {
-		switch action {
-		case "disable", "enable":
-			err = h.s.store.setDisabled(ctx, id, action == "disable")
-		case "delete":
-			err = h.s.store.deleteUser(ctx, id)
-		}
-	}
-	if err == nil {
-		h.log.Info("user changed", "user", name, "action", action, "by", currentUser(c).Name)
+	var err error
+	switch action {
+	case "disable", "enable":
+		err = h.s.setDisabled(ctx, currentUser(c), name, action == "disable")
+	case "delete":
+		err = h.s.deleteUser(ctx, currentUser(c), name)
 	}
 	h.back(c, "/admin", map[string]string{
 		"disable": "user " + name + " disabled; their tokens and sessions are revoked",
@@ -127,16 +118,15 @@ func (h *webHandlers) webAdminUser(c *gin.Context) {
 
 func (h *webHandlers) webAdminRevoke(c *gin.Context) {
 	ctx := c.Request.Context()
-	tid, perr := strconv.ParseInt(c.Param("id"), 10, 64)
-	id, err := h.s.store.userIDByName(ctx, c.Param("user"))
-	if err == nil && perr != nil {
-		err = fmt.Errorf("token %s: %w", c.Param("id"), errNotFound)
-	}
-	if err == nil {
-		err = h.s.store.revokeToken(ctx, id, tid)
-	}
-	if err == nil {
-		h.log.Info("token revoked", "user", c.Param("user"), "token", tid, "by", currentUser(c).Name)
+	u, name := currentUser(c), c.Param("user")
+	tid, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil {
+		// An unknown user is named before a malformed token id.
+		if _, err = h.s.userID(ctx, u, name); err == nil {
+			err = fmt.Errorf("token %s: %w", c.Param("id"), errNotFound)
+		}
+	} else {
+		err = h.s.revokeUserToken(ctx, u, name, tid)
 	}
 	h.back(c, "/admin", "token revoked", err)
 }
@@ -163,10 +153,7 @@ func (h *webHandlers) webAdminLimits(c *gin.Context) {
 	}
 	l.MaxApps, l.MaxInstances, l.MaxMemoryMB, l.MaxDomainClaims = int(vals[0]), int(vals[1]), vals[2], int(vals[3])
 	if err == nil {
-		err = h.s.store.setTeamLimits(c.Request.Context(), c.Param("team"), l)
-	}
-	if err == nil {
-		h.log.Info("team limits set", "team", c.Param("team"), "by", currentUser(c).Name)
+		err = h.s.setTeamLimits(c.Request.Context(), currentUser(c), c.Param("team"), l)
 	}
 	h.back(c, "/admin", "limits of team "+c.Param("team")+" saved", err)
 }

@@ -25,7 +25,7 @@ type webHandlers struct {
 
 // webRequireAdmin lets only admins see the Cluster pages.
 func (h *webHandlers) webRequireAdmin(c *gin.Context) {
-	if !currentUser(c).IsAdmin {
+	if h.s.requireAdmin(currentUser(c)) != nil {
 		h.webFail(c, common.Errf(http.StatusForbidden, "forbidden", "only admins may see the cluster"))
 		return
 	}
@@ -214,20 +214,19 @@ func (h *webHandlers) webLogin(c *gin.Context) {
 			Data: loginData{Next: c.PostForm("next"), User: name}})
 		return
 	}
-	tok, hash := newToken()
-	if _, err := h.s.store.createToken(c.Request.Context(), u.ID, sessionTokenName, hash); err != nil {
+	tok, err := h.s.startSession(c.Request.Context(), u)
+	if err != nil {
 		h.webFail(c, err)
 		return
 	}
 	h.setCookie(c, SessionCookie, tok, sessionDays*24*3600)
 	h.setCookie(c, loginCSRFCookie, "", -1)
-	h.log.Info("login", "user", u.Name, "via", "web")
 	c.Redirect(http.StatusSeeOther, safeNext(c.PostForm("next")))
 }
 
 func (h *webHandlers) webLogout(c *gin.Context) {
 	tok := c.MustGet(sessionKey).(string)
-	if err := h.s.store.revokeTokenHash(c.Request.Context(), hashToken(tok)); err != nil {
+	if err := h.s.logout(c.Request.Context(), tok); err != nil {
 		h.webFail(c, err)
 		return
 	}
