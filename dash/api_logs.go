@@ -57,7 +57,7 @@ func (h *apiHandlers) appLogs(c *gin.Context) {
 }
 
 func (h *apiHandlers) listBuilds(c *gin.Context) {
-	bs, err := h.s.store.builds(c.Request.Context(), appOf(c), listLimit)
+	bs, err := h.s.builds(c.Request.Context(), appOf(c), listLimit)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -73,7 +73,7 @@ func (h *apiHandlers) loadBuild(c *gin.Context) (BuildInfo, bool) {
 		h.fail(c, common.Errf(http.StatusNotFound, "not_found", "no such build"))
 		return BuildInfo{}, false
 	}
-	b, err := h.s.store.build(c.Request.Context(), currentUser(c), id)
+	b, err := h.s.build(c.Request.Context(), currentUser(c), id)
 	if err != nil {
 		h.fail(c, err)
 		return BuildInfo{}, false
@@ -111,8 +111,7 @@ func (h *apiHandlers) buildLog(c *gin.Context) {
 		defer sub.leave()
 	}
 	h.tailLog(c, "build", h.s.keys.Logs(b.App), f, logWriter{c: c, bare: true}, sub, func() bool {
-		cur, err := h.s.store.build(ctx, currentUser(c), b.ID)
-		return err == nil && cur.finished()
+		return h.s.buildDone(ctx, currentUser(c), b.ID)
 	})
 }
 

@@ -1,12 +1,10 @@
 package dash
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/dinp/dinp/dash/api"
 	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
 )
 
 // getCluster answers the platform's components: the leader, servers,
@@ -61,17 +59,13 @@ func (h *apiHandlers) nodeRoutes(api *gin.RouterGroup) {
 // listNodes answers every node with its state, and the leading server.
 func (h *apiHandlers) listNodes(c *gin.Context) {
 	ctx := c.Request.Context()
-	list, err := h.s.store.nodes(ctx, "")
+	list, err := h.s.nodes(ctx, currentUser(c))
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	if err := h.s.addHeartbeats(ctx, list); err != nil {
-		h.fail(c, err)
-		return
-	}
-	leader, err := h.s.rdb.Get(ctx, h.s.keys.Leader()).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	leader, err := h.s.leader(ctx)
+	if err != nil {
 		h.fail(c, err)
 		return
 	}
@@ -85,7 +79,7 @@ func (h *apiHandlers) showNode(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	evs, err := h.s.store.nodeEvents(ctx, n.ID, listLimit)
+	evs, err := h.s.nodeEvents(ctx, currentUser(c), n.ID)
 	if err != nil {
 		h.fail(c, err)
 		return

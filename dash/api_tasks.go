@@ -80,7 +80,6 @@ func (h *apiHandlers) taskLog(c *gin.Context) {
 	u := currentUser(c)
 	w := logWriter{c: c, json: c.Query("format") == "json", bare: true}
 	h.tailLog(c, "task "+t.ID, key, logFilter{}, w, sub, func() bool {
-		cur, err := h.s.store.visibleTask(ctx, u, t.ID)
-		return err == nil && common.TaskDone(cur.State)
+		return h.s.taskDone(ctx, u, t.ID)
 	})
 }

@@ -80,3 +80,19 @@ func (s *Service) joinFollow(ctx context.Context, u User, key string) (*logSub, 
 	}
 	return sub, err
 }
+
+// builds are a's newest builds.
+func (s *Service) builds(ctx context.Context, a appRow, limit int) ([]BuildInfo, error) {
+	return s.store.builds(ctx, a, limit)
+}
+
+// build is build id of an app u may see, else errNotFound.
+func (s *Service) build(ctx context.Context, u User, id int64) (BuildInfo, error) {
+	return s.store.build(ctx, u, id)
+}
+
+// buildDone reports whether build id (visible to u) has finished.
+func (s *Service) buildDone(ctx context.Context, u User, id int64) bool {
+	b, err := s.store.build(ctx, u, id)
+	return err == nil && b.finished()
+}

@@ -211,3 +211,32 @@ func (s *Service) addHeartbeats(ctx context.Context, list []Node) error {
 	}
 	return nil
 }
+
+// nodes lists every node with its liveness (admins).
+func (s *Service) nodes(ctx context.Context, u User) ([]Node, error) {
+	if err := s.requireAdmin(u); err != nil {
+		return nil, err
+	}
+	list, err := s.store.nodes(ctx, "")
+	if err == nil {
+		err = s.addHeartbeats(ctx, list)
+	}
+	return list, err
+}
+
+// leader is the id of the leading server ("" when none).
+func (s *Service) leader(ctx context.Context) (string, error) {
+	leader, err := s.rdb.Get(ctx, s.keys.Leader()).Result()
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	return leader, err
+}
+
+// nodeEvents are node id's newest events (admins).
+func (s *Service) nodeEvents(ctx context.Context, u User, id string) ([]NodeEvent, error) {
+	if err := s.requireAdmin(u); err != nil {
+		return nil, err
+	}
+	return s.store.nodeEvents(ctx, id, listLimit)
+}

@@ -51,10 +51,7 @@ func (h *webHandlers) webNodeLabels(c *gin.Context) {
 // node actions.
 func (h *webHandlers) webCluster(c *gin.Context) {
 	ctx := c.Request.Context()
-	list, err := h.s.store.nodes(ctx, "")
-	if err == nil {
-		err = h.s.addHeartbeats(ctx, list)
-	}
+	list, err := h.s.nodes(ctx, currentUser(c))
 	if err != nil {
 		h.webFail(c, err)
 		return
