@@ -246,6 +246,10 @@ func (fc *frontConn) serve() {
 			return
 		}
 	}
+	if fc.f.r.cfg.handOffAll {
+		handedOff = fc.handOff()
+		return
+	}
 	for {
 		head, err := fc.nextHead()
 		if err != nil {
