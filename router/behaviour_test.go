@@ -31,6 +31,8 @@ import (
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/testenv"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // pathCase is one way the router answers: what a test's Config gets.
@@ -540,6 +542,200 @@ func TestStreamingPassThrough(t *testing.T) {
 		close(release)
 		if line, _ := br.ReadString('\n'); line != "second\n" {
 			t.Fatalf("second chunk %q", line)
+		}
+	})
+}
+
+// TestRejects: the router's own answers (400 empty_host, 404 unknown_route,
+// 503 no_endpoints) carry the same status, headers and body on every path,
+// no body to a HEAD, keep the connection open, and are counted.
+func TestRejects(t *testing.T) {
+	forEachPath(t, func(t *testing.T, p pathCase) {
+		live := newBackend(t, "live")
+		r, _ := p.routerWith(t, nil, map[string]common.Route{
+			"empty.apps.io": route("empty", 0),
+			"ok.apps.io":    route("ok", 0, be(live.addr(), "i1", true)),
+		})
+		for _, tt := range []struct {
+			name, host string
+			status     int
+			code, body string
+		}{
+			{"unknown host", "nope.apps.io", 404, ErrUnknownRoute, "404 unknown_route: no app at nope.apps.io\n"},
+			{"unknown host with port", "Nope.Apps.io:8080", 404, ErrUnknownRoute, "404 unknown_route: no app at nope.apps.io\n"},
+			{"empty host", "", 400, ErrEmptyHost, "400 empty_host: request has no Host header\n"},
+			{"no endpoints", "EMPTY.apps.io", 503, ErrNoEndpoints, "503 no_endpoints: app empty has no running instance\n"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				before := counterValue(r.metrics.rejected.WithLabelValues(tt.code))
+				fc := ftDial(t, r.Addr())
+				for _, method := range []string{"GET", "HEAD"} {
+					raw := method + " /x HTTP/1.1\r\nHost: " + tt.host + "\r\n\r\n"
+					resp, body := fc.roundTrip(method, raw)
+					h := resp.Header
+					if resp.StatusCode != tt.status || h.Get(HeaderRouterError) != tt.code {
+						t.Fatalf("%s: %d %s=%q, want %d %s", method, resp.StatusCode, HeaderRouterError, h.Get(HeaderRouterError), tt.status, tt.code)
+					}
+					if h.Get("Content-Type") != "text/plain; charset=utf-8" || h.Get("Cache-Control") != "no-store" {
+						t.Errorf("%s: Content-Type %q, Cache-Control %q", method, h.Get("Content-Type"), h.Get("Cache-Control"))
+					}
+					if h.Get("Content-Length") != strconv.Itoa(len(tt.body)) {
+						t.Errorf("%s: Content-Length %q, want %d", method, h.Get("Content-Length"), len(tt.body))
+					}
+					want := tt.body
+					if method == "HEAD" {
+						want = ""
+					}
+					if body != want {
+						t.Errorf("%s: body %q, want %q", method, body, want)
+					}
+					if resp.Close {
+						t.Errorf("%s: a reject closed the connection", method)
+					}
+					// net/http dates its own answers, the front does not: the
+					// answer came from the path under test.
+					if _, dated := h["Date"]; dated != (p.name == "nethttp") {
+						t.Errorf("%s: Date %q on the %s path", method, h.Get("Date"), p.name)
+					}
+				}
+				// The connection still serves.
+				resp, body := fc.roundTrip("GET", ftReq("GET", "/after", "ok.apps.io"))
+				if resp.StatusCode != 200 || !strings.HasPrefix(body, "live") {
+					t.Fatalf("after the reject: %d %q", resp.StatusCode, body)
+				}
+				if n := counterValue(r.metrics.rejected.WithLabelValues(tt.code)) - before; n != 2 {
+					t.Errorf("rejected{%s} counted %v, want 2", tt.code, n)
+				}
+			})
+		}
+		t.Run("Connection: close", func(t *testing.T) {
+			fc := ftDial(t, r.Addr())
+			resp, _ := fc.roundTrip("GET", ftReq("GET", "/", "nope.apps.io", "Connection: close"))
+			if resp.StatusCode != 404 || !resp.Close {
+				t.Fatalf("%d, close %v", resp.StatusCode, resp.Close)
+			}
+			fc.expectClosed()
+		})
+	})
+}
+
+// TestAccessLogFields: one line per request, the same fields on every path,
+// for a proxied request (the client's request id, the decoded path without
+// query, the backend), a HEAD (no bytes) and a reject (no app, no backend,
+// a generated id).
+func TestAccessLogFields(t *testing.T) {
+	forEachPath(t, func(t *testing.T, p pathCase) {
+		live := newBackend(t, "live")
+		var logBuf syncBuffer
+		r, _ := p.routerWith(t, func(c *Config) {
+			c.AccessLog = true
+			c.AccessLogOutput = &logBuf
+		}, map[string]common.Route{"al.apps.io": route("al", 0, be(live.addr(), "i1", true))})
+		fc := ftDial(t, r.Addr())
+		resp, body := fc.roundTrip("GET", ftReq("GET", "/a%20b?x=1", "al.apps.io", "X-Request-Id: rid-1"))
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET: %d %q", resp.StatusCode, body)
+		}
+		fc.roundTrip("HEAD", ftReq("HEAD", "/head", "al.apps.io"))
+		_, rejBody := fc.roundTrip("GET", ftReq("GET", "/nope", "nope.apps.io"))
+		var lines []map[string]any
+		testenv.WaitFor(t, "three access log lines", 5*time.Second, func() bool {
+			lines = lines[:0]
+			for _, l := range strings.Split(strings.TrimSpace(logBuf.String()), "\n") {
+				var rec map[string]any
+				if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "request" {
+					lines = append(lines, rec)
+				}
+			}
+			return len(lines) == 3
+		})
+		want := []map[string]any{
+			{"host": "al.apps.io", "app": "al", "method": "GET", "path": "/a b", "status": 200.0,
+				"bytes": float64(len(body)), "backend": live.addr(), "request_id": "rid-1"},
+			{"host": "al.apps.io", "app": "al", "method": "HEAD", "path": "/head", "status": 200.0,
+				"bytes": 0.0, "backend": live.addr()},
+			{"host": "nope.apps.io", "app": "", "method": "GET", "path": "/nope", "status": 404.0,
+				"bytes": float64(len(rejBody)), "backend": ""},
+		}
+		hexID := regexp.MustCompile(`^[0-9a-f]{32}$`)
+		for i, w := range want {
+			got := lines[i]
+			for k, v := range w {
+				if got[k] != v {
+					t.Errorf("line %d: %s = %v, want %v", i, k, got[k], v)
+				}
+			}
+			if got["level"] != "INFO" || got["component"] != "router" || got["time"] == nil {
+				t.Errorf("line %d: not shaped like the router's log: %v", i, got)
+			}
+			if d, ok := got["duration_ms"].(float64); !ok || d < 0 {
+				t.Errorf("line %d: duration_ms %v", i, got["duration_ms"])
+			}
+			if id, _ := got["request_id"].(string); i > 0 && !hexID.MatchString(id) {
+				t.Errorf("line %d: generated request_id %q", i, id)
+			}
+		}
+	})
+}
+
+// TestMetricsCounted: every path counts a request in its app's series once
+// (status class, latency, response bytes), failed attempts and retries, and
+// rejects by code; a request for no app creates no app series.
+func TestMetricsCounted(t *testing.T) {
+	forEachPath(t, func(t *testing.T, p pathCase) {
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/missing" {
+				http.NotFound(w, r)
+				return
+			}
+			io.WriteString(w, "hello")
+		}))
+		t.Cleanup(app.Close)
+		r, _ := p.routerWith(t, func(c *Config) { c.FailMark = time.Minute }, map[string]common.Route{
+			"m.apps.io":  route("m", 0, be(testenv.ClosedAddr(t), "dead", true), be(app.Listener.Addr().String(), "i1", true)),
+			"m0.apps.io": route("m0", 0),
+		})
+		fc := ftDial(t, r.Addr())
+		for i := 0; i < 3; i++ {
+			if resp, body := fc.roundTrip("GET", ftReq("GET", "/", "m.apps.io")); resp.StatusCode != 200 || body != "hello" {
+				t.Fatalf("GET %d: %d %q", i, resp.StatusCode, body)
+			}
+		}
+		if resp, _ := fc.roundTrip("GET", ftReq("GET", "/missing", "m.apps.io")); resp.StatusCode != 404 {
+			t.Fatalf("GET /missing: %d", resp.StatusCode)
+		}
+		fc.roundTrip("GET", ftReq("GET", "/", "m0.apps.io"))
+		fc.roundTrip("GET", ftReq("GET", "/", "nobody.apps.io"))
+		m := r.metrics
+		class := func(app, c string) float64 { return counterValue(m.requests.WithLabelValues(app, c)) }
+		// A request is counted once its answer is sent: wait, bounded.
+		testenv.WaitFor(t, "requests counted", 5*time.Second, func() bool {
+			return class("m", "2xx") == 3 && class("m", "4xx") == 1 && class("m0", "5xx") == 1
+		})
+		var hist dto.Metric
+		m.latency.WithLabelValues("m").(prometheus.Histogram).Write(&hist)
+		if n := hist.GetHistogram().GetSampleCount(); n != 4 {
+			t.Errorf("latency samples %d, want 4", n)
+		}
+		if m.bytes != nil {
+			if n := counterValue(m.bytes.WithLabelValues("m")); n != float64(3*len("hello")+len("404 page not found\n")) {
+				t.Errorf("response bytes %v", n)
+			}
+		}
+		s := m.app("m").series()
+		if f, rt := counterValue(s.failures), counterValue(s.retries); f != 1 || rt != 1 {
+			t.Errorf("failures %v, retries %v, want 1 and 1 (the dead instance is marked after one refusal)", f, rt)
+		}
+		for code, want := range map[string]float64{ErrNoEndpoints: 1, ErrUnknownRoute: 1} {
+			if n := counterValue(m.rejected.WithLabelValues(code)); n != want {
+				t.Errorf("rejected{%s} %v, want %v", code, n, want)
+			}
+		}
+		m.mu.Lock()
+		_, made := m.apps["nobody"]
+		m.mu.Unlock()
+		if made || class("", "4xx") != 0 {
+			t.Error("a request for no app made app series")
 		}
 	})
 }
