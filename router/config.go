@@ -65,6 +65,9 @@ type Config struct {
 	AccessLog       bool
 	AccessLogOutput io.Writer
 	accessLogMax    int // queue bound in bytes; 0 = accessLogQueue (tests set it)
+	// handOffAll makes the front hand every connection to net/http, so that
+	// tests run one behaviour suite on each path (behaviour_test.go).
+	handOffAll bool
 	// FailMark is how long a backend that refused a connection is skipped.
 	FailMark time.Duration
 	// StickyCookies are the session cookies that, set by an app whose route

@@ -96,8 +96,7 @@ func (f *front) serve() {
 		ip := clientIP(c)
 		capped := !f.r.cfg.trustedPeer(ip)
 		if capped && !f.limits.acquire(ip) {
-			f.r.metrics.rejected.WithLabelValues(ErrTooManyConns).Inc()
-			tooManyConns(c)
+			f.r.tooManyConns(c)
 			continue
 		}
 		fc := f.newConn(c)
@@ -157,12 +156,11 @@ var readerPool sync.Pool // *bufio.Reader of frontReadBuffer bytes
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, frontOutBuffer); return &b }}
 
 func (f *front) newConn(c net.Conn) *frontConn {
-	fc := &frontConn{f: f, c: c, pending: -1, now: f.r.now(), client: clientIP(c)}
-	fc.trusted = f.r.cfg.trustedPeer(fc.client)
+	fc := &frontConn{f: f, c: c, pending: -1, now: f.r.now()}
+	fc.ci = f.r.newClientInfo(c.RemoteAddr().String(), f.tlsCfg != nil)
 	fc.c = newRawConn(c, f.r.cfg.ClientWriteTimeout)
 	if f.tlsCfg != nil {
 		fc.c = tls.Server(fc.c, f.tlsCfg)
-		fc.tls = true
 	}
 	if v := readerPool.Get(); v != nil {
 		fc.br = v.(*bufio.Reader)
@@ -178,11 +176,8 @@ type frontConn struct {
 	f       *front
 	release *releaseOnClose // uncounts the connection in f.limits
 	c       net.Conn        // *tls.Conn on the TLS listener
-	tls     bool
+	ci      clientInfo
 	br      *bufio.Reader // reads through fc.Read
-	client  string        // client IP, for X-Forwarded-For
-	// trusted: the peer is a trusted proxy, whose forwarding headers stay.
-	trusted bool
 	state   atomic.Int32
 	now     time.Time // last clock reading
 
@@ -237,11 +232,11 @@ func (fc *frontConn) serve() {
 		readerPool.Put(fc.br)
 		f.wg.Done()
 	}()
-	if fc.tls {
+	if fc.ci.tls {
 		tc := fc.c.(*tls.Conn)
 		tc.SetDeadline(fc.now.Add(frontHeader))
 		if err := tc.Handshake(); err != nil {
-			fc.f.r.log.Debug("TLS handshake failed", "client", fc.client, "err", err)
+			fc.f.r.log.Debug("TLS handshake failed", "client", fc.ci.ip, "err", err)
 			return
 		}
 		tc.SetDeadline(time.Time{})
@@ -250,6 +245,10 @@ func (fc *frontConn) serve() {
 			handedOff = fc.f.handoff.give(tc)
 			return
 		}
+	}
+	if fc.f.r.cfg.handOffAll {
+		handedOff = fc.handOff()
+		return
 	}
 	for {
 		head, err := fc.nextHead()

@@ -1,20 +1,15 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
-	"net/url"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/router/lb"
-	"github.com/dinp/dinp/router/table"
 )
 
 // handle answers one request the front serves itself (see parseRequest);
@@ -32,46 +27,21 @@ func (fc *frontConn) handle(q *reqHead) bool {
 		fc.out = nil
 	}()
 
-	if q.requestID != nil {
-		fc.id = q.requestID
-	} else {
-		putRequestID(fc.idBuf[:])
-		fc.id = fc.idBuf[:]
-	}
+	fc.id = requestID(q.requestID, &fc.idBuf)
 	var keep bool
-	switch e, ok := r.table.LookupBytes(q.host); {
-	case len(q.host) == 0:
-		keep = fc.reject(q, http.StatusBadRequest, ErrEmptyHost, "request has no Host header")
-	case !ok:
-		keep = fc.reject(q, http.StatusNotFound, ErrUnknownRoute, "no app at "+table.NormalizeHost(string(q.host)))
-	case e.pool.Len() == 0:
-		st.e = e
-		keep = fc.reject(q, http.StatusServiceUnavailable, ErrNoEndpoints, "app "+e.route.App+" has no running instance")
-	default:
-		st.e = e
+	e, rej := r.routeHost(q.host)
+	st.e = e
+	if rej.status != 0 {
+		keep = fc.reject(q, rej)
+	} else {
 		if e.route.Sticky && q.hasCookie {
 			st.sticky = stickyFromCookies(q.head)
 		}
 		keep = fc.proxy(q, e)
 	}
 	fc.now = r.now()
-	if st.e != nil {
-		st.e.m.observe(st.status, fc.now.Sub(st.start), fc.bytes)
-	}
-	if r.alog != nil {
-		fc.accessLog(q)
-	}
+	fc.line = finishRequest(r, st, fc.now, st.status, fc.bytes, q.host, q.method, accessPath(q.target), fc.id, fc.line)
 	return keep
-}
-
-// putRequestID fills b (32 bytes) with a random hex request id.
-func putRequestID(b []byte) {
-	_ = b[31]
-	v1, v2 := rand.Uint64(), rand.Uint64()
-	for j := 0; j < 16; j++ {
-		b[j], b[16+j] = hexDigits[v1&15], hexDigits[v2&15]
-		v1, v2 = v1>>4, v2>>4
-	}
 }
 
 // stickyFromCookies returns the StickyCookie value of a request head, read
@@ -93,53 +63,10 @@ func stickyFromCookies(head []byte) string {
 	return ""
 }
 
-func (fc *frontConn) accessLog(q *reqHead) {
-	path := q.target
-	if i := bytes.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	if bytes.IndexByte(path, '%') >= 0 {
-		if p, err := url.PathUnescape(string(path)); err == nil {
-			path = []byte(p)
-		}
-	}
-	var app, backend string
-	if fc.st.e != nil {
-		app = fc.st.e.route.App
-	}
-	if fc.st.backend != nil {
-		backend = fc.st.backend.Addr
-	}
-	fc.line = appendAccessLine(fc.line[:0], fc.now, q.host, app, q.method, path, fc.st.status, fc.bytes,
-		fc.now.Sub(fc.st.start), backend, fc.id)
-	fc.f.r.alog.add(fc.line)
-}
-
-// reject answers a request the router cannot route (like Router.reject).
-func (fc *frontConn) reject(q *reqHead, status int, code, msg string) bool {
-	fc.f.r.metrics.rejected.WithLabelValues(code).Inc()
-	body := rejectBody(status, code, msg)
-	out := fc.out[:0]
-	out = append(out, "HTTP/1.1 "...)
-	out = strconv.AppendInt(out, int64(status), 10)
-	out = append(out, ' ')
-	out = append(out, http.StatusText(status)...)
-	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"...)
-	out = append(out, HeaderRouterError...)
-	out = append(out, ": "...)
-	out = append(out, code...)
-	out = append(out, "\r\nContent-Length: "...)
-	out = strconv.AppendInt(out, int64(len(body)), 10)
-	if q.close {
-		out = append(out, "\r\nConnection: close"...)
-	}
-	out = append(out, "\r\n\r\n"...)
-	if !q.head1 {
-		out = append(out, body...)
-		fc.bytes = int64(len(body))
-	}
-	fc.out = out
-	fc.st.status = status
+// reject answers a request the router cannot route or serve.
+func (fc *frontConn) reject(q *reqHead, rej rejection) bool {
+	fc.out, fc.bytes = fc.f.r.appendReject(fc.out[:0], q, rej)
+	fc.st.status = rej.status
 	return fc.flush() && !q.close
 }
 
@@ -160,7 +87,7 @@ func (fc *frontConn) proxy(q *reqHead, e *entry) bool {
 	r := fc.f.r
 	st := &fc.st
 	rp := outPool.Get().(*[]byte)
-	req := fc.buildRequest((*rp)[:0], q)
+	req := r.appendOutboundHead((*rp)[:0], q, &fc.ci, st.start, fc.id)
 	defer func() {
 		*rp = req[:0]
 		outPool.Put(rp)
@@ -179,7 +106,7 @@ func (fc *frontConn) proxy(q *reqHead, e *entry) bool {
 		b := e.pool.Pick(now, tried[:n], st.sticky)
 		if b == nil {
 			if n == 0 && e.pool.Full() {
-				return fc.reject(q, http.StatusServiceUnavailable, ErrEndpointsFull, "every instance of app "+e.route.App+" is at its connection limit")
+				return fc.reject(q, rejectEndpointsFull(e.route.App))
 			}
 			break
 		}
@@ -209,74 +136,7 @@ func (fc *frontConn) proxy(q *reqHead, e *entry) bool {
 		return false
 	}
 	r.log.Warn("backend failure", "host", string(q.host), "app", e.route.App, "request_id", string(fc.id), "err", lastErr)
-	return fc.reject(q, http.StatusBadGateway, ErrEndpointFailure, "the app did not answer")
-}
-
-// buildRequest appends the outbound request head of q to b: the client's
-// end-to-end headers as they came, then the router's own.
-func (fc *frontConn) buildRequest(b []byte, q *reqHead) []byte {
-	b = append(b, q.method...)
-	b = append(b, ' ')
-	b = append(b, q.target...)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, q.host...)
-	b = append(b, crlf...)
-	head := q.head
-	_, i := nextLine(head, 0)
-	for i < len(head)-2 {
-		var line []byte
-		line, i = nextLine(head, i)
-		name := line[:bytes.IndexByte(line, ':')]
-		switch kindOf(name) {
-		case hOther, hUserAgent, hCookie, hSetCookie:
-			if q.connOther && connectionNames(head, name) {
-				continue
-			}
-			if !fc.trusted && bytes.EqualFold(name, xRealIP) {
-				continue // set from the connection below
-			}
-			b = append(b, line...)
-			b = append(b, crlf...)
-		}
-	}
-	if !fc.trusted {
-		b = append(b, "X-Real-IP: "...)
-		b = append(b, fc.client...)
-		b = append(b, crlf...)
-	}
-	b = append(b, "X-Forwarded-For: "...)
-	if q.hasXFF && fc.trusted {
-		_, i := nextLine(head, 0)
-		for i < len(head)-2 {
-			var line []byte
-			line, i = nextLine(head, i)
-			if name, v, _ := headerLine(line); kindOf(name) == hXFF {
-				b = append(b, v...)
-				b = append(b, ", "...)
-			}
-		}
-	}
-	b = append(b, fc.client...)
-	b = append(b, "\r\nX-Forwarded-Host: "...)
-	b = append(b, q.host...)
-	b = append(b, "\r\nX-Forwarded-Proto: "...)
-	switch {
-	case len(q.proto) > 0 && fc.trusted: // set by a TLS terminator in front
-		b = append(b, q.proto...)
-	case fc.tls:
-		b = append(b, "https"...)
-	default:
-		b = append(b, "http"...)
-	}
-	b = append(b, "\r\nX-Request-Start: "...)
-	if q.start != nil && fc.trusted {
-		b = append(b, q.start...)
-	} else {
-		b = strconv.AppendInt(b, fc.st.start.UnixMilli(), 10)
-	}
-	b = append(b, "\r\nX-Request-Id: "...)
-	b = append(b, fc.id...)
-	return append(b, "\r\n\r\n"...)
+	return fc.reject(q, rejectEndpointFailure)
 }
 
 // attempt sends req to b. done means the response was handled (fully or,
@@ -419,7 +279,3 @@ func (fc *frontConn) slowBackend(bc *backendConn, err error, deadline time.Time)
 	fc.backendDeadline(bc, deadline)
 	return true
 }
-
-// xRealIP is the header the router sets to the client's address unless the
-// peer is a trusted proxy.
-var xRealIP = []byte("X-Real-IP")

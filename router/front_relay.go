@@ -49,7 +49,7 @@ func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bo
 	if p.chunked && (!noBody || q.head1) { // a HEAD answer describes the GET one; 1xx/204/304 have no framing
 		out = append(out, "Transfer-Encoding: chunked\r\n"...)
 	}
-	if c := fc.f.r.stickyCookie(st, p.setsSession, fc.tls); c != "" {
+	if c := fc.f.r.stickyCookie(st, p.setsSession, fc.ci.tls); c != "" {
 		out = append(out, "Set-Cookie: "...)
 		out = append(out, c...)
 		out = append(out, crlf...)

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,13 +72,12 @@ func (l *connLimiter) release(ip string) {
 	l.n[ip]--
 }
 
-// tooManyConns answers a connection over the cap and closes it.
-func tooManyConns(c net.Conn) {
-	body := rejectBody(http.StatusServiceUnavailable, ErrTooManyConns, "too many connections from this address")
+// tooManyConns answers a connection over the cap (counted) and closes it.
+func (r *Router) tooManyConns(c net.Conn) {
+	out, _ := r.appendReject(nil, &reqHead{close: true},
+		rejection{http.StatusServiceUnavailable, ErrTooManyConns, "too many connections from this address"})
 	c.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\n"+HeaderRouterError+": "+ErrTooManyConns+
-		"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "+
-		strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	c.Write(out)
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.CloseWrite() // let the client read the answer before the close
 	}

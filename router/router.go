@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -320,23 +319,18 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if cs, ok := req.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok && req.TLS == nil {
 		req.TLS = cs
 	}
-	st := &reqState{start: r.now(), id: req.Header.Get("X-Request-Id")}
-	if st.id == "" {
-		st.id = newRequestID()
+	st := &reqState{start: r.now()}
+	given := req.Header.Get("X-Request-Id")
+	var idBuf [32]byte
+	if st.id = requestID(given, &idBuf); given == "" {
 		req.Header.Set("X-Request-Id", st.id)
 	}
 	rec := &recorder{ResponseWriter: w}
-	switch e, ok := r.table.Lookup(req.Host); {
-	case req.Host == "":
-		r.reject(rec, http.StatusBadRequest, ErrEmptyHost, "request has no Host header")
-	case !ok:
-		r.reject(rec, http.StatusNotFound, ErrUnknownRoute, "no app at "+table.NormalizeHost(req.Host))
-	case e.pool.Len() == 0:
-		r.reject(rec, http.StatusServiceUnavailable, ErrNoEndpoints, "app "+e.route.App+" has no running instance")
-		e.m.observe(rec.code(), r.now().Sub(st.start), rec.bytes)
-		st.e = e
-	default:
-		st.e = e
+	e, rej := r.routeHostString(req.Host)
+	st.e = e
+	if rej.status != 0 {
+		r.writeReject(rec, rej)
+	} else {
 		if e.route.Sticky {
 			if c, err := req.Cookie(StickyCookie); err == nil {
 				st.sticky = c.Value
@@ -347,11 +341,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if st.backend != nil && st.started {
 			st.backend.Done()
 		}
-		e.m.observe(rec.code(), r.now().Sub(st.start), rec.bytes)
 	}
-	if r.alog != nil {
-		r.accessLog(req, rec, st)
-	}
+	bp := lineBufs.Get().(*[]byte)
+	*bp = finishRequest(r, st, r.now(), rec.code(), rec.bytes, req.Host, req.Method, req.URL.Path, st.id, *bp)
+	lineBufs.Put(bp)
 	if st.aborted {
 		// Like httputil.ReverseProxy: a truncated body must not look complete.
 		panic(http.ErrAbortHandler)
@@ -403,38 +396,6 @@ func (r *Router) setsSessionCookie(setCookies []string) bool {
 // lineBufs are the ReverseProxy path's access log scratch buffers.
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func (r *Router) accessLog(req *http.Request, rec *recorder, st *reqState) {
-	var app, backend string
-	if st.e != nil {
-		app = st.e.route.App
-	}
-	if st.backend != nil {
-		backend = st.backend.Addr
-	}
-	now := r.now()
-	bp := lineBufs.Get().(*[]byte)
-	*bp = appendAccessLine((*bp)[:0], now, req.Host, app, req.Method, req.URL.Path, rec.code(), rec.bytes,
-		now.Sub(st.start), backend, st.id)
-	r.alog.add(*bp)
-	lineBufs.Put(bp)
-}
-
-// reject answers a request the router cannot route.
-func (r *Router) reject(w http.ResponseWriter, status int, code, msg string) {
-	r.metrics.rejected.WithLabelValues(code).Inc()
-	h := w.Header()
-	h.Set(HeaderRouterError, code)
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	io.WriteString(w, rejectBody(status, code, msg))
-}
-
-// rejectBody is the body of the router's own answers.
-func rejectBody(status int, code, msg string) string {
-	return fmt.Sprintf("%d %s: %s\n", status, code, msg)
-}
-
 // rewrite builds the outbound request. The backend is chosen later, in the
 // transport, so that a refused connection can be retried on another one.
 func (r *Router) rewrite(pr *httputil.ProxyRequest) {
@@ -442,26 +403,26 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = "backend.invalid" // replaced per attempt
 	pr.Out.Host = pr.In.Host
-	client, _, err := net.SplitHostPort(pr.In.RemoteAddr)
-	if err != nil {
-		client = pr.In.RemoteAddr
+	c := r.newClientInfo(pr.In.RemoteAddr, pr.In.TLS != nil)
+	in, out := pr.In.Header, pr.Out.Header
+	prior := in["X-Forwarded-For"]
+	proto := in.Get("X-Forwarded-Proto")
+	fw := planForwarding(&c, len(prior) > 0, proto != "", in.Get("X-Request-Start") != "")
+	if fw.realIP != "" {
+		out.Set("X-Real-IP", fw.realIP)
 	}
-	trusted := r.cfg.trustedPeer(client)
-	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok && trusted {
-		pr.Out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
+	if fw.keepXFF {
+		out.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+fw.client)
+	} else {
+		out.Set("X-Forwarded-For", fw.client)
 	}
-	proto := pr.In.Header.Get("X-Forwarded-Proto") // set by a TLS terminator in front
-	pr.SetXForwarded()
-	if proto != "" && trusted {
-		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	out.Set("X-Forwarded-Host", pr.In.Host)
+	if fw.proto != "" {
+		proto = fw.proto
 	}
-	if !trusted {
-		// What a client says of itself is not passed on as the router's word.
-		pr.Out.Header.Del("X-Request-Start")
-		pr.Out.Header.Set("X-Real-IP", client)
-	}
-	if pr.Out.Header.Get("X-Request-Start") == "" {
-		pr.Out.Header.Set("X-Request-Start", strconv.FormatInt(st.start.UnixMilli(), 10))
+	out.Set("X-Forwarded-Proto", proto)
+	if !fw.keepStart {
+		out.Set("X-Request-Start", strconv.FormatInt(st.start.UnixMilli(), 10))
 	}
 	pr.Out.Header.Set("X-Request-Id", st.id)
 }
@@ -481,23 +442,17 @@ func (r *Router) backendError(w http.ResponseWriter, req *http.Request, st *reqS
 	switch {
 	case st != nil && st.body != nil && st.body.timedOut.Load():
 		w.Header().Set("Connection", "close")
-		r.reject(w, http.StatusRequestTimeout, ErrBodyTimeout, "the request body stalled")
+		r.writeReject(w, rejection{http.StatusRequestTimeout, ErrBodyTimeout, "the request body stalled"})
 		return
 	case errors.Is(err, errAllFull):
-		r.reject(w, http.StatusServiceUnavailable, ErrEndpointsFull, "every instance is at its connection limit")
+		r.writeReject(w, rejectEndpointsFull(st.e.route.App))
 		return
 	case req.Context().Err() != nil:
 		r.log.Debug("client gone", attrs...)
 	default:
 		r.log.Warn("backend failure", attrs...)
 	}
-	r.reject(w, http.StatusBadGateway, ErrEndpointFailure, "the app did not answer")
-}
-
-func newRequestID() string {
-	var b [32]byte
-	putRequestID(b[:])
-	return string(b[:])
+	r.writeReject(w, rejectEndpointFailure)
 }
 
 // recorder captures status and size for logs and metrics. Unwrap lets

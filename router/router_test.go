@@ -360,52 +360,6 @@ func TestEndToEnd(t *testing.T) {
 	})
 }
 
-// TestRetryPostOnRefused: a request with a body is retried intact when the
-// first backend refuses the connection.
-func TestRetryPostOnRefused(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	keys := common.NewKeys(prefix)
-	live := newBackend(t, "live")
-	dead := testenv.ClosedAddr(t)
-	writeRoute(t, rdb, keys, "p.apps.io", route("p", 0, be(dead, "dead", true), be(live.addr(), "live", true)))
-	r, err := New(testConfig(testenv.RedisAddr(), prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Run(t, r)
-	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
-	for i := 0; i < 6; i++ {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+r.Addr()+"/", strings.NewReader("payload"))
-		req.Host = "p.apps.io"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != "live payload" {
-			t.Fatalf("post %d: %d %q", i, resp.StatusCode, body)
-		}
-	}
-}
-
-// TestAllBackendsDown: 502 endpoint_failure, not a hang.
-func TestAllBackendsDown(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	keys := common.NewKeys(prefix)
-	writeRoute(t, rdb, keys, "d.apps.io", route("d", 0, be(testenv.ClosedAddr(t), "x", true), be(testenv.ClosedAddr(t), "y", false)))
-	r, err := New(testConfig(testenv.RedisAddr(), prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Run(t, r)
-	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
-	resp, _ := get(t, http.DefaultClient, r.Addr(), "d.apps.io", "/")
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(HeaderRouterError) != ErrEndpointFailure {
-		t.Fatalf("status %d header %q", resp.StatusCode, resp.Header.Get(HeaderRouterError))
-	}
-}
-
 // tcpForwarder relays to target until closed, so a test can cut Redis off.
 type tcpForwarder struct {
 	ln    net.Listener
@@ -551,49 +505,6 @@ func TestPartialRoutesAfterDataLoss(t *testing.T) {
 	}
 }
 
-func TestStreamingPassThrough(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	keys := common.NewKeys(prefix)
-	release := make(chan struct{})
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("first\n"))
-		w.(http.Flusher).Flush()
-		<-release
-		w.Write([]byte("second\n"))
-	}))
-	t.Cleanup(s.Close)
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
-	writeRoute(t, rdb, keys, "s.apps.io", route("s", 0, be(s.Listener.Addr().String(), "is", true)))
-	r, err := New(testConfig(testenv.RedisAddr(), prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Run(t, r)
-	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
-	req, _ := http.NewRequest(http.MethodGet, "http://"+r.Addr()+"/", nil)
-	req.Host = "s.apps.io"
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	line, err := br.ReadString('\n')
-	if err != nil || line != "first\n" {
-		t.Fatalf("first chunk %q %v (not streamed before the response finished)", line, err)
-	}
-	close(release)
-	if line, _ := br.ReadString('\n'); line != "second\n" {
-		t.Fatalf("second chunk %q", line)
-	}
-}
-
 // TestUpgradePassThrough: a WebSocket-style upgrade reaches the backend and
 // the connection then carries bytes both ways.
 func TestUpgradePassThrough(t *testing.T) {
@@ -709,48 +620,6 @@ func resetter(t *testing.T) string {
 		}
 	}()
 	return ln.Addr().String()
-}
-
-// TestRetryIdempotentOnReset: a GET whose backend drops the connection before
-// answering is retried on another backend; a POST is not (the backend may
-// have acted on it).
-func TestRetryIdempotentOnReset(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	keys := common.NewKeys(prefix)
-	live := newBackend(t, "live")
-	cfg := testConfig(testenv.RedisAddr(), prefix)
-	cfg.FailMark = time.Millisecond // keep choosing the broken backend in turn
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	broken := resetter(t)
-	writeRoute(t, rdb, keys, "g.apps.io", route("g", 0, be(broken, "broken", true), be(live.addr(), "live", true)))
-	testenv.Run(t, r)
-	testenv.WaitFor(t, "ready", 5*time.Second, r.Healthy)
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	for i := 0; i < 10; i++ {
-		resp, body := get(t, c, r.Addr(), "g.apps.io", "/")
-		if resp.StatusCode != 200 || !strings.HasPrefix(body, "live") {
-			t.Fatalf("get %d: %d %q", i, resp.StatusCode, body)
-		}
-	}
-	posts502 := 0
-	for i := 0; i < 10; i++ {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+r.Addr()+"/", strings.NewReader("x"))
-		req.Host = "g.apps.io"
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusBadGateway {
-			posts502++
-		}
-	}
-	if posts502 == 0 {
-		t.Fatal("a POST dropped by its backend was retried (or never reached it)")
-	}
 }
 
 // TestAppMetricsRedisDown: with Redis unreachable, requests are answered as
