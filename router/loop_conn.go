@@ -415,7 +415,9 @@ func (c *loopConn) flushOut() bool {
 		switch {
 		case e == syscall.EAGAIN:
 			c.writable = false
-			c.setDeadline(dlWrite, c.l.now.Add(c.l.r.cfg.ClientWriteTimeout))
+			if wt := c.l.r.cfg.ClientWriteTimeout; wt > 0 {
+				c.setDeadline(dlWrite, c.l.now.Add(wt))
+			}
 			return false
 		case e != 0:
 			c.fc.werr = true
@@ -436,8 +438,6 @@ func (c *loopConn) drained() {
 	if !c.flushOut() {
 		if c.fc.werr {
 			c.clientGone()
-		} else if c.l.r.cfg.ClientWriteTimeout <= 0 && c.dlKind == dlWrite {
-			c.setDeadline(dlNone, time.Time{})
 		}
 		return
 	}
