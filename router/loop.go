@@ -56,7 +56,7 @@ type evLoop struct {
 	nconns   int       // client connections open
 	earliest time.Time // no deadline of the loop's connections is before this
 	now      time.Time
-	stopped  bool
+	stopped  bool // guarded by mu
 	events   [128]syscall.EpollEvent
 }
 
@@ -128,6 +128,12 @@ func (ls *evLoops) give(c net.Conn, release *releaseOnClose, client string, trus
 	if err != nil {
 		return false
 	}
+	l := ls.loops[int(ls.next.Add(1))%len(ls.loops)]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false
+	}
 	fd := -1
 	if rc.Control(func(s uintptr) {
 		r, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
@@ -138,12 +144,9 @@ func (ls *evLoops) give(c net.Conn, release *releaseOnClose, client string, trus
 		return false
 	}
 	c.Close() // the duplicate keeps the socket open, outside Go's poller
-	l := ls.loops[int(ls.next.Add(1))%len(ls.loops)]
 	lc := &loopConn{l: l, fd: fd, release: release, writable: true}
 	lc.fc.f, lc.fc.client, lc.fc.trusted, lc.fc.pending = ls.f, client, trusted, -1
-	l.mu.Lock()
 	l.inbox = append(l.inbox, lc)
-	l.mu.Unlock()
 	l.wake()
 	return true
 }
@@ -280,11 +283,12 @@ func (l *evLoop) shutdown() bool {
 		}
 	}
 	l.mu.Lock()
-	pending := len(l.inbox)
-	l.mu.Unlock()
-	if l.nconns > 0 || pending > 0 {
+	if l.nconns > 0 || len(l.inbox) > 0 {
+		l.mu.Unlock()
 		return false
 	}
+	l.stopped = true // give passes no more connections
+	l.mu.Unlock()
 	for addr, list := range l.idle {
 		for _, bc := range list {
 			l.forget(bc.fd)
@@ -292,7 +296,6 @@ func (l *evLoop) shutdown() bool {
 		delete(l.idle, addr)
 	}
 	l.closeFDs()
-	l.stopped = true
 	return true
 }
 
