@@ -1,12 +1,13 @@
 package router
 
 // One behaviour suite, every path. The router answers on more than one path
-// (the front's own HTTP/1.1 for GET/HEAD, net/http with ReverseProxy for
-// everything the front hands over); behaviour.go decides routing, rejects,
+// (its own HTTP/1.1 for GET/HEAD — on the event loops for plain HTTP, with a
+// goroutine per connection on TLS —, net/http with ReverseProxy for
+// everything those hand over); behaviour.go decides routing, rejects,
 // forwarding headers, request ids, metrics and the access log once for all
 // of them. The tests of this file and behaviour_proxy_test.go run under
-// forEachPath: once with the front serving what it serves ("front"), once
-// with the front handing every connection to net/http ("nethttp"), as
+// forEachPath: on the event loops ("loop"), with a goroutine per connection
+// ("front"), and with every connection handed to net/http ("nethttp"), as
 // distribution runs one conformance suite per storage driver. A test that
 // also sends what the front never serves (a POST) exercises net/http on
 // both. On the node-local path (TestBehaviourOnNodeLocalPath) all of it
@@ -43,7 +44,8 @@ type pathCase struct {
 
 // paths are the router's request paths; a new one is a line here.
 var paths = []pathCase{
-	{name: "front"},
+	{name: "loop", edit: func(c *Config) { c.Loops = -1 }},
+	{name: "front", edit: func(c *Config) { c.Loops = 0 }},
 	{name: "nethttp", edit: func(c *Config) { c.handOffAll = true }},
 }
 

@@ -83,6 +83,10 @@ type Config struct {
 	// 0 means 4 × the default, unless the GOMAXPROCS variable is set. See
 	// ApplyProcs.
 	Procs int
+	// Loops is the number of event loops serving the plain-HTTP listener's
+	// connections (see loop.go): -1 = one per CPU, 0 = a goroutine per
+	// connection.
+	Loops int
 	// TrustedProxies are the peers (IPs or CIDRs: LVS in NAT mode, a TLS
 	// terminator) whose X-Forwarded-For/-Proto, X-Request-Start and
 	// X-Real-IP are passed on; from anyone else those headers are replaced
@@ -129,6 +133,7 @@ func DefaultConfig() Config {
 		FailMark:           10 * time.Second,
 		Metrics:            true,
 		AppMetrics:         true,
+		Loops:              -1,
 		StickyCookies:      []string{"JSESSIONID", "PHPSESSID", "ASP.NET_SessionId", "session", "sessionid", "_session_id", "connect.sid", "laravel_session"},
 	}
 }
@@ -154,6 +159,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Metrics, "metrics", c.Metrics, "count requests per app (off only to measure its cost)")
 	fs.BoolVar(&c.AppMetrics, "app-metrics", c.AppMetrics, "write per-app request metrics to Redis every 10 s for the metrics API (needs --metrics; off only to measure its cost)")
 	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "IPs/CIDRs whose X-Forwarded-*, X-Request-Start and X-Real-IP headers are kept (default: nobody)")
+	fs.IntVar(&c.Loops, "loops", c.Loops, "event loops serving plain-HTTP connections (-1 = one per CPU, 0 = a goroutine per connection)")
 	fs.IntVar(&c.Procs, "procs", c.Procs, "Go Ps (GOMAXPROCS) for the router process (0 = 4 × CPUs unless GOMAXPROCS is set)")
 }
 

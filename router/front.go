@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,8 @@ type front struct {
 	handoff *handoffListener
 
 	closing atomic.Bool
+	forced  atomic.Bool // shutdown ran out of time: close every connection
+	loops   *evLoops    // nil: a goroutine per connection
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[*frontConn]struct{} // guarded by mu
@@ -73,6 +76,18 @@ func newFront(r *Router, ln net.Listener, tlsCfg *tls.Config) *front {
 		conns:   map[*frontConn]struct{}{},
 		limits:  newConnLimiter(r.cfg.MaxConnsPerAddr),
 	}
+}
+
+// startLoops starts the event loops of a plain-HTTP front (Config.Loops).
+func (f *front) startLoops() {
+	n := f.r.cfg.Loops
+	if f.tlsCfg != nil || n == 0 || f.r.cfg.handOffAll {
+		return
+	}
+	if n < 0 {
+		n = runtime.NumCPU()
+	}
+	f.loops = newEvLoops(f, n)
 }
 
 // serve accepts connections until the listener is closed; other accept
@@ -99,10 +114,27 @@ func (f *front) serve() {
 			f.r.tooManyConns(c)
 			continue
 		}
-		fc := f.newConn(c)
+		var release *releaseOnClose
 		if capped {
-			fc.release = &releaseOnClose{release: func() { f.limits.release(ip) }}
+			release = &releaseOnClose{release: func() { f.limits.release(ip) }}
 		}
+		if f.loops != nil {
+			f.mu.Lock()
+			if f.closing.Load() {
+				f.mu.Unlock()
+				c.Close()
+				release.done()
+				continue
+			}
+			f.wg.Add(1)
+			f.mu.Unlock()
+			if f.loops.give(c, release, ip, !capped) {
+				continue
+			}
+			f.wg.Done()
+		}
+		fc := f.newConn(c)
+		fc.release = release
 		f.mu.Lock()
 		if f.closing.Load() {
 			f.mu.Unlock()
@@ -122,7 +154,14 @@ func (f *front) shutdown(ctx context.Context) error {
 	f.closing.Store(true)
 	f.ln.Close()
 	done := make(chan struct{})
-	go func() { f.wg.Wait(); close(done) }()
+	go func() {
+		f.wg.Wait()
+		if f.loops != nil {
+			f.loops.wakeAll()
+			f.loops.wait()
+		}
+		close(done)
+	}()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -140,6 +179,12 @@ func (f *front) shutdown(ctx context.Context) error {
 
 // closeConns closes idle connections (all of them with force).
 func (f *front) closeConns(force bool) {
+	if f.loops != nil {
+		if force {
+			f.forced.Store(true)
+		}
+		f.loops.wakeAll()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for fc := range f.conns {

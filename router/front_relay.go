@@ -23,42 +23,7 @@ func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bo
 	untilClose := !noBody && !p.chunked && p.length < 0
 	closeClient := q.close || untilClose
 
-	out := fc.out
-	out = append(out, "HTTP/1.1 "...)
-	out = append(out, p.statusText...)
-	out = append(out, crlf...)
-	_, i := nextLine(head, 0)
-	for i < len(head)-2 {
-		var line []byte
-		line, i = nextLine(head, i)
-		name := line[:bytes.IndexByte(line, ':')]
-		switch kindOf(name) {
-		case hConnection, hHop, hTransferEncoding, hUpgrade:
-			continue
-		case hContentLength:
-			if p.chunked {
-				continue
-			}
-		}
-		if p.connOther && connectionNames(head, name) {
-			continue
-		}
-		out = append(out, line...)
-		out = append(out, crlf...)
-	}
-	if p.chunked && (!noBody || q.head1) { // a HEAD answer describes the GET one; 1xx/204/304 have no framing
-		out = append(out, "Transfer-Encoding: chunked\r\n"...)
-	}
-	if c := fc.f.r.stickyCookie(st, p.setsSession, fc.ci.tls); c != "" {
-		out = append(out, "Set-Cookie: "...)
-		out = append(out, c...)
-		out = append(out, crlf...)
-	}
-	if closeClient {
-		out = append(out, "Connection: close\r\n"...)
-	}
-	out = append(out, crlf...)
-	fc.out = out
+	fc.out = appendResponseHead(fc.out, head, p, q.head1, fc.f.r.stickyCookie(st, p.setsSession, fc.ci.tls), closeClient)
 	if !consumed {
 		bc.br.Discard(len(head))
 	}
@@ -88,6 +53,48 @@ func (fc *frontConn) relay(bc *backendConn, q *reqHead, head []byte, consumed bo
 	// Bytes beyond the response (a misbehaving app) would be read as the
 	// answer to the next request on this connection: do not reuse it.
 	return !p.close && !untilClose && bc.br.Buffered() == 0, !closeClient
+}
+
+// appendResponseHead appends to out the head the client gets for a
+// backend's response head (parsed in p): the status line as HTTP/1.1, the
+// end-to-end headers as they came, the framing the router relays,
+// stickyCookie if any, and Connection: close when closeClient.
+func appendResponseHead(out, head []byte, p *respHead, headReq bool, stickyCookie string, closeClient bool) []byte {
+	noBody := bodyless(headReq, p.status)
+	out = append(out, "HTTP/1.1 "...)
+	out = append(out, p.statusText...)
+	out = append(out, crlf...)
+	_, i := nextLine(head, 0)
+	for i < len(head)-2 {
+		var line []byte
+		line, i = nextLine(head, i)
+		name := line[:bytes.IndexByte(line, ':')]
+		switch kindOf(name) {
+		case hConnection, hHop, hTransferEncoding, hUpgrade:
+			continue
+		case hContentLength:
+			if p.chunked {
+				continue
+			}
+		}
+		if p.connOther && connectionNames(head, name) {
+			continue
+		}
+		out = append(out, line...)
+		out = append(out, crlf...)
+	}
+	if p.chunked && (!noBody || headReq) { // a HEAD answer describes the GET one; 1xx/204/304 have no framing
+		out = append(out, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if stickyCookie != "" {
+		out = append(out, "Set-Cookie: "...)
+		out = append(out, stickyCookie...)
+		out = append(out, crlf...)
+	}
+	if closeClient {
+		out = append(out, "Connection: close\r\n"...)
+	}
+	return append(out, crlf...)
 }
 
 // fill makes bc.br hold at least need bytes. Before a read that may block

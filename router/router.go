@@ -227,6 +227,7 @@ func (r *Router) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}
+	r.front.startLoops()
 	for _, f := range []*front{r.front, r.tlsFront} {
 		if f == nil {
 			continue

@@ -51,6 +51,7 @@ NOMETRICS_PORT=$((PORT + 5)) NOMETRICS_STATUS=$((PORT + 6))
 LOG_PORT=$((PORT + 7)) LOG_STATUS=$((PORT + 8))
 ROUTER_TLS=$((PORT + 9)) NGINX_TLS=$((PORT + 10))
 ONEP_PORT=$((PORT + 14)) ONEP_STATUS=$((PORT + 15))
+GOR_PORT=$((PORT + 16)) GOR_STATUS=$((PORT + 17))
 HOST=bench.apps.io
 PREFIX=dinpbench$$
 CORES=$(nproc)
@@ -164,6 +165,9 @@ PORTS="$BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $ROUTER_PORT"
 case " $TARGETS " in *" router-nometrics "*)
   start_router "$NOMETRICS_PORT" "$NOMETRICS_STATUS" "$TMP/router.log" --access-log=false --metrics=false
   NOMETRICS_PID=$ROUTER_PID PORTS="$PORTS $NOMETRICS_PORT" ;; esac
+case " $TARGETS " in *" router-goroutine "*)
+  start_router "$GOR_PORT" "$GOR_STATUS" "$TMP/router.log" --access-log=false --loops 0
+  GOR_PID=$ROUTER_PID PORTS="$PORTS $GOR_PORT" ;; esac
 case " $TARGETS " in *" router-1p "*)
   start_router "$ONEP_PORT" "$ONEP_STATUS" "$TMP/router.log" --access-log=false --procs "$CORES"
   ONEP_PID=$ROUTER_PID PORTS="$PORTS $ONEP_PORT" ;; esac
@@ -192,7 +196,7 @@ fi
 target_port() {
   case $1 in
     direct) echo "$BACKEND_PORT" ;; router) echo "$ROUTER_PORT" ;; router-nometrics) echo "$NOMETRICS_PORT" ;; router-1p) echo "$ONEP_PORT" ;;
-    router-log) echo "$LOG_PORT" ;; nginx) echo "$NGINX_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
+    router-goroutine) echo "$GOR_PORT" ;; router-log) echo "$LOG_PORT" ;; nginx) echo "$NGINX_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
     router-h2) echo "$ROUTER_TLS" ;; nginx-h2) echo "$NGINX_TLS" ;;
     *) log "unknown target $1"; exit 1 ;;
   esac
@@ -202,6 +206,7 @@ target_pids() { # the processes doing the target's work (nginx: master and worke
   case $1 in
     direct) echo "$BACKEND_PID" $(pgrep -P "$BACKEND_PID") ;; router | router-h2) echo "$MAIN_ROUTER_PID" ;;
     router-nometrics) echo "$NOMETRICS_PID" ;; router-1p) echo "$ONEP_PID" ;; router-log) echo "$LOG_PID" ;;
+    router-goroutine) echo "$GOR_PID" ;;
     nginx | nginx-h2) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") ;; haproxy) echo "$HAPROXY_PID" ;;
   esac
 }
