@@ -39,21 +39,21 @@ type loopConn struct {
 	dlKind   uint8
 
 	// The request in flight.
-	inFlight   bool
-	gone       bool // the client closed or failed while the request was in flight
-	keep       bool // the client connection stays open after the answer
-	req        []byte
-	tried      [maxAttempts]*lb.Backend
-	attempts   int
-	freshTried bool // the one retry on a fresh connection after a stale reused one
-	lastErr    error
-	bc         *loopBackend
-	started    bool // fc.st.backend counts this request in flight
-	headDone   bool // the response head is on its way to the client
+	inFlight    bool
+	gone        bool // the client closed or failed while the request was in flight
+	keep        bool // the client connection stays open after the answer
+	req         []byte
+	tried       [maxAttempts]*lb.Backend
+	attempts    int
+	freshTried  bool // the one retry on a fresh connection after a stale reused one
+	lastErr     error
+	bc          *loopBackend
+	started     bool // fc.st.backend counts this request in flight
+	headDone    bool // the response head is on its way to the client
 	backendKeep bool // the backend connection can serve another request after this answer
-	respDone   bool // the whole answer is in out: finish once it is written
-	body       bodyScan
-	outOff     int
+	respDone    bool // the whole answer is in out: finish once it is written
+	body        bodyScan
+	outOff      int
 }
 
 // What a loopConn's deadline ends.
@@ -500,6 +500,7 @@ func (c *loopConn) done() {
 	putLoopBuf(c.rbuf)
 	c.rbuf = nil
 	c.l.nconns--
+	c.l.ls.open.Add(-1)
 	c.l.f.wg.Done()
 }
 
