@@ -37,12 +37,14 @@ type evLoops struct {
 	f     *front
 	loops []*evLoop
 	next  atomic.Uint32
+	open  atomic.Int64   // client connections the loops serve
 	wg    sync.WaitGroup // loop goroutines
 }
 
 // evLoop is one event loop: its goroutine alone touches its fields, except
 // inbox (under mu) and the wake descriptor.
 type evLoop struct {
+	ls     *evLoops
 	f      *front
 	r      *Router
 	epfd   int
@@ -78,7 +80,7 @@ const (
 func newEvLoops(f *front, n int) *evLoops {
 	ls := &evLoops{f: f}
 	for i := 0; i < n; i++ {
-		l, err := newEvLoop(f)
+		l, err := newEvLoop(f, ls)
 		if err != nil {
 			f.r.log.Warn("event loop unavailable, serving with a goroutine per connection", "err", err)
 			for _, l := range ls.loops {
@@ -94,7 +96,7 @@ func newEvLoops(f *front, n int) *evLoops {
 	return ls
 }
 
-func newEvLoop(f *front) (*evLoop, error) {
+func newEvLoop(f *front, ls *evLoops) (*evLoop, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -104,7 +106,7 @@ func newEvLoop(f *front) (*evLoop, error) {
 		syscall.Close(epfd)
 		return nil, os.NewSyscallError("eventfd2", e)
 	}
-	l := &evLoop{f: f, r: f.r, epfd: epfd, wakefd: int(wfd), idle: map[string][]*loopBackend{}}
+	l := &evLoop{ls: ls, f: f, r: f.r, epfd: epfd, wakefd: int(wfd), idle: map[string][]*loopBackend{}}
 	if err := l.add(int(wfd), evIn|evET, wakeFD{l}); err != nil {
 		l.closeFDs()
 		return nil, err
@@ -165,6 +167,9 @@ func (ls *evLoops) wakeAll() {
 	}
 }
 
+// connections returns the number of client connections the loops serve.
+func (ls *evLoops) connections() int64 { return ls.open.Load() }
+
 // wait waits for the loops to end (after the front's shutdown).
 func (ls *evLoops) wait() { ls.wg.Wait() }
 
@@ -189,6 +194,7 @@ func (l *evLoop) takeInbox() {
 			continue
 		}
 		l.nconns++
+		l.ls.open.Add(1)
 		c.rbuf = getLoopBuf(frontReadBuffer)
 		c.idleSince(l.now)
 	}

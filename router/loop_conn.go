@@ -462,6 +462,7 @@ func (c *loopConn) done() {
 	putLoopBuf(c.rbuf)
 	c.rbuf = nil
 	c.l.nconns--
+	c.l.ls.open.Add(-1)
 	c.l.f.wg.Done()
 }
 

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dinp/dinp/common"
@@ -153,6 +154,14 @@ func New(cfg Config) (*Router, error) {
 	}
 	r.rdb = newRedis(cfg.Base)
 	r.front = newFront(r, r.ln, nil)
+	r.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dinp_router_loop_connections", Help: "Client connections served by the event loops.",
+	}, func() float64 {
+		if ls := r.front.loops; ls != nil {
+			return float64(ls.connections())
+		}
+		return 0
+	}))
 	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: frontHeader, IdleTimeout: frontIdle, ErrorLog: errLog}
 	r.status = &http.Server{Handler: r.statusHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	if cfg.AccessLog {

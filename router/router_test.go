@@ -41,6 +41,9 @@ func testConfig(redisAddr, prefix string) Config {
 	if nodeLocalPath {
 		cfg.NodeID = testNode
 	}
+	if goroutineFront {
+		cfg.Loops = 0
+	}
 	return cfg
 }
 
