@@ -223,10 +223,18 @@ for round in $(seq "$ROUNDS"); do
     pids=$(path_pids "$t")
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
+    # shellcheck disable=SC2086
+    app_before=$(cpu_ticks ${APP_PIDS[*]}) dp_before=$(cpu_ticks ${PROXY_PIDS[*]})
     TIMEFORMAT='%U %S'
     { time wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "Host: $HOST" "$(target_url "$t")" >"$TMP/wrk-$t-$round.txt"; } 2>"$TMP/wrkcpu-$t-$round.txt"
     # shellcheck disable=SC2086
     echo $(( $(cpu_ticks $pids) - before )) >"$TMP/cpu-$t-$round.txt"
+    # The parts: the app instances, the engine's port proxies (on the paths through them), the proxy.
+    # shellcheck disable=SC2086
+    apps=$(( $(cpu_ticks ${APP_PIDS[*]}) - app_before )) dp=0
+    case $t in router-published | nginx) dp=$(( $(cpu_ticks ${PROXY_PIDS[*]}) - dp_before )) ;; esac
+    [ "$t" = direct ] && apps=$(cat "$TMP/cpu-$t-$round.txt")
+    echo "$apps $dp $(( $(cat "$TMP/cpu-$t-$round.txt") - apps - dp ))" >"$TMP/cpusplit-$t-$round.txt"
     printf '  round %s %-17s %s req/s\n' "$round" "$t" "$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk-$t-$round.txt")" >&2
   done
 done
@@ -245,6 +253,11 @@ fig() { # fig TARGET rps|p50|p99
       cpu) # microseconds of CPU per request: wrk plus the path's processes
         awk -v t="$(cat "$TMP/cpu-$1-$round.txt")" -v hz="$CLK_TCK" -v w="$(awk '{print $1 + $2}' "$TMP/wrkcpu-$1-$round.txt")" \
           '/requests in/ {printf "%.1f\n", (t / hz + w) * 1e6 / $1}' "$f" ;;
+      wrk) awk -v w="$(awk '{print $1 + $2}' "$TMP/wrkcpu-$1-$round.txt")" '/requests in/ {printf "%.1f\n", w * 1e6 / $1}' "$f" ;;
+      apps | dproxy | proxy) # one part of the path's CPU (see the run loop)
+        awk -v i="$(case $2 in apps) echo 1 ;; dproxy) echo 2 ;; proxy) echo 3 ;; esac)" -v hz="$CLK_TCK" \
+          -v parts="$(cat "$TMP/cpusplit-$1-$round.txt")" \
+          '/requests in/ {split(parts, p, " "); printf "%.1f\n", p[i] / hz * 1e6 / $1}' "$f" ;;
     esac
   done | median
 }
@@ -259,6 +272,11 @@ for t in $TARGETS; do
     "$cpu" "$(awk -v c="$cpu" 'BEGIN {print 1e6 / c}')" "$(errors "$t")"
 done
 echo "(CPU us/req: wrk's and every path process's CPU time per request — see the header of this script)"
+echo "CPU us/req by part (medians of the rounds):"
+printf '%-17s %8s %8s %13s %8s\n' target wrk proxy docker-proxy apps
+for t in $TARGETS; do
+  printf '%-17s %8.1f %8.1f %13.1f %8.1f\n' "$t" "$(fig "$t" wrk)" "$(fig "$t" proxy)" "$(fig "$t" dproxy)" "$(fig "$t" apps)"
+done
 ratio() { awk -v a="$(fig "$1" rps)" -v b="$(fig "$2" rps)" 'BEGIN {printf "%.2f", a / b}'; }
 cpu_ratio() { awk -v a="$(fig "$1" cpu)" -v b="$(fig "$2" cpu)" 'BEGIN {printf "%.2f", b / a}'; }
 has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
