@@ -37,3 +37,9 @@ type Service struct {
 	// hub serves log follows (set by Run, like store).
 	hub *logHub
 }
+
+// useDB makes the Service read and write MySQL through pool (Dash.Run,
+// once connected).
+func (s *Service) useDB(pool *sql.DB) {
+	s.db, s.store = pool, &store{db: pool, claimTTL: s.cfg.DomainClaimTTL, defaults: s.cfg.TeamLimits}
+}
