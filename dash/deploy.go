@@ -75,6 +75,29 @@ func (b *builderClient) build(ctx context.Context, app, by string, body io.Reade
 	return out, nil
 }
 
+// buildLog streams the builder's log of build id (follow: until the build
+// ends). It fails when the builder does not answer it with 200.
+func (b *builderClient) buildLog(ctx context.Context, id int64, follow bool) (io.ReadCloser, error) {
+	u := b.base + "/v1/builds/" + strconv.FormatInt(id, 10) + "/log"
+	if follow {
+		u += "?follow=1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("builder answered %s", resp.Status)
+	}
+	return resp.Body, nil
+}
+
 // errTooLarge is what uploadBody reads return past the limit.
 var errTooLarge = errors.New("upload exceeds the size limit")
 

@@ -197,10 +197,11 @@ func splitID(id string) (uint64, uint64) {
 	return ms, 0
 }
 
-// follow writes the entries of s newer than last that match f until ctx
-// ends, the follower is cut off, or done() reports true (checked every
-// doneEvery).
-func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWriter, done func() bool) string {
+// follow passes the entries of s newer than last that match f to emit
+// until ctx ends, emit fails, the follower is cut off, or done() reports
+// true (checked every doneEvery). It returns the id of the newest entry
+// seen.
+func (s *logSub) follow(ctx context.Context, last string, f logFilter, emit func([]common.LogEntry) error, done func() bool) string {
 	tick := time.NewTicker(doneEvery)
 	defer tick.Stop()
 	for {
@@ -226,7 +227,7 @@ func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWrit
 			}
 			last = fresh[len(fresh)-1].ID
 			if es := decodeEntries(fresh, f); len(es) > 0 {
-				if w.write(es) != nil {
+				if emit(es) != nil {
 					return last
 				}
 			}

@@ -31,6 +31,8 @@ const (
 
 var errLogsUnavailable = common.Errf(http.StatusServiceUnavailable, "logs_unavailable", "the log store is unavailable; try again")
 
+var errInvalidLines = invalid("invalid_lines", "lines must be between 0 and "+strconv.Itoa(maxLogLines))
+
 // logFilter selects entries of an app's stream.
 type logFilter struct {
 	Source string // "" for every source

@@ -435,7 +435,7 @@ func (s *Service) overview(ctx context.Context, a appRow) (appOverview, error) {
 	if err != nil {
 		return appOverview{}, err
 	}
-	if es, _, err := s.recentLogs(ctx, a.Name, 100, logFilter{Since: s.appSince(ctx, a.ID)}); err == nil {
+	if es, _, err := s.recentStream(ctx, s.keys.Logs(a.Name), 100, logFilter{Since: s.appSince(ctx, a.ID)}); err == nil {
 		for _, e := range es {
 			o.Logs = append(o.Logs, formatLogLine(e))
 		}
