@@ -1,14 +1,20 @@
 package dash
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
 )
+
+// defaultLogLines is how many lines GET /apps/{app}/logs answers without
+// lines=.
+const defaultLogLines = 100
 
 // appLogs answers GET /api/v1/apps/{app}/logs: the last lines of the app's
 // log stream (every instance, builds too, kept across redeploys), then new
@@ -119,4 +125,46 @@ func copyFlushed(c *gin.Context, body io.Reader) {
 			return
 		}
 	}
+}
+
+// logWriter writes entries as text lines or NDJSON and flushes each batch.
+type logWriter struct {
+	c    *gin.Context
+	json bool
+	// bare writes only the line (a build log reads like the builder's).
+	bare bool
+}
+
+func (w logWriter) start() {
+	if w.json {
+		w.c.Header("Content-Type", "application/x-ndjson")
+	} else {
+		w.c.Header("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.c.Header("Cache-Control", "no-cache")
+	w.c.Header("X-Content-Type-Options", "nosniff")
+	// Tell proxies (nginx) not to buffer the stream.
+	w.c.Header("X-Accel-Buffering", "no")
+	w.c.Status(http.StatusOK)
+}
+
+func (w logWriter) write(es []common.LogEntry) error {
+	var b strings.Builder
+	for _, e := range es {
+		switch {
+		case w.json:
+			raw, _ := json.Marshal(e)
+			b.Write(raw)
+		case w.bare:
+			b.WriteString(e.Line)
+		default:
+			b.WriteString(formatLogLine(e))
+		}
+		b.WriteByte('\n')
+	}
+	if _, err := io.WriteString(w.c.Writer, b.String()); err != nil {
+		return err
+	}
+	w.c.Writer.Flush()
+	return nil
 }

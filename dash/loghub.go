@@ -17,6 +17,15 @@ import (
 // DefaultMaxFollowsPerUser bounds one user's open log follows.
 const DefaultMaxFollowsPerUser = 10
 
+const (
+	// logBlock bounds one XREAD BLOCK, so a follower notices a closed
+	// client or a finished build within that time.
+	logBlock = 2 * time.Second
+	// doneEvery is how often a follow that ends with its build or task
+	// asks whether it has (a follow without an end only checks its client).
+	doneEvery = 500 * time.Millisecond
+)
+
 // followBuffer is how many batches a follower may lag behind before it is
 // cut off (its client reconnects); a slow reader never slows the feed.
 const followBuffer = 256

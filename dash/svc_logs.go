@@ -4,10 +4,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/dinp/dinp/common"
+	"github.com/redis/go-redis/v9"
 )
+
+// maxLogLines bounds the lines a log read returns before it follows.
+const maxLogLines = 10000
 
 // appSince is when app id was created (zero when unknown: no filter).
 func (s *Service) appSince(ctx context.Context, id int64) time.Time {
@@ -207,4 +213,52 @@ func (s *Service) build(ctx context.Context, u User, id int64) (BuildInfo, error
 func (s *Service) buildDone(ctx context.Context, u User, id int64) bool {
 	b, err := s.store.build(ctx, u, id)
 	return err == nil && b.finished()
+}
+
+var errLogsUnavailable = common.Errf(http.StatusServiceUnavailable, "logs_unavailable", "the log store is unavailable; try again")
+
+var errInvalidLines = invalid("invalid_lines", "lines must be between 0 and "+strconv.Itoa(maxLogLines))
+
+// logFilter selects entries of an app's stream.
+type logFilter struct {
+	Source string // "" for every source
+	Build  int64  // 0 for every build
+	// Since drops lines older than the app: a deleted app of the same
+	// name may have left some (its stream is deleted with it, but a
+	// container being stopped can still write).
+	Since time.Time
+}
+
+func (f logFilter) match(e common.LogEntry) bool {
+	return (f.Source == "" || e.Source == f.Source) && (f.Build == 0 || e.Build == f.Build) &&
+		(f.Since.IsZero() || !e.At.Before(f.Since))
+}
+
+// decodeEntries turns stream messages into entries matching f.
+func decodeEntries(msgs []redis.XMessage, f logFilter) []common.LogEntry {
+	out := make([]common.LogEntry, 0, len(msgs))
+	for _, m := range msgs {
+		e, ok := common.DecodeLogEntry(m.Values)
+		if !ok || !f.match(e) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// formatLogLine is how a log entry reads in text form: time, origin, line.
+func formatLogLine(e common.LogEntry) string {
+	origin := e.Source
+	switch {
+	case e.Instance != "":
+		id := e.Instance
+		if len(id) > 8 {
+			id = id[:8]
+		}
+		origin += "/" + id
+	case e.Build != 0:
+		origin += "/" + strconv.FormatInt(e.Build, 10)
+	}
+	return e.At.UTC().Format("2006-01-02T15:04:05.000Z") + " " + origin + " " + e.Line
 }
