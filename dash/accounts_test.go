@@ -337,7 +337,7 @@ func (f fakeVerifier) Verify(_ context.Context, domain, token string) error {
 
 func TestDomains(t *testing.T) {
 	fv := fakeVerifier{ok: map[string]bool{"proven.example.com": true}}
-	e := newEnvWith(t, nil, func(d *Dash) { d.verifier = fv })
+	e := newEnvWith(t, nil, func(d *Dash) { d.svc.verifier = fv })
 	admin := e.admin.Token
 	e.createApp("one")
 	e.createApp("two")
@@ -390,7 +390,7 @@ func TestDomains(t *testing.T) {
 // another team's claim drops it (an event tells the first team), while a
 // verified domain is never taken, however old.
 func TestDomainClaimExpiry(t *testing.T) {
-	e := newEnvWith(t, nil, func(d *Dash) { d.verifier = fakeVerifier{} })
+	e := newEnvWith(t, nil, func(d *Dash) { d.svc.verifier = fakeVerifier{} })
 	admin := e.admin.Token
 	bob, carol := e.addUser("bob", "bobs"), e.addUser("carol", "carols")
 	for tok, app := range map[string]string{bob: "bobapp", carol: "carolapp"} {

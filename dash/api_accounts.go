@@ -191,3 +191,21 @@ func (h *apiHandlers) logout(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, gin.H{"logged_out": true})
 }
+
+// PasswordRequest is the body of PUT /api/v1/user/password.
+type PasswordRequest struct {
+	Current string `json:"current"`
+	New     string `json:"new"`
+}
+
+// TokenRequest is the body of POST /api/v1/tokens.
+type TokenRequest struct {
+	Name string `json:"name"`
+	// ExpiresIn makes the token expire ("720h", "30d"); empty: never.
+	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// UserPatch is the body of PATCH /api/v1/users/{user} (admins).
+type UserPatch struct {
+	Disabled *bool `json:"disabled,omitempty"`
+}

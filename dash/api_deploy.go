@@ -1,6 +1,7 @@
 package dash
 
 import (
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -86,4 +87,40 @@ func (h *apiHandlers) rebuild(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusCreated, gin.H{"release": rel, "build": build})
+}
+
+// filePart returns the multipart part named "file", skipping others. With
+// wantCSRF set, a "csrf" part equal to it must come first.
+func filePart(mr *multipart.Reader, wantCSRF string) (*multipart.Part, error) {
+	csrfOK := wantCSRF == ""
+	for {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return nil, common.Errf(http.StatusBadRequest, "missing_file", "multipart upload without a \"file\" part")
+		}
+		if err != nil {
+			return nil, common.Errf(http.StatusBadRequest, "bad_multipart", "invalid multipart body: "+err.Error())
+		}
+		switch p.FormName() {
+		case "file":
+			if !csrfOK {
+				return nil, errCSRF
+			}
+			return p, nil
+		case csrfField:
+			v, _ := io.ReadAll(io.LimitReader(p, 256))
+			csrfOK = csrfOK || common.TokenEqual(string(v), wantCSRF)
+			continue
+		}
+		if _, err := io.Copy(io.Discard, p); err != nil {
+			return nil, common.Errf(http.StatusBadRequest, "bad_multipart", "invalid multipart body: "+err.Error())
+		}
+	}
+}
+
+// DeployImageRequest is the JSON body of POST /api/v1/apps/{app}/deploy
+// that releases an image already in the registry instead of building.
+type DeployImageRequest struct {
+	// Image is pinned by digest: <registry>/<name>@sha256:<hex>.
+	Image string `json:"image"`
 }

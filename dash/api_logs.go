@@ -1,59 +1,55 @@
 package dash
 
 import (
+	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
-	"github.com/gin-gonic/gin"
 )
+
+// defaultLogLines is how many lines GET /apps/{app}/logs answers without
+// lines=.
+const defaultLogLines = 100
 
 // appLogs answers GET /api/v1/apps/{app}/logs: the last lines of the app's
 // log stream (every instance, builds too, kept across redeploys), then new
 // lines as they come with follow=1.
 func (h *apiHandlers) appLogs(c *gin.Context) {
-	a := appOf(c)
-	n := defaultLogLines
+	o := appLogOpts{lines: defaultLogLines, source: c.Query("source"), follow: isTrue(c.Query("follow"))}
 	if s := c.Query("lines"); s != "" {
 		v, err := strconv.Atoi(s)
-		if err != nil || v < 0 || v > maxLogLines {
-			h.fail(c, invalid("invalid_lines", "lines must be between 0 and "+strconv.Itoa(maxLogLines)))
+		if err != nil {
+			h.fail(c, errInvalidLines)
 			return
 		}
-		n = v
+		o.lines = v
 	}
-	f := logFilter{Source: c.Query("source"), Since: h.s.appSince(c.Request.Context(), a.ID)}
-	if f.Source != "" && f.Source != common.LogSourceApp && f.Source != common.LogSourceBuild && f.Source != common.LogSourcePlatform {
-		h.fail(c, invalid("invalid_source", "source must be app, build or platform"))
-		return
-	}
-	w := logWriter{c: c, json: c.Query("format") == "json"}
-	ctx := c.Request.Context()
-	var sub *logSub
-	if isTrue(c.Query("follow")) {
-		// Join before reading the recent lines: nothing falls in between.
-		var err error
-		if sub, err = h.s.joinFollow(ctx, currentUser(c), h.s.keys.Logs(a.Name)); err != nil {
-			h.fail(c, err)
-			return
-		}
-		defer sub.leave()
-	}
-	es, last, err := h.s.recentLogs(ctx, a.Name, n, f)
+	t, err := h.s.appLog(c.Request.Context(), currentUser(c), appOf(c), o)
 	if err != nil {
-		h.log.Warn("read logs", "app", a.Name, "err", err)
-		h.fail(c, errLogsUnavailable)
+		h.fail(c, err)
 		return
 	}
+	defer t.close()
+	writeTail(c, t, logWriter{c: c, json: c.Query("format") == "json"})
+}
+
+// writeTail answers with what t yields: its last lines, then, when it
+// follows, each batch as it comes (flushed).
+func writeTail(c *gin.Context, t *logTail, w logWriter) {
 	w.start()
-	if len(es) > 0 && w.write(es) != nil {
+	if len(t.recent) > 0 && w.write(t.recent) != nil {
 		return
 	}
-	if sub == nil {
+	if !t.following() {
 		return
 	}
 	c.Writer.Flush()
-	sub.follow(ctx, last, f, w, nil)
+	t.follow(c.Request.Context(), w.write)
 }
 
 func (h *apiHandlers) listBuilds(c *gin.Context) {
@@ -97,91 +93,78 @@ func (h *apiHandlers) buildLog(c *gin.Context) {
 	}
 	follow := isTrue(c.Query("follow"))
 	ctx := c.Request.Context()
-	if h.proxyBuildLog(c, b.ID, follow) {
+	if body := h.s.builderLog(ctx, b.ID, follow); body != nil {
+		defer body.Close()
+		copyFlushed(c, body)
 		return
 	}
-	f := logFilter{Source: common.LogSourceBuild, Build: b.ID}
-	var sub *logSub
-	if follow && !b.finished() {
-		var err error
-		if sub, err = h.s.joinFollow(ctx, currentUser(c), h.s.keys.Logs(b.App)); err != nil {
-			h.fail(c, err)
-			return
-		}
-		defer sub.leave()
+	t, err := h.s.buildLog(ctx, currentUser(c), b, follow)
+	if err != nil {
+		h.fail(c, err)
+		return
 	}
-	h.tailLog(c, "build", h.s.keys.Logs(b.App), f, logWriter{c: c, bare: true}, sub, func() bool {
-		return h.s.buildDone(ctx, currentUser(c), b.ID)
-	})
+	defer t.close()
+	writeTail(c, t, logWriter{c: c, bare: true})
 }
 
-// tailLog answers with the last lines of log stream key that pass f and,
-// when sub is set, follows the stream until done reports that its source
-// (a build, a task) has ended. The source ships every line before it
-// reports the end, so what the feed had not delivered by then is read once
-// more.
-func (h *apiHandlers) tailLog(c *gin.Context, what, key string, f logFilter, w logWriter, sub *logSub, done func() bool) {
-	ctx := c.Request.Context()
-	es, last, err := h.s.recentStream(ctx, key, maxLogLines, f)
-	if err != nil {
-		h.log.Warn("read log", "of", what, "key", key, "err", err)
-		h.fail(c, errLogsUnavailable)
-		return
-	}
-	w.start()
-	if len(es) > 0 && w.write(es) != nil {
-		return
-	}
-	if sub == nil {
-		return
-	}
-	c.Writer.Flush()
-	last = sub.follow(ctx, last, f, w, done)
-	if ctx.Err() != nil {
-		return
-	}
-	msgs, err := h.s.rdb.XRange(ctx, key, "("+last, "+").Result()
-	if err == nil {
-		if es := decodeEntries(msgs, f); len(es) > 0 {
-			_ = w.write(es)
-		}
-	}
-}
-
-// proxyBuildLog streams the builder's log of build id to c. It reports
-// false, having written nothing, when the builder does not answer it.
-func (h *apiHandlers) proxyBuildLog(c *gin.Context, id int64, follow bool) bool {
-	u := h.s.builder.base + "/v1/builds/" + strconv.FormatInt(id, 10) + "/log"
-	if follow {
-		u += "?follow=1"
-	}
-	req, err := http.NewRequestWithContext(c.Request.Context(), http.MethodGet, u, nil)
-	if err != nil {
-		return false
-	}
-	req.Header.Set("Authorization", "Bearer "+h.s.builder.token)
-	resp, err := h.s.builder.http.Do(req)
-	if err != nil {
-		h.log.Debug("builder log unavailable", "build", id, "err", err)
-		return false
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false
-	}
+// copyFlushed answers with body as plain text, flushing each chunk as it
+// comes (a followed build log).
+func copyFlushed(c *gin.Context, body io.Reader) {
 	w := logWriter{c: c}
 	w.start()
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := resp.Body.Read(buf)
+		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := c.Writer.Write(buf[:n]); werr != nil {
-				return true
+				return
 			}
 			c.Writer.Flush()
 		}
 		if err != nil {
-			return true
+			return
 		}
 	}
+}
+
+// logWriter writes entries as text lines or NDJSON and flushes each batch.
+type logWriter struct {
+	c    *gin.Context
+	json bool
+	// bare writes only the line (a build log reads like the builder's).
+	bare bool
+}
+
+func (w logWriter) start() {
+	if w.json {
+		w.c.Header("Content-Type", "application/x-ndjson")
+	} else {
+		w.c.Header("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.c.Header("Cache-Control", "no-cache")
+	w.c.Header("X-Content-Type-Options", "nosniff")
+	// Tell proxies (nginx) not to buffer the stream.
+	w.c.Header("X-Accel-Buffering", "no")
+	w.c.Status(http.StatusOK)
+}
+
+func (w logWriter) write(es []common.LogEntry) error {
+	var b strings.Builder
+	for _, e := range es {
+		switch {
+		case w.json:
+			raw, _ := json.Marshal(e)
+			b.Write(raw)
+		case w.bare:
+			b.WriteString(e.Line)
+		default:
+			b.WriteString(formatLogLine(e))
+		}
+		b.WriteByte('\n')
+	}
+	if _, err := io.WriteString(w.c.Writer, b.String()); err != nil {
+		return err
+	}
+	w.c.Writer.Flush()
+	return nil
 }

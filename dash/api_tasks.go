@@ -3,7 +3,6 @@ package dash
 import (
 	"net/http"
 
-	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/dash/api"
 	"github.com/gin-gonic/gin"
 )
@@ -66,20 +65,11 @@ func (h *apiHandlers) taskLog(c *gin.Context) {
 	if !ok {
 		return
 	}
-	ctx := c.Request.Context()
-	key := h.s.keys.TaskLogs(t.ID)
-	var sub *logSub
-	if isTrue(c.Query("follow")) && !common.TaskDone(t.State) {
-		var err error
-		if sub, err = h.s.joinFollow(ctx, currentUser(c), key); err != nil {
-			h.fail(c, err)
-			return
-		}
-		defer sub.leave()
+	lt, err := h.s.taskLog(c.Request.Context(), currentUser(c), t, isTrue(c.Query("follow")))
+	if err != nil {
+		h.fail(c, err)
+		return
 	}
-	u := currentUser(c)
-	w := logWriter{c: c, json: c.Query("format") == "json", bare: true}
-	h.tailLog(c, "task "+t.ID, key, logFilter{}, w, sub, func() bool {
-		return h.s.taskDone(ctx, u, t.ID)
-	})
+	defer lt.close()
+	writeTail(c, lt, logWriter{c: c, json: c.Query("format") == "json", bare: true})
 }

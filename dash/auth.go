@@ -1,18 +1,13 @@
 package dash
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"net/http"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/config"
-	"github.com/dinp/dinp/common/db"
 )
 
 // TokenPrefix starts every dash API token, so a leaked token is recognisable
@@ -60,39 +55,9 @@ func csrfToken(session string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-const (
-	userKey    = "dash.user"
-	sessionKey = "dash.session"
-)
-
 // errCSRF answers a cookie-authenticated change without its CSRF token.
 var errCSRF = common.Errf(http.StatusForbidden, "csrf", "missing or invalid CSRF token; reload the page")
 
 func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
-}
-
-func currentUser(c *gin.Context) User {
-	return c.MustGet(userKey).(User)
-}
-
-// apiError maps an error to its HTTP answer. It is the only place where
-// store errors become statuses.
-func apiError(err error) *common.APIError {
-	var ae *common.APIError
-	switch {
-	case errors.As(err, &ae):
-		return ae
-	case errors.Is(err, errNotFound):
-		return common.Errf(http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, errExists):
-		return common.Errf(http.StatusConflict, "already_exists", err.Error())
-	case errors.Is(err, errNoRelease):
-		return common.Errf(http.StatusConflict, "no_release", err.Error()+"; deploy first")
-	case errors.Is(err, context.Canceled):
-		return common.Errf(499, "canceled", "request canceled")
-	case db.IsUnavailable(err):
-		return common.Errf(http.StatusServiceUnavailable, "unavailable", db.UnavailableMessage())
-	}
-	return common.Errf(http.StatusInternalServerError, "internal", "internal error")
 }

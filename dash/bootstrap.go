@@ -32,9 +32,10 @@ const defaultTeam = "main"
 // admin exists, and writes admin.json. Several dash processes may start at
 // once: a MySQL named lock (per database) serialises them, the inserts are
 // one transaction, and the file is written before the lock is released, so
-// exactly one process creates the admin and the others find it.
-func (d *Dash) bootstrap(ctx context.Context) error {
-	conn, err := d.db.Conn(ctx)
+// exactly one process creates the admin and the others find it. url is
+// where users reach dash (written to admin.json).
+func (s *Service) bootstrap(ctx context.Context, url string) error {
+	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
@@ -48,7 +49,7 @@ func (d *Dash) bootstrap(ctx context.Context) error {
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(CONCAT('dinp-dash-bootstrap:', DATABASE()))")
 
-	path := AdminFilePath(d.cfg.Base.DataDir)
+	path := AdminFilePath(s.cfg.Base.DataDir)
 	var admins int
 	if err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE is_admin`).Scan(&admins); err != nil {
 		return fmt.Errorf("bootstrap: count admins: %w", err)
@@ -57,12 +58,12 @@ func (d *Dash) bootstrap(ctx context.Context) error {
 		if _, err := os.Stat(path); err != nil {
 			// Never reset credentials behind an operator's back: another
 			// dash host may hold the file, or the admin changed them.
-			d.log.Warn("admin exists but its credentials file is absent; not rewriting it", "path", path)
+			s.log.Warn("admin exists but its credentials file is absent; not rewriting it", "path", path)
 		}
 		return nil
 	}
 
-	password := d.cfg.AdminPassword
+	password := s.cfg.AdminPassword
 	if password == "" {
 		password = config.RandomToken(12)
 	}
@@ -76,7 +77,7 @@ func (d *Dash) bootstrap(ctx context.Context) error {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	err = func() error {
-		uid, err := createUser(ctx, tx, d.cfg.AdminUser, string(hash), true)
+		uid, err := createUser(ctx, tx, s.cfg.AdminUser, string(hash), true)
 		if err != nil {
 			return err
 		}
@@ -95,13 +96,13 @@ func (d *Dash) bootstrap(ctx context.Context) error {
 	if err != nil {
 		tx.Rollback()
 		if errors.Is(err, errExists) {
-			return fmt.Errorf("bootstrap: user %q exists but is not an admin; choose another admin user", d.cfg.AdminUser)
+			return fmt.Errorf("bootstrap: user %q exists but is not an admin; choose another admin user", s.cfg.AdminUser)
 		}
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	// Write the file before committing: if it cannot be written, nobody
 	// would ever learn the generated secrets, so create nothing.
-	creds := AdminFile{User: d.cfg.AdminUser, Password: password, Token: token, URL: d.publicURL()}
+	creds := AdminFile{User: s.cfg.AdminUser, Password: password, Token: token, URL: url}
 	if err := writePrivateJSON(path, creds); err != nil {
 		tx.Rollback()
 		return fmt.Errorf("bootstrap: %w", err)
@@ -110,7 +111,7 @@ func (d *Dash) bootstrap(ctx context.Context) error {
 		os.Remove(path)
 		return fmt.Errorf("bootstrap: commit: %w", err)
 	}
-	d.log.Info("created first admin; credentials written", "user", d.cfg.AdminUser, "path", path)
+	s.log.Info("created first admin; credentials written", "user", s.cfg.AdminUser, "path", path)
 	return nil
 }
 

@@ -12,7 +12,7 @@ import (
 // unproven claims are capped.
 func TestClaimsNeverBlockTheOwner(t *testing.T) {
 	fv := fakeVerifier{ok: map[string]bool{"shop.example.com": true}}
-	e := newEnvWith(t, nil, func(d *Dash) { d.verifier = fv })
+	e := newEnvWith(t, nil, func(d *Dash) { d.svc.verifier = fv })
 	mallory, alice := e.addUser("mallory", "mals"), e.addUser("alice", "alices")
 	for tok, app := range map[string]string{mallory: "malapp", alice: "shop"} {
 		if st, _ := e.call("POST", "/api/v1/apps", tok, CreateAppRequest{Name: app}, nil); st != 201 {

@@ -28,7 +28,9 @@ import (
 // serves the two handler groups (the JSON API and the web UI) over one
 // Service, where the operations and their authorization live.
 type Dash struct {
-	*Service
+	// svc holds the operations (and their state: store, Redis, hub);
+	// Dash only wires it to a listener and routes.
+	svc *Service
 	cfg Config
 	log *slog.Logger
 	ln  net.Listener
@@ -68,7 +70,7 @@ func New(cfg Config) (*Dash, error) {
 		userLimit: newLoginLimiter(5, 5*time.Minute),
 		ipLimit:   newLoginLimiter(30, 5*time.Minute),
 	}
-	d := &Dash{Service: svc, cfg: cfg, log: log, ln: ln,
+	d := &Dash{svc: svc, cfg: cfg, log: log, ln: ln,
 		api: &apiHandlers{s: svc, log: log},
 		web: &webHandlers{s: svc, log: log, pages: pages},
 	}
@@ -98,7 +100,7 @@ func (d *Dash) publicURL() string {
 // Run connects to MySQL (retrying until ctx is done), migrates, bootstraps
 // the first admin, then serves until ctx is done and drains.
 func (d *Dash) Run(ctx context.Context) error {
-	defer d.rdb.Close()
+	defer d.svc.rdb.Close()
 	pool, err := d.connect(ctx)
 	if err != nil {
 		d.ln.Close()
@@ -108,7 +110,7 @@ func (d *Dash) Run(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	d.db, d.store = pool, &store{db: pool, claimTTL: d.cfg.DomainClaimTTL, defaults: d.cfg.TeamLimits}
+	d.svc.useDB(pool)
 	if err := db.Migrate(ctx, pool); err != nil {
 		d.ln.Close()
 		if ctx.Err() != nil {
@@ -116,7 +118,7 @@ func (d *Dash) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("dash: %w", err)
 	}
-	if err := d.bootstrap(ctx); err != nil {
+	if err := d.svc.bootstrap(ctx, d.publicURL()); err != nil {
 		d.ln.Close()
 		if ctx.Err() != nil {
 			return nil
@@ -130,8 +132,8 @@ func (d *Dash) Run(ctx context.Context) error {
 	opts.PoolSize, opts.ContextTimeoutEnabled = 512, true
 	followRdb := redisx.NewClient(d.cfg.Base, opts)
 	defer followRdb.Close()
-	d.hub = newLogHub(ctx, followRdb, d.log, d.cfg.MaxFollowsPerUser)
-	defer d.hub.stop()
+	d.svc.hub = newLogHub(ctx, followRdb, d.log, d.cfg.MaxFollowsPerUser)
+	defer d.svc.hub.stop()
 
 	srv := &http.Server{
 		Handler:           d.handler(),

@@ -333,11 +333,11 @@ func TestBootstrapConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer d.ln.Close()
-		d.db, d.store = pool, &store{db: pool}
+		d.svc.db, d.svc.store = pool, &store{db: pool}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = d.bootstrap(context.Background())
+			errs[i] = d.svc.bootstrap(context.Background(), d.publicURL())
 		}()
 	}
 	wg.Wait()

@@ -17,6 +17,15 @@ import (
 // DefaultMaxFollowsPerUser bounds one user's open log follows.
 const DefaultMaxFollowsPerUser = 10
 
+const (
+	// logBlock bounds one XREAD BLOCK, so a follower notices a closed
+	// client or a finished build within that time.
+	logBlock = 2 * time.Second
+	// doneEvery is how often a follow that ends with its build or task
+	// asks whether it has (a follow without an end only checks its client).
+	doneEvery = 500 * time.Millisecond
+)
+
 // followBuffer is how many batches a follower may lag behind before it is
 // cut off (its client reconnects); a slow reader never slows the feed.
 const followBuffer = 256
@@ -197,10 +206,11 @@ func splitID(id string) (uint64, uint64) {
 	return ms, 0
 }
 
-// follow writes the entries of s newer than last that match f until ctx
-// ends, the follower is cut off, or done() reports true (checked every
-// doneEvery).
-func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWriter, done func() bool) string {
+// follow passes the entries of s newer than last that match f to emit
+// until ctx ends, emit fails, the follower is cut off, or done() reports
+// true (checked every doneEvery). It returns the id of the newest entry
+// seen.
+func (s *logSub) follow(ctx context.Context, last string, f logFilter, emit func([]common.LogEntry) error, done func() bool) string {
 	tick := time.NewTicker(doneEvery)
 	defer tick.Stop()
 	for {
@@ -226,7 +236,7 @@ func (s *logSub) follow(ctx context.Context, last string, f logFilter, w logWrit
 			}
 			last = fresh[len(fresh)-1].ID
 			if es := decodeEntries(fresh, f); len(es) > 0 {
-				if w.write(es) != nil {
+				if emit(es) != nil {
 					return last
 				}
 			}

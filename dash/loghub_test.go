@@ -70,9 +70,9 @@ func TestLogFollowsFanOut(t *testing.T) {
 		t.Fatalf("another user's follow: %d", st)
 	}
 	feeds = append(feeds, bobLines)
-	d.hub.mu.Lock()
-	nfeeds := len(d.hub.feeds)
-	d.hub.mu.Unlock()
+	d.svc.hub.mu.Lock()
+	nfeeds := len(d.svc.hub.feeds)
+	d.svc.hub.mu.Unlock()
 	if nfeeds != 1 {
 		t.Fatalf("%d stream readers for one app, want 1", nfeeds)
 	}

@@ -152,12 +152,12 @@ func TestMetricsAPIBench(t *testing.T) {
 	if err == nil {
 		d.ln.Close()
 		start := time.Now()
-		rates, err := d.requestSparklines(ctx, apps)
+		rates, err := d.svc.requestSparklines(ctx, apps)
 		if err != nil || len(rates) != napps {
 			t.Fatalf("sparklines: %v (%d)", err, len(rates))
 		}
 		t.Logf("requestSparklines of all %d apps (the Cluster page): %s", napps, time.Since(start).Round(time.Microsecond))
-		d.rdb.Close()
+		d.svc.rdb.Close()
 	}
 }
 

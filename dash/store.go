@@ -22,10 +22,10 @@ var (
 	errNoRelease = errors.New("has no release")
 )
 
-// store holds dash's SQL statements, so handlers stay thin: by concern in
-// store.go (apps, events, instances), store_releases.go, accounts_store.go,
-// and beside their feature (tasks.go, domains.go, drains.go, nodes.go,
-// quotas.go, logs.go); reads of other components' tables go through
+// store holds dash's SQL statements, which only the Service calls: by
+// concern in store.go (apps, events, instances), store_releases.go
+// (releases, builds), accounts_store.go, and beside their feature
+// (tasks.go, domains.go, drains.go, nodes.go, quotas.go); reads of other components' tables go through
 // common/db/reads.
 type store struct {
 	db *sql.DB

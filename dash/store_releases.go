@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/dinp/dinp/common"
 	"github.com/dinp/dinp/common/db/reads"
@@ -291,4 +294,93 @@ func (s *store) releases(ctx context.Context, appID int64, limit int) ([]Release
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// knownImage returns the stack of an image built or released for the app,
+// or an error if the app never had it.
+func (s *store) knownImage(ctx context.Context, appID int64, image string) (string, error) {
+	stack, err := reads.BuiltImageStack(ctx, s.db, appID, image)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = s.db.QueryRowContext(ctx, `SELECT stack FROM releases WHERE app_id = ? AND image = ? LIMIT 1`, appID, image).Scan(&stack)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", common.Errf(http.StatusUnprocessableEntity, "unknown_image", "image "+image+" was never built for this app")
+	}
+	if err != nil {
+		return "", fmt.Errorf("find image: %w", err)
+	}
+	return stack, nil
+}
+
+// BuildInfo is one build as the API lists it (from the builds table).
+type BuildInfo struct {
+	ID         int64              `json:"id"`
+	App        string             `json:"app"`
+	Status     common.BuildStatus `json:"status"`
+	Stack      string             `json:"stack"`
+	Image      string             `json:"image"`
+	SizeBytes  int64              `json:"size_bytes"`
+	Error      string             `json:"error,omitempty"`
+	CreatedBy  string             `json:"created_by"`
+	CreatedAt  time.Time          `json:"created_at"`
+	StartedAt  *time.Time         `json:"started_at"`
+	FinishedAt *time.Time         `json:"finished_at"`
+	DurationMS int64              `json:"duration_ms"`
+}
+
+func (b BuildInfo) finished() bool { return b.Status.Finished() }
+
+// buildInfo is a row of the builder's builds as the API shows it.
+func buildInfo(r reads.Build) BuildInfo {
+	b := BuildInfo{ID: r.ID, App: r.App, Status: r.Status, Stack: r.Stack, Image: r.Image, SizeBytes: r.SizeBytes,
+		Error: r.Error, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt}
+	if b.StartedAt != nil && b.FinishedAt != nil {
+		b.DurationMS = b.FinishedAt.Sub(*b.StartedAt).Milliseconds()
+	}
+	return b
+}
+
+func (s *store) builds(ctx context.Context, a appRow, limit int) ([]BuildInfo, error) {
+	rows, err := reads.Builds(ctx, s.db, a.ID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list builds: %w", err)
+	}
+	out := make([]BuildInfo, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, buildInfo(r))
+	}
+	return out, nil
+}
+
+// build is build id if u may see its app (others' builds are not found).
+func (s *store) build(ctx context.Context, u User, id int64) (BuildInfo, error) {
+	r, err := reads.BuildByID(ctx, s.db, id)
+	if err == nil {
+		var ok bool
+		if ok, err = s.seesTeam(ctx, u, r.TeamID); err == nil && !ok {
+			err = errNoRows
+		}
+	}
+	if errors.Is(err, errNoRows) {
+		return BuildInfo{}, fmt.Errorf("build %d: %w", id, errNotFound)
+	}
+	if err != nil {
+		return BuildInfo{}, fmt.Errorf("read build: %w", err)
+	}
+	return buildInfo(r), nil
+}
+
+func joinSorted(s []string) string {
+	s = append([]string(nil), s...)
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}
+
+func joinList(s []string) string { return strings.Join(s, ", ") }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }

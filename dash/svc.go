@@ -16,7 +16,7 @@ import (
 // what it returns. Authorization lives here: apps of other teams are
 // errNotFound, operations reserved to admins or team owners are
 // errForbidden. Errors are *common.APIError or the store's sentinels;
-// apiError (auth.go) turns any of them into a status and a JSON error.
+// apiError (errors.go) turns any of them into a status and a JSON error.
 type Service struct {
 	cfg     Config
 	log     *slog.Logger
@@ -30,10 +30,16 @@ type Service struct {
 	// loginFail counts failed password checks (platform_metrics.go).
 	loginFail prometheus.Counter
 
-	// db and store are set by Dash.Run before it serves; no operation
-	// runs before that.
+	// db and store are set by useDB (Dash.Run) before it serves; no
+	// operation runs before that.
 	db    *sql.DB
 	store *store
 	// hub serves log follows (set by Run, like store).
 	hub *logHub
+}
+
+// useDB makes the Service read and write MySQL through pool (Dash.Run,
+// once connected).
+func (s *Service) useDB(pool *sql.DB) {
+	s.db, s.store = pool, &store{db: pool, claimTTL: s.cfg.DomainClaimTTL, defaults: s.cfg.TeamLimits}
 }

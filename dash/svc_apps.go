@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -435,10 +436,73 @@ func (s *Service) overview(ctx context.Context, a appRow) (appOverview, error) {
 	if err != nil {
 		return appOverview{}, err
 	}
-	if es, _, err := s.recentLogs(ctx, a.Name, 100, logFilter{Since: s.appSince(ctx, a.ID)}); err == nil {
+	if es, _, err := s.recentStream(ctx, s.keys.Logs(a.Name), 100, logFilter{Since: s.appSince(ctx, a.ID)}); err == nil {
 		for _, e := range es {
 			o.Logs = append(o.Logs, formatLogLine(e))
 		}
 	}
 	return o, nil
+}
+
+// validateLimits checks the limits that are set.
+func validateLimits(instances, memoryMB, cpuShares *int) error {
+	if instances != nil && (*instances < 0 || *instances > MaxInstances) {
+		return invalid("invalid_instances", "instances must be between 0 and "+strconv.Itoa(MaxInstances))
+	}
+	if memoryMB != nil && (*memoryMB < MinMemoryMB || *memoryMB > MaxMemoryMB) {
+		return invalid("invalid_memory", "memory_mb must be between "+strconv.Itoa(MinMemoryMB)+" and "+strconv.Itoa(MaxMemoryMB))
+	}
+	if cpuShares != nil && (*cpuShares < MinCPUShares || *cpuShares > MaxCPUShares) {
+		return invalid("invalid_cpu_shares", "cpu_shares must be between "+strconv.Itoa(MinCPUShares)+" and "+strconv.Itoa(MaxCPUShares))
+	}
+	return nil
+}
+
+// maxEnvValue bounds one env value.
+const maxEnvValue = 32 << 10
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// validateEnvName rejects names that are not portable env variables and the
+// names the platform sets itself (PORT, DINP_*), which an app must not
+// override.
+func validateEnvName(k string) error {
+	if !envNameRE.MatchString(k) {
+		return invalid("invalid_env", "invalid env name "+strconv.Quote(k))
+	}
+	if k == "PORT" || strings.HasPrefix(strings.ToUpper(k), "DINP_") {
+		return invalid("invalid_env", "env name "+k+" is reserved by the platform")
+	}
+	return nil
+}
+
+func validateEnv(set map[string]string, unset []string) error {
+	for k, v := range set {
+		if err := validateEnvName(k); err != nil {
+			return err
+		}
+		if len(v) > maxEnvValue || strings.ContainsRune(v, 0) {
+			return invalid("invalid_env", "value of "+k+" is too long or contains NUL")
+		}
+	}
+	for _, k := range unset {
+		if err := validateEnvName(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validHealthPath(p string) bool {
+	return p == "" || (strings.HasPrefix(p, "/") && len(p) <= 512 && !strings.ContainsAny(p, " \t\r\n"))
+}
+
+// summarize is an app's line in the app list (API and dashboard).
+func summarize(v App, a appRow) AppSummary {
+	sum := AppSummary{App: v, Running: a.Running, Placed: a.Placed, Crashed: a.Crashed,
+		Stack: a.Stack, StackVersion: a.StackVersion, StackLatest: a.StackLatest}
+	// Versions are UTC build times (20060102.150405): they sort as text.
+	sum.StackOutdated = a.StackVersion != "" && a.StackLatest > a.StackVersion
+	sum.State = appState(sum)
+	return sum
 }

@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/dinp/dinp/common"
 )
@@ -112,3 +116,57 @@ func (s *Service) rebuild(ctx context.Context, u User, a appRow) (Release, commo
 	s.log.Info("rebuilt", "app", a.Name, "release", rel.Version, "build", build.ID, "user", u.Name)
 	return rel, build, nil
 }
+
+// errTooLarge is what uploadBody reads return past the limit.
+var errTooLarge = errors.New("upload exceeds the size limit")
+
+// uploadBody caps the bytes read from a client's upload and remembers why
+// reading stopped, so the handler can tell "too large" and "client went
+// away" from a builder failure. The HTTP transport may read it from its own
+// goroutine, hence the atomics.
+type uploadBody struct {
+	r        io.Reader
+	left     int64 // touched only by the single reader
+	tooLarge atomic.Bool
+	closed   atomic.Bool
+	mu       sync.Mutex
+	readErr  error
+}
+
+func (u *uploadBody) Read(p []byte) (int, error) {
+	if u.closed.Load() {
+		return 0, io.ErrClosedPipe
+	}
+	if u.tooLarge.Load() {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > u.left+1 {
+		p = p[:u.left+1]
+	}
+	n, err := u.r.Read(p)
+	if int64(n) > u.left {
+		u.tooLarge.Store(true)
+		n = int(u.left)
+		u.left = 0
+		return n, errTooLarge
+	}
+	u.left -= int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		u.mu.Lock()
+		u.readErr = err
+		u.mu.Unlock()
+	}
+	return n, err
+}
+
+func (u *uploadBody) failed() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.readErr
+}
+
+func tooLarge(limit int64) error {
+	return common.Errf(http.StatusRequestEntityTooLarge, "too_large", "upload larger than "+strconv.FormatInt(limit, 10)+" bytes")
+}
+
+var imageRefRE = regexp.MustCompile(`^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$`)

@@ -11,7 +11,7 @@ import (
 func TestServiceAuthorization(t *testing.T) {
 	var d *Dash
 	e := newEnvWith(t, nil, func(x *Dash) { d = x })
-	s, ctx := d.Service, context.Background()
+	s, ctx := d.svc, context.Background()
 	admin, _, err := s.store.userByName(ctx, e.admin.User)
 	if err != nil {
 		t.Fatal(err)
