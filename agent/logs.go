@@ -226,14 +226,24 @@ func (s *logShipper) follow(ctx context.Context, c common.Container, since time.
 		return fmt.Errorf("logs %s: %w", short(c.ID), err)
 	}
 	defer rc.Close() // a cancelled ctx also aborts a blocked read
-	return demux(bufio.NewReader(rc), func(stream string, line []byte) {
-		s.ship(ctx, c, stream, line)
+	b := &logBatch{s: s, ctx: ctx, c: c, key: s.keys.Logs(c.App)}
+	if isTaskContainer(c) {
+		b.key = s.keys.TaskLogs(c.Instance)
+	}
+	br := bufio.NewReaderSize(rc, 64<<10)
+	err = demux(br, b.add, func() {
+		if br.Buffered() == 0 {
+			b.flush() // before a read that may wait: nothing waits on the container's next line
+		}
 	})
+	b.flush()
+	return err
 }
 
 // demux splits Docker's multiplexed log stream (8-byte frame headers:
-// stream, 3 zero bytes, big-endian size) into lines per stream.
-func demux(r io.Reader, emit func(stream string, line []byte)) error {
+// stream, 3 zero bytes, big-endian size) into lines per stream. Before
+// reading each frame it calls between (nil: nothing).
+func demux(r io.Reader, emit func(stream string, line []byte), between func()) error {
 	var hdr [8]byte
 	pending := map[string][]byte{}
 	flush := func(stream string, final bool) {
@@ -253,6 +263,9 @@ func demux(r io.Reader, emit func(stream string, line []byte)) error {
 		pending[stream] = append([]byte(nil), buf...)
 	}
 	for {
+		if between != nil {
+			between()
+		}
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			flush("stdout", true)
 			flush("stderr", true)
@@ -275,9 +288,24 @@ func demux(r io.Reader, emit func(stream string, line []byte)) error {
 	}
 }
 
-// ship appends one line ("<RFC3339Nano timestamp> <text>") to the app's
-// stream. A failure drops the line: logs must never block the node.
-func (s *logShipper) ship(ctx context.Context, c common.Container, stream string, line []byte) {
+// logBatch ships one container's lines ("<RFC3339Nano timestamp> <text>")
+// to its stream: the lines read in one go (up to logBatchMax) are appended
+// in one round trip, with the container's cursor moved to the last of them,
+// so a chatty app costs a round trip per batch, not per line, and a quiet
+// one's line goes out as soon as it is read. A failure drops the batch:
+// logs must never block the node.
+type logBatch struct {
+	s       *logShipper
+	ctx     context.Context
+	c       common.Container
+	key     string
+	entries []common.LogEntry
+}
+
+// logBatchMax bounds the lines shipped in one round trip.
+const logBatchMax = 256
+
+func (b *logBatch) add(stream string, line []byte) {
 	at := time.Now().UTC()
 	if i := bytes.IndexByte(line, ' '); i > 0 {
 		if t, err := time.Parse(time.RFC3339Nano, string(line[:i])); err == nil {
@@ -288,30 +316,42 @@ func (s *logShipper) ship(ctx context.Context, c common.Container, stream string
 	if len(line) > maxLineBytes {
 		line = line[:maxLineBytes]
 	}
-	xctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	key := s.keys.Logs(c.App)
-	if isTaskContainer(c) {
-		key = s.keys.TaskLogs(c.Instance)
+	b.entries = append(b.entries, common.LogEntry{Source: common.LogSourceApp, Instance: b.c.Instance, Stream: stream, Line: string(line), At: at})
+	if len(b.entries) >= logBatchMax {
+		b.flush()
 	}
-	s.append(xctx, key, common.LogEntry{Source: common.LogSourceApp, Instance: c.Instance, Stream: stream, Line: string(line), At: at},
-		func(pipe redis.Pipeliner) { pipe.HSet(xctx, s.cursor, c.ID, at.Format(time.RFC3339Nano)) })
+}
+
+func (b *logBatch) flush() {
+	if len(b.entries) == 0 {
+		return
+	}
+	xctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	last := b.entries[len(b.entries)-1].At
+	b.s.append(xctx, b.key, b.entries, func(pipe redis.Pipeliner) {
+		pipe.HSet(xctx, b.s.cursor, b.c.ID, last.Format(time.RFC3339Nano))
+	})
+	clear(b.entries)
+	b.entries = b.entries[:0]
 }
 
 // appendTo adds e to the stream key (a task's output: kept for
 // taskLogTTL after its last line).
 func (s *logShipper) appendTo(ctx context.Context, key string, e common.LogEntry) {
-	s.append(ctx, key, e, nil)
+	s.append(ctx, key, []common.LogEntry{e}, nil)
 }
 
 // taskLogTTL is how long a task's log stream outlives its last line.
 const taskLogTTL = 7 * 24 * time.Hour
 
-// append adds e to the stream key; with also, more commands go in the same
-// round trip (the container's cursor moves with its line).
-func (s *logShipper) append(ctx context.Context, key string, e common.LogEntry, also func(redis.Pipeliner)) {
+// append adds entries to the stream key in one round trip; with also, more
+// commands go in it (the container's cursor moves with its lines).
+func (s *logShipper) append(ctx context.Context, key string, entries []common.LogEntry, also func(redis.Pipeliner)) {
 	pipe := s.rdb.Pipeline()
-	redisx.AppendLogTo(ctx, pipe, key, e)
+	for _, e := range entries {
+		redisx.AppendLogTo(ctx, pipe, key, e)
+	}
 	if strings.Contains(key, ":task-logs:") {
 		pipe.Expire(ctx, key, taskLogTTL)
 	}

@@ -106,7 +106,7 @@ func TestDemux(t *testing.T) {
 	in = append(in, frame(1, "c\n")...)
 	in = append(in, frame(1, "tail")...)
 	var got []string
-	if err := demux(bytesReader(in), func(stream string, line []byte) { got = append(got, stream+":"+string(line)) }); err != nil {
+	if err := demux(bytesReader(in), func(stream string, line []byte) { got = append(got, stream+":"+string(line)) }, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"stdout:a", "stderr:err", "stdout:bc", "stdout:tail"}
