@@ -137,23 +137,17 @@ func (c *loopConn) readHeads() {
 		if !c.readable {
 			return
 		}
-		space := len(c.rbuf) - c.rn
-		n, e := sysRead(c.fd, c.rbuf[c.rn:])
-		switch {
-		case e == syscall.EAGAIN:
-			c.readable = false
+		first := c.rn == 0
+		switch c.read() {
+		case readNone:
 			return
-		case e != 0 || n == 0:
+		case readEnd:
 			c.close()
 			return
 		}
-		if n < space && !c.rdhup {
-			c.readable = false // edge-triggered: drained
-		}
-		if c.rn == 0 {
+		if first {
 			c.setDeadline(dlHead, c.l.now.Add(frontHeader))
 		}
-		c.rn += n
 	}
 }
 
@@ -161,21 +155,36 @@ func (c *loopConn) readHeads() {
 // pipelined requests (kept for later) or the end of the connection.
 func (c *loopConn) readAhead() {
 	for c.readable && c.rn < len(c.rbuf) {
-		space := len(c.rbuf) - c.rn
-		n, e := sysRead(c.fd, c.rbuf[c.rn:])
-		switch {
-		case e == syscall.EAGAIN:
-			c.readable = false
-			return
-		case e != 0 || n == 0:
+		if c.read() == readEnd {
 			c.clientGone()
 			return
 		}
-		c.rn += n
-		if n < space && !c.rdhup {
-			c.readable = false
-		}
 	}
+}
+
+// Results of loopConn.read.
+const (
+	readSome = iota // bytes were added to rbuf
+	readNone        // nothing waiting
+	readEnd         // the client closed or failed
+)
+
+// read reads what fits of the client's bytes into rbuf.
+func (c *loopConn) read() int {
+	space := len(c.rbuf) - c.rn
+	n, e := sysRead(c.fd, c.rbuf[c.rn:])
+	switch {
+	case e == syscall.EAGAIN:
+		c.readable = false
+		return readNone
+	case e != 0 || n == 0:
+		return readEnd
+	}
+	c.rn += n
+	if n < space && !c.rdhup {
+		c.readable = false // edge-triggered: drained (a new edge comes with more)
+	}
+	return readSome
 }
 
 // serve starts serving the request whose head is h (at the start of rbuf).
