@@ -314,6 +314,16 @@ func TestBackendDiesMidBody(t *testing.T) {
 		if err == nil {
 			t.Fatalf("truncated body %q delivered as complete", body)
 		}
+		// The cut request still ends like any other: the backend's
+		// in-flight count (least-conn, connection caps) back to 0, the
+		// request counted.
+		e, _ := r.table.Lookup("cut.apps.io")
+		testenv.WaitFor(t, "the backend's in-flight count back to 0", 2*time.Second, func() bool {
+			return e.pool.Backends()[0].Active() == 0
+		})
+		testenv.WaitFor(t, "the cut request counted", 2*time.Second, func() bool {
+			return counterValue(r.metrics.requests.WithLabelValues("cut", "2xx")) == 1
+		})
 	})
 }
 

@@ -347,7 +347,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			}
 		}
 		st.body = r.watchBody(w, req)
-		r.proxy.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)))
+		r.serveProxy(rec, req.WithContext(context.WithValue(req.Context(), stateKey{}, st)), st)
 		if st.backend != nil && st.started {
 			st.backend.Done()
 		}
@@ -359,6 +359,22 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		// Like httputil.ReverseProxy: a truncated body must not look complete.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// serveProxy runs the ReverseProxy. When the backend breaks mid-body,
+// ReverseProxy aborts the handler (panics with http.ErrAbortHandler): that
+// is noted in st.aborted, so ServeHTTP still ends the backend's in-flight
+// count and counts and logs the request before it aborts the connection.
+func (r *Router) serveProxy(w http.ResponseWriter, req *http.Request, st *reqState) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			st.aborted = true
+		}
+	}()
+	r.proxy.ServeHTTP(w, req)
 }
 
 // modifyResponse is the ReverseProxy path's hook for sticky sessions.
