@@ -23,11 +23,12 @@
 # client connection. "router-log" writes its access log to a file (truncated
 # after each round) to show what it costs. "router-1p" is the router with as
 # many Go Ps as cores (--procs, instead of its default 4 x cores), to show
-# which of the two the machine favours.
+# which of the two the machine favours. "router-goroutine" is the router with
+# a goroutine per connection (--loops 0) instead of its event loops.
 #
 # Environment: BENCH_DURATION (10s), BENCH_ROUNDS (3), BENCH_CONNS ("64 256"),
-# BENCH_TARGETS ("direct router router-1p router-log nginx haproxy"; also
-# router-nometrics), BENCH_H2 (1; 0 skips the h2 round), BENCH_H2_STREAMS
+# BENCH_TARGETS ("direct router router-goroutine router-1p router-log nginx
+# haproxy"; also router-nometrics), BENCH_H2 (1; 0 skips the h2 round), BENCH_H2_STREAMS
 # (10 per connection), BENCH_CHANGES (1000; 0 skips), BENCH_ROUTES (10000),
 # BENCH_PORT (first of 16 ports, 19100).
 set -euo pipefail
@@ -39,7 +40,7 @@ source "$ROOT/scripts/services.sh"
 DURATION=${BENCH_DURATION:-10s}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS_LIST=${BENCH_CONNS:-64 256}
-TARGETS=${BENCH_TARGETS:-direct router router-1p router-log nginx haproxy}
+TARGETS=${BENCH_TARGETS:-direct router router-goroutine router-1p router-log nginx haproxy}
 H2=${BENCH_H2:-1}
 H2_STREAMS=${BENCH_H2_STREAMS:-10}
 CHANGES=${BENCH_CHANGES:-1000}
