@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-router.sh — dinp's router against nginx and HAProxy, all on 127.0.0.1,
-# in one run that stops by itself (~8 minutes).
+# in one run that stops by itself (~9 minutes).
 #
 # The backend is lighter than any proxy in front of it, so the proxies' own
 # cost is what shows: nginx (Debian's nginx-light) with one worker answering
@@ -30,7 +30,7 @@
 # BENCH_TARGETS ("direct router router-goroutine router-1p router-log nginx
 # haproxy"; also router-nometrics), BENCH_H2 (1; 0 skips the h2 round), BENCH_H2_STREAMS
 # (10 per connection), BENCH_CHANGES (1000; 0 skips), BENCH_ROUTES (10000),
-# BENCH_PORT (first of 16 ports, 19100).
+# BENCH_PORT (first of 18 ports, 19100).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
