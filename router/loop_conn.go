@@ -29,6 +29,7 @@ type loopConn struct {
 	rbuf     []byte // client bytes; the head being served stays at rbuf[:hlen]
 	rn, hlen int
 	readable bool // edge-triggered: bytes may be waiting
+	inHeads  bool // readHeads is running
 	rdhup    bool // the client closed its side: read to the end, short reads included
 	writable bool
 	closed   bool
@@ -123,8 +124,16 @@ func (c *loopConn) event(ev uint32) {
 	}
 }
 
-// readHeads reads and serves requests until none is complete.
+// readHeads reads and serves requests until none is complete. A request
+// answered at once (a reject) finishes inside serve and calls readHeads
+// again: that call returns and this loop goes on, so a client pipelining
+// such requests without end cannot make the stack grow.
 func (c *loopConn) readHeads() {
+	if c.inHeads {
+		return
+	}
+	c.inHeads = true
+	defer func() { c.inHeads = false }()
 	for !c.closed && !c.inFlight {
 		if h := headIn(c.rbuf[:c.rn]); h != nil {
 			c.serve(h)

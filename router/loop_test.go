@@ -138,3 +138,35 @@ func TestEventLoopsServePlainHTTP(t *testing.T) {
 	testenv.WaitFor(t, "dinp_router_loop_connections = 0 once the connection went to net/http", 2*time.Second,
 		func() bool { return loopGauge(t, r) == "0" })
 }
+
+// A client that pipelines many requests the router answers itself (an
+// unknown host: 404 at once) gets every answer, in order, on one
+// connection.
+func TestPipelinedRejects(t *testing.T) {
+	r, _ := routerWith(t, nil, nil)
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	const n = 5000
+	go func() {
+		var b bytes.Buffer
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, "GET /%d HTTP/1.1\r\nHost: nowhere-%d.apps.io\r\n\r\n", i, i)
+		}
+		c.Write(b.Bytes())
+	}()
+	br := bufio.NewReader(c)
+	for i := 0; i < n; i++ {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), fmt.Sprintf("nowhere-%d.apps.io", i)) {
+			t.Fatalf("answer %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}
