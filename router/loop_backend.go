@@ -58,6 +58,7 @@ func (l *evLoop) takeIdle(addr string, now time.Time) *loopBackend {
 			continue
 		}
 		bc.reused = true
+		bc.rbuf = getLoopBuf(frontOutBuffer)
 		return bc
 	}
 	return nil
@@ -72,6 +73,7 @@ func (l *evLoop) putIdle(bc *loopBackend) {
 		return
 	}
 	bc.owner, bc.used, bc.rn, bc.roff = nil, l.now, 0, 0
+	bc.release() // an idle connection holds no buffer
 	l.idle[bc.addr] = append(list, bc)
 }
 

@@ -53,6 +53,7 @@ type loopConn struct {
 	respDone    bool // the whole answer is in out: finish once it is written
 	body        bodyScan
 	outOff      int
+	outp        *[]byte // from outPool while a request is served; fc.out is *outp's
 }
 
 // What a loopConn's deadline ends.
@@ -215,7 +216,10 @@ func (c *loopConn) serve(h []byte) {
 	c.setDeadline(dlNone, time.Time{})
 	fc.st = reqState{start: r.now()}
 	fc.bytes = 0
-	fc.out = fc.out[:0]
+	if c.outp == nil { // the answer's buffer, for this request only (see finish)
+		c.outp = outPool.Get().(*[]byte)
+	}
+	fc.out = (*c.outp)[:0]
 	c.outOff = 0
 	q := &fc.q
 	fc.id = requestID(q.requestID, &fc.idBuf)
@@ -443,6 +447,7 @@ func (c *loopConn) finish() {
 	fc.line = finishRequest(r, &fc.st, fc.now, fc.st.status, fc.bytes, q.host, q.method, accessPath(q.target), fc.id, fc.line)
 	c.inFlight, c.respDone, c.headDone = false, false, false
 	c.fc.st = reqState{}
+	c.putOut()
 	copy(c.rbuf, c.rbuf[c.hlen:c.rn])
 	c.rn -= c.hlen
 	c.hlen = 0
@@ -450,9 +455,20 @@ func (c *loopConn) finish() {
 		c.close()
 		return
 	}
-	c.fc.out = c.fc.out[:0]
 	c.idleSince(c.l.now)
 	c.readHeads()
+}
+
+// putOut returns the answer's buffer: an idle connection holds none, so
+// 10,000 keep-alive clients cost their read buffers only, whatever
+// answers they once got.
+func (c *loopConn) putOut() {
+	if c.outp == nil {
+		return
+	}
+	*c.outp = c.fc.out[:0]
+	outPool.Put(c.outp)
+	c.outp, c.fc.out = nil, nil
 }
 
 // writeAndClose answers with a fixed message and closes (malformed
@@ -471,6 +487,7 @@ func (c *loopConn) close() {
 	c.closed = true
 	c.dropBackend()
 	c.l.forget(c.fd)
+	c.putOut()
 	c.done()
 }
 
