@@ -77,6 +77,9 @@ func newStressBackend(t *testing.T) *httptest.Server {
 // and afterwards no request is still counted on a backend (least-conn and
 // connection caps rely on it) and the loops hold no connection.
 func TestStressMixedTraffic(t *testing.T) {
+	if goroutineFront || nodeLocalPath {
+		t.Skip("runs on every path in the package's main run")
+	}
 	forEachPath(t, func(t *testing.T, p pathCase) {
 		a, b := newStressBackend(t), newStressBackend(t)
 		host := "stress.apps.io"
