@@ -48,7 +48,6 @@ func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 
-
 func streamLines(t *testing.T, rdb *redis.Client, key string) []string {
 	t.Helper()
 	msgs, err := rdb.XRange(context.Background(), key, "-", "+").Result()

@@ -74,6 +74,17 @@ func (r *Router) routeHost(host []byte) (*entry, rejection) {
 	return routeDecision(host, e, ok)
 }
 
+// routeRequest applies routeHost to a request head the router's own
+// HTTP/1.1 paths serve, filling st's entry and sticky pin.
+func (r *Router) routeRequest(q *reqHead, st *reqState) rejection {
+	e, rej := r.routeHost(q.host)
+	st.e = e
+	if rej.status == 0 && e.route.Sticky && q.hasCookie {
+		st.sticky = stickyFromCookies(q.head)
+	}
+	return rej
+}
+
 // routeHostString is routeHost for net/http's Host.
 func (r *Router) routeHostString(host string) (*entry, rejection) {
 	e, ok := r.table.Lookup(host)

@@ -118,31 +118,22 @@ func (f *front) serve() {
 		if capped {
 			release = &releaseOnClose{release: func() { f.limits.release(ip) }}
 		}
-		if f.loops != nil {
-			f.mu.Lock()
-			if f.closing.Load() {
-				f.mu.Unlock()
-				c.Close()
-				release.done()
-				continue
-			}
-			f.wg.Add(1)
-			f.mu.Unlock()
-			if f.loops.give(c, release, ip, !capped) {
-				continue
-			}
-			f.wg.Done()
-		}
-		fc := f.newConn(c)
-		fc.release = release
 		f.mu.Lock()
 		if f.closing.Load() {
 			f.mu.Unlock()
 			c.Close()
+			release.done()
 			continue
 		}
-		f.conns[fc] = struct{}{}
 		f.wg.Add(1)
+		f.mu.Unlock()
+		if f.loops != nil && f.loops.give(c, release, ip, !capped) {
+			continue
+		}
+		fc := f.newConn(c)
+		fc.release = release
+		f.mu.Lock()
+		f.conns[fc] = struct{}{} // a shutdown that began meanwhile: serve sees closing
 		f.mu.Unlock()
 		go fc.serve()
 	}

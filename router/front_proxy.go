@@ -29,15 +29,10 @@ func (fc *frontConn) handle(q *reqHead) bool {
 
 	fc.id = requestID(q.requestID, &fc.idBuf)
 	var keep bool
-	e, rej := r.routeHost(q.host)
-	st.e = e
-	if rej.status != 0 {
+	if rej := r.routeRequest(q, st); rej.status != 0 {
 		keep = fc.reject(q, rej)
 	} else {
-		if e.route.Sticky && q.hasCookie {
-			st.sticky = stickyFromCookies(q.head)
-		}
-		keep = fc.proxy(q, e)
+		keep = fc.proxy(q, st.e)
 	}
 	fc.now = r.now()
 	fc.line = finishRequest(r, st, fc.now, st.status, fc.bytes, q.host, q.method, accessPath(q.target), fc.id, fc.line)

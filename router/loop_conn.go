@@ -223,14 +223,9 @@ func (c *loopConn) serve(h []byte) {
 	c.outOff = 0
 	q := &fc.q
 	fc.id = requestID(q.requestID, &fc.idBuf)
-	e, rej := r.routeHost(q.host)
-	fc.st.e = e
-	if rej.status != 0 {
+	if rej := r.routeRequest(q, &fc.st); rej.status != 0 {
 		c.reject(rej)
 		return
-	}
-	if e.route.Sticky && q.hasCookie {
-		fc.st.sticky = stickyFromCookies(q.head)
 	}
 	c.req = r.appendOutboundHead(c.req[:0], q, &fc.ci, fc.st.start, fc.id)
 	c.nextAttempt()
